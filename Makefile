@@ -1,0 +1,32 @@
+# The two commands of the README are `make demo` and `make test`; the rest are chores.
+.PHONY: demo test unit lint crds tools up down status venv
+
+demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
+	hack/demo
+
+test:            ## lint + CRD freshness + unit and integration tests on the real dev environment
+	hack/test
+
+unit: venv       ## unit tests only (no servers)
+	.venv/bin/pytest -q tests/unit
+
+lint: venv
+	.venv/bin/ruff check .
+
+crds: venv       ## regenerate crds/ from operator/api/
+	.venv/bin/kameng crds
+
+tools:           ## build the pinned control-plane binaries into ~/.cache/kameng
+	hack/build-tools
+
+up:              ## start the dev environment; use: eval "$$(hack/devenv up)"
+	hack/devenv up
+
+down:
+	hack/devenv down
+
+status:
+	hack/devenv status
+
+venv:
+	hack/venv

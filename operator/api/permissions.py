@@ -1,0 +1,46 @@
+"""The fixed permission vocabulary of a sub-site's staff and the default policy."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Permission = Literal[
+    "catalog:read",
+    "catalog:write",
+    "orders:read",
+    "orders:refund",
+    "customers:read",
+    "customers:manage",
+    "marketing:manage",
+    "finance:read",
+    "finance:withdraw",
+    "finance:reconcile",
+    "settings:write",
+    "members:manage",
+]
+PERMISSIONS: tuple[str, ...] = get_args(Permission)
+
+# SubSite fields and storefront actions that may be put behind HQ approval.
+Approvable = Literal[
+    "payments.methods",
+    "domain",
+    "catalog.priceRules",
+    "catalog.hiddenProducts",
+    "members",
+    "finance:withdraw",
+    "orders:refund",
+]
+APPROVABLE: tuple[str, ...] = get_args(Approvable)
+
+# DESIGN.md's default `standard` policy. site-admin runs the shop but not its system
+# settings; operations reads and markets but never touches money; finance moves money
+# but never edits the catalogue.
+STANDARD_ROLES: dict[str, tuple[str, ...]] = {
+    "site-admin": (
+        "catalog:read", "catalog:write", "orders:read", "orders:refund",
+        "customers:read", "customers:manage", "marketing:manage", "members:manage",
+    ),
+    "operations": ("catalog:read", "orders:read", "customers:read", "marketing:manage"),
+    "finance": ("orders:read", "finance:read", "finance:withdraw", "finance:reconcile"),
+}
+STANDARD_APPROVALS: tuple[str, ...] = ("payments.methods", "domain")
