@@ -7,6 +7,9 @@ Standard library only, so it runs before the project's virtualenv exists.
     hack/devenv down     stop everything and delete its state
     hack/devenv status   say what runs
     hack/devenv env      print the `export` lines of a running environment
+    hack/devenv run NAME -- CMD...
+                         keep CMD running in the background as NAME (the operator, a
+                         storefront...), logged to logs/NAME.log; `down` stops it too
 
 Why not kind: this machine has no Docker engine. kwok gives fake nodes on which pods
 become Running and Ready, so Deployments reach Available without a container runtime.
@@ -252,7 +255,7 @@ def start_apiserver(state: dict, bin_dir: Path) -> None:
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--enable-admission-plugins=NodeRestriction",
+        "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
         "--profiling=false", "--v=1",
     ], state)
     wait_for("kube-apiserver /readyz", lambda: api_get(state, "/readyz")[0] == 200, 90, state,
@@ -427,8 +430,46 @@ def healthy(state: dict) -> bool:
         return False
 
 
+def stop_extras(state: dict, only: str | None = None) -> None:
+    for name, pid in list(state.get("extras", {}).items()):
+        if only and name != only:
+            continue
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        state["extras"].pop(name, None)
+    save_state(state)
+
+
+def run_extra(name: str, argv: list[str]) -> None:
+    state = load_state()
+    if not state or not healthy(state):
+        die("not running; start it with: eval \"$(hack/devenv up)\"")
+    pid = state.get("extras", {}).get(name)
+    if alive(pid):
+        log(f"{name} already runs (pid {pid}); logs in {STATE / 'logs' / (name + '.log')}")
+        return
+    env = {**os.environ, **dict(line[len("export "):].split("=", 1) for line in
+                                exports(state).splitlines() if not line.startswith("export PATH"))}
+    env = {k: v.strip("'") for k, v in env.items()}
+    env["PATH"] = f"{state['bin_dir']}:{os.environ.get('PATH', '')}"
+    logf = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    state.setdefault("extras", {})[name] = proc.pid
+    save_state(state)
+    log(f"{name} started (pid {proc.pid}); logs in {STATE / 'logs' / (name + '.log')}")
+
+
 def stop(state: dict | None) -> None:
     if state:
+        stop_extras(state)
         # Reverse order: the control plane goes before its store.
         for name in reversed(COMPONENTS):
             pid = state["pids"].get(name)
@@ -520,6 +561,8 @@ def status() -> int:
         running = alive(pid)
         ok &= running
         print(f"{name:26} {'running' if running else 'STOPPED':8} pid {pid}")
+    for name, pid in state.get("extras", {}).items():
+        print(f"{name:26} {'running' if alive(pid) else 'EXITED':8} pid {pid}")
     try:
         code, body = api_get(state, "/readyz")
         print(f"{'apiserver /readyz':26} {body.decode().strip() if code == 200 else code}")
@@ -533,7 +576,7 @@ def status() -> int:
 
 def main() -> int:
     cmd = sys.argv[1] if len(sys.argv) > 1 else "help"
-    if cmd not in ("up", "down", "status", "env"):
+    if cmd not in ("up", "down", "status", "env", "run", "stop"):
         print(__doc__, file=sys.stderr)
         return 2
     LOCK.parent.mkdir(parents=True, exist_ok=True)
@@ -546,6 +589,15 @@ def main() -> int:
         elif cmd == "down":
             stop(load_state())
             log("stopped")
+        elif cmd == "run":
+            args = sys.argv[2:]
+            if len(args) < 3 or args[1] != "--":
+                die("usage: hack/devenv run NAME -- CMD [ARGS...]")
+            run_extra(args[0], args[2:])
+        elif cmd == "stop":
+            state = load_state()
+            if state and len(sys.argv) > 2:
+                stop_extras(state, sys.argv[2])
         elif cmd == "env":
             state = load_state()
             if not state or not healthy(state):

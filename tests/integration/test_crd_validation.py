@@ -52,7 +52,7 @@ INVALID = [
      ["spec.fees.baseAnnualFee", "decimal string with at most 2 decimals"]),
     ("license-money-as-float", _with(LIC, "spec.fees.baseAnnualFee", 12000.5),
      ["spec.fees.baseAnnualFee", "must be of type string"]),
-    ("license-region-not-iso", _with(LIC, "spec.regions", ["Shanghai"]),
+    ("license-region-not-iso", _with(LIC, "spec.regions", ["cn-31"]),
      ["spec.regions[0]", "ISO 3166-2"]),
     ("license-share-category-not-licensed",
      _with(LIC, "spec.fees.revenueShare", [{"category": "gift-cards", "percent": "5"}]),
