@@ -1,0 +1,197 @@
+"""`kubectl kameng`: status, suspend, resume, renew and export of sub-sites.
+
+kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
+patch of the License or a read, so what it does is visible in the audit log and in
+GitOps diffs exactly as if a person had edited the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from kameng.api.common import GROUP, VERSION
+from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
+
+
+class PluginError(Exception):
+    pass
+
+
+class Api:
+    """The few calls the plugin needs, over the official client."""
+
+    def __init__(self, context: str | None) -> None:
+        from kubernetes import client, config
+
+        config.load_kube_config(context=context)
+        self.co = client.CustomObjectsApi()
+        self._exc = client.ApiException
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        try:
+            return self.co.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        except self._exc as e:
+            if e.status == 404:
+                raise PluginError(f"{plural[:-1] if plural != 'rolepolicies' else 'rolepolicy'}"
+                                  f" {name!r} not found") from None
+            raise
+
+    def list(self, plural: str) -> list[dict[str, Any]]:
+        return self.co.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.co.patch_cluster_custom_object(GROUP, VERSION, plural, name, body)
+
+
+def license_of(api: Api, site: str) -> dict[str, Any]:
+    ss = api.get("subsites", site)
+    return api.get("licenses", ss["spec"]["licenseRef"])
+
+
+def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c.get("type") == type_:
+            return c
+    return {}
+
+
+def _is_problem(c: dict[str, Any]) -> bool:
+    # kstatus: Reconciling and Stalled are "abnormal-true" conditions; the rest are
+    # healthy when True.
+    if c.get("type") in ("Reconciling", "Stalled"):
+        return c.get("status") == "True"
+    return c.get("status") != "True"
+
+
+def cmd_status(api: Api, args: argparse.Namespace) -> int:
+    sites = [api.get("subsites", args.site)] if args.site else api.list("subsites")
+    licenses = {lic["metadata"]["name"]: lic for lic in api.list("licenses")}
+    rows = [("NAME", "PHASE", "READY", "LICENSE", "STATE", "EXPIRES", "URL", "PROBLEM")]
+    for ss in sorted(sites, key=lambda o: o["metadata"]["name"]):
+        st = ss.get("status", {})
+        lic = licenses.get(ss["spec"]["licenseRef"], {})
+        lst = lic.get("status", {})
+        problems = [f"{c['type']}: {c.get('message') or c.get('reason')}"
+                    for c in st.get("conditions", []) if _is_problem(c)]
+        if lic.get("spec", {}).get("suspended"):
+            problems.insert(0, f"suspended: {lic['spec'].get('suspendReason') or 'no reason'}")
+        rows.append((ss["metadata"]["name"], st.get("phase", "-"),
+                     _cond(ss, "Ready").get("status", "-"), ss["spec"]["licenseRef"],
+                     lst.get("state", "-"), lst.get("expiresAt", lic.get("spec", {})
+                                                    .get("term", {}).get("end", "-")),
+                     st.get("url", "-"), "; ".join(problems) or "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("   ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)) + "   " + r[-1])
+    return 0
+
+
+def cmd_suspend(api: Api, args: argparse.Namespace) -> int:
+    lic = license_of(api, args.site)
+    api.patch("licenses", lic["metadata"]["name"],
+              {"spec": {"suspended": True, "suspendReason": args.reason}})
+    print(f"license.{GROUP}/{lic['metadata']['name']} suspended ({args.reason}); "
+          f"sub-site {args.site} stops taking orders")
+    return 0
+
+
+def cmd_resume(api: Api, args: argparse.Namespace) -> int:
+    lic = license_of(api, args.site)
+    api.patch("licenses", lic["metadata"]["name"],
+              {"spec": {"suspended": False, "suspendReason": None}})
+    print(f"license.{GROUP}/{lic['metadata']['name']} resumed; sub-site {args.site} restored")
+    return 0
+
+
+def cmd_renew(api: Api, args: argparse.Namespace) -> int:
+    lic = license_of(api, args.site)
+    spec = lic["spec"]
+    term = Term(parse_time(spec["term"]["start"]), parse_time(spec["term"]["end"]))
+    now = datetime.now(UTC)
+    if args.until:
+        until = parse_time(args.until)
+        if until <= term.end:
+            raise PluginError(f"--until {args.until} is not after the current end "
+                              f"{format_time(term.end)}")
+        new = Term(term.start, until)
+    else:
+        strategy = spec.get("renewal", {}).get("strategy", "FromExpiry")
+        new = renew(term, parse_duration(args.extend), strategy, now)
+    # The term is patched as a whole so start and end stay consistent (CEL checks both).
+    api.patch("licenses", lic["metadata"]["name"],
+              {"spec": {"term": {"start": format_time(new.start), "end": format_time(new.end)}}})
+    print(f"license.{GROUP}/{lic['metadata']['name']} renewed: term "
+          f"{format_time(new.start)} → {format_time(new.end)}")
+    return 0
+
+
+def _clean(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    keep = {k: meta[k] for k in ("name", "labels") if meta.get(k)}
+    annotations = {k: v for k, v in meta.get("annotations", {}).items()
+                   if not k.startswith(("kameng.io/", "kubectl.kubernetes.io/", "kopf."))}
+    if annotations:
+        keep["annotations"] = annotations
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": keep,
+            "spec": obj["spec"]}
+
+
+def cmd_export(api: Api, args: argparse.Namespace) -> int:
+    """The site's three resources as clean YAML, ready to commit to a GitOps repo."""
+    ss = api.get("subsites", args.site)
+    docs = [api.get("licenses", ss["spec"]["licenseRef"]),
+            api.get("rolepolicies", ss["spec"]["rolePolicyRef"]), ss]
+    if args.output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List",
+                          "items": [_clean(d) for d in docs]}, indent=2, ensure_ascii=False))
+    else:
+        print(yaml.safe_dump_all([_clean(d) for d in docs], sort_keys=False,
+                                 allow_unicode=True), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubectl kameng", description=__doc__.split("\n")[0])
+    p.add_argument("--context", help="kubeconfig context to use")
+    sub = p.add_subparsers(dest="verb", required=True)
+    s = sub.add_parser("status", help="sub-sites with phase, license and what is wrong")
+    s.add_argument("site", nargs="?")
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("suspend", help="suspend a sub-site (patches its License)")
+    s.add_argument("site")
+    s.add_argument("--reason", required=True, help="why; shown in status and Events")
+    s.set_defaults(fn=cmd_suspend)
+    s = sub.add_parser("resume", help="lift a suspension")
+    s.add_argument("site")
+    s.set_defaults(fn=cmd_resume)
+    s = sub.add_parser("renew", help="extend a sub-site's license term")
+    s.add_argument("site")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--extend", help="by a duration per the License's renewal strategy, "
+                   "e.g. 365d")
+    g.add_argument("--until", help="to an explicit RFC 3339 end")
+    s.set_defaults(fn=cmd_renew)
+    s = sub.add_parser("export", help="print the site's License, RolePolicy and SubSite")
+    s.add_argument("site")
+    s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    s.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(Api(args.context), args)
+    except (PluginError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""License term arithmetic shared by the kubectl plugin, the operator and the workers."""

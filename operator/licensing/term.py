@@ -1,0 +1,53 @@
+"""Pure term arithmetic: durations, renewal (Keygen-like strategies), state at a time."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`72h`, `30m`, `365d`, `1d12h` → timedelta. Days are a CLI convenience only."""
+    m = _DURATION.match(text.strip())
+    if not text.strip() or not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 365d, 72h or 90m)")
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+def parse_time(text: str) -> datetime:
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"time without a zone: {text!r} (use RFC 3339, e.g. 2027-01-01T00:00:00Z)")
+    return dt.astimezone(UTC)
+
+
+def format_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Term:
+    start: datetime
+    end: datetime
+
+
+def renew(term: Term, extend_by: timedelta, strategy: str, now: datetime) -> Term:
+    """The term after a renewal of `extend_by`.
+
+    FromExpiry always extends from the current end, so a partner who renews late still
+    pays for the days in between (Keygen's "from expiry"). FromNowIfExpired restarts an
+    already expired license from now, so the lapse is not charged.
+    """
+    if extend_by <= timedelta(0):
+        raise ValueError("a renewal must extend the term by a positive duration")
+    if strategy == "FromExpiry":
+        return Term(term.start, term.end + extend_by)
+    if strategy == "FromNowIfExpired":
+        if term.end <= now:
+            return Term(now, now + extend_by)
+        return Term(term.start, term.end + extend_by)
+    raise ValueError(f"unknown renewal strategy {strategy!r}")
