@@ -83,6 +83,32 @@ def alive(pid: int | None) -> bool:
     return True
 
 
+def ours(pid: int | None, marker: str) -> bool:
+    """Alive and still the process we started.
+
+    After a reboot or a session end the recorded pids are stale and the kernel may
+    have handed them to unrelated processes, which must never be signalled.
+    """
+    if not alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _marker(argv: list[str]) -> str:
+    # The executable's path: what /proc/<pid>/cmdline of our process must contain.
+    return next((a for a in argv if a.startswith("/")), argv[0])
+
+
+def _kill_group(pid: int | None, marker: str, sig: int) -> None:
+    if ours(pid, marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
 def free_port() -> int:
     # Ports come from the kernel's ephemeral allocator on loopback, so they never
     # collide with a system PostgreSQL/Redis on their well-known ports.
@@ -99,6 +125,7 @@ def spawn(name: str, argv: list[str], state: dict, *, user: str | None = None,
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, cwd=STATE, env=env)
     state["pids"][name] = proc.pid
+    state.setdefault("markers", {})[name] = _marker(argv)
     save_state(state)
 
 
@@ -422,7 +449,8 @@ def exports(state: dict) -> str:
 
 
 def healthy(state: dict) -> bool:
-    if not all(alive(state["pids"].get(c)) for c in COMPONENTS):
+    markers = state.get("markers", {})
+    if not all(ours(state["pids"].get(c), markers.get(c, "")) for c in COMPONENTS):
         return False
     try:
         return api_get(state, "/readyz")[0] == 200
@@ -434,15 +462,13 @@ def stop_extras(state: dict, only: str | None = None) -> None:
     for name, pid in list(state.get("extras", {}).items()):
         if only and name != only:
             continue
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
+        marker = state.get("markers", {}).get(name, "")
+        if ours(pid, marker):
+            _kill_group(pid, marker, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while alive(pid) and time.monotonic() < deadline:
+            while ours(pid, marker) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+            _kill_group(pid, marker, signal.SIGKILL)
         state["extras"].pop(name, None)
     save_state(state)
 
@@ -452,7 +478,7 @@ def run_extra(name: str, argv: list[str]) -> None:
     if not state or not healthy(state):
         die("not running; start it with: eval \"$(hack/devenv up)\"")
     pid = state.get("extras", {}).get(name)
-    if alive(pid):
+    if ours(pid, state.get("markers", {}).get(name, "")):
         log(f"{name} already runs (pid {pid}); logs in {STATE / 'logs' / (name + '.log')}")
         return
     env = {**os.environ, **dict(line[len("export "):].split("=", 1) for line in
@@ -463,6 +489,7 @@ def run_extra(name: str, argv: list[str]) -> None:
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
     state.setdefault("extras", {})[name] = proc.pid
+    state.setdefault("markers", {})[name] = _marker(argv)
     save_state(state)
     log(f"{name} started (pid {proc.pid}); logs in {STATE / 'logs' / (name + '.log')}")
 
@@ -471,20 +498,15 @@ def stop(state: dict | None) -> None:
     if state:
         stop_extras(state)
         # Reverse order: the control plane goes before its store.
+        markers = state.get("markers", {})
         for name in reversed(COMPONENTS):
-            pid = state["pids"].get(name)
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
+            _kill_group(state["pids"].get(name), markers.get(name, ""), signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(alive(state["pids"].get(c))
-                                                  for c in COMPONENTS):
+        while time.monotonic() < deadline and any(
+                ours(state["pids"].get(c), markers.get(c, "")) for c in COMPONENTS):
             time.sleep(0.1)
         for name in COMPONENTS:
-            pid = state["pids"].get(name)
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+            _kill_group(state["pids"].get(name), markers.get(name, ""), signal.SIGKILL)
     if STATE.exists():
         shutil.rmtree(STATE, ignore_errors=True)
 
@@ -558,11 +580,12 @@ def status() -> int:
     ok = True
     for name in COMPONENTS:
         pid = state["pids"].get(name)
-        running = alive(pid)
+        running = ours(pid, state.get("markers", {}).get(name, ""))
         ok &= running
         print(f"{name:26} {'running' if running else 'STOPPED':8} pid {pid}")
     for name, pid in state.get("extras", {}).items():
-        print(f"{name:26} {'running' if alive(pid) else 'EXITED':8} pid {pid}")
+        up_ = ours(pid, state.get("markers", {}).get(name, ""))
+        print(f"{name:26} {'running' if up_ else 'EXITED':8} pid {pid}")
     try:
         code, body = api_get(state, "/readyz")
         print(f"{'apiserver /readyz':26} {body.decode().strip() if code == 200 else code}")
