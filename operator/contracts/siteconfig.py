@@ -1,0 +1,200 @@
+"""Site-config contract: the JSON the operator writes into ConfigMap ``storefront-config``.
+
+One definition, imported by the operator (which renders it) and by the storefront
+(which reads it). JSON keys are camelCase like the CRDs; Python attributes are
+snake_case. Load with :func:`load_site_config`:
+
+* ``KAMENG_SITE_CONFIG`` — the JSON itself (inline), or
+* ``KAMENG_SITE_CONFIG_FILE`` — path to the JSON file (default mount:
+  ``/etc/kameng/config/site.json``, i.e. key ``site.json`` of the ConfigMap).
+
+Secret names and keys the operator creates and the storefront reads are fixed below
+(:data:`SECRETS`) so both sides agree without a second document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "CONFIGMAP_KEY",
+    "CONFIGMAP_NAME",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_ROLES",
+    "PERMISSIONS",
+    "SECRETS",
+    "Branding",
+    "Member",
+    "Payments",
+    "Permission",
+    "PriceRule",
+    "SiteConfig",
+    "SiteConfigError",
+    "SiteMode",
+    "load_site_config",
+]
+
+CONFIGMAP_NAME = "storefront-config"
+CONFIGMAP_KEY = "site.json"
+DEFAULT_CONFIG_PATH = "/etc/kameng/config/site.json"
+
+#: Secret name → {data key: what it holds}. The storefront reads each as an env var
+#: or a file (see ``kameng_storefront.config``).
+SECRETS: dict[str, dict[str, str]] = {
+    "storefront-db": {"dsn": "PostgreSQL DSN of the site's database"},
+    "storefront-redis": {"url": "Redis URL (ACL user limited to the site's keys)"},
+    "storefront-keys": {
+        "session-secret": "secret signing session cookies",
+        "data-key": "AES-256-GCM data keys: 'kid:base64(32 bytes)', comma-separated, first=current",
+        "hq-api-token": "per-site token for HQ's fulfilment API",
+    },
+    "license": {"token": "Ed25519-signed license token"},
+}
+
+Permission = Literal[
+    "catalog:read",
+    "catalog:write",
+    "orders:read",
+    "orders:refund",
+    "customers:read",
+    "customers:manage",
+    "marketing:manage",
+    "finance:read",
+    "finance:withdraw",
+    "finance:reconcile",
+    "settings:write",
+    "members:manage",
+]
+PERMISSIONS: tuple[str, ...] = Permission.__args__  # type: ignore[attr-defined]
+
+#: The ``standard`` RolePolicy shipped by default (DESIGN.md).
+DEFAULT_ROLES: dict[str, list[str]] = {
+    "site-admin": [
+        "catalog:read", "catalog:write", "orders:read", "orders:refund",
+        "customers:read", "customers:manage", "marketing:manage",
+    ],
+    "operations": ["catalog:read", "orders:read", "customers:read", "marketing:manage"],
+    "finance": ["orders:read", "finance:read", "finance:withdraw", "finance:reconcile"],
+}
+
+SiteMode = Literal["normal", "readOnly", "suspended"]
+Locale = Literal["zh-CN", "en"]
+
+
+class SiteConfigError(ValueError):
+    """The site config is missing or invalid (message never contains secret values)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class Branding(_Model):
+    title: str = ""
+    logo_url: str = ""
+    primary_color: Annotated[str, Field(pattern=r"^(#[0-9a-fA-F]{3,8})?$")] = "#c0392b"
+    locale: Locale = "zh-CN"
+
+
+class PriceRule(_Model):
+    category: str
+    markup_percent: Decimal = Decimal(0)
+
+    @field_validator("markup_percent", mode="before")
+    @classmethod
+    def _no_float(cls, v: object) -> object:
+        # JSON numbers arrive as float; go through str so 12.5 stays exactly 12.5.
+        return str(v) if isinstance(v, float) else v
+
+
+class Payments(_Model):
+    methods: list[str] = Field(default_factory=lambda: ["sandbox"])
+
+
+class Member(_Model):
+    name: str
+    email: str
+    role: str
+    kubernetes_user: str | None = None
+
+
+class SiteConfig(_Model):
+    schema_version: int = 1
+    site: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    display_name: str = ""
+    branding: Branding = Field(default_factory=Branding)
+    categories: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    price_rules: list[PriceRule] = Field(default_factory=list)
+    hidden_products: list[str] = Field(default_factory=list)
+    roles: dict[str, list[Permission]] = Field(default_factory=dict)
+    mode: SiteMode = "normal"
+    hq_url: str = ""
+    hq_public_key: str = ""
+    payments: Payments = Field(default_factory=Payments)
+    members: list[Member] = Field(default_factory=list)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_from_list(cls, v: object) -> object:
+        # Accept the RolePolicy shape [{name, permissions}] as well as {name: [perms]}.
+        if isinstance(v, list):
+            return {r["name"]: list(r.get("permissions", [])) for r in v}
+        return v
+
+    def permissions_for(self, role: str) -> frozenset[str]:
+        """Permissions of ``role``; an unknown role has none (deny by default)."""
+        return frozenset(self.roles.get(role, ()))
+
+    def markup_for(self, category: str) -> Decimal:
+        """Markup percent of ``category``; the last matching rule wins, ``*`` is a fallback."""
+        found: Decimal | None = None
+        fallback = Decimal(0)
+        for rule in self.price_rules:
+            if rule.category == category:
+                found = rule.markup_percent
+            elif rule.category == "*":
+                fallback = rule.markup_percent
+        return found if found is not None else fallback
+
+    def to_json(self) -> str:
+        """Canonical JSON (camelCase, sorted keys) — stable, so its checksum can roll pods."""
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True), sort_keys=True, ensure_ascii=False
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SiteConfig:
+        try:
+            return cls.model_validate_json(text)
+        except ValueError as exc:
+            raise SiteConfigError(f"invalid site config: {exc}") from exc
+
+
+def load_site_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> SiteConfig:
+    """Load the site config from ``path``, else ``KAMENG_SITE_CONFIG`` (inline JSON), else
+    ``KAMENG_SITE_CONFIG_FILE`` / the default mount path."""
+    env = os.environ if env is None else env
+    if path is None:
+        inline = env.get("KAMENG_SITE_CONFIG")
+        if inline:
+            return SiteConfig.from_json(inline)
+        path = env.get("KAMENG_SITE_CONFIG_FILE", DEFAULT_CONFIG_PATH)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteConfigError(f"cannot read site config {p}: {exc.strerror}") from exc
+    return SiteConfig.from_json(text)

@@ -1,0 +1,145 @@
+"""Sub-site catalogue: synced from HQ by conditional GET, priced by the site's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kameng.contracts.money import apply_markup
+
+log = logging.getLogger("kameng.storefront.catalog")
+
+
+@dataclass(frozen=True)
+class ShopProduct:
+    id: str
+    name_zh: str
+    name_en: str
+    category: str
+    region: str
+    face_value: int
+    cost: int
+    price: int
+    stock: int
+
+    def name(self, locale: str) -> str:
+        return self.name_zh if locale == "zh-CN" else self.name_en
+
+
+async def sync_catalog(state: Any) -> str:
+    """One conditional GET. Returns ``"changed"``, ``"unchanged"`` or ``"failed"``."""
+    settings = state.settings
+    async with state.pool.connection() as conn:
+        row = await (await conn.execute("SELECT etag FROM catalog_state WHERE id = 1")).fetchone()
+    headers = {
+        "Authorization": f"Bearer {settings.hq_api_token}", "X-Kameng-Site": settings.site.site,
+    }
+    if row and row["etag"]:
+        headers["If-None-Match"] = row["etag"]
+    try:
+        r = await state.http.get(f"{settings.hq_url}/api/v1/catalog", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        log.warning("catalog sync failed", extra={"error": type(exc).__name__})
+        state.metrics.catalog_syncs.labels("failed").inc()
+        return "failed"
+    if r.status_code == 304:
+        async with state.pool.connection() as conn:
+            await conn.execute("UPDATE catalog_state SET synced_at = now() WHERE id = 1")
+        state.metrics.catalog_syncs.labels("unchanged").inc()
+        return "unchanged"
+    if r.status_code != 200:
+        log.warning("catalog sync refused", extra={"status": r.status_code})
+        state.metrics.catalog_syncs.labels("failed").inc()
+        return "failed"
+    products = json.loads(r.content)["products"]
+    async with state.pool.connection() as conn, conn.transaction():
+        await conn.execute("UPDATE products SET active = false")
+        for p in products:
+            await conn.execute(
+                "INSERT INTO products (id, name_zh, name_en, category, region, face_value_fen,"
+                " cost_fen, stock, active, synced_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s, now())"
+                " ON CONFLICT (id) DO UPDATE SET name_zh = EXCLUDED.name_zh,"
+                " name_en = EXCLUDED.name_en, category = EXCLUDED.category,"
+                " region = EXCLUDED.region, face_value_fen = EXCLUDED.face_value_fen,"
+                " cost_fen = EXCLUDED.cost_fen, stock = EXCLUDED.stock,"
+                " active = EXCLUDED.active, synced_at = now()",
+                (
+                    p["id"], p["nameZh"], p["nameEn"], p["category"], p["region"],
+                    int(p["faceValue"]), int(p["cost"]), int(p["stock"]), bool(p["active"]),
+                ),
+            )
+        await conn.execute(
+            "INSERT INTO catalog_state (id, etag, synced_at) VALUES (1, %s, now())"
+            " ON CONFLICT (id) DO UPDATE SET etag = EXCLUDED.etag, synced_at = now()",
+            (r.headers.get("etag"),),
+        )
+    state.metrics.catalog_syncs.labels("changed").inc()
+    log.info("catalog synced", extra={"products": len(products)})
+    return "changed"
+
+
+async def sync_loop(state: Any) -> None:
+    """Poll every ``catalog_sync_seconds``; HQ's ``kameng:catalog`` message syncs at once."""
+    wake = asyncio.Event()
+
+    async def listen() -> None:
+        while True:
+            try:
+                pubsub = state.redis.pubsub()
+                await pubsub.subscribe("kameng:catalog")
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # polling still works without the push
+                if "NOPERM" in str(exc):  # the site's ACL user has no pub/sub: poll only
+                    return
+                await asyncio.sleep(5)
+
+    listener = asyncio.create_task(listen())
+    try:
+        while True:
+            result = await sync_catalog(state)
+            interval = state.settings.catalog_sync_seconds
+            if result == "failed":  # e.g. HQ still starting: retry soon, not a full period
+                interval = min(interval, 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval)
+            wake.clear()
+    finally:
+        listener.cancel()
+
+
+def price_of(state: Any, category: str, cost: int) -> int:
+    """Sale price: the category's markup on HQ cost, never below cost."""
+    return apply_markup(cost, state.settings.site.markup_for(category))
+
+
+async def visible_products(state: Any, product_id: str | None = None) -> list[ShopProduct]:
+    """Products this shop may sell: active, licensed category and region, not hidden."""
+    guard = state.license
+    allowed = guard.allowed_categories()
+    hidden = set(state.settings.site.hidden_products)
+    sql = "SELECT * FROM products WHERE active AND category = ANY(%s)"
+    params: list[Any] = [sorted(allowed)]
+    if product_id is not None:
+        sql += " AND id = %s"
+        params.append(product_id)
+    async with state.pool.connection() as conn:
+        rows = await (await conn.execute(sql + " ORDER BY category, id", params)).fetchall()
+    return [
+        ShopProduct(
+            id=r["id"], name_zh=r["name_zh"], name_en=r["name_en"], category=r["category"],
+            region=r["region"], face_value=r["face_value_fen"], cost=r["cost_fen"],
+            price=price_of(state, r["category"], r["cost_fen"]), stock=r["stock"],
+        )
+        for r in rows
+        if r["id"] not in hidden and guard.allows_region(r["region"])
+    ]

@@ -1,0 +1,175 @@
+"""Headless Chromium clicks through a purchase on the sub-site (no JavaScript needed by the
+shop) and saves a screenshot of every page to artifacts/screenshots/.
+
+Drives Debian's ``chromium`` through ``chromedriver`` with a minimal W3C WebDriver client
+over httpx, so no browser-automation dependency is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kameng_storefront.testing import (
+    free_port,
+    hq_add_product,
+    hq_import_keys,
+    run_stack,
+    staff_client,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # W3C WebDriver element key
+
+
+class WebDriver:
+    def __init__(self, chromium: str, driver: str) -> None:
+        port = free_port()
+        self.profile = tempfile.mkdtemp(prefix="kameng-chromium-")
+        self.proc = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        wait_for(self._driver_ready, timeout=20)
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                f"--user-data-dir={self.profile}", "--window-size=1280,900",
+            ]},
+        }}}
+        r = self.http.post("/session", json=caps)
+        assert r.status_code == 200, r.text
+        self.sid = r.json()["value"]["sessionId"]
+
+    def _driver_ready(self) -> bool:
+        try:
+            return self.http.get("/status").json()["value"]["ready"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+
+    def _cmd(self, method: str, path: str, body: dict | None = None):
+        r = self.http.request(method, f"/session/{self.sid}{path}", json=body)
+        assert r.status_code == 200, f"{method} {path}: {r.text[:300]}"
+        return r.json()["value"]
+
+    def get(self, url: str) -> None:
+        self._cmd("POST", "/url", {"url": url})
+
+    @property
+    def url(self) -> str:
+        return self._cmd("GET", "/url")
+
+    def find(self, css: str) -> str:
+        value = self._cmd("POST", "/element", {"using": "css selector", "value": css})
+        assert ELEMENT in value, f"{css}: {value}"
+        return value[ELEMENT]
+
+    def exists(self, css: str) -> bool:
+        return bool(self._cmd("POST", "/elements", {"using": "css selector", "value": css}))
+
+    def text(self, css: str) -> str:
+        return self._cmd("GET", f"/element/{self.find(css)}/text")
+
+    def type(self, css: str, text: str) -> None:
+        self._cmd("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def click(self, css: str) -> None:
+        self._cmd("POST", f"/element/{self.find(css)}/click", {})
+
+    def screenshot(self, name: str) -> Path:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(self._cmd("GET", "/screenshot")))
+        return path
+
+    def quit(self) -> None:
+        try:
+            self.http.delete(f"/session/{self.sid}")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("headless Chromium is missing: run `apt-get install -y chromium "
+                    "chromium-driver` (Debian) first", pytrace=False)
+    wd = WebDriver(chromium, driver)
+    yield wd
+    wd.quit()
+
+
+@pytest.fixture(scope="module")
+def stack(pg_admin_dsn, redis_url, tmp_path_factory):
+    with run_stack(pg_admin_dsn, redis_url, tmp_path_factory.mktemp("lic")) as st:
+        hq = staff_client(st.hq_url, "admin@hq.local")
+        hq_add_product(hq, "steam-100", "game", "100.00", "92.50")
+        hq_add_product(hq, "cmcc-50", "mobile", "50.00", "49.00", region="CN-31")
+        hq_import_keys(hq, "steam-100", ["STEAM-BROWSER-0001", "STEAM-BROWSER-0002"])
+        hq_import_keys(hq, "cmcc-50", ["CMCC-0001"])
+        wait_for(lambda: "cmcc-50" in httpx.get(f"{st.shop_url}/").text)
+        yield st
+
+
+def test_click_through_purchase(stack, browser):
+    shots = []
+    browser.get(f"{stack.shop_url}/")
+    assert browser.exists('[data-product="steam-100"]')
+    shots.append(browser.screenshot("01-catalog-zh"))
+    browser.get(f"{stack.shop_url}/?lang=en")
+    shots.append(browser.screenshot("02-catalog-en"))
+
+    browser.click("#buy-steam-100")
+    wait_for(lambda: browser.url.endswith("/p/steam-100"), timeout=15, interval=0.2)
+    assert browser.text("#price") == "¥101.75"
+    browser.type("#contact", "browser-buyer@example.com")
+    shots.append(browser.screenshot("03-product-checkout"))
+    browser.click("#place-order")
+    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"), timeout=15, interval=0.2)
+    assert "101.75" in browser.text("#amount")
+    shots.append(browser.screenshot("04-hq-sandbox-payment"))
+    browser.click("#pay")
+    # The click returns when the POST is sent; the redirect lands a moment later.
+    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/order/"), timeout=15,
+             interval=0.2)
+    order_url = browser.url
+
+    def delivered() -> bool:
+        browser.get(order_url)
+        return browser.exists("#card-key")
+
+    wait_for(delivered, timeout=20, interval=0.5)
+    assert browser.text("#card-key").startswith("STEAM-BROWSER-")
+    shots.append(browser.screenshot("05-order-delivered"))
+
+    browser.get(f"{stack.shop_url}/lookup")
+    shots.append(browser.screenshot("06-order-lookup"))
+
+    browser.get(f"{stack.shop_url}/admin/login")
+    browser.type("input[name=email]", stack.members["site-admin"])
+    browser.type("input[name=password]", stack.password)
+    browser.click("#login")
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
+    browser.get(f"{stack.shop_url}/admin/orders")
+    assert "delivered" in browser.text("main")
+    shots.append(browser.screenshot("07-admin-orders"))
+    browser.get(f"{stack.shop_url}/admin/finance")  # site-admin has no finance permission
+    assert "403" in browser.text("main") or browser.exists("#error")
+    shots.append(browser.screenshot("08-admin-forbidden"))
+
+    for path in shots:
+        assert path.stat().st_size > 5_000, path  # a real rendered page, not an empty PNG

@@ -1,0 +1,94 @@
+"""`kameng storefront` started as the operator's Deployment starts it: config from the
+ConfigMap file, secrets from files under KAMENG_SECRETS_ROOT, nothing secret in argv."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.license_token import (
+    LicenseClaims,
+    generate_signing_key,
+    public_key_to_b64,
+    sign_token,
+)
+from kameng_storefront.crypto import DataCipher
+from kameng_storefront.testing import free_port, site_config, temp_database, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _write(root: Path, rel: str, value: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value, encoding="utf-8")
+
+
+def _start(mode: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kameng.cli.main", "storefront", "--mode", mode,
+         "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp_path):
+    key = generate_signing_key()
+    master = "m" * 64
+    hq_port, shop_port = free_port(), free_port()
+    hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
+    now = datetime.now(UTC)
+    token = sign_token(LicenseClaims(
+        site="clisite", categories=["game"], regions=["CN-31"], nbf=now - timedelta(hours=1),
+        exp=now + timedelta(days=1), graceUntil=now + timedelta(days=2), seq=1), key)
+    with temp_database(pg_admin_dsn, "kameng_clihq") as hq_dsn, \
+            temp_database(pg_admin_dsn, "kameng_clisite") as shop_dsn:
+        hq_root, shop_root = tmp_path / "hq", tmp_path / "shop"
+        _write(hq_root, "storefront-db/dsn", hq_dsn)
+        _write(hq_root, "storefront-redis/url", redis_url)
+        _write(hq_root, "storefront-keys/session-secret", "s" * 48)
+        _write(hq_root, "storefront-keys/data-key", DataCipher.generate_spec())
+        _write(hq_root, "hq/master-secret", master)
+        _write(hq_root, "hq/public-key", public_key_to_b64(key))
+        cfg = site_config("clisite", hq_url, public_key_to_b64(key))
+        _write(shop_root, "config/site.json", cfg.to_json())
+        _write(shop_root, "storefront-db/dsn", shop_dsn)
+        _write(shop_root, "storefront-redis/url", redis_url)
+        _write(shop_root, "storefront-keys/session-secret", "t" * 48)
+        _write(shop_root, "storefront-keys/data-key", DataCipher.generate_spec())
+        _write(shop_root, "storefront-keys/hq-api-token", derive_site_api_token(master, "clisite"))
+        _write(shop_root, "license/token", token)
+        procs = [
+            _start("hq", hq_port, {"KAMENG_SECRETS_ROOT": str(hq_root),
+                                   "KAMENG_PUBLIC_URL": hq_url,
+                                   "KAMENG_SITE_CONFIG_FILE": str(tmp_path / "none.json")}),
+            _start("subsite", shop_port, {
+                "KAMENG_SECRETS_ROOT": str(shop_root), "KAMENG_PUBLIC_URL": shop_url,
+                "KAMENG_SITE_CONFIG_FILE": str(shop_root / "config/site.json")}),
+        ]
+        try:
+            def ready(url: str) -> bool:
+                try:
+                    return httpx.get(f"{url}/readyz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(lambda: ready(hq_url) and ready(shop_url), timeout=30, interval=0.3)
+            assert httpx.get(f"{shop_url}/readyz").json()["licenseMode"] == "normal"
+            assert httpx.get(f"{shop_url}/").status_code == 200
+            # The sub-site authenticated to HQ with the derived token: a catalogue sync ran.
+            wait_for(lambda: 'kameng_storefront_catalog_syncs_total{result="changed"} 1.0'
+                     in httpx.get(f"{shop_url}/metrics").text, timeout=15, interval=0.3)
+        finally:
+            for p in procs:
+                p.terminate()
+            logs = "".join(p.communicate(timeout=20)[0] for p in procs)
+        for secret in (master, "s" * 48, "t" * 48, token, hq_dsn.split("password=")[-1][:20]):
+            assert secret not in logs
+        assert '"msg": "storefront started"' in logs
