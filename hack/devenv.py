@@ -425,8 +425,9 @@ def install_crds(state: dict) -> None:
     if not any(crds.glob("*.yaml")):
         return
     kubectl = [str(Path(state["bin_dir"]) / "kubectl"), "--kubeconfig", state["kubeconfig"]]
-    run([*kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=devenv",
-         "-f", str(crds)], stdout=subprocess.DEVNULL)
+    # Client-side apply, like a person's later `kubectl apply -f crds/`: mixing the two
+    # makes kubectl warn about a missing last-applied annotation.
+    run([*kubectl, "apply", "-f", str(crds)], stdout=subprocess.DEVNULL)
     run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd",
          "-l", "app.kubernetes.io/part-of=kameng"], stdout=subprocess.DEVNULL)
 
