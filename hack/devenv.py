@@ -348,8 +348,9 @@ def create_nodes(state: dict, bin_dir: Path) -> None:
                                     "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                                     "node-role.kubernetes.io/agent": "",
                                     "topology.kubernetes.io/zone": f"zone-{name[-1]}"}},
-            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
-                       "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"}},
+            # Fake capacity sized for the operator benchmark (1,000 sub-sites).
+            "status": {"allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "2000"},
+                       "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "2000"}},
         }
         run([str(bin_dir / "kubectl"), "--kubeconfig", state["kubeconfig"], "apply", "-f", "-"],
             input=json.dumps(node), text=True, stdout=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kameng"
-NS = "kameng-chart-test"
+NS = f"kameng-chart-{uuid.uuid4().hex[:6]}"
 K8S_VERSION = next(line.split("=", 1)[1].strip() for line in
                    (ROOT / "hack" / "versions.env").read_text().splitlines()
                    if line.startswith("K8S_VERSION="))
@@ -81,7 +82,7 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
             "--from-literal=pgAdminDsn=postgresql://unused", "--from-literal=redisUrl=redis://x",
             check=False)
     try:
-        helm("install", "kameng", str(CHART), "--namespace", NS, "--skip-crds",
+        helm("install", "kameng-it", str(CHART), "--namespace", NS, "--skip-crds",
              "--set", "standardRolePolicy=false", "--wait", "--timeout", "90s")
         kubectl("wait", "-n", NS, "--for=condition=Available", "deployment/kameng-operator",
                 "--timeout=60s", timeout=70)
@@ -93,5 +94,5 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
         env = {e["name"]: e for e in container["env"]}
         assert "value" not in env["KAMENG_PG_ADMIN_DSN"]
     finally:
-        helm("uninstall", "kameng", "--namespace", NS, "--wait", check=False)
+        helm("uninstall", "kameng-it", "--namespace", NS, "--wait", check=False)
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
