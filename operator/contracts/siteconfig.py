@@ -24,6 +24,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from kameng.api.permissions import PERMISSIONS as _PERMISSIONS
+from kameng.api.permissions import STANDARD_ROLES, Permission
+
 __all__ = [
     "CONFIGMAP_KEY",
     "CONFIGMAP_NAME",
@@ -59,31 +62,11 @@ SECRETS: dict[str, dict[str, str]] = {
     "license": {"token": "Ed25519-signed license token"},
 }
 
-Permission = Literal[
-    "catalog:read",
-    "catalog:write",
-    "orders:read",
-    "orders:refund",
-    "customers:read",
-    "customers:manage",
-    "marketing:manage",
-    "finance:read",
-    "finance:withdraw",
-    "finance:reconcile",
-    "settings:write",
-    "members:manage",
-]
-PERMISSIONS: tuple[str, ...] = Permission.__args__  # type: ignore[attr-defined]
-
+# One vocabulary and one default policy for every side: the CRD schema, the operator
+# and the storefront all read them from kameng.api.permissions.
+PERMISSIONS: tuple[str, ...] = _PERMISSIONS
 #: The ``standard`` RolePolicy shipped by default (DESIGN.md).
-DEFAULT_ROLES: dict[str, list[str]] = {
-    "site-admin": [
-        "catalog:read", "catalog:write", "orders:read", "orders:refund",
-        "customers:read", "customers:manage", "marketing:manage",
-    ],
-    "operations": ["catalog:read", "orders:read", "customers:read", "marketing:manage"],
-    "finance": ["orders:read", "finance:read", "finance:withdraw", "finance:reconcile"],
-}
+DEFAULT_ROLES: dict[str, list[str]] = {k: list(v) for k, v in STANDARD_ROLES.items()}
 
 SiteMode = Literal["normal", "readOnly", "suspended"]
 Locale = Literal["zh-CN", "en"]
