@@ -1,5 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit lint crds tools up down status venv
+.PHONY: demo test unit lint crds tools up down status venv manifests
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
@@ -30,3 +30,6 @@ status:
 
 venv:
 	hack/venv
+
+manifests:       ## render the chart into the kustomize base manifests/operator/
+	hack/render-manifests

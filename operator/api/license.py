@@ -74,8 +74,9 @@ class Fees(KModel):
     revenue_share: Annotated[
         list[RevenueShare],
         Field(max_length=64, description="HQ's share per category.",
+              # The default keeps CEL rules that read the list valid when it is omitted.
               json_schema_extra={"x-kubernetes-list-type": "map",
-                                 "x-kubernetes-list-map-keys": ["category"]}),
+                                 "x-kubernetes-list-map-keys": ["category"], "default": []}),
     ] = Field(default_factory=list)
     settlement_period: Annotated[
         SettlementPeriod, Field(description="How often statements are produced.")

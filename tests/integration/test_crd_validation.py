@@ -164,3 +164,14 @@ def test_minimal_subsite_gets_schema_defaults(kubectl):
     assert spec["database"]["reclaimPolicy"] == "Retain"
     assert spec["payments"]["methods"] == ["sandbox"]
     assert spec["branding"]["locale"] == "zh-CN"
+
+
+def test_license_without_fees_is_valid_and_defaulted(kubectl):
+    # Rules that read fees.revenueShare must hold when a person leaves fees out.
+    lic = copy.deepcopy(LIC)
+    del lic["spec"]["fees"]
+    out = kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-",
+                  input=json.dumps(lic)).stdout
+    fees = json.loads(out)["spec"]["fees"]
+    assert fees == {"currency": "CNY", "baseAnnualFee": "0", "revenueShare": [],
+                    "settlementPeriod": "Monthly"}

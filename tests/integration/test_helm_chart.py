@@ -96,3 +96,13 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
     finally:
         helm("uninstall", "kameng-it", "--namespace", NS, "--wait", check=False)
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_kustomize_base_is_the_rendered_chart(helm, kubectl):
+    committed = (ROOT / "manifests" / "operator" / "kameng.yaml").read_text()
+    fresh = helm("template", "kameng", str(CHART), "--namespace", "kameng-system",
+                 "--skip-crds", "--set", "standardRolePolicy=false").stdout
+    assert committed.split("\n", 1)[1] == fresh, "stale: run `make manifests`"
+    built = kubectl("kustomize", str(ROOT / "manifests" / "operator")).stdout
+    assert "kind: ClusterRole" in built
+    assert "name: kameng-system" in built

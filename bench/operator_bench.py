@@ -1,0 +1,277 @@
+"""Operator benchmark on the dev environment.
+
+N SubSites (with their Licenses and one RolePolicy) are created at once; measured:
+* time until all are Ready (every storefront Deployment Available on kwok nodes);
+* API writes the operator made (its own client-side counter, exact, plus kopf's
+  bookkeeping PATCHes of the SubSites read from the API server) and, for context,
+  write requests the API server counted for the resource kinds the operator manages
+  (``apiserver_request_total``; it has no user label, so it includes
+  kube-controller-manager's writes such as each namespace's ``default`` ServiceAccount
+  and ``kube-root-ca.crt`` ConfigMap);
+* operator peak memory (VmHWM);
+* API writes during an idle window after convergence (target 0);
+* the denominator: the same child objects created by a tight raw client loop (one POST
+  each, no reads, no comparison), timed and counted.
+
+Usage: python bench/operator_bench.py [--count 100] [--idle 60] [--keep]
+Prints the figures; ``--json`` prints them as JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kameng.api.subsite import SubSiteSpec  # noqa: E402
+from kameng.children.build import build_children  # noqa: E402
+from kameng.children.context import SiteContext, SiteSecrets  # noqa: E402
+from kameng.controller.harness import OperatorProcess  # noqa: E402
+from kameng.controller.kube import Kube, path_for  # noqa: E402
+
+MANAGED = {"namespaces", "resourcequotas", "limitranges", "networkpolicies",
+           "serviceaccounts", "roles", "rolebindings", "configmaps", "secrets",
+           "deployments", "services", "ingresses", "poddisruptionbudgets", "subsites",
+           "events"}
+WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY", "CREATE", "UPDATE"}
+METRIC_RE = re.compile(r'^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$', re.M)
+
+
+def devenv() -> dict[str, str]:
+    out = subprocess.run([str(ROOT / "hack" / "devenv"), "up"], check=True,
+                         capture_output=True, text=True).stdout
+    env = {}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            k, _, v = line[7:].partition("=")
+            env[k] = shlex.split(v)[0] if k != "PATH" else v
+    return env
+
+
+def write_breakdown(kubectl: list[str]) -> dict[str, float]:
+    """Write requests to the managed kinds by verb/resource/subresource, all clients."""
+    text = subprocess.run([*kubectl, "get", "--raw", "/metrics"], check=True,
+                          capture_output=True, text=True).stdout
+    out: dict[str, float] = {}
+    for labels, value in METRIC_RE.findall(text):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("verb") in WRITE_VERBS and lab.get("resource") in MANAGED:
+            key = f'{lab["verb"]} {lab["resource"]}' + (
+                f'/{lab["subresource"]}' if lab.get("subresource") else "")
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def apiserver_writes(kubectl: list[str]) -> tuple[float, float]:
+    """(write requests to the managed kinds by all clients, PATCHes of SubSites' main
+    resource — in this benchmark only kopf's finalizer/annotation bookkeeping, which the
+    operator's own counter does not see)."""
+    text = subprocess.run([*kubectl, "get", "--raw", "/metrics"], check=True,
+                          capture_output=True, text=True).stdout
+    total = kopf = 0.0
+    for labels, value in METRIC_RE.findall(text):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("verb") in WRITE_VERBS and lab.get("resource") in MANAGED:
+            total += float(value)
+            if lab.get("resource") == "subsites" and lab.get("verb") == "PATCH" \
+                    and not lab.get("subresource"):
+                kopf += float(value)
+    return total, kopf
+
+
+def objects(prefix: str, n: int) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = [{
+        "apiVersion": "kameng.io/v1alpha1", "kind": "RolePolicy",
+        "metadata": {"name": f"{prefix}-rp"},
+        "spec": {"roles": [{"name": "site-admin", "permissions": ["catalog:read"],
+                            "kubernetes": {"access": "view"}}]}}]
+    for i in range(n):
+        name = f"{prefix}-{i:04d}"
+        docs.append({"apiVersion": "kameng.io/v1alpha1", "kind": "License",
+                     "metadata": {"name": name},
+                     "spec": {"subSite": name, "plan": "basic", "categories": ["game-cards"],
+                              "term": {"start": "2026-01-01T00:00:00Z",
+                                       "end": "2036-01-01T00:00:00Z"},
+                              # Explicit: the CRD's revenueShare rule needs the key.
+                              "fees": {"revenueShare": [{"category": "game-cards",
+                                                         "percent": "5"}]}}})
+        docs.append({"apiVersion": "kameng.io/v1alpha1", "kind": "SubSite",
+                     "metadata": {"name": name}, "spec": subsite_spec(name, prefix)})
+    return docs
+
+
+def subsite_spec(name: str, prefix: str) -> dict[str, Any]:
+    return {"displayName": name, "owner": {"name": "Bench", "email": "b@bench.example"},
+            "licenseRef": name, "rolePolicyRef": f"{prefix}-rp",
+            "domain": f"{name}.bench.example",
+            "members": [{"name": "admin", "email": "a@bench.example", "role": "site-admin",
+                         "kubernetesUser": f"{name}-admin"}],
+            "storefront": {"replicas": 1}, "database": {"reclaimPolicy": "Delete"}}
+
+
+async def create_all(kube: Kube, docs: list[dict[str, Any]], parallel: int = 50) -> None:
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(doc: dict[str, Any]) -> None:
+        async with sem:
+            await kube.create(path_for(doc["apiVersion"], doc["kind"]), doc)
+
+    await one(docs[0])
+    # Every create finishes before an error is raised: cleanup then sees all of them.
+    results = await asyncio.gather(*(one(d) for d in docs[1:]), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise RuntimeError(f"{len(errors)} creates failed, first: {errors[0]}")
+
+
+async def count_ready(kube: Kube, prefix: str) -> int:
+    items = await kube.list(path_for("kameng.io/v1alpha1", "SubSite"))
+    return sum(1 for o in items if o["metadata"]["name"].startswith(prefix + "-")
+               and o.get("status", {}).get("phase") == "Ready")
+
+
+async def raw_loop(kube: Kube, prefix: str, n: int) -> tuple[int, float]:
+    """The same children, created one POST at a time: the floor any controller pays."""
+    created, started = 0, time.monotonic()
+    for i in range(n):
+        name = f"{prefix}-{i:04d}"
+        ctx = SiteContext(name=name, uid="00000000-0000-0000-0000-000000000000",
+                          spec=SubSiteSpec.model_validate(subsite_spec(name, prefix)),
+                          secrets=SiteSecrets(db_dsn="x", redis_url="x", session_secret="x",
+                                              data_key="x", license_token="x"))
+        for obj in build_children(ctx):
+            md = obj["metadata"]
+            md.pop("ownerReferences", None)  # no SubSite owns these
+            md["labels"]["app.kubernetes.io/managed-by"] = "kameng-bench-raw"
+            ns = md.get("namespace")
+            await kube.create(path_for(obj["apiVersion"], obj["kind"], namespace=ns), obj)
+            created += 1
+    return created, time.monotonic() - started
+
+
+async def delete_prefix(kube: Kube, kind: str, api_version: str, prefix: str) -> None:
+    for o in await kube.list(path_for(api_version, kind)):
+        if o["metadata"]["name"].startswith(prefix):
+            await kube.delete(path_for(api_version, kind, o["metadata"]["name"]), kind=kind)
+
+
+async def wait_gone(kube: Kube, kind: str, api_version: str, prefix: str,
+                    within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        left = [o for o in await kube.list(path_for(api_version, kind))
+                if o["metadata"]["name"].startswith(prefix)]
+        if not left:
+            return True
+        for o in left:
+            if not o["metadata"].get("deletionTimestamp"):
+                await kube.delete(path_for(api_version, kind, o["metadata"]["name"]), kind=kind)
+        await asyncio.sleep(2)
+    return False
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    env = devenv()
+    kubectl = [str(Path(env["KAMENG_BIN_DIR"]) / "kubectl"), "--kubeconfig", env["KUBECONFIG"]]
+    kube = Kube.from_environment(env["KUBECONFIG"])
+    # A fresh prefix per run: namespaces of an earlier run may still be terminating.
+    run_id = f"{int(time.time()) % 100000:05d}"
+    prefix = f"b{args.count}r{run_id}"
+    log_path = Path(tempfile.gettempdir()) / f"kameng-operator-bench-{args.count}.log"
+    op = OperatorProcess(env["KUBECONFIG"], env["KAMENG_PG_ADMIN_DSN"],
+                         env["KAMENG_REDIS_URL"], log_path,
+                         extra_args=("--workers", str(args.workers))).start()
+    fig: dict[str, Any] = {"subsites": args.count}
+    try:
+        await asyncio.sleep(2)
+        op_w0, (api_w0, kopf_w0) = op.api_writes(), apiserver_writes(kubectl)
+        started = time.monotonic()
+        await create_all(kube, objects(prefix, args.count))
+        fig["create_seconds"] = round(time.monotonic() - started, 2)
+        ready = 0
+        while ready < args.count:
+            if time.monotonic() - started > args.timeout:
+                raise SystemExit(f"only {ready}/{args.count} Ready after {args.timeout}s; "
+                                 f"operator log: {log_path}")
+            await asyncio.sleep(0.5)
+            ready = await count_ready(kube, prefix)
+        fig["seconds_until_all_ready"] = round(time.monotonic() - started, 2)
+        api_w1, kopf_w1 = apiserver_writes(kubectl)
+        fig["operator_writes_until_ready"] = int(op.api_writes() - op_w0 + kopf_w1 - kopf_w0)
+        fig["of_which_kopf_bookkeeping"] = int(kopf_w1 - kopf_w0)
+        fig["apiserver_writes_managed_kinds_all_clients"] = int(api_w1 - api_w0)
+        fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+        fig["operator_writes_per_subsite_by_kind"] = {
+            f"{verb} {kind}": round(float(v) / args.count, 2)
+            for kind, verb, v in re.findall(
+                r'^kameng_api_writes_total\{kind="([^"]*)",verb="([^"]*)"\} ([0-9.e+]+)$',
+                op.metrics(), re.M)}
+
+        await asyncio.sleep(5)  # the last Deployment status events settle
+        op_i0, (api_i0, _) = op.api_writes(), apiserver_writes(kubectl)
+        by_kind0 = write_breakdown(kubectl)
+        await asyncio.sleep(args.idle)
+        fig["idle_seconds"] = args.idle
+        fig["operator_writes_while_idle"] = int(op.api_writes() - op_i0)
+        fig["apiserver_writes_managed_kinds_while_idle"] = int(
+            apiserver_writes(kubectl)[0] - api_i0)
+        by_kind1 = write_breakdown(kubectl)
+        # Who wrote while the operator was idle (kube-controller-manager's Events, quota
+        # status…): the apiserver cannot say by whom, only what.
+        fig["apiserver_idle_writes_by_kind"] = {
+            k: int(v - by_kind0.get(k, 0.0)) for k, v in by_kind1.items()
+            if v - by_kind0.get(k, 0.0) > 0}
+        fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+
+        raw_prefix = f"x{args.count}r{run_id}"
+        raw_n, raw_s = await raw_loop(kube, raw_prefix, args.count)
+        fig["raw_loop_objects"] = raw_n
+        fig["raw_loop_seconds"] = round(raw_s, 2)
+        fig["writes_ratio_operator_to_raw"] = round(
+            fig["operator_writes_until_ready"] / raw_n, 2)
+        await delete_prefix(kube, "Namespace", "v1", f"kameng-{raw_prefix}-")
+    finally:
+        if not args.keep:
+            await delete_prefix(kube, "SubSite", "kameng.io/v1alpha1", prefix + "-")
+            fig["cleanup_complete"] = await wait_gone(
+                kube, "SubSite", "kameng.io/v1alpha1", prefix + "-", args.timeout)
+            await delete_prefix(kube, "License", "kameng.io/v1alpha1", prefix + "-")
+            await delete_prefix(kube, "RolePolicy", "kameng.io/v1alpha1", prefix + "-")
+        op.stop()
+        await kube.close()
+    return fig
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--idle", type=float, default=60.0)
+    p.add_argument("--workers", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--keep", action="store_true", help="leave the SubSites in place")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    fig = asyncio.run(main_async(args))
+    width = max(len(k) for k in fig)
+    for k, v in fig.items():
+        print(f"{k:<{width}}  {v}")
+    if args.json:
+        print(json.dumps(fig))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

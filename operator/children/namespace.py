@@ -1,0 +1,76 @@
+"""Namespace, ResourceQuota and LimitRange: the site's isolated, sized home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import SiteContext, labels, meta, owner_reference
+
+# Sized so that the largest storefront a plan allows (20 replicas of the default pod)
+# plus a rolling update fits, and nothing else of size does.
+PLAN_QUOTAS: dict[str, dict[str, str]] = {
+    "basic": {
+        "requests.cpu": "4", "requests.memory": "8Gi", "limits.memory": "16Gi",
+        "pods": "30", "services": "5", "secrets": "20", "configmaps": "20",
+        "persistentvolumeclaims": "0", "services.loadbalancers": "0",
+        "services.nodeports": "0",
+    },
+    "flagship": {
+        "requests.cpu": "16", "requests.memory": "32Gi", "limits.memory": "64Gi",
+        "pods": "100", "services": "10", "secrets": "50", "configmaps": "50",
+        "persistentvolumeclaims": "4", "requests.storage": "50Gi",
+        "services.loadbalancers": "0", "services.nodeports": "0",
+    },
+}
+
+PLAN_CONTAINER_LIMITS: dict[str, dict[str, dict[str, str]]] = {
+    "basic": {
+        "default": {"memory": "512Mi"},
+        "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+        "max": {"cpu": "2", "memory": "4Gi"},
+    },
+    "flagship": {
+        "default": {"memory": "1Gi"},
+        "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+        "max": {"cpu": "4", "memory": "8Gi"},
+    },
+}
+
+
+def namespace(ctx: SiteContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": ctx.namespace,
+            "labels": {
+                **labels(ctx),
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            },
+            # The cluster-scoped SubSite owns the namespace, so deleting it lets garbage
+            # collection remove everything inside even if the operator is gone.
+            "ownerReferences": [owner_reference(ctx)],
+        },
+    }
+
+
+def resource_quota(ctx: SiteContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": meta(ctx, "storefront-quota"),
+        "spec": {"hard": dict(PLAN_QUOTAS[ctx.plan])},
+    }
+
+
+def limit_range(ctx: SiteContext) -> dict[str, Any]:
+    limits = PLAN_CONTAINER_LIMITS[ctx.plan]
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": meta(ctx, "storefront-limits"),
+        "spec": {"limits": [{"type": "Container", **{k: dict(v) for k, v in limits.items()}}]},
+    }

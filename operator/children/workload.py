@@ -1,0 +1,141 @@
+"""Deployment, Service and PodDisruptionBudget of the storefront."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kameng.contracts.siteconfig import CONFIGMAP_NAME, DEFAULT_CONFIG_PATH
+
+from .context import APP_NAME, SITE_LABEL, SiteContext, labels, meta
+from .network import STOREFRONT_PORT
+from .secrets import SECRET_NAMES
+
+CHECKSUM_ANNOTATION = "kameng.io/config-checksum"
+SECRETS_ROOT = "/etc/kameng/secrets"
+RUN_AS = 10001
+
+
+def selector(ctx: SiteContext) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP_NAME, SITE_LABEL: ctx.name}
+
+
+def config_checksum(objects: Iterable[dict[str, Any]]) -> str:
+    """Checksum over the data of the ConfigMap and Secrets the pods read, so that a
+    change of any of them changes the pod template and rolls the Deployment."""
+    payload = sorted(
+        (o["kind"], o["metadata"]["name"], json.dumps(o.get("data", {}), sort_keys=True))
+        for o in objects
+    )
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": CONFIGMAP_NAME}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": DEFAULT_CONFIG_PATH.rsplit("/", 1)[0],
+         "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+    ]
+    for name in SECRET_NAMES:
+        vol = f"secret-{name}"
+        volumes.append({"name": vol, "secret": {"secretName": name, "defaultMode": 0o440}})
+        mounts.append({"name": vol, "mountPath": f"{SECRETS_ROOT}/{name}", "readOnly": True})
+    return volumes, mounts
+
+
+def _probe(path: str, period: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+            "timeoutSeconds": 2, "failureThreshold": 3}
+
+
+def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
+    sf = ctx.spec.storefront
+    volumes, mounts = _volumes()
+    container = {
+        "name": APP_NAME,
+        "image": sf.image or ctx.platform.storefront_image,
+        "command": ["kameng", "storefront"],
+        "ports": [{"name": "http", "containerPort": STOREFRONT_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "KAMENG_MODE", "value": "subsite"},
+            {"name": "KAMENG_PUBLIC_URL", "value": ctx.url},
+            {"name": "KAMENG_SITE_CONFIG_FILE", "value": DEFAULT_CONFIG_PATH},
+            {"name": "KAMENG_SECRETS_ROOT", "value": SECRETS_ROOT},
+        ],
+        "resources": {
+            "requests": {"cpu": sf.resources.cpu, "memory": sf.resources.memory},
+            "limits": {"memory": sf.resources.memory},
+        },
+        "readinessProbe": _probe("/readyz", 5),
+        "livenessProbe": _probe("/healthz", 10),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(ctx, APP_NAME, APP_NAME),
+        "spec": {
+            "replicas": sf.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector(ctx)},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels(ctx, APP_NAME),
+                    "annotations": {CHECKSUM_ANNOTATION: checksum},
+                },
+                "spec": {
+                    "serviceAccountName": APP_NAME,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(ctx: SiteContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(ctx, APP_NAME, APP_NAME),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(ctx),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(ctx: SiteContext) -> dict[str, Any]:
+    # maxUnavailable rather than minAvailable: with one replica, minAvailable=1 would
+    # block every node drain forever.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(ctx, APP_NAME, APP_NAME),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ctx)}},
+    }

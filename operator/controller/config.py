@@ -1,0 +1,57 @@
+"""Operator configuration: flags and environment, resolved once at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass
+class OperatorConfig:
+    pg_admin_dsn: str = ""
+    redis_url: str = ""
+    namespace: str = "kameng-system"  # where the HQ keys live
+    hq_keys_secret: str = "kameng-hq-keys"  # noqa: S105 - a name
+    storefront_image: str = "ghcr.io/kameng/kameng:0.1.0"
+    hq_url: str = "http://kameng-hq.kameng-system.svc"
+    ingress_class: str | None = None
+    ingress_namespace: str = "ingress-nginx"
+    # Host the storefront pods use to reach PostgreSQL/Redis; defaults to the admin's.
+    pg_site_host: str | None = None
+    redis_site_host: str | None = None
+    resync_seconds: float = 300.0
+    resync_jitter: float = 0.2
+    workers: int = 16
+    metrics_port: int = 8080
+    kubeconfig: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # DSN and URL carry the admin passwords
+        return (f"OperatorConfig(namespace={self.namespace!r}, workers={self.workers}, "
+                f"resync={self.resync_seconds}s)")
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        e = os.environ
+        return cls(
+            pg_admin_dsn=e.get("KAMENG_PG_ADMIN_DSN", ""),
+            redis_url=e.get("KAMENG_REDIS_URL", ""),
+            namespace=e.get("KAMENG_NAMESPACE", "kameng-system"),
+            storefront_image=e.get("KAMENG_STOREFRONT_IMAGE", cls.storefront_image),
+            hq_url=e.get("KAMENG_HQ_URL", cls.hq_url),
+            ingress_class=e.get("KAMENG_INGRESS_CLASS") or None,
+            ingress_namespace=e.get("KAMENG_INGRESS_NAMESPACE", "ingress-nginx"),
+            pg_site_host=e.get("KAMENG_PG_SITE_HOST") or None,
+            redis_site_host=e.get("KAMENG_REDIS_SITE_HOST") or None,
+            resync_seconds=_env_float("KAMENG_RESYNC_SECONDS", 300.0),
+            workers=int(e.get("KAMENG_WORKERS", "16")),
+            metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),
+        )
+
+
+# Set by `kameng operator` before kopf starts; handlers read it at startup.
+CURRENT = OperatorConfig()

@@ -1,0 +1,62 @@
+"""The site's credentials: reuse what its Secrets already hold, generate what is missing.
+
+Keys are generated once and then read back from the Secret on every reconcile, so an
+operator restart or a spec change never rotates them by accident.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from kameng.children.secrets import DB_SECRET, KEYS_SECRET, REDIS_SECRET, unb64
+from kameng.provision.names import new_password
+
+
+@dataclass(frozen=True)
+class Existing:
+    db_password: str | None
+    redis_password: str | None
+    session_secret: str | None
+    data_key: str | None
+
+    def __repr__(self) -> str:
+        return "Existing(<redacted>)"
+
+
+def _password_of(url: str) -> str | None:
+    if not url:
+        return None
+    pw = urlsplit(url).password
+    return unquote(pw) if pw else None
+
+
+def read_existing(found: dict[str, dict[str, Any] | None]) -> Existing:
+    """``found`` maps Secret name → live Secret (or None)."""
+    def data(name: str, key: str) -> str:
+        obj = found.get(name) or {}
+        return unb64((obj.get("data") or {}).get(key))
+
+    return Existing(
+        db_password=_password_of(data(DB_SECRET, "dsn")),
+        redis_password=_password_of(data(REDIS_SECRET, "url")),
+        session_secret=data(KEYS_SECRET, "session-secret") or None,
+        data_key=data(KEYS_SECRET, "data-key") or None,
+    )
+
+
+def new_session_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def new_data_key() -> str:
+    """``kid:base64(32 bytes)`` — the storefront's AES-256-GCM key ring format."""
+    return "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def or_new(value: str | None, factory: Any = new_password) -> tuple[str, bool]:
+    """(value, generated now)."""
+    return (value, False) if value else (factory(), True)

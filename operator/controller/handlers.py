@@ -1,0 +1,207 @@
+"""kopf handler registration — thin: every handler delegates to a topic module.
+
+Flow: one daemon per SubSite runs the reconcile loop; watch events (the SubSite, its
+children, the License and RolePolicy it references) only *wake* that loop. So there is
+exactly one reconcile per site at a time, and every trigger leads to the same
+level-based reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kameng.api.common import GROUP, VERSION
+from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
+from kameng.provision import postgres as pg
+from kameng.provision import redis_acl
+
+from . import config as config_mod
+from . import deletion, hqkeys, metrics, reconcile, runtime, settings
+from .kube import Kube
+
+log = logging.getLogger(__name__)
+DEBOUNCE = 0.05
+
+# Children are watched by label so drift (an edit, a deletion) wakes their site.
+CHILD_RESOURCES: tuple[tuple[str, str], ...] = (
+    ("v1", "namespaces"), ("v1", "resourcequotas"), ("v1", "limitranges"),
+    ("networking.k8s.io/v1", "networkpolicies"), ("v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io/v1", "roles"),
+    ("rbac.authorization.k8s.io/v1", "rolebindings"), ("v1", "configmaps"),
+    ("v1", "secrets"), ("apps/v1", "deployments"), ("v1", "services"),
+    ("networking.k8s.io/v1", "ingresses"), ("policy/v1", "poddisruptionbudgets"),
+)
+_MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings_mod_configure(settings)
+    cfg = config_mod.CURRENT
+    if not cfg.pg_admin_dsn or not cfg.redis_url:
+        raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN and KAMENG_REDIS_URL are required")
+    kube = Kube.from_environment(cfg.kubeconfig)
+    keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
+    pg_target = pg.target_of(cfg.pg_admin_dsn)
+    redis_target = redis_acl.target_of(cfg.redis_url)
+    platform = Platform(
+        storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
+        hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
+        ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
+        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
+        redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
+    )
+    runtime.RUNTIME = runtime.Runtime(
+        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
+        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
+        redis_target=redis_target, keys=keys, platform=platform,
+        semaphore=asyncio.Semaphore(cfg.workers),
+    )
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
+    log.info("kameng operator started: %r", cfg)
+
+
+def settings_mod_configure(s: kopf.OperatorSettings) -> None:
+    settings.configure(s)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rt = runtime.RUNTIME
+    if rt is not None:
+        rt.closing = True
+        await rt.kube.close()
+        await rt.redis.close()
+
+
+# --- indexes: who references what, and the referenced specs (no list call per event) --
+
+@kopf.index(GROUP, VERSION, "subsites")
+def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+    return {spec.get("licenseRef", ""): name}
+
+
+@kopf.index(GROUP, VERSION, "subsites")
+def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+    return {spec.get("rolePolicyRef", "standard"): name}
+
+
+@kopf.index(GROUP, VERSION, "licenses")
+def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
+    return {name: (int(meta.get("generation", 1)), dict(spec))}
+
+
+@kopf.index(GROUP, VERSION, "rolepolicies")
+def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
+    return {name: dict(spec)}
+
+
+def _first(index: kopf.Index[str, Any], key: str) -> Any:
+    return next(iter(index.get(key, [])), None)
+
+
+# --- wake-ups --------------------------------------------------------------------------
+
+@kopf.on.event(GROUP, VERSION, "subsites")
+def subsite_event(name: str, meta: kopf.Meta, **_: Any) -> None:
+    rt = runtime.RUNTIME
+    # Status-only changes (our own writes) do not bump the generation: no wake-up.
+    if rt is not None and rt.seen_generation.get(name) != meta.get("generation"):
+        log.debug("wake %s: generation %s", name, meta.get("generation"))
+        rt.triggers.poke(name)
+
+
+def _poke_all(index: kopf.Index[str, str], key: str) -> None:
+    rt = runtime.RUNTIME
+    if rt is not None:
+        for site in index.get(key, []):
+            rt.triggers.poke(site)
+
+
+@kopf.on.event(GROUP, VERSION, "licenses")
+def license_event(name: str, subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
+    _poke_all(subsites_by_license, name)
+
+
+@kopf.on.event(GROUP, VERSION, "rolepolicies")
+def rolepolicy_event(name: str, subsites_by_rolepolicy: kopf.Index[str, str],
+                     **_: Any) -> None:
+    _poke_all(subsites_by_rolepolicy, name)
+
+
+def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,
+                 **_: Any) -> None:
+    rt = runtime.RUNTIME
+    if rt is None:
+        return
+    raw = dict(body)
+    if event.get("type") == "DELETED":
+        rt.cache.remove((raw["kind"], raw["metadata"].get("namespace") or "",
+                         raw["metadata"]["name"]))
+    else:
+        rt.cache.put(raw)
+    site = labels.get(SITE_LABEL)
+    if site and event.get("type") is not None:  # None: initial listing, nothing changed
+        log.debug("wake %s: %s %s/%s", site, event.get("type"), raw["kind"],
+                  raw["metadata"]["name"])
+        rt.triggers.poke(site)
+
+
+for _api_version, _plural in CHILD_RESOURCES:
+    _group, _, _version = _api_version.rpartition("/")
+    kopf.on.event(_group, _version, _plural, labels=_MANAGED,
+                  id=f"child-{_plural}")(_child_event)
+
+
+# --- the reconcile loop and deletion ---------------------------------------------------
+
+@kopf.daemon(GROUP, VERSION, "subsites", id="reconcile", cancellation_backoff=2.0,
+             cancellation_timeout=5.0)
+async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
+                         rolepolicies: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
+                         **_: Any) -> None:
+    rt = runtime.get()
+    wake = rt.triggers.register(name)
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    stop = asyncio.create_task(until_stopped())
+    try:
+        while not stopped:
+            wake.clear()
+            spec = body.get("spec") or {}
+            try:
+                async with rt.semaphore:
+                    delay = await reconcile.reconcile(
+                        rt, dict(body), _first(licenses, spec.get("licenseRef", "")),
+                        _first(rolepolicies, spec.get("rolePolicyRef", "standard")))
+            except Exception:  # a bug must not end the site's loop for good
+                if rt.closing:
+                    return
+                metrics.RECONCILE_ERRORS.labels(reason="Unexpected").inc()
+                log.exception("SubSite %s: reconcile failed unexpectedly", name)
+                delay = reconcile.MAX_BACKOFF
+            if rt.failures.get(name):
+                pause = min(delay, reconcile.MIN_RETRY_PAUSE)
+                await asyncio.sleep(pause)
+                delay -= pause
+            woken = asyncio.create_task(wake.wait())
+            # Deletion (or shutdown) ends the loop between reconciles, without a cancel.
+            await asyncio.wait({woken, stop}, timeout=max(delay, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            await asyncio.sleep(DEBOUNCE)  # coalesce a burst of child events
+    finally:
+        stop.cancel()
+        rt.triggers.unregister(name, wake)
+
+
+@kopf.on.delete(GROUP, VERSION, "subsites", id="reclaim")
+async def reclaim(body: kopf.Body, retry: int, **_: Any) -> None:
+    await deletion.reclaim(runtime.get(), dict(body), retry)

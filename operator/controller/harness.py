@@ -1,0 +1,93 @@
+"""Run `kameng operator` as a real subprocess — for integration tests and the benchmark.
+
+Not used by the operator itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: str, pg_admin_dsn: str, redis_url: str,
+                 log_path: Path, extra_args: tuple[str, ...] = (),
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = log_path
+        self.args = [sys.executable, "-m", "kameng.cli.main", "operator", "--standalone",
+                     "--metrics-port", str(self.metrics_port),
+                     "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                     *extra_args]
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig,
+                    "KAMENG_PG_ADMIN_DSN": pg_admin_dsn, "KAMENG_REDIS_URL": redis_url,
+                    **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: float = 30.0) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,  # noqa: S603  # noqa: S603
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}; "
+                                   f"see {self.log_path}")
+            if self.alive():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"operator not live after {wait}s; see {self.log_path}")
+
+    def alive(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def api_writes(self) -> float:
+        return sum(float(v) for v in re.findall(
+            r'^kameng_api_writes_total\{[^}]*\} ([0-9.e+]+)$', self.metrics(), re.M))
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, like a crashed pod."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_bytes(self) -> int:
+        """Peak resident set size (VmHWM) of the operator process."""
+        if not self.proc:
+            return 0
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0

@@ -1,0 +1,216 @@
+"""A small async Kubernetes REST client on httpx.
+
+kopf watches; this client writes. It speaks exactly the verbs the reconciler needs
+(get, server-side apply, create, merge-patch, delete) and counts every write, so the
+benchmark and the tests can prove that an idle operator makes none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import metrics
+
+FIELD_MANAGER = "kameng"
+USER_AGENT = "kameng-operator"
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+# Kinds the operator touches: kind → (plural, namespaced).
+RESOURCES: dict[str, tuple[str, bool]] = {
+    "Namespace": ("namespaces", False),
+    "ResourceQuota": ("resourcequotas", True),
+    "LimitRange": ("limitranges", True),
+    "NetworkPolicy": ("networkpolicies", True),
+    "ServiceAccount": ("serviceaccounts", True),
+    "Role": ("roles", True),
+    "RoleBinding": ("rolebindings", True),
+    "ConfigMap": ("configmaps", True),
+    "Secret": ("secrets", True),
+    "Deployment": ("deployments", True),
+    "Service": ("services", True),
+    "Ingress": ("ingresses", True),
+    "PodDisruptionBudget": ("poddisruptionbudgets", True),
+    "Event": ("events", True),
+    "SubSite": ("subsites", False),
+    "License": ("licenses", False),
+    "RolePolicy": ("rolepolicies", False),
+}
+
+
+class KubeError(Exception):
+    """An API error. The message carries status and reason, never a request body: the
+    body of a Secret must not leak into logs through an exception."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(f"{status} {reason}{': ' + detail if detail else ''}")
+        self.status = status
+        self.reason = reason
+
+
+def path_for(api_version: str, kind: str, name: str | None = None,
+             namespace: str | None = None, subresource: str | None = None) -> str:
+    plural, namespaced = RESOURCES[kind]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespaced and namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{name}"
+    if subresource:
+        base += f"/{subresource}"
+    return base
+
+
+def path_of(obj: dict[str, Any]) -> str:
+    md = obj["metadata"]
+    return path_for(obj["apiVersion"], obj["kind"], md["name"], md.get("namespace"))
+
+
+@dataclass
+class _Auth:
+    token: str | None = None
+    token_file: Path | None = None
+    _read_at: float = 0.0
+
+    def header(self) -> dict[str, str]:
+        if self.token_file is not None and time.monotonic() - self._read_at > 60:
+            # Projected service-account tokens rotate; re-read them now and then.
+            self.token = self.token_file.read_text().strip()
+            self._read_at = time.monotonic()
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+class Kube:
+    def __init__(self, base_url: str, verify: ssl.SSLContext | bool, auth: _Auth,
+                 max_connections: int = 32) -> None:
+        self._auth = auth
+        self._http = httpx.AsyncClient(
+            base_url=base_url, verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster service account if present, else the kubeconfig (KUBECONFIG)."""
+        token_file = SA_DIR / "token"
+        if kubeconfig is None and token_file.exists():
+            import os
+
+            host = os.environ["KUBERNETES_SERVICE_HOST"]
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
+            return cls(f"https://{host}:{port}", ctx, _Auth(token_file=token_file))
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else False)
+        if isinstance(verify, ssl.SSLContext) and cfg.cert_file:
+            verify.load_cert_chain(cfg.cert_file, cfg.key_file)
+        keys = cfg.api_key or {}
+        # The key's name differs between client versions.
+        token = keys.get("BearerToken") or keys.get("authorization") or ""
+        token = token.removeprefix("Bearer ").strip() or None
+        return cls(cfg.host, verify, _Auth(token=token))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, *, body: Any = None,
+                       params: dict[str, str] | None = None,
+                       content_type: str = "application/json",
+                       kind: str = "") -> httpx.Response:
+        headers = self._auth.header()
+        content = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            content = json.dumps(body, separators=(",", ":"))
+        if method != "GET":
+            metrics.API_WRITES.labels(verb=method, kind=kind or "unknown").inc()
+        for attempt in range(3):
+            try:
+                return await self._http.request(method, path, content=content,
+                                                params=params, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise KubeError(0, "Unreachable", type(exc).__name__) from None
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _raise_for(resp: httpx.Response, kind: str) -> None:
+        if resp.status_code < 400:
+            return
+        reason, detail = resp.reason_phrase, ""
+        try:
+            status = resp.json()
+            reason = status.get("reason") or reason
+            # Validation messages may quote submitted values; for Secrets they'd be
+            # credentials, so only their reason is kept.
+            if kind != "Secret":
+                detail = str(status.get("message", ""))[:300]
+        except ValueError:
+            pass
+        raise KubeError(resp.status_code, reason, detail)
+
+    async def get(self, path: str, kind: str = "") -> dict[str, Any] | None:
+        resp = await self._request("GET", path, kind=kind)
+        if resp.status_code == 404:
+            return None
+        self._raise_for(resp, kind)
+        return resp.json()
+
+    async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        resp = await self._request("GET", path, params=params)
+        self._raise_for(resp, "")
+        return list(resp.json().get("items", []))
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the one field manager, taking over conflicting fields
+        (a person's edit of a managed field is drift to undo, not an opinion to keep)."""
+        kind = obj["kind"]
+        resp = await self._request(
+            "PATCH", path_of(obj), body=obj, kind=kind,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content_type="application/apply-patch+yaml",  # JSON is valid YAML
+        )
+        self._raise_for(resp, kind)
+        return resp.json()
+
+    async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """POST; ``None`` when it already exists (409)."""
+        kind = obj.get("kind", "")
+        resp = await self._request("POST", path, body=obj, kind=kind,
+                                   params={"fieldManager": FIELD_MANAGER})
+        if resp.status_code == 409:
+            return None
+        self._raise_for(resp, kind)
+        return resp.json()
+
+    async def merge_patch(self, path: str, patch: dict[str, Any], kind: str = "") -> dict[str, Any]:
+        resp = await self._request("PATCH", path, body=patch, kind=kind,
+                                   params={"fieldManager": FIELD_MANAGER},
+                                   content_type="application/merge-patch+json")
+        self._raise_for(resp, kind)
+        return resp.json()
+
+    async def delete(self, path: str, kind: str = "") -> bool:
+        """DELETE in the background; ``False`` when it was already gone."""
+        resp = await self._request("DELETE", path, kind=kind,
+                                   body={"propagationPolicy": "Background"})
+        if resp.status_code == 404:
+            return False
+        self._raise_for(resp, kind)
+        return True

@@ -1,0 +1,266 @@
+"""One idempotent reconcile of one SubSite: observe, provision, apply what differs,
+report. Safe to interrupt at any point: every step converges when run again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kameng.api.license import LicenseSpec
+from kameng.api.rolepolicy import RolePolicySpec
+from kameng.api.subsite import SubSiteSpec
+from kameng.children.build import build_children
+from kameng.children.context import SiteContext, SiteSecrets, namespace_name
+from kameng.children.rbac import MEMBER_PREFIX
+from kameng.children.secrets import DB_SECRET, KEYS_SECRET, REDIS_SECRET
+from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.provision.postgres import DatabaseUnavailable, site_dsn
+from kameng.provision.redis_acl import RedisUnavailable, site_url
+
+from . import credentials, events, keyvault, licensing, metrics, status
+from .drift import needs_apply, with_hash
+from .kube import KubeError, path_for, path_of
+from .runtime import Runtime
+from .state import key_of
+
+log = logging.getLogger(__name__)
+NOT_READY_RECHECK = 30.0
+MAX_BACKOFF = 60.0
+# After a failure, wake-ups are ignored this long: a rollout's stream of events must not
+# turn a backoff into a retry storm against a server that is down.
+MIN_RETRY_PAUSE = 2.0
+
+
+def _jitter(seconds: float, fraction: float) -> float:
+    return seconds * (1 + random.uniform(-fraction, fraction))  # noqa: S311 - not crypto
+
+
+async def _live(rt: Runtime, obj: dict[str, Any], fresh_namespace: str | None = None
+                ) -> dict[str, Any] | None:
+    cached = rt.cache.get(key_of(obj))
+    if cached is not None:
+        return cached
+    if fresh_namespace and obj["metadata"].get("namespace") == fresh_namespace:
+        return None  # the namespace was just created: nothing can be in it yet
+    live = await rt.kube.get(path_of(obj), kind=obj["kind"])
+    if live is not None:
+        rt.cache.put(live)
+    return live
+
+
+async def _apply_if_changed(rt: Runtime, obj: dict[str, Any],
+                            fresh_namespace: str | None = None) -> bool:
+    desired = with_hash(obj)
+    if not needs_apply(desired, await _live(rt, obj, fresh_namespace)):
+        return False
+    rt.cache.put(await rt.kube.apply(desired))
+    metrics.CHILDREN_APPLIED.labels(kind=obj["kind"]).inc()
+    return True
+
+
+async def _prune_members(rt: Runtime, site: str, desired: list[dict[str, Any]]) -> None:
+    """Roles of members who left or lost their Kubernetes access."""
+    wanted = {key_of(o) for o in desired}
+    for obj in rt.cache.of_site(site, {"Role", "RoleBinding"}):
+        if obj["metadata"]["name"].startswith(MEMBER_PREFIX) and key_of(obj) not in wanted:
+            await rt.kube.delete(path_of(obj), kind=obj["kind"])
+            rt.cache.remove(key_of(obj))
+
+
+def _problem(spec: SubSiteSpec, rp: RolePolicySpec | None) -> tuple[str, str] | None:
+    if rp is None:
+        return "RolePolicyNotFound", f"RolePolicy {spec.role_policy_ref!r} does not exist"
+    roles = {r.name for r in rp.roles}
+    unknown = sorted({m.role for m in spec.members if m.role not in roles})
+    if unknown:
+        return "UnknownRole", (f"members use roles missing from RolePolicy "
+                               f"{spec.role_policy_ref!r}: {', '.join(unknown)}")
+    return None
+
+
+async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool
+                     ) -> tuple[SiteSecrets, set[str], str | None]:
+    """Database role/db and Redis user. Returns the secrets, the names of Secrets that
+    must NOT be applied this round, and a transient error message."""
+    found = {}
+    for name in (DB_SECRET, REDIS_SECRET, KEYS_SECRET):
+        probe = {"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": name, "namespace": namespace}}
+        found[name] = await _live(rt, probe, namespace if fresh else None)
+    old = credentials.read_existing(found)
+    db_pw, db_new = credentials.or_new(old.db_password)
+    redis_pw, redis_new = credentials.or_new(old.redis_password)
+    # Shielded: if the loop is cancelled (the SubSite is being deleted), provisioning
+    # still finishes under the lock, and the reclaim that waits for the lock then drops
+    # what it created.
+    skip, error = await asyncio.shield(asyncio.ensure_future(
+        _backends(rt, site, db_pw, db_new, redis_pw, redis_new)))
+    cfg = rt.config
+    keys = await _site_keys(rt, site, old)
+    secrets = SiteSecrets(
+        db_dsn=site_dsn(site, db_pw, cfg.pg_site_host or rt.pg_target.host, rt.pg_target.port),
+        redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
+        session_secret=keys.session_secret,
+        data_key=keys.data_key,
+        hq_api_token=derive_site_api_token(rt.keys.master_secret, site),
+    )
+    return secrets, skip, error
+
+
+async def _backends(rt: Runtime, site: str, db_pw: str, db_new: bool, redis_pw: str,
+                    redis_new: bool) -> tuple[set[str], str | None]:
+    skip: set[str] = set()
+    error: str | None = None
+    async with rt.backend_lock(site):
+        try:
+            await rt.postgres.ensure(site, db_pw, set_password=db_new)
+        except DatabaseUnavailable as exc:
+            error = str(exc)
+            if db_new:
+                # A password PostgreSQL never accepted must not become the Secret's truth.
+                skip.add(DB_SECRET)
+        try:
+            await rt.redis.ensure(site, redis_pw)
+        except RedisUnavailable as exc:
+            error = f"{error}; {exc}" if error else str(exc)
+            if redis_new:
+                skip.add(REDIS_SECRET)
+    return skip, error
+
+
+async def _site_keys(rt: Runtime, site: str, old: credentials.Existing) -> keyvault.SiteKeys:
+    """The site's keys: from its Secret, else from the operator's copy, else new — and
+    the copy exists before a new key is ever handed to the storefront."""
+    ns = rt.config.namespace
+    if old.session_secret and old.data_key:
+        keys = keyvault.SiteKeys(old.session_secret, old.data_key)
+        if site not in rt.keys_backed_up:
+            if await keyvault.load(rt.kube, ns, site) is None:
+                await keyvault.store(rt.kube, ns, site, keys)
+            rt.keys_backed_up.add(site)
+        return keys
+    saved = await keyvault.load(rt.kube, ns, site)
+    if saved is None:
+        saved = await keyvault.store(rt.kube, ns, site, keyvault.SiteKeys(
+            credentials.new_session_secret(), credentials.new_data_key()))
+    rt.keys_backed_up.add(site)
+    return saved
+
+
+async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any]) -> None:
+    name = body["metadata"]["name"]
+    old = rt.last_status.get(name) or body.get("status") or {}
+    if new == old or new == body.get("status"):
+        rt.last_status[name] = new
+        return
+    await rt.kube.merge_patch(path_for("kameng.io/v1alpha1", "SubSite", name,
+                                       subresource="status"), {"status": new}, kind="SubSite")
+    rt.last_status[name] = new
+    for type_, reason, message in status.transitions(old, new):
+        await events.post(rt.kube, body, type_, reason, message)
+
+
+async def reconcile(rt: Runtime, body: dict[str, Any],
+                    license_entry: tuple[int, dict[str, Any]] | None,
+                    rolepolicy: dict[str, Any] | None) -> float:
+    """Reconcile once; return seconds until the next unprompted run."""
+    started = time.monotonic()
+    md = body["metadata"]
+    name, generation = md["name"], int(md.get("generation", 1))
+    now = datetime.now(UTC)
+    metrics.RECONCILES.inc()
+    # Before any await: the watch event of our own status write must find it set.
+    rt.seen_generation[name] = generation
+    try:
+        spec = SubSiteSpec.model_validate(body.get("spec") or {})
+        lic_spec = LicenseSpec.model_validate(license_entry[1]) if license_entry else None
+        rp = RolePolicySpec.model_validate(rolepolicy) if rolepolicy else None
+    except ValidationError as exc:
+        # The CRD schema should make this impossible; if it happens anyway (schema and
+        # models out of step), say so in status rather than stall silently.
+        metrics.RECONCILE_ERRORS.labels(reason="InvalidSpec").inc()
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+        message = f"SubSite, License or RolePolicy does not match the operator's model: {fields}"
+        log.warning("SubSite %s: %s", name, message)
+        obs = status.Observation(
+            generation=generation, namespace=namespace_name(name), url="",
+            license=licensing.LicenseVerdict(False, "InvalidSpec", message),
+            database_ready=False, database_message="not provisioned", deployment=None,
+            desired_replicas=0, problem=message, problem_reason="InvalidSpec", now=now)
+        try:
+            await _write_status(rt, body, status.compute(obs, body.get("status")))
+        except KubeError as err:
+            log.warning("SubSite %s: status update failed: %s", name, err)
+        return rt.config.resync_seconds
+    verdict = licensing.evaluate(name, spec.license_ref, lic_spec,
+                                 license_entry[0] if license_entry else 0, now)
+    problem = _problem(spec, rp)
+    namespace = namespace_name(name)
+    ctx = SiteContext(
+        name=name, uid=md["uid"], spec=spec,
+        license=lic_spec if verdict.claims is not None else None,
+        role_policy=rp, mode=verdict.mode, platform=rt.platform, now=now,
+    )
+    transient: str | None = None
+    db_ready, db_message = False, "not provisioned yet"
+    try:
+        ns_obj = build_children(ctx)[0]  # with empty secrets: only the Namespace is used
+        fresh = await _live(rt, ns_obj) is None
+        await _apply_if_changed(rt, ns_obj)
+        fresh_ns = namespace if fresh else None
+        secrets, skip, transient = await _provision(rt, name, namespace, fresh)
+        if transient is None:
+            db_ready, db_message = True, "database, role and Redis user provisioned"
+        else:
+            db_message = transient
+        secrets = replace(secrets, license_token=licensing.token_for(verdict, rt.keys.signing_key))
+        ctx = replace(ctx, secrets=secrets)
+        children = [c for c in build_children(ctx)
+                    if not (c["kind"] == "Secret" and c["metadata"]["name"] in skip)]
+        rest = [c for c in children[1:] if c["kind"] != "Deployment"]
+        await asyncio.gather(*(_apply_if_changed(rt, c, fresh_ns) for c in rest))
+        for c in children:
+            if c["kind"] == "Deployment":
+                await _apply_if_changed(rt, c, fresh_ns)
+        await _prune_members(rt, name, children)
+    except KubeError as exc:
+        transient = f"applying children failed: {exc}"
+    if transient:
+        metrics.RECONCILE_ERRORS.labels(reason="Transient").inc()
+        log.warning("SubSite %s: %s", name, transient)
+
+    dep = rt.cache.get(("Deployment", namespace, "storefront"))
+    obs = status.Observation(
+        generation=generation, namespace=namespace, url=ctx.url, license=verdict,
+        database_ready=db_ready, database_message=db_message, deployment=dep,
+        desired_replicas=spec.storefront.replicas,
+        problem=problem[1] if problem else None,
+        problem_reason=problem[0] if problem else "InvalidSpec",
+        transient_error=transient, now=now,
+    )
+    new_status = status.compute(obs, body.get("status"))
+    try:
+        await _write_status(rt, body, new_status)
+    except KubeError as exc:
+        transient = transient or f"status update failed: {exc}"
+    rt.phases.set(name, new_status["phase"])
+    metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+    if transient:
+        fails = rt.failures.get(name, 0) + 1
+        rt.failures[name] = fails
+        return min(MAX_BACKOFF, 2.0 ** (fails - 1))
+    rt.failures.pop(name, None)
+    delay = _jitter(rt.config.resync_seconds, rt.config.resync_jitter)
+    if new_status["phase"] != "Ready":
+        delay = min(delay, NOT_READY_RECHECK)
+    if verdict.next_change is not None:
+        delay = min(delay, max(1.0, (verdict.next_change - now).total_seconds() + 1))
+    return delay

@@ -1,0 +1,93 @@
+"""Redis ACL user per site: only its own keys and streams.
+
+* ``site:<site>:*`` — read and write (caches, sessions);
+* ``kameng:orders:<site>`` — write only (the storefront XADDs order events);
+* ``kameng:decisions:<site>`` — read only (risk decisions for this site).
+Selectors (``%R~`` / ``%W~``) need Redis 7.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .names import redis_user
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached or refused the admin. No URL in the message."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    scheme: str
+    host: str
+    port: int
+    db: int
+
+
+def target_of(admin_url: str) -> RedisTarget:
+    u = urlsplit(admin_url)
+    db = int(u.path.strip("/") or 0) if u.path.strip("/").isdigit() else 0
+    return RedisTarget(u.scheme or "redis", u.hostname or "127.0.0.1", u.port or 6379, db)
+
+
+def site_url(site: str, password: str, target: RedisTarget, host: str | None = None) -> str:
+    user = quote(redis_user(site), safe="")
+    return (f"{target.scheme}://{user}:{quote(password, safe='')}@"
+            f"{host or target.host}:{target.port}/{target.db}")
+
+
+def acl_rules(site: str, password: str) -> list[str]:
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return [
+        "reset", "on", f"#{digest}",
+        f"~site:{site}:*",
+        f"%W~kameng:orders:{site}",
+        f"%R~kameng:decisions:{site}",
+        "resetchannels",
+        "-@all", "+@read", "+@write", "+@stream", "+@keyspace", "+@transaction",
+        "+@connection", "-@dangerous", "-@admin", "-@pubsub", "-@scripting",
+    ]
+
+
+class RedisAcl:
+    def __init__(self, admin_url: str) -> None:
+        self._client = aioredis.from_url(admin_url, socket_connect_timeout=5,
+                                         socket_timeout=5)
+        # Rules applied by this process: after a restart every user is set once more
+        # (rules may have changed with the operator version), then only on change.
+        self._applied: dict[str, str] = {}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def ensure(self, site: str, password: str) -> bool:
+        user = redis_user(site)
+        rules = acl_rules(site, password)
+        fingerprint = hashlib.sha256("\n".join(rules).encode()).hexdigest()
+        try:
+            current = await self._client.acl_getuser(user)
+            digest = rules[2][1:]
+            if (current and self._applied.get(site) == fingerprint
+                    and digest in [p.decode() if isinstance(p, bytes) else p
+                                   for p in current.get("passwords", [])]):
+                return False
+            await self._client.execute_command("ACL", "SETUSER", user, *rules)
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis refused the ACL user ({type(exc).__name__})") \
+                from None
+        self._applied[site] = fingerprint
+        return True
+
+    async def remove(self, site: str) -> None:
+        try:
+            await self._client.acl_deluser(redis_user(site))
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis refused deleting the ACL user "
+                                   f"({type(exc).__name__})") from None
+        self._applied.pop(site, None)

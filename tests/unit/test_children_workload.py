@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from kameng.api.subsite import SubSiteSpec
+from kameng.children.config import config_map
+from kameng.children.context import SiteContext
+from kameng.children.workload import (
+    CHECKSUM_ANNOTATION,
+    config_checksum,
+    deployment,
+    pod_disruption_budget,
+    service,
+)
+
+BASE = {"displayName": "D", "owner": {"name": "P", "email": "p@x.example"},
+        "licenseRef": "demo", "domain": "demo.shop.example",
+        "storefront": {"replicas": 3, "image": "example/sf:1",
+                       "resources": {"cpu": "200m", "memory": "300Mi"}}}
+
+
+def ctx(**spec: object) -> SiteContext:
+    return SiteContext(name="demo", uid="u", spec=SubSiteSpec.model_validate({**BASE, **spec}))
+
+
+def test_deployment_is_restricted() -> None:
+    d = deployment(ctx(), "abc")
+    pod = d["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"] == {"requests": {"cpu": "200m", "memory": "300Mi"},
+                              "limits": {"memory": "300Mi"}}
+    assert c["image"] == "example/sf:1"
+    assert d["spec"]["replicas"] == 3
+
+
+def test_secrets_and_config_are_mounted_where_the_storefront_reads_them() -> None:
+    pod = deployment(ctx(), "abc")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/etc/kameng/config", "/etc/kameng/secrets/storefront-db",
+            "/etc/kameng/secrets/license", "/tmp"} <= mounts
+    assert all(m.get("readOnly") for m in pod["containers"][0]["volumeMounts"]
+               if m["mountPath"] != "/tmp")
+
+
+def test_checksum_annotation_rolls_pods_on_config_change() -> None:
+    a = config_checksum([config_map(ctx())])
+    b = config_checksum([config_map(ctx(branding={"title": "new"}))])
+    assert a != b
+    tmpl = deployment(ctx(), a)["spec"]["template"]["metadata"]
+    assert tmpl["annotations"][CHECKSUM_ANNOTATION] == a
+
+
+def test_default_image_comes_from_the_platform() -> None:
+    c = deployment(ctx(storefront={}), "x")["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == ctx().platform.storefront_image
+
+
+def test_service_and_pdb_select_the_storefront_pods() -> None:
+    d = deployment(ctx(), "x")
+    sel = d["spec"]["selector"]["matchLabels"]
+    assert service(ctx())["spec"]["selector"] == sel
+    pdb = pod_disruption_budget(ctx())
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": sel}}
+    assert set(sel.items()) <= set(d["spec"]["template"]["metadata"]["labels"].items())

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import copy
+
+from kameng.controller.drift import HASH_ANNOTATION, is_subset, needs_apply, with_hash
+
+CM = {"apiVersion": "v1", "kind": "ConfigMap",
+      "metadata": {"name": "c", "namespace": "n", "labels": {"a": "b"}},
+      "data": {"k": "v"}}
+
+
+def live_of(desired: dict) -> dict:
+    """What the server returns: our fields plus its own."""
+    live = copy.deepcopy(desired)
+    live["metadata"].update({"uid": "x", "resourceVersion": "7", "managedFields": []})
+    live["metadata"]["labels"]["other"] = "added-by-someone"
+    return live
+
+
+def test_unchanged_child_needs_no_apply() -> None:
+    d = with_hash(CM)
+    assert not needs_apply(d, live_of(d))
+
+
+def test_missing_child_is_applied() -> None:
+    assert needs_apply(with_hash(CM), None)
+
+
+def test_edited_managed_field_is_drift() -> None:
+    d = with_hash(CM)
+    live = live_of(d)
+    live["data"]["k"] = "edited"
+    assert needs_apply(d, live)
+
+
+def test_removed_field_changes_the_hash() -> None:
+    # Dropping a label from the desired state is invisible to a subset check; the
+    # hash annotation catches it.
+    old = with_hash(CM)
+    smaller = copy.deepcopy(CM)
+    del smaller["metadata"]["labels"]["a"]
+    new = with_hash(smaller)
+    assert new["metadata"]["annotations"][HASH_ANNOTATION] != \
+        old["metadata"]["annotations"][HASH_ANNOTATION]
+    assert needs_apply(new, live_of(old))
+
+
+def test_server_normalised_quantities_are_equal() -> None:
+    desired = {"spec": {"hard": {"requests.cpu": "0.5", "pods": "10"}}}
+    assert is_subset(desired, {"spec": {"hard": {"requests.cpu": "500m", "pods": "10"}}})
+    assert not is_subset(desired, {"spec": {"hard": {"requests.cpu": "1", "pods": "10"}}})
+    # Outside resource maps, strings are compared literally.
+    assert not is_subset({"data": {"x": "0.5"}}, {"data": {"x": "500m"}})
+
+
+def test_lists_must_match_in_length() -> None:
+    assert not is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1}, {"x": 2}]})
+    assert is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1, "default": True}]})
+
+
+def test_object_being_deleted_is_left_alone() -> None:
+    d = with_hash(CM)
+    live = live_of(d)
+    live["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    live["data"]["k"] = "other"
+    assert not needs_apply(d, live)

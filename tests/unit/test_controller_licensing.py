@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kameng.api.license import LicenseSpec
+from kameng.contracts.license_token import generate_signing_key, verify_token
+from kameng.controller.licensing import evaluate, parse_duration, token_for
+
+NOW = datetime(2030, 6, 1, tzinfo=UTC)
+
+
+def lic(**kw: object) -> LicenseSpec:
+    base: dict = {"subSite": "demo", "plan": "basic", "categories": ["game-cards"],
+                  "term": {"start": "2030-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"}}
+    base.update(kw)
+    return LicenseSpec.model_validate(base)
+
+
+def test_active_license_is_valid() -> None:
+    v = evaluate("demo", "demo", lic(), 3, NOW)
+    assert (v.valid, v.reason, v.state, v.mode) == (True, "LicenseActive", "Active", "normal")
+    assert v.expires_at == "2031-01-01T00:00:00Z"
+    assert v.next_change == datetime(2031, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("spec", "reason", "state", "mode"), [
+    (None, "LicenseNotFound", None, "suspended"),
+    ({"subSite": "other"}, "LicenseForOtherSite", None, "suspended"),
+    ({"suspended": True, "suspendReason": "risk"}, "LicenseSuspended", "Suspended",
+     "suspended"),
+    ({"term": {"start": "2031-01-01T00:00:00Z", "end": "2032-01-01T00:00:00Z"}},
+     "LicenseNotYetValid", "Pending", "suspended"),
+    ({"term": {"start": "2029-01-01T00:00:00Z", "end": "2030-05-31T00:00:00Z"},
+      "gracePeriod": "72h"}, "LicenseInGrace", "Grace", "readOnly"),
+    ({"term": {"start": "2029-01-01T00:00:00Z", "end": "2030-05-01T00:00:00Z"}},
+     "LicenseExpired", "Expired", "suspended"),
+])
+def test_invalid_licenses_explain_why(spec: dict | None, reason: str, state: str | None,
+                                      mode: str) -> None:
+    v = evaluate("demo", "demo", lic(**spec) if spec is not None else None, 1, NOW)
+    assert not v.valid
+    assert (v.reason, v.state, v.mode) == (reason, state, mode)
+    assert v.message
+
+
+def test_token_is_signed_deterministic_and_carries_the_scope() -> None:
+    key = generate_signing_key()
+    v = evaluate("demo", "demo", lic(regions=["CN-31"]), 4, NOW)
+    token = token_for(v, key)
+    assert token == token_for(v, key)  # same claims, same bytes: no Secret rewrite
+    claims = verify_token(token, key.public_key())
+    assert (claims.site, claims.seq, claims.regions) == ("demo", 4, ["CN-31"])
+    assert claims.grace_until - claims.exp == timedelta(hours=72)
+
+
+def test_no_token_without_license() -> None:
+    assert token_for(evaluate("demo", "demo", None, 0, NOW), generate_signing_key()) == ""
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("")

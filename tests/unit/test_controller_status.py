@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from kameng.api.subsite import SubSiteStatus
+from kameng.controller.licensing import LicenseVerdict
+from kameng.controller.status import Observation, compute, condition, transitions
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+ACTIVE = LicenseVerdict(True, "LicenseActive", "ok", state="Active", mode="normal",
+                        expires_at="2031-01-01T00:00:00Z")
+DEP_OK = {"metadata": {"generation": 2},
+          "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                     "readyReplicas": 2, "availableReplicas": 2}}
+
+
+def obs(**kw: object) -> Observation:
+    base: dict = {"generation": 5, "namespace": "kameng-demo", "url": "http://d.example",
+                  "license": ACTIVE, "database_ready": True, "database_message": "ok",
+                  "deployment": DEP_OK, "desired_replicas": 2, "now": T0}
+    base.update(kw)
+    return Observation(**base)
+
+
+def cond(status: dict, t: str) -> str:
+    return (condition(status, t) or {})["status"]
+
+
+def test_ready_when_everything_is() -> None:
+    s = compute(obs(), None)
+    SubSiteStatus.model_validate(s)  # fits the CRD schema: nothing gets pruned
+    assert s["phase"] == "Ready"
+    assert s["readyReplicas"] == 2
+    assert [cond(s, t) for t in ("Ready", "Reconciling", "Stalled", "LicenseValid",
+                                 "DatabaseReady", "StorefrontAvailable")] == \
+        ["True", "False", "False", "True", "True", "True"]
+    assert all(c["observedGeneration"] == 5 for c in s["conditions"])
+    assert s["licenseState"] == "Active"
+    assert s["licenseExpiresAt"] == "2031-01-01T00:00:00Z"
+
+
+def test_rollout_in_progress_is_reconciling() -> None:
+    dep = {"metadata": {"generation": 3}, "status": {**DEP_OK["status"]}}
+    s = compute(obs(deployment=dep), None)
+    assert s["phase"] == "Provisioning"
+    assert cond(s, "Ready") == "False"
+    assert cond(s, "Reconciling") == "True"
+    assert condition(s, "Ready")["reason"] == "StorefrontNotAvailable"
+
+
+def test_missing_license_is_stalled_and_pending() -> None:
+    v = LicenseVerdict(False, "LicenseNotFound", "License 'x' does not exist")
+    s = compute(obs(license=v), None)
+    assert s["phase"] == "Pending"
+    assert cond(s, "Stalled") == "True"
+    assert cond(s, "Reconciling") == "False"
+    assert condition(s, "LicenseValid")["message"] == "License 'x' does not exist"
+
+
+def test_suspended_license_suspends_the_site() -> None:
+    v = LicenseVerdict(False, "LicenseSuspended", "suspended", state="Suspended")
+    assert compute(obs(license=v), None)["phase"] == "Suspended"
+
+
+def test_transition_time_survives_an_unchanged_status() -> None:
+    first = compute(obs(), None)
+    again = compute(obs(now=T0 + timedelta(hours=1)), first)
+    assert again == first  # byte-identical: no status write
+
+
+def test_transition_time_moves_on_change() -> None:
+    first = compute(obs(), None)
+    later = compute(obs(database_ready=False, now=T0 + timedelta(hours=1)), first)
+    assert condition(later, "DatabaseReady")["lastTransitionTime"] == "2030-01-01T01:00:00Z"
+    assert condition(later, "LicenseValid")["lastTransitionTime"] == "2030-01-01T00:00:00Z"
+
+
+def test_events_only_on_transitions() -> None:
+    first = compute(obs(), None)
+    assert [e[1] for e in transitions(None, first)] == ["PhaseReady"]
+    assert transitions(first, compute(obs(), first)) == []
+    broken = compute(obs(database_ready=False, database_message="down"), first)
+    kinds = transitions(first, broken)
+    assert ("Warning", "NotProvisioned", "down") in kinds
+
+
+def test_invalid_spec_is_failed_and_stalled() -> None:
+    v = LicenseVerdict(False, "InvalidSpec", "bad")
+    s = compute(obs(license=v, problem="bad", problem_reason="InvalidSpec", deployment=None),
+                None)
+    assert s["phase"] == "Failed"
+    assert cond(s, "Stalled") == "True"
+    assert condition(s, "Ready")["reason"] == "InvalidSpec"
