@@ -19,8 +19,8 @@ from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
 from kameng.provision import postgres as pg
 from kameng.provision import redis_acl
 
+from . import agreements, deletion, hqkeys, metrics, reconcile, runtime, settings
 from . import config as config_mod
-from . import deletion, hqkeys, metrics, reconcile, runtime, settings
 from .kube import Kube
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         redis_target=redis_target, keys=keys, platform=platform,
         semaphore=asyncio.Semaphore(cfg.workers),
     )
+    global AGREEMENTS, _SWEEPER
+    AGREEMENTS = agreements.Agreements(kube)
+    _SWEEPER = asyncio.create_task(AGREEMENTS.run_sweeps(_policy_usage))
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     log.info("kameng operator started: %r", cfg)
@@ -70,8 +73,25 @@ def settings_mod_configure(s: kopf.OperatorSettings) -> None:
     settings.configure(s)
 
 
+# License/RolePolicy status keeper, created at startup; the sweeper handles the
+# transitions that only time causes. The index of SubSites per RolePolicy is stashed by
+# the first handler that receives it (kopf hands indexes to handlers only).
+AGREEMENTS: agreements.Agreements | None = None
+_SWEEPER: asyncio.Task[None] | None = None
+_BY_POLICY: kopf.Index[str, str] | None = None
+
+
+def _policy_usage() -> list[tuple[str, int]]:
+    if _BY_POLICY is None:
+        return []
+    return [(name, len(_BY_POLICY.get(name, []))) for name in
+            (AGREEMENTS.policies if AGREEMENTS else {})]
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    if _SWEEPER is not None:
+        _SWEEPER.cancel()
     rt = runtime.RUNTIME
     if rt is not None:
         rt.closing = True
@@ -108,7 +128,12 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 # --- wake-ups --------------------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, "subsites")
-def subsite_event(name: str, meta: kopf.Meta, **_: Any) -> None:
+async def subsite_event(name: str, meta: kopf.Meta,
+                        subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
+    global _BY_POLICY
+    _BY_POLICY = subsites_by_rolepolicy
+    if AGREEMENTS is not None:
+        await AGREEMENTS.policy_usage(_policy_usage())
     rt = runtime.RUNTIME
     # Status-only changes (our own writes) do not bump the generation: no wake-up.
     if rt is not None and rt.seen_generation.get(name) != meta.get("generation"):
@@ -124,14 +149,27 @@ def _poke_all(index: kopf.Index[str, str], key: str) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "licenses")
-def license_event(name: str, subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
+async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body,
+                        subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
     _poke_all(subsites_by_license, name)
+    if AGREEMENTS is not None:
+        if event.get("type") == "DELETED":
+            AGREEMENTS.license_gone(name)
+        else:
+            await AGREEMENTS.license_seen(dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, "rolepolicies")
-def rolepolicy_event(name: str, subsites_by_rolepolicy: kopf.Index[str, str],
-                     **_: Any) -> None:
+async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body,
+                           subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
+    global _BY_POLICY
+    _BY_POLICY = subsites_by_rolepolicy
     _poke_all(subsites_by_rolepolicy, name)
+    if AGREEMENTS is not None:
+        if event.get("type") == "DELETED":
+            AGREEMENTS.policy_gone(name)
+        else:
+            await AGREEMENTS.policy_seen(dict(body), len(subsites_by_rolepolicy.get(name, [])))
 
 
 def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,

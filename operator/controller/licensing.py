@@ -7,33 +7,15 @@ this module only answers the SubSite's question.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kameng.api.license import LicenseSpec
 from kameng.contracts.license_token import LicenseClaims, evaluate_mode, sign_token
-
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> timedelta:
-    m = _DURATION.match(text or "")
-    if not m or not text:
-        raise ValueError(f"not a duration: {text!r}")
-    h, mi, s = (int(x or 0) for x in m.groups())
-    return timedelta(hours=h, minutes=mi, seconds=s)
-
-
-def parse_time(text: str) -> datetime:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from kameng.licensing.term import format_time as rfc3339
+from kameng.licensing.term import parse_duration, parse_time
 
 
 @dataclass(frozen=True)

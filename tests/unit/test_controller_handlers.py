@@ -21,7 +21,9 @@ def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 async def test_rolepolicy_change_wakes_only_its_subsites(fake_runtime: SimpleNamespace) -> None:
     flags = {s: fake_runtime.triggers.register(s) for s in ("a", "b", "c")}
     index = {"standard": ["a", "b"], "vip": ["c"]}
-    handlers.rolepolicy_event(name="standard", subsites_by_rolepolicy=index)
+    await handlers.rolepolicy_event(name="standard", event={"type": "MODIFIED"},
+                                    body={"metadata": {"name": "standard"}},
+                                    subsites_by_rolepolicy=index)
     assert {s for s, f in flags.items() if f.is_set()} == {"a", "b"}
 
 
@@ -49,7 +51,9 @@ async def test_child_event_updates_cache_and_wakes_its_site(
 async def test_status_only_subsite_events_do_not_wake(fake_runtime: SimpleNamespace) -> None:
     flag = fake_runtime.triggers.register("demo")
     fake_runtime.seen_generation["demo"] = 3
-    handlers.subsite_event(name="demo", meta={"generation": 3})
+    await handlers.subsite_event(name="demo", meta={"generation": 3},
+                                 subsites_by_rolepolicy={})
     assert not flag.is_set()
-    handlers.subsite_event(name="demo", meta={"generation": 4})
+    await handlers.subsite_event(name="demo", meta={"generation": 4},
+                                 subsites_by_rolepolicy={})
     assert flag.is_set()

@@ -1,0 +1,84 @@
+"""The operator keeps License and RolePolicy status true: state and expiry for
+`kubectl get lic`, role count and users for `kubectl get rp`, Events on transitions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+
+from kameng.controller.harness import OperatorProcess
+
+from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
+
+SITE, RP = "it-agree", "it-agree-rp"
+
+
+@pytest.fixture(scope="module")
+def operator(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(devenv["kubeconfig"], devenv["pg_admin_dsn"], devenv["redis_url"],
+                         tmp_path_factory.mktemp("op") / "operator.log").start()
+    fresh_start(kubectl, SITE)
+    yield op
+    kubectl("delete", "subsite", SITE, "--ignore-not-found", "--wait=true", timeout=60)
+    kubectl("delete", "license", SITE, "--ignore-not-found")
+    kubectl("delete", "rolepolicy", RP, "--ignore-not-found")
+    op.stop()
+
+
+def _rfc(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_license_and_rolepolicy_status(operator: OperatorProcess, kubectl: Any) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    docs = sample_objects(SITE, RP)
+    docs[0]["spec"]["term"] = {"start": _rfc(now - timedelta(days=300)),
+                               "end": _rfc(now + timedelta(days=10))}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    lic = wait_for(lambda: get(kubectl, "license", SITE).get("status", {}).get("state")
+                   and get(kubectl, "license", SITE), 15, "License status")
+    assert lic["status"]["state"] == "ExpiringSoon"
+    assert lic["status"]["expiresAt"] == _rfc(now + timedelta(days=10))
+    assert lic["status"]["observedGeneration"] == lic["metadata"]["generation"]
+    printed = kubectl("get", "license", SITE).stdout
+    assert "ExpiringSoon" in printed
+    assert _rfc(now + timedelta(days=10)) in printed
+
+    rp = wait_for(lambda: get(kubectl, "rolepolicy", RP).get("status", {}).get("usedBy")
+                  and get(kubectl, "rolepolicy", RP), 15, "RolePolicy status")
+    assert rp["status"]["roleCount"] == 3
+    assert rp["status"]["usedBy"] == 1
+
+    # A renewal moves it back to Active; a suspension to Suspended, with Events.
+    kubectl("patch", "license", SITE, "--type=merge", "-p", json.dumps(
+        {"spec": {"term": {"start": docs[0]["spec"]["term"]["start"],
+                           "end": _rfc(now + timedelta(days=400))}}}))
+    wait_for(lambda: get(kubectl, "license", SITE)["status"]["state"] == "Active", 15,
+             "Active after renewal")
+    kubectl("patch", "license", SITE, "--type=merge", "-p",
+            '{"spec": {"suspended": true, "suspendReason": "risk"}}')
+    lic = wait_for(lambda: (lic := get(kubectl, "license", SITE))["status"]["state"]
+                   == "Suspended" and lic, 15, "Suspended")
+    assert "risk" in lic["status"]["conditions"][0]["message"]
+    events = wait_for(lambda: [e for e in get(kubectl, "events", "-n", "default")["items"]
+                               if e["involvedObject"].get("name") == SITE
+                               and e["involvedObject"].get("kind") == "License"
+                               and e["reason"] == "LicenseSuspended"], 15, "Event")
+    assert events[0]["type"] == "Warning"
+
+
+def test_status_writes_stop_when_nothing_changes(operator: OperatorProcess,
+                                                 kubectl: Any) -> None:
+    before = get(kubectl, "license", SITE)["metadata"]["resourceVersion"]
+    rp_before = get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert get(kubectl, "license", SITE)["metadata"]["resourceVersion"] == before
+    assert get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"] == rp_before

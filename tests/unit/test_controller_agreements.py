@@ -1,0 +1,72 @@
+"""License and RolePolicy status are pure functions of spec and clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kameng.controller.agreements import (
+    differs,
+    license_next_change,
+    license_status,
+    rolepolicy_status,
+)
+
+END = datetime(2027, 1, 1, tzinfo=UTC)
+SPEC = {"subSite": "s", "plan": "basic", "categories": ["game-cards"],
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+        "gracePeriod": "72h"}
+
+
+@pytest.mark.parametrize(("now", "state", "ready", "reason"), [
+    (END - timedelta(days=100), "Active", "True", "Active"),
+    (END - timedelta(days=29), "ExpiringSoon", "True", "ExpiringSoon"),
+    (END + timedelta(hours=1), "Grace", "False", "InGrace"),
+    (END + timedelta(hours=73), "Expired", "False", "Expired"),
+    (datetime(2025, 6, 1, tzinfo=UTC), None, "False", "NotYetValid"),
+])
+def test_license_state_follows_the_clock(now, state, ready, reason):
+    st = license_status(SPEC, 3, None, now)
+    assert st.get("state") == state
+    assert st["expiresAt"] == "2027-01-01T00:00:00Z"
+    assert st["graceUntil"] == "2027-01-04T00:00:00Z"
+    assert st["observedGeneration"] == 3
+    cond = st["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", ready, reason)
+
+
+def test_suspension_wins_and_names_the_reason():
+    st = license_status({**SPEC, "suspended": True, "suspendReason": "risk"}, 1, None,
+                        END - timedelta(days=100))
+    assert st["state"] == "Suspended"
+    assert "risk" in st["conditions"][0]["message"]
+
+
+def test_unchanged_status_needs_no_write_and_keeps_transition_time():
+    now = END - timedelta(days=100)
+    first = license_status(SPEC, 1, None, now)
+    later = license_status(SPEC, 1, first, now + timedelta(hours=5))
+    assert later["conditions"][0]["lastTransitionTime"] == \
+        first["conditions"][0]["lastTransitionTime"]
+    assert not differs(first, later)
+    expiring = license_status(SPEC, 1, first, END - timedelta(days=1))
+    assert differs(first, expiring)
+    assert expiring["conditions"][0]["lastTransitionTime"] == \
+        first["conditions"][0]["lastTransitionTime"]  # Ready stayed True
+
+
+def test_next_change_is_the_nearest_boundary():
+    assert license_next_change(SPEC, END - timedelta(days=100)) == END - timedelta(days=30)
+    assert license_next_change(SPEC, END - timedelta(days=1)) == END
+    assert license_next_change(SPEC, END + timedelta(hours=1)) == END + timedelta(hours=72)
+    assert license_next_change(SPEC, END + timedelta(days=10)) is None
+
+
+def test_rolepolicy_status_counts_roles_and_users():
+    spec = {"roles": [{"name": "a", "permissions": ["orders:read"]},
+                      {"name": "b", "permissions": ["finance:read"]}]}
+    st = rolepolicy_status(spec, 2, 5, None, END)
+    assert (st["roleCount"], st["usedBy"], st["observedGeneration"]) == (2, 5, 2)
+    assert "used by 5" in st["conditions"][0]["message"]
+    assert differs(st, rolepolicy_status(spec, 2, 6, st, END))
