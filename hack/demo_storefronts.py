@@ -26,18 +26,22 @@ from kubernetes import client, config
 from psycopg import sql
 
 from kameng.contracts.siteconfig import CONFIGMAP_KEY, CONFIGMAP_NAME
-from kameng_storefront.testing import hq_add_product, hq_import_keys, staff_client
+from kameng_storefront.testing import admin_csrf, hq_import_keys, staff_client
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ["KAMENG_DEVENV_DIR"]) / "storefronts"
 OPERATOR_NS = os.environ.get("KAMENG_NAMESPACE", "kameng-system")
 HQ_KEYS_SECRET = "kameng-hq-keys"
 HQ_ADMIN = "admin@hq.local"
-# (sku, category, face value, HQ cost, region) within the sample License's scope.
+# (sku, zh name, en name, category, face value, HQ cost, region), within the scope of
+# the sample Licenses.
 PRODUCTS = [
-    ("steam-100", "game-cards", "100.00", "92.50", ""),
-    ("psn-200", "game-cards", "200.00", "186.00", ""),
-    ("cmcc-50", "mobile-topup", "50.00", "49.00", "CN-31"),
+    ("steam-100", "Steam 钱包充值卡 100 元", "Steam Wallet card ¥100", "game-cards",
+     "100.00", "92.50", ""),
+    ("psn-200", "PlayStation 点卡 200 元", "PlayStation Store card ¥200", "game-cards",
+     "200.00", "186.00", ""),
+    ("cmcc-50", "中国移动话费充值 50 元（上海）", "China Mobile top-up ¥50 (Shanghai)",
+     "mobile-topup", "50.00", "49.00", "CN-31"),
 ]
 KEYS_PER_PRODUCT = 25
 
@@ -122,10 +126,14 @@ def start_hq(core: client.CoreV1Api) -> str:
     wait_ready(url, "hq")
     hq = staff_client(url, HQ_ADMIN, password)
     catalogue = httpx.get(f"{url}/", timeout=10).text
-    for sku, category, face, cost, region in PRODUCTS:
+    for sku, name_zh, name_en, category, face, cost, region in PRODUCTS:
         if sku in catalogue:
             continue
-        hq_add_product(hq, sku, category, face, cost, region)
+        r = hq.post("/admin/products", data={
+            "csrf": admin_csrf(hq), "id": sku, "name_zh": name_zh, "name_en": name_en,
+            "category": category, "region": region, "face_value": face, "cost": cost})
+        if r.status_code != 303:
+            raise SystemExit(f"HQ refused demo product {sku}: HTTP {r.status_code}")
         hq_import_keys(hq, sku, [f"{sku.upper()}-DEMO-{i:04d}-{secrets.token_hex(3).upper()}"
                                  for i in range(KEYS_PER_PRODUCT)])
     return url
