@@ -1,0 +1,62 @@
+"""The README's main command works: `hack/demo` brings up its own environment, the
+operator makes the samples Ready, and a card key can be bought in the sub-site's shop
+that runs on the operator's own ConfigMap and Secrets."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kameng_storefront.testing import csrf_from
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo(devenv: dict[str, str]) -> Iterator[str]:
+    # Its own environment, so the demo's operator never meets other tests' SubSites.
+    state = tempfile.mkdtemp(prefix="kameng-demo-it-")
+    env = {**os.environ, "KAMENG_DEVENV_DIR": state}
+    try:
+        proc = subprocess.run([str(ROOT / "hack" / "demo")], env=env, capture_output=True,
+                              text=True, timeout=900, check=False)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        yield proc.stdout
+    finally:
+        subprocess.run([str(ROOT / "hack" / "devenv"), "down"], env=env, capture_output=True,
+                       timeout=120, check=False)
+
+
+def test_demo_ends_with_ready_samples_and_shop_urls(demo: str) -> None:
+    assert re.search(r"subsite\.kameng\.io/demo\s+Ready\s+True\s+Active", demo), demo
+    assert re.search(r"license\.kameng\.io/demo\s+demo\s+basic\s+Active", demo), demo
+    assert re.search(r"rolepolicy\.kameng\.io/standard\s+3\s+2\s+True", demo), demo
+    assert re.search(r"^HQ\s+http://127\.0\.0\.1:\d+/", demo, re.M)
+
+
+def test_a_card_key_can_be_bought_in_the_demo_shop(demo: str) -> None:
+    url = re.search(r"^sub-site\s+(http://127\.0\.0\.1:\d+)/.*\(demo,", demo, re.M).group(1)
+    with httpx.Client(base_url=url, timeout=15) as shop, httpx.Client(timeout=15) as payer:
+        token = csrf_from(shop.get("/p/steam-100").text)
+        r = shop.post("/checkout", data={"csrf": token, "product": "steam-100",
+                                         "contact": "buyer@example.com"})
+        assert r.status_code == 303, r.text[:300]
+        pay_url = r.headers["location"]
+        r = payer.post(pay_url, data={"csrf": csrf_from(payer.get(pay_url).text)})
+        assert r.status_code == 303
+        order_path = httpx.URL(r.headers["location"]).path
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            page = shop.get(order_path).text
+            if key := re.search(r"STEAM-100-DEMO-\d{4}-[0-9A-F]{6}", page):
+                break
+            time.sleep(0.3)
+        assert key, "the paid order was not delivered"
