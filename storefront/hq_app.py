@@ -22,6 +22,7 @@ from kameng.contracts.money import MoneyError, to_fen
 from .hq_inventory import OutOfStock, UnknownProduct, allocate_key, import_keys, parse_csv
 from .payments import sign_notification
 from .staff import current_staff, login_routes
+from .sweeps import sweep_forever
 from .web import csrf_ok, error_page, render
 
 log = logging.getLogger("kameng.storefront.hq")
@@ -313,20 +314,11 @@ def _site_token(state: Any, site: str) -> str:
 
 async def notification_sweeper(state: Any, interval: float = 5.0) -> None:
     """Re-send notifications of paid payments whose notification never got a 2xx."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            async with state.pool.connection() as conn:
-                rows = await (
-                    await conn.execute(
-                        "SELECT * FROM payments WHERE status = 'paid' AND notified_at IS NULL"
-                        " AND paid_at < now() - interval '10 seconds' LIMIT 50"
-                    )
-                ).fetchall()
-            for row in rows:
-                await notify_payment(state, row, attempts=1)
-        except Exception:
-            log.exception("notification sweep failed")
+    await sweep_forever(
+        state, interval,
+        "SELECT * FROM payments WHERE status = 'paid' AND notified_at IS NULL"
+        " AND paid_at < now() - interval '10 seconds' LIMIT 50",
+        lambda st, row: notify_payment(st, row, attempts=1), "notification")
 
 
 # --- pages and admin -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from kameng.contracts.events import Decision, EventType, OrderEvent, hash_pii
 from .bus import enqueue, flush_outbox
 from .catalog_sync import visible_products
 from .payments import PaymentError, PaymentNotification
+from .sweeps import sweep_forever
 
 log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
@@ -275,20 +276,9 @@ async def apply_decision(state: Any, decision: Decision) -> None:
 
 async def delivery_sweeper(state: Any, interval: float = 10.0) -> None:
     """Retry delivery of paid orders whose fulfilment failed transiently."""
-    import asyncio
-
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            async with state.pool.connection() as conn:
-                rows = await (
-                    await conn.execute(
-                        "SELECT id FROM orders WHERE status = 'paid' AND (risk_action IS NULL"
-                        " OR risk_action NOT IN ('freeze', 'block'))"
-                        " AND paid_at < now() - interval '5 seconds' LIMIT 50"
-                    )
-                ).fetchall()
-            for r in rows:
-                await deliver(state, r["id"])
-        except Exception:
-            log.exception("delivery sweep failed")
+    await sweep_forever(
+        state, interval,
+        "SELECT id FROM orders WHERE status = 'paid' AND (risk_action IS NULL"
+        " OR risk_action NOT IN ('freeze', 'block'))"
+        " AND paid_at < now() - interval '5 seconds' LIMIT 50",
+        lambda st, row: deliver(st, row["id"]), "delivery")

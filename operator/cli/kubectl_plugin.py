@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 
 from kameng.api.common import GROUP, VERSION
+from kameng.api.resources import KINDS
 from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
+
+_SINGULAR = {k.plural: k.singular for k in KINDS}
 
 
 class PluginError(Exception):
@@ -38,8 +41,7 @@ class Api:
             return self.co.get_cluster_custom_object(GROUP, VERSION, plural, name)
         except self._exc as e:
             if e.status == 404:
-                raise PluginError(f"{plural[:-1] if plural != 'rolepolicies' else 'rolepolicy'}"
-                                  f" {name!r} not found") from None
+                raise PluginError(f"{_SINGULAR[plural]} {name!r} not found") from None
             raise
 
     def list(self, plural: str) -> list[dict[str, Any]]:
