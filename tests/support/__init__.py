@@ -1,0 +1,1 @@
+"""Harnesses shared by the tests and bench/: never imported by the shipped packages."""
