@@ -33,8 +33,8 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng_storefront.crypto import DataCipher
-from kameng_storefront.testing import (
-    free_port,
+from tests.support.net import free_port
+from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
     site_config,

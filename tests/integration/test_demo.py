@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kameng_storefront.testing import csrf_from
+from tests.support.storefront import csrf_from
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,8 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng_storefront.crypto import DataCipher
-from kameng_storefront.testing import free_port, site_config, temp_database, wait_for
+from tests.support.net import free_port
+from tests.support.storefront import site_config, temp_database, wait_for
 
 pytestmark = pytest.mark.integration
 
