@@ -1,7 +1,7 @@
 """Storefront benchmark: checkout + pay + deliver orders/s and catalogue page requests/s,
 with PostgreSQL's own ``pgbench`` TPS measured in the same run as the denominator.
 
-    eval "$(hack/devenv up)" && python bench/storefront_bench.py [--orders 300] [--seconds 10]
+    eval "$(hack/devenv up)" && python -m bench.storefront_bench [--orders 300] [--seconds 10]
 
 HQ and the sub-site run as separate ``kameng storefront`` processes (as in production),
 the load generator in this process. Prints the figures; not a timed test.
