@@ -1,10 +1,10 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit lint crds tools up down status venv manifests
+.PHONY: demo test unit lint crds tools up down status test-down venv manifests
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
 
-test:            ## lint + CRD freshness + unit and integration tests on the real dev environment
+test:            ## lint + CRD freshness + unit and integration tests on the tests' own dev environment
 	hack/test
 
 unit: venv       ## unit tests only (no servers)
@@ -22,8 +22,11 @@ tools:           ## build the pinned control-plane binaries into ~/.cache/kameng
 up:              ## start the dev environment; use: eval "$$(hack/devenv up)"
 	hack/devenv up
 
-down:
+down:            ## stop the demo's dev environment
 	hack/devenv down
+
+test-down:       ## stop the tests' dev environment
+	KAMENG_DEVENV_DIR="$$(hack/devenv test-dir)" hack/devenv down
 
 status:
 	hack/devenv status

@@ -1,7 +1,7 @@
 """Storefront benchmark: checkout + pay + deliver orders/s and catalogue page requests/s,
 with PostgreSQL's own ``pgbench`` TPS measured in the same run as the denominator.
 
-    eval "$(hack/devenv up)" && python bench/storefront_bench.py [--orders 300] [--seconds 10]
+    eval "$(hack/devenv up)" && python -m bench.storefront_bench [--orders 300] [--seconds 10]
 
 HQ and the sub-site run as separate ``kameng storefront`` processes (as in production),
 the load generator in this process. Prints the figures; not a timed test.
@@ -33,8 +33,8 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng_storefront.crypto import DataCipher
-from kameng_storefront.testing import (
-    free_port,
+from tests.support.net import free_port
+from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
     site_config,

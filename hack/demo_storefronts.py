@@ -1,8 +1,10 @@
 """Start HQ and every Ready sample sub-site's storefront locally, from what the operator
 produced in the cluster (ConfigMap `storefront-config`, the site's Secrets, HQ's keys).
 
-Run by `hack/demo` inside the project's virtualenv, after `hack/devenv up` exported
-KUBECONFIG, KAMENG_PG_ADMIN_DSN, KAMENG_REDIS_URL and KAMENG_DEVENV_DIR. Each storefront
+Run by `hack/demo` as `python -m hack.demo_storefronts` in the project's virtualenv, after
+`hack/devenv up` exported KUBECONFIG, KAMENG_PG_ADMIN_DSN, KAMENG_REDIS_URL and
+KAMENG_DEVENV_DIR. HQ is stocked through its import command (`kameng storefront
+hq-import`). Each storefront
 is a process managed by `hack/devenv run`, so `hack/devenv down` stops it too. Files
 holding secrets are written 0600 under the dev environment's state directory, which
 `down` deletes.
@@ -14,7 +16,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +23,17 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import yaml
 from kubernetes import client, config
 from psycopg import sql
 
-from kameng.contracts.siteconfig import CONFIGMAP_KEY, CONFIGMAP_NAME
-from kameng_storefront.testing import admin_csrf, hq_import_keys, staff_client
+from hack.devenv import free_port
+from kameng.contracts import pod
 
 ROOT = Path(__file__).resolve().parents[1]
+KAMENG = str(ROOT / ".venv" / "bin" / "kameng")
 STATE = Path(os.environ["KAMENG_DEVENV_DIR"]) / "storefronts"
 OPERATOR_NS = os.environ.get("KAMENG_NAMESPACE", "kameng-system")
-HQ_KEYS_SECRET = "kameng-hq-keys"
 HQ_ADMIN = "admin@hq.local"
 # (sku, zh name, en name, category, face value, HQ cost, region), within the scope of
 # the sample Licenses.
@@ -68,9 +70,7 @@ def port_for(name: str) -> int:
     ports_file = STATE / "ports.json"
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
     if name not in ports:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports[name] = s.getsockname()[1]
+        ports[name] = free_port()
         write_private(ports_file, json.dumps(ports))
     return ports[name]
 
@@ -78,7 +78,7 @@ def port_for(name: str) -> int:
 def start(name: str, mode: str, port: int, env: dict[str, str]) -> None:
     full = {**os.environ, **env}
     subprocess.run([str(ROOT / "hack" / "devenv"), "run", name, "--",
-                    str(ROOT / ".venv" / "bin" / "kameng"), "storefront", "--mode", mode,
+                    KAMENG, "storefront", "--mode", mode,
                     "--host", "127.0.0.1", "--port", str(port)], env=full, check=True)
 
 
@@ -107,56 +107,74 @@ def secret_data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, 
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
+def stock_hq(env: dict[str, str]) -> None:
+    """Products and card keys through HQ's import command. The files are made once per
+    environment, so a second demo run imports nothing new (duplicates are skipped)."""
+    products = STATE / "hq" / "products.json"
+    write_private(products, json.dumps([
+        {"id": sku, "nameZh": name_zh, "nameEn": name_en, "category": category,
+         "region": region, "faceValue": face, "cost": cost}
+        for sku, name_zh, name_en, category, face, cost, region in PRODUCTS],
+        ensure_ascii=False, indent=1))
+    keys = STATE / "hq" / "keys.csv"
+    kept_secret(keys, lambda: "product_id,secret\n" + "".join(
+        f"{sku},{sku.upper()}-DEMO-{i:04d}-{secrets.token_hex(3).upper()}\n"
+        for sku, *_ in PRODUCTS for i in range(KEYS_PER_PRODUCT)))
+    out = subprocess.run([KAMENG, "storefront", "hq-import", "--products", str(products),
+                          "--keys", str(keys)], env={**os.environ, **env}, text=True,
+                         capture_output=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"HQ's import failed:\n{out.stderr[-2000:]}")
+    log(out.stdout.strip())
+
+
 def start_hq(core: client.CoreV1Api) -> str:
     root = STATE / "hq" / "secrets"
-    keys = secret_data(core, OPERATOR_NS, HQ_KEYS_SECRET)
-    write_private(root / "hq" / "master-secret", keys["master-secret"])
-    write_private(root / "hq" / "public-key", keys["public-key"])
-    write_private(root / "storefront-db" / "dsn",
+    keys = secret_data(core, OPERATOR_NS, pod.HQ_KEYS_SECRET)
+    for entry in (pod.HQ_MASTER_SECRET, pod.HQ_PUBLIC_KEY):
+        write_private(Path(entry.path(str(root))), keys[entry.key])
+    write_private(Path(pod.DB_DSN.path(str(root))),
                   ensure_database(os.environ["KAMENG_PG_ADMIN_DSN"], "kameng_hq_demo"))
-    write_private(root / "storefront-redis" / "url", os.environ["KAMENG_REDIS_URL"])
-    kept_secret(root / "storefront-keys" / "session-secret", lambda: secrets.token_urlsafe(32))
-    kept_secret(root / "storefront-keys" / "data-key",
+    write_private(Path(pod.REDIS_URL.path(str(root))), os.environ["KAMENG_REDIS_URL"])
+    kept_secret(Path(pod.SESSION_SECRET.path(str(root))), lambda: secrets.token_urlsafe(32))
+    kept_secret(Path(pod.DATA_KEYS.path(str(root))),
                 lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode())
     password = kept_secret(STATE / "demo-password", lambda: secrets.token_urlsafe(12))
-    write_private(root / "storefront-keys" / "admin-password", password)
+    write_private(Path(pod.ADMIN_PASSWORD.path(str(root))), password)
     port = port_for("hq")
     url = f"http://127.0.0.1:{port}"
-    start("hq", "hq", port, {"KAMENG_SECRETS_ROOT": str(root), "KAMENG_PUBLIC_URL": url})
+    env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url}
+    stock_hq(env)
+    start("hq", "hq", port, env)
     wait_ready(url, "hq")
-    hq = staff_client(url, HQ_ADMIN, password)
-    catalogue = httpx.get(f"{url}/", timeout=10).text
-    for sku, name_zh, name_en, category, face, cost, region in PRODUCTS:
-        if sku in catalogue:
-            continue
-        r = hq.post("/admin/products", data={
-            "csrf": admin_csrf(hq), "id": sku, "name_zh": name_zh, "name_en": name_en,
-            "category": category, "region": region, "face_value": face, "cost": cost})
-        if r.status_code != 303:
-            raise SystemExit(f"HQ refused demo product {sku}: HTTP {r.status_code}")
-        hq_import_keys(hq, sku, [f"{sku.upper()}-DEMO-{i:04d}-{secrets.token_hex(3).upper()}"
-                                 for i in range(KEYS_PER_PRODUCT)])
     return url
 
 
 def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -> str:
     root = STATE / site
-    cm = core.read_namespaced_config_map(CONFIGMAP_NAME, namespace)
-    write_private(root / "config" / "site.json", cm.data[CONFIGMAP_KEY])
-    for name in ("storefront-db", "storefront-redis", "storefront-keys", "license"):
+    cm = core.read_namespaced_config_map(pod.CONFIGMAP_NAME, namespace)
+    config_file = root / "config" / pod.CONFIGMAP_KEY
+    write_private(config_file, cm.data[pod.CONFIGMAP_KEY])
+    secrets_root = str(root / "secrets")
+    for name in pod.SITE_SECRETS:
         for key, value in secret_data(core, namespace, name).items():
-            write_private(root / "secrets" / name / key, value)
+            write_private(Path(pod.mount_path(name, secrets_root)) / key, value)
     password = (STATE / "demo-password").read_text()
-    write_private(root / "secrets" / "storefront-keys" / "admin-password", password)
+    write_private(Path(pod.ADMIN_PASSWORD.path(secrets_root)), password)
     port = port_for(f"shop-{site}")
     url = f"http://127.0.0.1:{port}"
     start(f"shop-{site}", "subsite", port, {
-        "KAMENG_SECRETS_ROOT": str(root / "secrets"),
-        "KAMENG_SITE_CONFIG_FILE": str(root / "config" / "site.json"),
-        "KAMENG_HQ_URL": hq_url, "KAMENG_PUBLIC_URL": url,
+        pod.SECRETS_ROOT_ENV: secrets_root, pod.SITE_CONFIG_FILE_ENV: str(config_file),
+        "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url,
     })
     wait_ready(url, f"shop-{site}")
     return url
+
+
+def sample_sites() -> set[str]:
+    docs = (d for f in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text(encoding="utf-8")))
+    return {d["metadata"]["name"] for d in docs if d and d.get("kind") == "SubSite"}
 
 
 def main() -> int:
@@ -167,9 +185,10 @@ def main() -> int:
     print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}")
     for ss in co.list_cluster_custom_object("kameng.io", "v1alpha1", "subsites")["items"]:
         status = ss.get("status") or {}
-        if status.get("phase") != "Ready":
-            continue
         site = ss["metadata"]["name"]
+        # Only the samples': the cluster may hold other SubSites (a person's, the tests').
+        if status.get("phase") != "Ready" or site not in sample_sites():
+            continue
         url = start_site(core, site, status["namespace"], hq_url)
         print(f"sub-site    {url}/   back office {url}/admin   ({site}, public URL "
               f"{status.get('url')})")

@@ -10,6 +10,13 @@ Standard library only, so it runs before the project's virtualenv exists.
     hack/devenv run NAME -- CMD...
                          keep CMD running in the background as NAME (the operator, a
                          storefront...), logged to logs/NAME.log; `down` stops it too
+    hack/devenv stop NAME...
+                         stop what `run` started as NAME
+    hack/devenv test-dir print the tests' environment directory
+
+The environment lives in $KAMENG_DEVENV_DIR (default /tmp/kameng-devenv: the demo's and a
+person's). Tests use their own, $KAMENG_TEST_DEVENV_DIR (default /tmp/kameng-devenv-test),
+so that the demo's operator and the tests' operators never meet in one cluster.
 
 Why not kind: this machine has no Docker engine. kwok gives fake nodes on which pods
 become Running and Ready, so Deployments reach Available without a container runtime.
@@ -40,6 +47,11 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
               "postgres", "redis")
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
 SERVICE_CIDR = "10.96.0.0/16"
+
+
+def test_dir() -> Path:
+    """The tests' environment directory (hack/test, tests/conftest.py)."""
+    return Path(os.environ.get("KAMENG_TEST_DEVENV_DIR", "/tmp/kameng-devenv-test"))
 
 
 def log(msg: str) -> None:
@@ -601,9 +613,12 @@ def status() -> int:
 
 def main() -> int:
     cmd = sys.argv[1] if len(sys.argv) > 1 else "help"
-    if cmd not in ("up", "down", "status", "env", "run", "stop"):
+    if cmd not in ("up", "down", "status", "env", "run", "stop", "test-dir"):
         print(__doc__, file=sys.stderr)
         return 2
+    if cmd == "test-dir":
+        print(test_dir())
+        return 0
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "w") as lockf:
         # Tests, the demo and a person may all run `up` at once: one starts, the
@@ -621,8 +636,8 @@ def main() -> int:
             run_extra(args[0], args[2:])
         elif cmd == "stop":
             state = load_state()
-            if state and len(sys.argv) > 2:
-                stop_extras(state, sys.argv[2])
+            for name in sys.argv[2:] if state else ():
+                stop_extras(state, name)
         elif cmd == "env":
             state = load_state()
             if not state or not healthy(state):

@@ -1,23 +1,12 @@
 """Storefront settings: the site-config contract plus secrets, from env or files.
 
-Every secret ``X`` is read from env ``X``, else from the file named by env ``X_FILE``,
-else from the default mount ``/etc/kameng/secrets/<secret>/<key>`` (the operator mounts
-each Secret there), so the operator's ConfigMap and Secrets drive the app unchanged.
-
-================================  ===============================================  =======
-env var (or ``<name>_FILE``)      default file                                    modes
-================================  ===============================================  =======
-KAMENG_SITE_CONFIG[_FILE]         /etc/kameng/config/site.json                     both
-KAMENG_DATABASE_URL               /etc/kameng/secrets/storefront-db/dsn            both
-KAMENG_REDIS_URL                  /etc/kameng/secrets/storefront-redis/url         both
-KAMENG_SESSION_SECRET             /etc/kameng/secrets/storefront-keys/session-secret both
-KAMENG_DATA_KEYS                  /etc/kameng/secrets/storefront-keys/data-key     both
-KAMENG_LICENSE_TOKEN              /etc/kameng/secrets/license/token                subsite
-KAMENG_HQ_API_TOKEN               /etc/kameng/secrets/storefront-keys/hq-api-token subsite
-KAMENG_HQ_MASTER_SECRET           /etc/kameng/secrets/hq/master-secret             hq
-KAMENG_HQ_PUBLIC_KEY              /etc/kameng/secrets/hq/public-key                hq
-KAMENG_ADMIN_PASSWORD             /etc/kameng/secrets/storefront-keys/admin-password both
-================================  ===============================================  =======
+Every secret is read from its env var ``X``, else from the file named by env ``X_FILE``,
+else from its default mount under ``KAMENG_SECRETS_ROOT`` (default
+``/etc/kameng/secrets``), so the operator's ConfigMap and Secrets drive the app unchanged.
+The table of env vars, Secrets, keys, mount paths and the modes that read each is the
+pod contract, :data:`kameng.contracts.pod.SECRET_KEYS`; the site config comes from
+``KAMENG_SITE_CONFIG`` (inline) or ``KAMENG_SITE_CONFIG_FILE`` (default: the ConfigMap's
+mount, :data:`kameng.contracts.pod.DEFAULT_CONFIG_PATH`).
 
 Plain settings: ``KAMENG_MODE`` (hq|subsite), ``KAMENG_PUBLIC_URL`` (this app's public
 base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hqUrl``),
@@ -26,8 +15,7 @@ base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hq
 ``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20).
 
 HQ mode verifies license tokens with ``KAMENG_HQ_PUBLIC_KEY`` (PEM or base64, several
-comma-separated for rotation; default: ``hqPublicKey`` of the site config). HQ's keys
-Secret (``signing-key.pem``, ``public-key``, ``master-secret``) mounts at ``.../hq/``.
+comma-separated for rotation; default: ``hqPublicKey`` of the site config).
 
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
 all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` bootstraps the password of the HQ
@@ -40,25 +28,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from kameng.contracts import pod
 from kameng.contracts.money import to_fen
 from kameng.contracts.siteconfig import SiteConfig, SiteConfigError, load_site_config
 
-Mode = Literal["hq", "subsite"]
-SECRETS_ROOT = "/etc/kameng/secrets"
+Mode = pod.Mode
 
-_DEFAULT_FILES = {
-    "KAMENG_DATABASE_URL": "storefront-db/dsn",
-    "KAMENG_REDIS_URL": "storefront-redis/url",
-    "KAMENG_SESSION_SECRET": "storefront-keys/session-secret",
-    "KAMENG_DATA_KEYS": "storefront-keys/data-key",
-    "KAMENG_LICENSE_TOKEN": "license/token",
-    "KAMENG_HQ_API_TOKEN": "storefront-keys/hq-api-token",
-    "KAMENG_HQ_MASTER_SECRET": "hq/master-secret",
-    "KAMENG_HQ_PUBLIC_KEY": "hq/public-key",
-    "KAMENG_ADMIN_PASSWORD": "storefront-keys/admin-password",
-}
+# Env var → the contract's entry, whose mount is the default file.
+_DEFAULT_FILES = pod.by_env()
 
 
 class ConfigError(RuntimeError):
@@ -70,11 +48,7 @@ def read_secret(name: str, env: Mapping[str, str], required: bool = True) -> str
     value = env.get(name)
     if value:
         return value.strip()
-    path = env.get(f"{name}_FILE") or (
-        str(Path(env.get("KAMENG_SECRETS_ROOT", SECRETS_ROOT)) / _DEFAULT_FILES[name])
-        if name in _DEFAULT_FILES
-        else None
-    )
+    path = secret_path(name, env)
     if path and Path(path).is_file():
         return Path(path).read_text(encoding="utf-8").strip()
     if required:
@@ -88,7 +62,7 @@ def secret_path(name: str, env: Mapping[str, str]) -> str | None:
         return None
     path = env.get(f"{name}_FILE")
     if not path and name in _DEFAULT_FILES:
-        path = str(Path(env.get("KAMENG_SECRETS_ROOT", SECRETS_ROOT)) / _DEFAULT_FILES[name])
+        path = _DEFAULT_FILES[name].path(env.get(pod.SECRETS_ROOT_ENV, pod.SECRETS_ROOT))
     return path
 
 
@@ -121,7 +95,7 @@ class Settings:
 
 def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    mode = mode or env.get("KAMENG_MODE", "subsite")  # type: ignore[assignment]
+    mode = mode or env.get(pod.MODE_ENV, "subsite")  # type: ignore[assignment]
     if mode not in ("hq", "subsite"):
         raise ConfigError("KAMENG_MODE must be hq or subsite")
     try:
@@ -134,20 +108,20 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
     return Settings(
         mode=mode,
         site=site,
-        database_url=read_secret("KAMENG_DATABASE_URL", env) or "",
-        redis_url=read_secret("KAMENG_REDIS_URL", env) or "",
-        session_secret=read_secret("KAMENG_SESSION_SECRET", env) or "",
-        data_keys=read_secret("KAMENG_DATA_KEYS", env) or "",
-        public_url=env.get("KAMENG_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/"),
+        database_url=read_secret(pod.DB_DSN.env, env) or "",
+        redis_url=read_secret(pod.REDIS_URL.env, env) or "",
+        session_secret=read_secret(pod.SESSION_SECRET.env, env) or "",
+        data_keys=read_secret(pod.DATA_KEYS.env, env) or "",
+        public_url=env.get(pod.PUBLIC_URL_ENV, "http://127.0.0.1:8080").rstrip("/"),
         hq_url=(env.get("KAMENG_HQ_URL") or site.hq_url).rstrip("/"),
         # Inline token only; a file-mounted token is read (and re-read) by the LicenseGuard.
-        license_token=(env.get("KAMENG_LICENSE_TOKEN") or None) if sub else None,
-        license_token_file=secret_path("KAMENG_LICENSE_TOKEN", env) if sub else None,
-        hq_api_token=(read_secret("KAMENG_HQ_API_TOKEN", env) or "") if sub else "",
-        hq_master_secret=(read_secret("KAMENG_HQ_MASTER_SECRET", env) or "") if not sub else "",
-        hq_public_key=read_secret("KAMENG_HQ_PUBLIC_KEY", env, required=False)
+        license_token=(env.get(pod.LICENSE_TOKEN.env) or None) if sub else None,
+        license_token_file=secret_path(pod.LICENSE_TOKEN.env, env) if sub else None,
+        hq_api_token=(read_secret(pod.HQ_API_TOKEN.env, env) or "") if sub else "",
+        hq_master_secret=(read_secret(pod.HQ_MASTER_SECRET.env, env) or "") if not sub else "",
+        hq_public_key=read_secret(pod.HQ_PUBLIC_KEY.env, env, required=False)
         or site.hq_public_key,
-        admin_password=read_secret("KAMENG_ADMIN_PASSWORD", env, required=False),
+        admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False),
         catalog_sync_seconds=float(env.get("KAMENG_CATALOG_SYNC_SECONDS", "5")),
         license_recheck_seconds=float(env.get("KAMENG_LICENSE_RECHECK_SECONDS", "5")),
         pool_size=int(env.get("KAMENG_DB_POOL_SIZE", "20")),

@@ -1,5 +1,7 @@
 """Shared fixtures. Integration tests run against `hack/devenv`: a real kube-apiserver
-(with controller-manager, scheduler and kwok), PostgreSQL and Redis on loopback.
+(with controller-manager, scheduler and kwok), PostgreSQL and Redis on loopback, in the
+tests' own environment directory (`hack/devenv test-dir`), never the demo's: the demo's
+operator would fight the tests' operators over the same SubSites.
 
 If the environment cannot start, integration tests fail loudly. They skip only when a
 person sets KAMENG_ALLOW_SKIP=1 (CI never does).
@@ -14,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from hack.devenv import test_dir
+
 ROOT = Path(__file__).resolve().parents[1]
+# Set before anything runs, so every `hack/devenv` a test starts (and pytest run without
+# hack/test, from a shell where the demo's environment is exported) meets the tests' one.
+os.environ["KAMENG_DEVENV_DIR"] = str(test_dir())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,6 +55,8 @@ def devenv() -> dict[str, str]:
             pytest.skip(msg)
         pytest.fail(msg, pytrace=False)
     env = _parse_exports(out.stdout)
+    # Subprocesses (operators, the demo) inherit the tests' cluster, not a shell's.
+    os.environ.update(env)
     return {
         "kubeconfig": env["KUBECONFIG"],
         "pg_admin_dsn": env["KAMENG_PG_ADMIN_DSN"],

@@ -6,13 +6,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .context import APP_NAME, SiteContext, meta
+from kameng.contracts import pod
 
-DB_SECRET = "storefront-db"  # noqa: S105 - a Secret name
-REDIS_SECRET = "storefront-redis"  # noqa: S105 - a Secret name
-KEYS_SECRET = "storefront-keys"  # noqa: S105 - a Secret name
-LICENSE_SECRET = "license"  # noqa: S105 - a Secret name
-SECRET_NAMES = (DB_SECRET, REDIS_SECRET, KEYS_SECRET, LICENSE_SECRET)
+from .context import APP_NAME, SiteContext, meta
 
 
 def b64(value: str) -> str:
@@ -37,11 +33,13 @@ def _secret(ctx: SiteContext, name: str, data: dict[str, str]) -> dict[str, Any]
 
 def secrets(ctx: SiteContext) -> list[dict[str, Any]]:
     s = ctx.secrets
-    return [
-        _secret(ctx, DB_SECRET, {"dsn": s.db_dsn}),
-        _secret(ctx, REDIS_SECRET, {"url": s.redis_url}),
-        _secret(ctx, KEYS_SECRET, {"session-secret": s.session_secret,
-                                   "data-key": s.data_key,
-                                   "hq-api-token": s.hq_api_token}),
-        _secret(ctx, LICENSE_SECRET, {"token": s.license_token}),
-    ]
+    values = {
+        pod.DB_DSN: s.db_dsn,
+        pod.REDIS_URL: s.redis_url,
+        pod.SESSION_SECRET: s.session_secret,
+        pod.DATA_KEYS: s.data_key,
+        pod.HQ_API_TOKEN: s.hq_api_token,
+        pod.LICENSE_TOKEN: s.license_token,
+    }
+    return [_secret(ctx, name, {k.key: values[k] for k in pod.keys_of(name)})
+            for name in pod.SITE_SECRETS]

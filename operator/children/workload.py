@@ -7,14 +7,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from kameng.contracts.siteconfig import CONFIGMAP_NAME, DEFAULT_CONFIG_PATH
+from kameng.contracts import pod
 
 from .context import APP_NAME, SITE_LABEL, SiteContext, labels, meta
 from .network import STOREFRONT_PORT
-from .secrets import SECRET_NAMES
 
 CHECKSUM_ANNOTATION = "kameng.io/config-checksum"
-SECRETS_ROOT = "/etc/kameng/secrets"
 RUN_AS = 10001
 
 
@@ -34,18 +32,18 @@ def config_checksum(objects: Iterable[dict[str, Any]]) -> str:
 
 def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": CONFIGMAP_NAME}},
+        {"name": "config", "configMap": {"name": pod.CONFIGMAP_NAME}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": DEFAULT_CONFIG_PATH.rsplit("/", 1)[0],
-         "readOnly": True},
+        {"name": "config", "mountPath": pod.CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
     ]
-    for name in SECRET_NAMES:
+    for name in pod.SITE_SECRETS:
         vol = f"secret-{name}"
         volumes.append({"name": vol, "secret": {"secretName": name, "defaultMode": 0o440}})
-        mounts.append({"name": vol, "mountPath": f"{SECRETS_ROOT}/{name}", "readOnly": True})
+        mounts.append({"name": vol, "mountPath": pod.mount_path(name),
+                       "readOnly": True})
     return volumes, mounts
 
 
@@ -63,10 +61,10 @@ def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
         "command": ["kameng", "storefront"],
         "ports": [{"name": "http", "containerPort": STOREFRONT_PORT, "protocol": "TCP"}],
         "env": [
-            {"name": "KAMENG_MODE", "value": "subsite"},
-            {"name": "KAMENG_PUBLIC_URL", "value": ctx.url},
-            {"name": "KAMENG_SITE_CONFIG_FILE", "value": DEFAULT_CONFIG_PATH},
-            {"name": "KAMENG_SECRETS_ROOT", "value": SECRETS_ROOT},
+            {"name": pod.MODE_ENV, "value": "subsite"},
+            {"name": pod.PUBLIC_URL_ENV, "value": ctx.url},
+            {"name": pod.SITE_CONFIG_FILE_ENV, "value": pod.DEFAULT_CONFIG_PATH},
+            {"name": pod.SECRETS_ROOT_ENV, "value": pod.SECRETS_ROOT},
         ],
         "resources": {
             "requests": {"cpu": sf.resources.cpu, "memory": sf.resources.memory},

@@ -5,11 +5,11 @@ One definition, imported by the operator (which renders it) and by the storefron
 snake_case. Load with :func:`load_site_config`:
 
 * ``KAMENG_SITE_CONFIG`` — the JSON itself (inline), or
-* ``KAMENG_SITE_CONFIG_FILE`` — path to the JSON file (default mount:
-  ``/etc/kameng/config/site.json``, i.e. key ``site.json`` of the ConfigMap).
+* ``KAMENG_SITE_CONFIG_FILE`` — path to the JSON file (default: where the pod mounts
+  the ConfigMap's key, see :mod:`kameng.contracts.pod`).
 
-Secret names and keys the operator creates and the storefront reads are fixed below
-(:data:`SECRETS`) so both sides agree without a second document.
+The rest of what a storefront pod receives (Secrets, mounts, env) is the pod contract,
+:mod:`kameng.contracts.pod`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,20 @@ from pydantic.alias_generators import to_camel
 from kameng.api.permissions import PERMISSIONS as _PERMISSIONS
 from kameng.api.permissions import STANDARD_ROLES, Permission
 
+from .pod import (
+    CONFIGMAP_KEY,
+    CONFIGMAP_NAME,
+    DEFAULT_CONFIG_PATH,
+    SITE_CONFIG_ENV,
+    SITE_CONFIG_FILE_ENV,
+)
+
 __all__ = [
     "CONFIGMAP_KEY",
     "CONFIGMAP_NAME",
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_ROLES",
     "PERMISSIONS",
-    "SECRETS",
     "Branding",
     "Member",
     "Payments",
@@ -44,23 +51,6 @@ __all__ = [
     "SiteMode",
     "load_site_config",
 ]
-
-CONFIGMAP_NAME = "storefront-config"
-CONFIGMAP_KEY = "site.json"
-DEFAULT_CONFIG_PATH = "/etc/kameng/config/site.json"
-
-#: Secret name → {data key: what it holds}. The storefront reads each as an env var
-#: or a file (see ``kameng_storefront.config``).
-SECRETS: dict[str, dict[str, str]] = {
-    "storefront-db": {"dsn": "PostgreSQL DSN of the site's database"},
-    "storefront-redis": {"url": "Redis URL (ACL user limited to the site's keys)"},
-    "storefront-keys": {
-        "session-secret": "secret signing session cookies",
-        "data-key": "AES-256-GCM data keys: 'kid:base64(32 bytes)', comma-separated, first=current",
-        "hq-api-token": "per-site token for HQ's fulfilment API",
-    },
-    "license": {"token": "Ed25519-signed license token"},
-}
 
 # One vocabulary and one default policy for every side: the CRD schema, the operator
 # and the storefront all read them from kameng.api.permissions.
@@ -171,10 +161,10 @@ def load_site_config(
     ``KAMENG_SITE_CONFIG_FILE`` / the default mount path."""
     env = os.environ if env is None else env
     if path is None:
-        inline = env.get("KAMENG_SITE_CONFIG")
+        inline = env.get(SITE_CONFIG_ENV)
         if inline:
             return SiteConfig.from_json(inline)
-        path = env.get("KAMENG_SITE_CONFIG_FILE", DEFAULT_CONFIG_PATH)
+        path = env.get(SITE_CONFIG_FILE_ENV, DEFAULT_CONFIG_PATH)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

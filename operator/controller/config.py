@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from kameng.contracts.pod import HQ_KEYS_SECRET
+
 
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
@@ -15,7 +17,7 @@ class OperatorConfig:
     pg_admin_dsn: str = ""
     redis_url: str = ""
     namespace: str = "kameng-system"  # where the HQ keys live
-    hq_keys_secret: str = "kameng-hq-keys"  # noqa: S105 - a name
+    hq_keys_secret: str = HQ_KEYS_SECRET
     storefront_image: str = "ghcr.io/kameng/kameng:0.1.0"
     hq_url: str = "http://kameng-hq.kameng-system.svc"
     ingress_class: str | None = None

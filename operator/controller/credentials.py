@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from kameng.children.secrets import DB_SECRET, KEYS_SECRET, REDIS_SECRET, unb64
+from kameng.children.secrets import unb64
+from kameng.contracts import pod
 from kameng.provision.names import new_password
 
 
@@ -36,15 +37,15 @@ def _password_of(url: str) -> str | None:
 
 def read_existing(found: dict[str, dict[str, Any] | None]) -> Existing:
     """``found`` maps Secret name → live Secret (or None)."""
-    def data(name: str, key: str) -> str:
-        obj = found.get(name) or {}
-        return unb64((obj.get("data") or {}).get(key))
+    def data(entry: pod.SecretKey) -> str:
+        obj = found.get(entry.secret) or {}
+        return unb64((obj.get("data") or {}).get(entry.key))
 
     return Existing(
-        db_password=_password_of(data(DB_SECRET, "dsn")),
-        redis_password=_password_of(data(REDIS_SECRET, "url")),
-        session_secret=data(KEYS_SECRET, "session-secret") or None,
-        data_key=data(KEYS_SECRET, "data-key") or None,
+        db_password=_password_of(data(pod.DB_DSN)),
+        redis_password=_password_of(data(pod.REDIS_URL)),
+        session_secret=data(pod.SESSION_SECRET) or None,
+        data_key=data(pod.DATA_KEYS) or None,
     )
 
 

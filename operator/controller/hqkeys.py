@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kameng.contracts import pod
 from kameng.contracts.license_token import (
     generate_signing_key,
     load_private_key,
@@ -23,9 +24,9 @@ from kameng.contracts.license_token import (
 from .kube import Kube, path_for
 
 log = logging.getLogger(__name__)
-SIGNING_KEY = "signing-key.pem"
-PUBLIC_KEY = "public-key"
-MASTER_SECRET = "master-secret"  # noqa: S105 - a key name
+SIGNING_KEY = pod.HQ_SIGNING_KEY.key
+PUBLIC_KEY = pod.HQ_PUBLIC_KEY.key
+MASTER_SECRET = pod.HQ_MASTER_SECRET.key
 
 
 @dataclass(frozen=True)

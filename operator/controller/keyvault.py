@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from kameng.contracts import pod
+
 from .kube import Kube, path_for
 
-SESSION = "session-secret"
-DATA_KEY = "data-key"
+# The copy keeps the keys under the names they have in the site's Secret.
+SESSION = pod.SESSION_SECRET.key
+DATA_KEY = pod.DATA_KEYS.key
 
 
 def backup_name(site: str) -> str:

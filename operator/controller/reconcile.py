@@ -19,8 +19,8 @@ from kameng.api.subsite import SubSiteSpec
 from kameng.children.build import build_children
 from kameng.children.context import SiteContext, SiteSecrets, namespace_name
 from kameng.children.rbac import MEMBER_PREFIX
-from kameng.children.secrets import DB_SECRET, KEYS_SECRET, REDIS_SECRET
 from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, REDIS_SECRET
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
 

@@ -1,13 +1,11 @@
-"""The README's main command works: `hack/demo` brings up its own environment, the
-operator makes the samples Ready, and a card key can be bought in the sub-site's shop
-that runs on the operator's own ConfigMap and Secrets."""
+"""The README's main command works: `hack/demo` brings up an environment (here the
+tests'), the operator makes the samples Ready, and a card key can be bought in the
+sub-site's shop that runs on the operator's own ConfigMap and Secrets."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,24 +13,32 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kameng_storefront.testing import csrf_from
+from tests.conftest import Kubectl
+from tests.support.storefront import csrf_from
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = str(ROOT / "manifests" / "samples")
 
 
 @pytest.fixture(scope="module")
-def demo(devenv: dict[str, str]) -> Iterator[str]:
-    # Its own environment, so the demo's operator never meets other tests' SubSites.
-    state = tempfile.mkdtemp(prefix="kameng-demo-it-")
-    env = {**os.environ, "KAMENG_DEVENV_DIR": state}
+def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
+    # In the tests' environment (conftest exported it), which the demo reuses. Afterwards
+    # nothing of it may stay: a running operator would fight later tests' operators, and
+    # sample SubSites left behind would be reconciled by them.
+    devenv_cmd = str(ROOT / "hack" / "devenv")
     try:
-        proc = subprocess.run([str(ROOT / "hack" / "demo")], env=env, capture_output=True,
+        proc = subprocess.run([str(ROOT / "hack" / "demo")], capture_output=True,
                               text=True, timeout=900, check=False)
         assert proc.returncode == 0, proc.stderr[-4000:]
         yield proc.stdout
     finally:
-        subprocess.run([str(ROOT / "hack" / "devenv"), "down"], env=env, capture_output=True,
-                       timeout=120, check=False)
+        subprocess.run([devenv_cmd, "stop", "hq", "shop-demo", "shop-moon"],
+                       capture_output=True, timeout=120, check=False)
+        # While the demo's operator still runs: it finalizes the samples (databases, users).
+        kubectl("delete", "-f", SAMPLES, "--ignore-not-found", "--wait", "--timeout=180s",
+                check=False, timeout=200)
+        subprocess.run([devenv_cmd, "stop", "operator"], capture_output=True, timeout=120,
+                       check=False)
 
 
 def test_demo_ends_with_ready_samples_and_shop_urls(demo: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kameng_storefront.testing import (
+from tests.support.storefront import (
     free_port,
     hq_add_product,
     hq_import_keys,

@@ -3,6 +3,7 @@ ConfigMap file, secrets from files under KAMENG_SECRETS_ROOT, nothing secret in 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng_storefront.crypto import DataCipher
-from kameng_storefront.testing import free_port, site_config, temp_database, wait_for
+from tests.support.net import free_port
+from tests.support.storefront import site_config, temp_database, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +94,58 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
         for secret in (master, "s" * 48, "t" * 48, token, hq_dsn.split("password=")[-1][:20]):
             assert secret not in logs
         assert '"msg": "storefront started"' in logs
+
+
+def _hq_files(root: Path, dsn: str, redis_url: str) -> None:
+    _write(root, "storefront-db/dsn", dsn)
+    _write(root, "storefront-redis/url", redis_url)
+    _write(root, "storefront-keys/session-secret", "s" * 48)
+    _write(root, "storefront-keys/data-key", DataCipher.generate_spec())
+    _write(root, "hq/master-secret", "m" * 64)
+    _write(root, "hq/public-key", public_key_to_b64(generate_signing_key()))
+
+
+def test_hq_import_stocks_products_and_keys_idempotently(pg_admin_dsn, redis_url, tmp_path):
+    import psycopg
+
+    products = tmp_path / "products.json"
+    products.write_text(json.dumps([
+        {"id": "steam-100", "nameZh": "Steam 100 元", "nameEn": "Steam 100", "category": "game",
+         "faceValue": "100.00", "cost": "92.50"},
+        {"id": "cmcc-50", "category": "mobile", "region": "CN-31", "faceValue": 50,
+         "cost": "49.00"}]), encoding="utf-8")
+    keys = tmp_path / "keys.csv"
+    keys.write_text("product_id,secret\nsteam-100,SECRET-AAA-1\nsteam-100,SECRET-AAA-2\n"
+                    "cmcc-50,SECRET-BBB-1\n", encoding="utf-8")
+
+    def hq_import(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kameng.cli.main", "storefront", "hq-import", *args],
+            env={**os.environ, "KAMENG_SECRETS_ROOT": str(tmp_path / "hq"),
+                 "KAMENG_SITE_CONFIG_FILE": str(tmp_path / "none.json")},
+            capture_output=True, text=True, timeout=60, check=False)
+
+    with temp_database(pg_admin_dsn, "kameng_cliimport") as dsn:
+        _hq_files(tmp_path / "hq", dsn, redis_url)
+        first = hq_import("--products", str(products), "--keys", str(keys))
+        assert first.returncode == 0, first.stderr
+        assert "products saved: 2; card keys imported: 3, duplicates skipped: 0" in first.stdout
+        again = hq_import("--products", str(products), "--keys", str(keys))
+        assert again.returncode == 0, again.stderr
+        assert "card keys imported: 0, duplicates skipped: 3" in again.stdout
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT id, category, region, face_value_fen, cost_fen"
+                                " FROM products ORDER BY id").fetchall()
+            assert rows == [("cmcc-50", "mobile", "CN-31", 5000, 4900),
+                            ("steam-100", "game", "", 10000, 9250)]
+            stored = conn.execute("SELECT count(*), bool_and(secret_enc NOT LIKE '%SECRET-%')"
+                                  " FROM card_keys WHERE status = 'available'").fetchone()
+            assert stored == (3, True)  # encrypted at rest
+        # A key for a product HQ does not sell is refused, and nothing of the file lands.
+        keys.write_text("nope-1,SECRET-CCC-1\nsteam-100,SECRET-AAA-3\n", encoding="utf-8")
+        bad = hq_import("--keys", str(keys))
+        assert bad.returncode == 2
+        assert "unknown product nope-1" in bad.stderr
+        assert "SECRET-" not in bad.stderr + bad.stdout
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM card_keys").fetchone() == (3,)

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 import pytest
 
-from kameng_storefront.testing import (
+from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
     run_stack,

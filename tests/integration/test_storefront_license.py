@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from kameng.contracts.license_token import generate_signing_key, sign_token
-from kameng_storefront.testing import (
+from tests.support.storefront import (
     csrf_from,
     hq_add_product,
     hq_import_keys,

@@ -16,7 +16,7 @@ import redis
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream, orders_stream
 from kameng.contracts.hq_auth import derive_site_api_token
 from kameng_storefront.payments import sign_notification
-from kameng_storefront.testing import (
+from tests.support.storefront import (
     csrf_from,
     hq_add_product,
     hq_import_keys,
@@ -222,7 +222,7 @@ def test_csrf_required(stack):
 
 
 def test_coupon_discounts_margin_only_and_announcement_shows(stack):
-    from kameng_storefront.testing import admin_csrf
+    from tests.support.storefront import admin_csrf
 
     admin = staff_client(stack.shop_url, stack.members["site-admin"])
     r = admin.post("/admin/coupons", data={"csrf": admin_csrf(admin), "code": "half",
@@ -248,7 +248,7 @@ def test_coupon_discounts_margin_only_and_announcement_shows(stack):
 
 
 def test_refund_and_withdrawal(stack):
-    from kameng_storefront.testing import admin_csrf
+    from tests.support.storefront import admin_csrf
 
     shop = httpx.Client(base_url=stack.shop_url)
     oid, pay_url = _buy(stack, shop, "refund-me@example.com")

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS
-from kameng_storefront.testing import admin_csrf, csrf_from, run_stack, staff_client
+from tests.support.storefront import admin_csrf, csrf_from, run_stack, staff_client
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from kameng_storefront.sweeps import sweep_forever
-from kameng_storefront.testing import temp_database
+from tests.support.storefront import temp_database
 
 
 async def test_sweep_retries_until_handled(pg_admin_dsn):

@@ -33,3 +33,12 @@ def test_credentials_never_show_in_repr() -> None:
     assert "sess" not in repr(CREDS)
     ctx = SiteContext(name="demo", uid="u", spec=SPEC, secrets=CREDS)
     assert "pw@" not in repr(ctx)
+
+
+def test_builders_write_exactly_the_contracts_secrets_and_keys() -> None:
+    from kameng.contracts import pod
+
+    objs = secrets(SiteContext(name="demo", uid="u", spec=SPEC, secrets=CREDS))
+    assert [o["metadata"]["name"] for o in objs] == list(pod.SITE_SECRETS)
+    for o in objs:
+        assert set(o["data"]) == {k.key for k in pod.keys_of(o["metadata"]["name"])}

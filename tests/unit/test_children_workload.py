@@ -69,3 +69,24 @@ def test_service_and_pdb_select_the_storefront_pods() -> None:
     pdb = pod_disruption_budget(ctx())
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": sel}}
     assert set(sel.items()) <= set(d["spec"]["template"]["metadata"]["labels"].items())
+
+
+def test_volumes_mounts_and_env_are_the_pod_contracts() -> None:
+    from kameng.contracts import pod
+
+    spec = deployment(ctx(), "abc")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    secret_vols = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert sorted(secret_vols.values()) == sorted(pod.SITE_SECRETS)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    for vol, secret in secret_vols.items():
+        assert mounts[vol] == pod.mount_path(secret)
+        for key in pod.keys_of(secret):
+            assert key.path().startswith(mounts[vol] + "/")
+    (cm,) = [v for v in spec["volumes"] if "configMap" in v]
+    assert cm["configMap"]["name"] == pod.CONFIGMAP_NAME
+    assert f"{mounts[cm['name']]}/{pod.CONFIGMAP_KEY}" == pod.DEFAULT_CONFIG_PATH
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env[pod.SITE_CONFIG_FILE_ENV] == pod.DEFAULT_CONFIG_PATH
+    assert env[pod.SECRETS_ROOT_ENV] == pod.SECRETS_ROOT
+    assert env[pod.MODE_ENV] == "subsite"

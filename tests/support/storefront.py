@@ -1,12 +1,11 @@
-"""Run HQ and a sub-site for real on loopback: used by integration tests, the benchmark
-and ``kameng storefront demo``. Each stack gets fresh databases, keys and a license.
+"""Run HQ and a sub-site for real on loopback: used by integration tests and the
+benchmark. Each stack gets fresh databases, keys and a license.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,18 +30,13 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS, SiteConfig
+from kameng_storefront.app import create_app
+from kameng_storefront.config import Settings
+from kameng_storefront.crypto import DataCipher
 
-from .app import create_app
-from .config import Settings
-from .crypto import DataCipher
+from .net import free_port
 
-DEFAULT_PASSWORD = "correct-horse-battery"  # noqa: S105 - throwaway test stacks only
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DEFAULT_PASSWORD = "correct-horse-battery"
 
 
 class ServerThread:
@@ -181,7 +175,7 @@ def run_stack(
                 s.stop()
 
 
-# --- HTTP helpers shared by tests, the benchmark and the demo ------------------------------
+# --- HTTP helpers shared by tests and the benchmark ----------------------------------------
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 

@@ -1,11 +1,12 @@
-"""`kameng storefront`: run the storefront web app, as HQ or as a sub-site.
+"""`kameng storefront`: run the storefront web app as HQ or as a sub-site, or import
+HQ's products and card keys.
 
     kameng storefront --mode hq|subsite [--host 0.0.0.0] [--port 8080]
-    kameng storefront --demo            # HQ + one sub-site on loopback, sample data
+    kameng storefront hq-import [--products products.json] [--keys keys.csv]
 
 Configuration and secrets come from the environment / mounted files documented in
-``kameng_storefront.config`` (never from flags, so they do not show in process lists).
-``--demo`` needs ``KAMENG_PG_ADMIN_DSN`` and ``KAMENG_REDIS_URL`` (``hack/devenv up``).
+``kameng_storefront.config`` (never from flags, so they do not show in process lists);
+``hq-import`` reads HQ's, exactly as ``--mode hq`` does.
 """
 
 from __future__ import annotations
@@ -22,27 +23,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="listen address (default 0.0.0.0, in a pod)")
     p.add_argument("--port", type=int, default=int(os.environ.get("KAMENG_PORT", "8080")))
     p.add_argument("--log-level", default=os.environ.get("KAMENG_LOG_LEVEL", "INFO"))
-    p.add_argument("--demo", action="store_true",
-                   help="start HQ and a sample sub-site on 127.0.0.1 with sample products "
-                        "(throwaway databases from $KAMENG_PG_ADMIN_DSN)")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """For callers that register subcommands themselves."""
-    p = subparsers.add_parser("storefront", help="run the storefront (hq or subsite)")
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
+    sub = p.add_subparsers(dest="storefront_command", metavar="{hq-import}")
+    imp = sub.add_parser(
+        "hq-import", help="add or update HQ's products and import card keys",
+        description="Add or update HQ's products (JSON) and import card keys (CSV, "
+                    "encrypted at rest, duplicates skipped) into HQ's database. Idempotent. "
+                    "Sub-sites see the change at their next catalogue sync.")
+    imp.add_argument("--products", metavar="FILE",
+                     help="JSON list of {id, category, faceValue, cost, nameZh, nameEn, "
+                          "region}; amounts as decimal strings")
+    imp.add_argument("--keys", metavar="FILE",
+                     help="CSV of 'product_id,secret' rows (or 'secret' rows with --product)")
+    imp.add_argument("--product", help="product of single-column --keys rows")
 
 
 def run(args: argparse.Namespace) -> int:
     from kameng_storefront.logs import setup_logging
 
     setup_logging(args.log_level)
-    if args.demo:
-        from kameng_storefront.demo import run_demo
+    if args.storefront_command == "hq-import":
+        from kameng_storefront.hq_import import main as hq_import
 
-        return run_demo()
+        return hq_import(args.products, args.keys, args.product)
     if args.mode is None:
         print("kameng storefront: --mode hq|subsite (or KAMENG_MODE) is required",
               file=sys.stderr)
