@@ -7,7 +7,7 @@ Built by :func:`kameng_storefront.app.create_app`; the connections (``pool``, ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -21,6 +21,7 @@ from .web.throttle import FailureThrottle
 if TYPE_CHECKING:
     import httpx
     import redis.asyncio as aioredis
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from psycopg_pool import AsyncConnectionPool
 
     from .shop.hq_client import HqClient
@@ -38,7 +39,7 @@ class AppState:
     # Sub-site: the offline license guard. HQ has none (it is always "normal").
     license: LicenseGuard | None = None
     # HQ: the public keys that verify sub-sites' license tokens (several during rotation).
-    license_keys: list[Any] = field(default_factory=list)
+    license_keys: list[Ed25519PublicKey] = field(default_factory=list)
     pool: AsyncConnectionPool = field(init=False)
     redis: aioredis.Redis = field(init=False)
     http: httpx.AsyncClient = field(init=False)

@@ -155,3 +155,20 @@ def test_requires_guards_each_route_once():
         assert client.get("/refund").status_code == 403
         client.get("/login", params={"as": "gone@x"})  # removed from the config
         assert client.get("/orders", follow_redirects=False).status_code == 303
+
+
+def test_every_back_office_route_declares_its_permission():
+    from starlette.routing import Route as _Route
+
+    from kameng_storefront.shop import admin
+    from kameng_storefront.web import auth
+
+    login = {r.endpoint for r in auth.login_routes()}
+    declared = {
+        r.path: r.endpoint.permission  # type: ignore[attr-defined]
+        for r in admin.routes() if isinstance(r, _Route) and r.endpoint not in login
+    }
+    assert all(declared.values()), declared
+    assert declared["/orders/{oid}/refund"] == "orders:refund"
+    assert declared["/withdrawals"] == "finance:withdraw"
+    assert admin.dashboard.permission is None  # type: ignore[attr-defined]  # any staff
