@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     if args.storefront_command == "hq-import":
-        from kameng_storefront.hq_import import main as hq_import
+        from kameng_storefront.hq.bulk_import import main as hq_import
 
         return hq_import(args.products, args.keys, args.product)
     if args.mode is None:

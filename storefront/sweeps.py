@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .state import AppState
 
 log = logging.getLogger(__name__)
 
 
-async def sweep_forever(state: Any, interval: float, query: str,
-                        handle: Callable[[Any, dict[str, Any]], Awaitable[Any]],
+async def sweep_forever(state: AppState, interval: float, query: str,
+                        handle: Callable[[AppState, dict[str, Any]], Awaitable[Any]],
                         what: str) -> None:
     """Every `interval` seconds run `query` and `handle` each row; a failure is logged
     and the next sweep retries, so the loop never dies."""

@@ -1,5 +1,5 @@
 """Contracts shared by operator, workers and storefront (DESIGN.md, "Contracts").
 
 Modules: :mod:`.siteconfig`, :mod:`.license_token`, :mod:`.events`, :mod:`.money`,
-:mod:`.hq_auth`. Public names are stable; import them from their modules.
+:mod:`.hq_auth`, :mod:`.hq_api`. Public names are stable; import them from their modules.
 """

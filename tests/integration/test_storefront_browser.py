@@ -1,5 +1,6 @@
 """Headless Chromium clicks through a purchase on the sub-site (no JavaScript needed by the
-shop) and saves a screenshot of every page to artifacts/screenshots/.
+shop), looks at HQ's catalogue and admin and the partner's finance page, and saves a
+screenshot of every page to artifacts/screenshots/.
 
 Drives Debian's ``chromium`` through ``chromedriver`` with a minimal W3C WebDriver client
 over httpx, so no browser-automation dependency is needed.
@@ -173,3 +174,32 @@ def test_click_through_purchase(stack, browser):
 
     for path in shots:
         assert path.stat().st_size > 5_000, path  # a real rendered page, not an empty PNG
+
+
+def test_hq_pages_and_partner_finance(stack, browser):
+    shots = []
+    browser.get(f"{stack.hq_url}/?lang=en")
+    assert "steam-100 card" in browser.text("main")  # the English name (?lang=en)
+    assert "100.00" in browser.text("main")  # face value rendered through the money filter
+    shots.append(browser.screenshot("09-hq-catalog"))
+
+    browser.get(f"{stack.hq_url}/admin/login")
+    browser.type("input[name=email]", "admin@hq.local")
+    browser.type("input[name=password]", stack.password)
+    browser.click("#login")
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
+    assert browser.exists('.stock[data-product="cmcc-50"]')
+    assert "92.50" in browser.text("main")  # HQ cost column
+    shots.append(browser.screenshot("10-hq-admin"))
+
+    browser.get(f"{stack.shop_url}/admin/login")
+    browser.type("input[name=email]", stack.members["owner"])
+    browser.type("input[name=password]", stack.password)
+    browser.click("#login")
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
+    browser.get(f"{stack.shop_url}/admin/finance")
+    assert browser.exists("#balance")
+    shots.append(browser.screenshot("11-partner-finance"))
+
+    for path in shots:
+        assert path.stat().st_size > 5_000, path

@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 
+from kameng_storefront.state import state_of
 from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
@@ -92,7 +93,7 @@ def test_200_concurrent_checkouts_sell_exactly_50(stack):
     assert len({order for _, order in sold}) == LAST_KEYS  # one key per order
 
     # Buyers see 50 distinct keys: decrypt what the shop stored.
-    cipher = stack.shop_app.state.cipher
+    cipher = state_of(stack.shop_app).cipher
     with psycopg.connect(stack.shop_dsn) as conn:
         rows = conn.execute(
             "SELECT id, key_enc FROM orders WHERE status = 'delivered'"
@@ -106,8 +107,8 @@ def test_200_concurrent_checkouts_sell_exactly_50(stack):
 async def _fulfil_storm(st) -> list[tuple[int, str | None]]:
     headers = {
         "X-Kameng-Site": st.site,
-        "Authorization": "Bearer " + st.shop_app.state.settings.hq_api_token,
-        "X-Kameng-License": st.shop_app.state.license.token,
+        "Authorization": "Bearer " + state_of(st.shop_app).settings.hq_api_token,
+        "X-Kameng-License": state_of(st.shop_app).license.token,
     }
     async with httpx.AsyncClient(base_url=st.hq_url, headers=headers, timeout=120) as c:
         async def one(i: int) -> tuple[int, str | None]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from kameng.contracts.license_token import generate_signing_key, sign_token
+from kameng_storefront.state import state_of
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -119,7 +120,7 @@ def test_bad_token_refused_with_log_line(stack, caplog, kind):
 def test_hq_refuses_a_suspended_license_for_fulfilment(stack):
     headers = {
         "X-Kameng-Site": stack.site,
-        "Authorization": "Bearer " + stack.shop_app.state.settings.hq_api_token,
+        "Authorization": "Bearer " + state_of(stack.shop_app).settings.hq_api_token,
         "X-Kameng-License": _ok(stack, suspended=True, seq=20),
     }
     r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=headers,

@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream, orders_stream
+from kameng.contracts.hq_api import sign_notification
 from kameng.contracts.hq_auth import derive_site_api_token
-from kameng_storefront.payments import sign_notification
+from kameng_storefront.state import state_of
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -90,7 +91,7 @@ def test_catalog_synced_with_markup_and_license_filter(stack):
 def test_catalog_api_conditional_get(stack):
     headers = {
         "X-Kameng-Site": stack.site,
-        "Authorization": "Bearer " + stack.shop_app.state.settings.hq_api_token,
+        "Authorization": "Bearer " + state_of(stack.shop_app).settings.hq_api_token,
     }
     r1 = httpx.get(f"{stack.hq_url}/api/v1/catalog", headers=headers)
     assert r1.status_code == 200
@@ -127,7 +128,7 @@ def test_purchase_path_end_to_end(stack):
     # Replaying HQ's (correctly signed) notification changes nothing.
     with psycopg.connect(stack.hq_dsn) as conn:
         pid = conn.execute("SELECT id FROM payments WHERE order_id = %s", (oid,)).fetchone()[0]
-    secret = derive_site_api_token(stack.hq_app.state.settings.hq_master_secret, stack.site)
+    secret = derive_site_api_token(state_of(stack.hq_app).settings.hq_master_secret, stack.site)
     replay = json.dumps({"notification_id": f"{pid}:paid", "payment_id": pid,
                          "site": stack.site, "order_id": oid, "amount": 10175,
                          "currency": "CNY", "status": "paid"}).encode()
@@ -282,10 +283,10 @@ def test_refund_and_withdrawal(stack):
 
 def test_order_lookup_is_throttled(stack):
     # Failures from one address are limited (the throttle is per app instance).
-    stack.shop_app.state.throttle._failures.clear()
+    state_of(stack.shop_app).throttle._failures.clear()
     c = httpx.Client(base_url=stack.shop_url)
     token = csrf_from(c.get("/lookup").text)
     codes = [c.post("/lookup", data={"csrf": token, "order": f"K{i}", "contact": "x@y"}
                     ).status_code for i in range(11)]
     assert codes == [404] * 10 + [429]
-    stack.shop_app.state.throttle._failures.clear()
+    state_of(stack.shop_app).throttle._failures.clear()

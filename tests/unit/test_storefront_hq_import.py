@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from kameng.contracts.money import MoneyError
-from kameng_storefront.hq_import import load_products
+from kameng_storefront.hq.bulk_import import load_products
 
 
 def test_products_parse_with_camel_case_keys_and_exact_amounts() -> None:

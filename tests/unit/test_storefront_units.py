@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kameng.contracts.hq_api import NotificationError, sign_notification, verify_notification
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -20,10 +21,9 @@ from kameng.contracts.license_token import (
 from kameng.contracts.siteconfig import SiteConfig
 from kameng_storefront.config import ConfigError, load_settings
 from kameng_storefront.crypto import CryptoError, DataCipher, hash_password, verify_password
-from kameng_storefront.hq_inventory import parse_csv
-from kameng_storefront.license_guard import LicenseGuard
+from kameng_storefront.hq.inventory import parse_csv
 from kameng_storefront.logs import JsonFormatter
-from kameng_storefront.payments import NotificationError, sign_notification, verify_notification
+from kameng_storefront.web.license_guard import LicenseGuard
 
 
 def test_cipher_round_trip_rotation_and_aad():
@@ -150,7 +150,7 @@ def test_log_formatter_redacts_secret_fields():
 
 
 def test_failure_throttle(monkeypatch):
-    from kameng_storefront import throttle as mod
+    from kameng_storefront.web import throttle as mod
 
     now = [1000.0]
     monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])

@@ -12,14 +12,15 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from kameng.contracts.events import Decision, EventType, OrderEvent, hash_pii
+from kameng.contracts.hq_api import NOTIFY_PATH, PaymentNotification
 
+from ..state import AppState
+from ..sweeps import sweep_forever
 from .bus import enqueue, flush_outbox
-from .catalog_sync import visible_products
-from .payments import PaymentError, PaymentNotification
-from .sweeps import sweep_forever
+from .catalog import visible_products
+from .hq_client import HqError
+from .payments import PaymentError
 
 log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
@@ -38,7 +39,13 @@ def new_order_id() -> str:
     return f"K{datetime.now(UTC):%Y%m%d}{rand}"
 
 
-def _event(state: Any, order: dict[str, Any], event: EventType) -> OrderEvent:
+def coupon_discount(price: int, cost: int, percent_off: int) -> int:
+    """Fen off ``price``: integer arithmetic, and it can only cut into the margin, never
+    the cost."""
+    return min(price * percent_off // 100, price - cost)
+
+
+def _event(state: AppState, order: dict[str, Any], event: EventType) -> OrderEvent:
     return OrderEvent.for_order(
         event,
         site=state.settings.site.site,
@@ -52,7 +59,7 @@ def _event(state: Any, order: dict[str, Any], event: EventType) -> OrderEvent:
 
 
 async def create_order(
-    state: Any, product_id: str, contact: str, ip: str, coupon: str | None
+    state: AppState, product_id: str, contact: str, ip: str, coupon: str | None
 ) -> dict[str, Any]:
     contact = contact.strip()
     if not contact or len(contact) > 200:
@@ -90,8 +97,7 @@ async def create_order(
             ).fetchone()
             if row is None:
                 raise OrderRefused("bad_request")
-            # Integer arithmetic; the discount can only cut into the margin, never the cost.
-            discount = min(product.price * row["percent_off"] // 100, product.price - product.cost)
+            discount = coupon_discount(product.price, product.cost, row["percent_off"])
         amount = product.price - discount
         order = await (
             await conn.execute(
@@ -119,7 +125,7 @@ async def create_order(
     base = state.settings.public_url
     try:
         session = await state.payments.create_payment(
-            oid, amount, "CNY", f"{base}/api/payments/notify", f"{base}/order/{oid}"
+            oid, amount, "CNY", base + NOTIFY_PATH, f"{base}/order/{oid}"
         )
     except PaymentError as exc:
         log.warning("payment creation failed", extra={"order": oid, "error": str(exc)})
@@ -134,7 +140,7 @@ async def create_order(
     return order
 
 
-async def handle_notification(state: Any, note: PaymentNotification) -> str:
+async def handle_notification(state: AppState, note: PaymentNotification) -> str:
     """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``."""
     if note.site != state.settings.site.site or note.status != "paid":
         return "ignored"
@@ -172,38 +178,21 @@ async def handle_notification(state: Any, note: PaymentNotification) -> str:
     return "paid"
 
 
-async def deliver(state: Any, order_id: str) -> str:
+async def deliver(state: AppState, order_id: str) -> str:
     """Ask HQ for the key of a paid order and store it encrypted. Returns the new status."""
-    settings = state.settings
-    async with state.pool.connection() as conn:
-        order = await (
-            await conn.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
-        ).fetchone()
+    order = await find_order(state, order_id)
     if order is None or order["status"] != "paid" or order["risk_action"] in HOLD_ACTIONS:
         return order["status"] if order else "missing"
-    headers = {
-        "Authorization": f"Bearer {settings.hq_api_token}",
-        "X-Kameng-Site": settings.site.site,
-        "X-Kameng-License": state.license.token or "",
-    }
     try:
-        r = await state.http.post(
-            f"{settings.hq_url}/api/v1/fulfil",
-            json={"order_id": order_id, "product_id": order["product_id"]},
-            headers=headers,
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        log.warning(
-            "fulfilment unreachable", extra={"order": order_id, "error": type(exc).__name__}
-        )
+        secret = (await state.hq.fulfil(order_id, order["product_id"])).secret
+    except HqError as exc:
+        if exc.status == 409:  # out of stock: the customer gets their money back
+            return await refund(state, order_id, reason="out_of_stock")
+        if exc.status is None:
+            log.warning("fulfilment unreachable", extra={"order": order_id, "error": str(exc)})
+        else:
+            log.warning("fulfilment refused", extra={"order": order_id, "status": exc.status})
         return "paid"
-    if r.status_code == 409:
-        return await refund(state, order_id, reason="out_of_stock")
-    if r.status_code != 200:
-        log.warning("fulfilment refused", extra={"order": order_id, "status": r.status_code})
-        return "paid"
-    secret = r.json()["secret"]
     async with state.pool.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
@@ -220,11 +209,8 @@ async def deliver(state: Any, order_id: str) -> str:
     return "delivered"
 
 
-async def refund(state: Any, order_id: str, reason: str) -> str:
-    async with state.pool.connection() as conn:
-        order = await (
-            await conn.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
-        ).fetchone()
+async def refund(state: AppState, order_id: str, reason: str) -> str:
+    order = await find_order(state, order_id)
     if order is None or order["status"] not in ("paid", "delivered", "frozen"):
         return order["status"] if order else "missing"
     await state.payments.refund(order["payment_id"])
@@ -245,7 +231,7 @@ async def refund(state: Any, order_id: str, reason: str) -> str:
     return "refunded"
 
 
-async def apply_decision(state: Any, decision: Decision) -> None:
+async def apply_decision(state: AppState, decision: Decision) -> None:
     """``freeze``/``block`` hold delivery; ``allow`` releases a hold and delivers."""
     async with state.pool.connection() as conn:
         row = await (
@@ -274,7 +260,7 @@ async def apply_decision(state: Any, decision: Decision) -> None:
         await deliver(state, decision.order_id)
 
 
-async def delivery_sweeper(state: Any, interval: float = 10.0) -> None:
+async def delivery_sweeper(state: AppState, interval: float = 10.0) -> None:
     """Retry delivery of paid orders whose fulfilment failed transiently."""
     await sweep_forever(
         state, interval,
@@ -282,3 +268,31 @@ async def delivery_sweeper(state: Any, interval: float = 10.0) -> None:
         " OR risk_action NOT IN ('freeze', 'block'))"
         " AND paid_at < now() - interval '5 seconds' LIMIT 50",
         lambda st, row: deliver(st, row["id"]), "delivery")
+
+
+async def find_order(state: AppState, order_id: str) -> dict[str, Any] | None:
+    async with state.pool.connection() as conn:
+        return await (
+            await conn.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
+        ).fetchone()
+
+
+def revealed_key(state: AppState, order: dict[str, Any]) -> str | None:
+    """The card key a customer may see: only once the order is delivered."""
+    if order["status"] == "delivered" and order["key_enc"]:
+        return state.cipher.decrypt(order["key_enc"], aad=order["id"])
+    return None
+
+
+async def lookup_order(state: AppState, order_id: str, contact: str) -> bool:
+    """Whether ``contact`` placed ``order_id`` (how a customer without the session finds it)."""
+    contact_hash = hash_pii(contact, state.settings.pii_pepper)
+    async with state.pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT id FROM orders WHERE id = %s AND contact_hash = %s",
+                (order_id, contact_hash),
+            )
+        ).fetchone()
+    return row is not None
+

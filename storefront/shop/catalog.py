@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from kameng.contracts.hq_api import CATALOG_CHANNEL
 from kameng.contracts.money import apply_markup
+from kameng.contracts.siteconfig import SiteConfig
+
+from ..state import AppState
+from .hq_client import HqError
 
 log = logging.getLogger("kameng.storefront.catalog")
 
@@ -32,32 +34,25 @@ class ShopProduct:
         return self.name_zh if locale == "zh-CN" else self.name_en
 
 
-async def sync_catalog(state: Any) -> str:
+async def sync_catalog(state: AppState) -> str:
     """One conditional GET. Returns ``"changed"``, ``"unchanged"`` or ``"failed"``."""
-    settings = state.settings
     async with state.pool.connection() as conn:
         row = await (await conn.execute("SELECT etag FROM catalog_state WHERE id = 1")).fetchone()
-    headers = {
-        "Authorization": f"Bearer {settings.hq_api_token}", "X-Kameng-Site": settings.site.site,
-    }
-    if row and row["etag"]:
-        headers["If-None-Match"] = row["etag"]
     try:
-        r = await state.http.get(f"{settings.hq_url}/api/v1/catalog", headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        log.warning("catalog sync failed", extra={"error": type(exc).__name__})
+        fetched = await state.hq.catalog(row["etag"] if row else None)
+    except HqError as exc:
+        if exc.status is None:
+            log.warning("catalog sync failed", extra={"error": str(exc)})
+        else:
+            log.warning("catalog sync refused", extra={"status": exc.status})
         state.metrics.catalog_syncs.labels("failed").inc()
         return "failed"
-    if r.status_code == 304:
+    if fetched.catalog is None:
         async with state.pool.connection() as conn:
             await conn.execute("UPDATE catalog_state SET synced_at = now() WHERE id = 1")
         state.metrics.catalog_syncs.labels("unchanged").inc()
         return "unchanged"
-    if r.status_code != 200:
-        log.warning("catalog sync refused", extra={"status": r.status_code})
-        state.metrics.catalog_syncs.labels("failed").inc()
-        return "failed"
-    products = json.loads(r.content)["products"]
+    products = fetched.catalog.products
     async with state.pool.connection() as conn, conn.transaction():
         await conn.execute("UPDATE products SET active = false")
         for p in products:
@@ -69,30 +64,28 @@ async def sync_catalog(state: Any) -> str:
                 " region = EXCLUDED.region, face_value_fen = EXCLUDED.face_value_fen,"
                 " cost_fen = EXCLUDED.cost_fen, stock = EXCLUDED.stock,"
                 " active = EXCLUDED.active, synced_at = now()",
-                (
-                    p["id"], p["nameZh"], p["nameEn"], p["category"], p["region"],
-                    int(p["faceValue"]), int(p["cost"]), int(p["stock"]), bool(p["active"]),
-                ),
+                (p.id, p.name_zh, p.name_en, p.category, p.region, p.face_value, p.cost, p.stock,
+                 p.active),
             )
         await conn.execute(
             "INSERT INTO catalog_state (id, etag, synced_at) VALUES (1, %s, now())"
             " ON CONFLICT (id) DO UPDATE SET etag = EXCLUDED.etag, synced_at = now()",
-            (r.headers.get("etag"),),
+            (fetched.etag,),
         )
     state.metrics.catalog_syncs.labels("changed").inc()
     log.info("catalog synced", extra={"products": len(products)})
     return "changed"
 
 
-async def sync_loop(state: Any) -> None:
-    """Poll every ``catalog_sync_seconds``; HQ's ``kameng:catalog`` message syncs at once."""
+async def sync_loop(state: AppState) -> None:
+    """Poll every ``catalog_sync_seconds``; HQ's catalogue message syncs at once."""
     wake = asyncio.Event()
 
     async def listen() -> None:
         while True:
             try:
                 pubsub = state.redis.pubsub()
-                await pubsub.subscribe("kameng:catalog")
+                await pubsub.subscribe(CATALOG_CHANNEL)
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":
                         wake.set()
@@ -117,18 +110,18 @@ async def sync_loop(state: Any) -> None:
         listener.cancel()
 
 
-def price_of(state: Any, category: str, cost: int) -> int:
+def price_of(site: SiteConfig, category: str, cost: int) -> int:
     """Sale price: the category's markup on HQ cost, never below cost."""
-    return apply_markup(cost, state.settings.site.markup_for(category))
+    return apply_markup(cost, site.markup_for(category))
 
 
-async def visible_products(state: Any, product_id: str | None = None) -> list[ShopProduct]:
+async def visible_products(state: AppState, product_id: str | None = None) -> list[ShopProduct]:
     """Products this shop may sell: active, licensed category and region, not hidden."""
-    guard = state.license
-    allowed = guard.allowed_categories()
-    hidden = set(state.settings.site.hidden_products)
+    guard = state.guard()
+    site = state.settings.site
+    hidden = set(site.hidden_products)
     sql = "SELECT * FROM products WHERE active AND category = ANY(%s)"
-    params: list[Any] = [sorted(allowed)]
+    params: list[Any] = [sorted(guard.allowed_categories())]
     if product_id is not None:
         sql += " AND id = %s"
         params.append(product_id)
@@ -138,7 +131,7 @@ async def visible_products(state: Any, product_id: str | None = None) -> list[Sh
         ShopProduct(
             id=r["id"], name_zh=r["name_zh"], name_en=r["name_en"], category=r["category"],
             region=r["region"], face_value=r["face_value_fen"], cost=r["cost_fen"],
-            price=price_of(state, r["category"], r["cost_fen"]), stock=r["stock"],
+            price=price_of(site, r["category"], r["cost_fen"]), stock=r["stock"],
         )
         for r in rows
         if r["id"] not in hidden and guard.allows_region(r["region"])

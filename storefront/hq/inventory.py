@@ -10,7 +10,7 @@ import io
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
-from .crypto import DataCipher
+from ..crypto import DataCipher
 
 
 class OutOfStock(Exception):

@@ -11,16 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from kameng.contracts.money import MoneyError, to_fen
 
-from .config import ConfigError, load_settings
-from .crypto import CryptoError, DataCipher
-from .db import open_pool
-from .hq_inventory import UnknownProduct, import_keys, parse_csv
+from ..config import ConfigError, load_settings
+from ..crypto import CryptoError, DataCipher
+from ..db import open_pool
+from .catalog import ProductInput, save_products
+from .inventory import UnknownProduct, import_keys, parse_csv
 
 
 class ProductIn(BaseModel):
@@ -55,27 +55,14 @@ def load_products(text: str) -> list[ProductIn]:
     return [ProductIn.model_validate(p) for p in data]
 
 
-# The same upsert as the back office's product form (hq_app.admin_product).
-_UPSERT = (
-    "INSERT INTO products (id, name_zh, name_en, category, region, face_value_fen, cost_fen)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-    " name_zh = EXCLUDED.name_zh, name_en = EXCLUDED.name_en,"
-    " category = EXCLUDED.category, region = EXCLUDED.region,"
-    " face_value_fen = EXCLUDED.face_value_fen, cost_fen = EXCLUDED.cost_fen,"
-    " updated_at = now()"
-)
-
-
-async def save_products(pool: AsyncConnectionPool, products: list[ProductIn]) -> int:
-    rows = []
+def to_inputs(products: list[ProductIn]) -> list[ProductInput]:
+    out = []
     for p in products:
         face, cost = p.fen()
-        rows.append((p.id, p.name_zh or p.id, p.name_en or p.id, p.category.strip(),
-                     p.region.strip(), face, cost))
-    async with pool.connection() as conn, conn.transaction():
-        for row in rows:
-            await conn.execute(_UPSERT, row)
-    return len(rows)
+        out.append(ProductInput(id=p.id, name_zh=p.name_zh or p.id, name_en=p.name_en or p.id,
+                                category=p.category.strip(), region=p.region.strip(),
+                                face_value=face, cost=cost))
+    return out
 
 
 async def run_import(products: list[ProductIn], keys_csv: str | None,
@@ -87,7 +74,7 @@ async def run_import(products: list[ProductIn], keys_csv: str | None,
     # open_pool applies HQ's migrations first, so an import may precede HQ's first start.
     pool = await open_pool(settings.database_url, "hq", min_size=1, max_size=2)
     try:
-        saved = await save_products(pool, products)
+        saved = await save_products(pool, to_inputs(products))
         imported, dupes = (await import_keys(pool, cipher, settings.hq_master_secret, rows)
                            if rows else (0, 0))
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -18,6 +18,8 @@ from kameng.contracts.events import (
     decisions_stream,
     orders_stream,
 )
+
+from ..state import AppState
 
 log = logging.getLogger("kameng.storefront.events")
 
@@ -31,10 +33,10 @@ async def enqueue(conn: AsyncConnection, event: OrderEvent) -> None:
     )
 
 
-async def flush_outbox(state: Any, batch: int = 200) -> int:
+async def flush_outbox(state: AppState, batch: int = 200) -> int:
     """Publish pending outbox rows. Rows are locked while being sent so concurrent flushes
     do not double-publish in the normal case (and a duplicate is harmless: ``event_id``)."""
-    stream = orders_stream(state.settings.site.site)
+    stream = orders_stream(state.site)
     sent = 0
     try:
         async with state.pool.connection() as conn, conn.transaction():
@@ -64,13 +66,15 @@ async def flush_outbox(state: Any, batch: int = 200) -> int:
     return sent
 
 
-async def outbox_loop(state: Any, interval: float = 2.0) -> None:
+async def outbox_loop(state: AppState, interval: float = 2.0) -> None:
     while True:
         await asyncio.sleep(interval)
         await flush_outbox(state)
 
 
-async def decisions_loop(state: Any, apply: Any, block_ms: int = 2000) -> None:
+async def decisions_loop(
+    state: AppState, apply: Callable[[AppState, Decision], Awaitable[None]], block_ms: int = 2000
+) -> None:
     """Follow ``kameng:decisions:<site>`` with plain ``XREAD`` from a cursor kept in the
     site's database.
 
@@ -79,7 +83,7 @@ async def decisions_loop(state: Any, apply: Any, block_ms: int = 2000) -> None:
     applying one is idempotent; the cursor only avoids re-reading history after restarts.
     """
     redis = state.redis
-    stream = decisions_stream(state.settings.site.site)
+    stream = decisions_stream(state.site)
     while True:
         try:
             async with state.pool.connection() as conn:

@@ -8,52 +8,54 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from kameng.contracts.events import hash_pii
+from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 
-from .catalog_sync import visible_products
-from .orders import OrderRefused, create_order, handle_notification
-from .payments import NotificationError
-from .web import csrf_ok, error_page, locale_of, render
+from ..state import state_of
+from ..web.render import csrf_ok, error_page, locale_of, render
+from .backoffice import latest_announcements
+from .catalog import visible_products
+from .orders import (
+    OrderRefused,
+    create_order,
+    find_order,
+    handle_notification,
+    lookup_order,
+    revealed_key,
+)
 
 log = logging.getLogger("kameng.storefront.shop")
 _MAX_SESSION_ORDERS = 20
+_REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, "out_of_stock": 409}
 
 
 async def index(request: Request) -> Response:
-    state = request.app.state
+    state = state_of(request)
     products = await visible_products(state)
-    async with state.pool.connection() as conn:
-        news = await (
-            await conn.execute("SELECT * FROM announcements ORDER BY id DESC LIMIT 5")
-        ).fetchall()
-    return render(request, "shop/index.html", products=products, news=news)
+    return render(request, "shop/index.html", products=products,
+                  news=await latest_announcements(state))
 
 
 async def product_page(request: Request) -> Response:
-    products = await visible_products(request.app.state, request.path_params["pid"])
+    products = await visible_products(state_of(request), request.path_params["pid"])
     if not products:
         return error_page(request, 404, "not_found")
     return render(request, "shop/product.html", p=products[0])
 
 
 async def checkout(request: Request) -> Response:
-    state = request.app.state
+    state = state_of(request)
     form = await request.form()
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
     if state.effective_mode() != "normal":
         return error_page(request, 403, "read_only")
-    ip = client_ip(request)
     try:
         order = await create_order(
-            state, str(form.get("product", "")), str(form.get("contact", "")), ip,
+            state, str(form.get("product", "")), str(form.get("contact", "")), client_ip(request),
             str(form.get("coupon", "")) or None,
         )
     except OrderRefused as exc:
-        status = {"not_found": 404, "forbidden": 403, "unavailable_body": 502}.get(exc.code, 400)
-        if exc.code == "out_of_stock":
-            status = 409
-        return error_page(request, status, exc.code)
+        return error_page(request, _REFUSAL_STATUS.get(exc.code, 400), exc.code)
     _remember(request, order["id"])
     return RedirectResponse(order["pay_url"], status_code=303)
 
@@ -67,17 +69,14 @@ async def order_page(request: Request) -> Response:
     oid = request.path_params["oid"]
     if oid not in request.session.get("orders", []):
         return RedirectResponse(f"/lookup?order={oid}", status_code=303)
-    state = request.app.state
-    async with state.pool.connection() as conn:
-        order = await (await conn.execute("SELECT * FROM orders WHERE id = %s", (oid,))).fetchone()
+    state = state_of(request)
+    order = await find_order(state, oid)
     if order is None:
         return error_page(request, 404, "not_found")
-    key = None
-    if order["status"] == "delivered" and order["key_enc"]:
-        key = state.cipher.decrypt(order["key_enc"], aad=oid)
     products = await visible_products(state, order["product_id"])
     name = products[0].name(locale_of(request)) if products else order["product_id"]
-    return render(request, "shop/order.html", order=order, key=key, product_name=name)
+    return render(request, "shop/order.html", order=order, key=revealed_key(state, order),
+                  product_name=name)
 
 
 async def lookup_page(request: Request) -> Response:
@@ -93,27 +92,20 @@ async def lookup_submit(request: Request) -> Response:
     form = await request.form()
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
-    throttle = request.app.state.throttle
+    state = state_of(request)
     key = f"lookup:{client_ip(request)}"
-    if throttle.blocked(key):
+    if state.throttle.blocked(key):
         return error_page(request, 429, "too_many_attempts")
     oid = str(form.get("order", "")).strip()
-    contact_hash = hash_pii(str(form.get("contact", "")), request.app.state.settings.pii_pepper)
-    async with request.app.state.pool.connection() as conn:
-        row = await (
-            await conn.execute(
-                "SELECT id FROM orders WHERE id = %s AND contact_hash = %s", (oid, contact_hash)
-            )
-        ).fetchone()
-    if row is None:
-        throttle.failed(key)
+    if not await lookup_order(state, oid, str(form.get("contact", ""))):
+        state.throttle.failed(key)
         return render(request, "shop/lookup.html", status_code=404, order_no=oid, failed=True)
     _remember(request, oid)
     return RedirectResponse(f"/order/{oid}", status_code=303)
 
 
 async def payment_notify(request: Request) -> Response:
-    state = request.app.state
+    state = state_of(request)
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
@@ -139,5 +131,5 @@ def routes() -> list[Route]:
         Route("/order/{oid}", order_page),
         Route("/lookup", lookup_page),
         Route("/lookup", lookup_submit, methods=["POST"]),
-        Route("/api/payments/notify", payment_notify, methods=["POST"]),
+        Route(NOTIFY_PATH, payment_notify, methods=["POST"]),
     ]

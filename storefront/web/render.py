@@ -1,4 +1,4 @@
-"""Shared web plumbing: templates, i18n, CSRF, the staff session."""
+"""Shared web plumbing: templates, i18n, CSRF."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from kameng.contracts.money import fen_to_str
+
+from ..state import state_of
 
 LOCALES = ("zh-CN", "en")
 
@@ -44,7 +46,7 @@ def locale_of(request: Request) -> str:
     lang = request.query_params.get("lang")
     if lang in LOCALES:
         request.session["lang"] = lang
-    return request.session.get("lang") or request.app.state.settings.site.branding.locale
+    return request.session.get("lang") or state_of(request).settings.site.branding.locale
 
 
 def csrf_token(request: Request) -> str:
@@ -62,7 +64,7 @@ def csrf_ok(request: Request, form: Any) -> bool:
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-    state = request.app.state
+    state = state_of(request)
     locale = locale_of(request)
     other = "en" if locale == "zh-CN" else "zh-CN"
     body = _env.get_template(template).render(
@@ -72,7 +74,7 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
         other_locale=other,
         site=state.settings.site,
         app_mode=state.settings.mode,
-        shop_mode=getattr(state, "effective_mode", lambda: "normal")(),
+        shop_mode=state.effective_mode(),
         csrf=csrf_token(request),
         staff=request.session.get("staff"),
         **ctx,

@@ -1,0 +1,224 @@
+"""HQ ⇄ sub-site HTTP contract: paths, headers, bodies and the notification signature.
+
+Both sides import this module; HQ never imports the sub-site's client and the sub-site
+never spells a path or header itself.
+
+* A sub-site calls HQ with three headers (:func:`site_headers`): ``Authorization: Bearer
+  <site API token>`` (:mod:`kameng.contracts.hq_auth`), ``X-Kameng-Site`` and, for calls
+  that need a license in force, ``X-Kameng-License`` (the signed license token).
+* HQ answers errors as ``{"error": <code>}`` (:class:`ApiError`).
+* A payment notification is an HTTP POST from HQ to the sub-site's :data:`NOTIFY_PATH`,
+  a JSON :class:`PaymentNotification` with headers ``X-Kameng-Timestamp: <unix seconds>``
+  and ``X-Kameng-Signature: v1=<hex HMAC-SHA256(api token, "<timestamp>.<body>")>``. The
+  timestamp is signed, so a captured notification cannot be re-dated; the receiver refuses
+  stale ones (:data:`TOLERANCE_SECONDS`) and records ``notification_id`` so a replay inside
+  the window changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AUTHORIZATION",
+    "CATALOG_CHANNEL",
+    "CATALOG_PATH",
+    "FULFIL_PATH",
+    "LICENSE_HEADER",
+    "NOTIFY_PATH",
+    "PAYMENTS_PATH",
+    "PAY_PAGE_PATH",
+    "REFUND_PATH",
+    "SIGNATURE_HEADER",
+    "SITE_HEADER",
+    "TIMESTAMP_HEADER",
+    "TOLERANCE_SECONDS",
+    "ApiError",
+    "Catalog",
+    "CatalogProduct",
+    "FulfilRequest",
+    "Fulfilment",
+    "NotificationError",
+    "PaymentCreated",
+    "PaymentNotification",
+    "PaymentRequest",
+    "bearer_token",
+    "notification_headers",
+    "pay_page_path",
+    "refund_path",
+    "sign_notification",
+    "site_headers",
+    "verify_notification",
+]
+
+# --- paths (HQ serves the first five, the sub-site the last) ------------------------------
+CATALOG_PATH = "/api/v1/catalog"
+FULFIL_PATH = "/api/v1/fulfil"
+PAYMENTS_PATH = "/api/v1/payments"
+REFUND_PATH = "/api/v1/payments/{pid}/refund"
+PAY_PAGE_PATH = "/pay/{pid}"
+NOTIFY_PATH = "/api/payments/notify"
+
+# --- headers ------------------------------------------------------------------------------
+AUTHORIZATION = "Authorization"
+SITE_HEADER = "X-Kameng-Site"
+LICENSE_HEADER = "X-Kameng-License"
+TIMESTAMP_HEADER = "X-Kameng-Timestamp"
+SIGNATURE_HEADER = "X-Kameng-Signature"
+
+TOLERANCE_SECONDS = 300
+
+# Redis pub/sub channel on which HQ announces a catalogue change (sub-sites also poll).
+CATALOG_CHANNEL = "kameng:catalog"
+
+
+def refund_path(payment_id: str) -> str:
+    return REFUND_PATH.format(pid=payment_id)
+
+
+def pay_page_path(payment_id: str) -> str:
+    return PAY_PAGE_PATH.format(pid=payment_id)
+
+
+def site_headers(site: str, api_token: str, license_token: str | None = None) -> dict[str, str]:
+    """Headers of every sub-site → HQ call; the license header only where one is given."""
+    headers = {AUTHORIZATION: f"Bearer {api_token}", SITE_HEADER: site}
+    if license_token is not None:
+        headers[LICENSE_HEADER] = license_token
+    return headers
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` value ('' if not a bearer)."""
+    return authorization.removeprefix("Bearer ").strip() if authorization.startswith(
+        "Bearer "
+    ) else ""
+
+
+# --- bodies -------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    # Lax like the hand-written parsing it replaces: ids may arrive as numbers.
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+
+class ApiError(_Body):
+    error: str
+
+
+class CatalogProduct(_Body):
+    """One product of HQ's catalogue. Money is integer fen (cost = HQ's price to sites)."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
+    id: str
+    name_zh: str = Field(alias="nameZh")
+    name_en: str = Field(alias="nameEn")
+    category: str
+    region: str = ""
+    face_value: int = Field(alias="faceValue")
+    cost: int
+    stock: int
+    active: bool
+
+
+class Catalog(_Body):
+    products: list[CatalogProduct]
+
+    def to_json(self) -> bytes:
+        """Compact, deterministic bytes: HQ's ETag is a hash of them."""
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True), separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.to_json()).hexdigest()[:32] + '"'
+
+
+class PaymentRequest(_Body):
+    order_id: str
+    amount: int = Field(gt=0)  # fen
+    currency: str = "CNY"
+    notify_url: str
+    return_url: str
+
+
+class PaymentCreated(_Body):
+    payment_id: str
+    pay_url: str
+
+
+class FulfilRequest(_Body):
+    order_id: str
+    product_id: str
+
+
+class Fulfilment(_Body):
+    order_id: str
+    key_id: int
+    secret: str
+
+
+class NotificationError(ValueError):
+    """Refused notification (bad signature, stale, malformed)."""
+
+
+class PaymentNotification(_Body):
+    notification_id: str
+    payment_id: str
+    site: str
+    order_id: str
+    amount: int
+    currency: str = "CNY"
+    status: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
+
+
+# --- notification signature ----------------------------------------------------------------
+
+
+def sign_notification(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def notification_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    ts = int(time.time() if now is None else now)
+    return {
+        "content-type": "application/json",
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: sign_notification(secret, ts, body),
+    }
+
+
+def verify_notification(
+    secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> PaymentNotification:
+    """The notification if ``headers`` (lower-case names) sign ``body`` recently enough."""
+    now = time.time() if now is None else now
+    try:
+        ts = int(headers.get(TIMESTAMP_HEADER.lower(), ""))
+    except ValueError as exc:
+        raise NotificationError("missing or bad timestamp") from exc
+    expected = sign_notification(secret, ts, body)
+    if not hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER.lower(), "")):
+        raise NotificationError("bad signature")
+    if abs(now - ts) > TOLERANCE_SECONDS:
+        raise NotificationError("stale timestamp")
+    try:
+        data: Any = json.loads(body)
+        return PaymentNotification.model_validate(data)
+    except ValueError as exc:  # JSON and validation errors alike
+        raise NotificationError("malformed body") from exc

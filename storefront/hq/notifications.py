@@ -1,0 +1,67 @@
+"""Payment notifications from HQ to the sub-site that opened the payment.
+
+Signed with the site's API token (the contract's HMAC); retried here a few times and
+later by the sweeper until the sub-site answers 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kameng.contracts.hq_api import PaymentNotification, notification_headers
+from kameng.contracts.hq_auth import derive_site_api_token
+
+from ..state import AppState
+from ..sweeps import sweep_forever
+from .payments import Payment
+
+log = logging.getLogger("kameng.storefront.hq")
+
+
+def notification_for(payment: Payment) -> PaymentNotification:
+    return PaymentNotification(
+        notification_id=f"{payment['id']}:paid",
+        payment_id=payment["id"],
+        site=payment["site"],
+        order_id=payment["order_id"],
+        amount=payment["amount_fen"],
+        currency=payment["currency"],
+        status="paid",
+    )
+
+
+async def notify_payment(state: AppState, payment: Payment, attempts: int = 3) -> bool:
+    """POST the signed notification; True once the sub-site answered 2xx."""
+    secret = derive_site_api_token(state.settings.hq_master_secret, payment["site"])
+    body = notification_for(payment).to_json()
+    for attempt in range(attempts):
+        try:
+            r = await state.http.post(
+                payment["notify_url"], content=body, headers=notification_headers(secret, body),
+                timeout=30,
+            )
+            if 200 <= r.status_code < 300:
+                async with state.pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE payments SET notified_at = now() WHERE id = %s", (payment["id"],)
+                    )
+                return True
+            log.warning(
+                "notification refused", extra={"payment": payment["id"], "status": r.status_code}
+            )
+        except Exception as exc:  # any transport error means "retry later"
+            log.warning(
+                "notification failed", extra={"payment": payment["id"], "error": type(exc).__name__}
+            )
+        await asyncio.sleep(0.5 * (attempt + 1))
+    return False
+
+
+async def notification_sweeper(state: AppState, interval: float = 5.0) -> None:
+    """Re-send notifications of paid payments whose notification never got a 2xx."""
+    await sweep_forever(
+        state, interval,
+        "SELECT * FROM payments WHERE status = 'paid' AND notified_at IS NULL"
+        " AND paid_at < now() - interval '10 seconds' LIMIT 50",
+        lambda st, row: notify_payment(st, row, attempts=1), "notification")

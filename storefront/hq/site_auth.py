@@ -1,0 +1,81 @@
+"""Who is calling HQ's API: the site's API token, and the license it must hold.
+
+Raises :class:`ApiRefused`; the API routes turn it into ``{"error": code}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from kameng.contracts.hq_api import AUTHORIZATION, LICENSE_HEADER, SITE_HEADER, bearer_token
+from kameng.contracts.hq_auth import verify_site_api_token
+from kameng.contracts.license_token import LicenseClaims, TokenError, evaluate_mode, verify_token
+
+from ..state import state_of
+
+log = logging.getLogger("kameng.storefront.hq")
+
+
+class ApiRefused(Exception):
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status, self.code = status, code
+
+
+def authenticate_site(request: Request) -> str:
+    site = request.headers.get(SITE_HEADER, "")
+    token = bearer_token(request.headers.get(AUTHORIZATION, ""))
+    if not site or not verify_site_api_token(state_of(request).settings.hq_master_secret, site,
+                                             token):
+        log.warning("site authentication failed", extra={"site": site[:63]})
+        raise ApiRefused(401, "unauthenticated")
+    return site
+
+
+def license_refusal(claims: LicenseClaims, site: str, allow_read_only: bool) -> str | None:
+    """Error code if ``claims`` do not let ``site`` make this call now, else ``None``."""
+    if claims.site != site:
+        return "license_wrong_site"
+    mode = evaluate_mode(claims)
+    if mode == "suspended" or (mode == "readOnly" and not allow_read_only):
+        return f"license_{mode}"
+    return None
+
+
+async def check_license(request: Request, site: str, allow_read_only: bool) -> LicenseClaims:
+    """Verify the sub-site's license token (header ``X-Kameng-License``) for ``site``."""
+    state = state_of(request)
+    try:
+        claims = verify_token(request.headers.get(LICENSE_HEADER), state.license_keys)
+    except TokenError as exc:
+        log.warning("license refused", extra={"site": site, "reason": str(exc)})
+        raise ApiRefused(403, "license_invalid") from exc
+    refusal = license_refusal(claims, site, allow_read_only)
+    if refusal:
+        raise ApiRefused(403, refusal)
+    if await highest_license_seq(state.pool, site, claims.seq) > claims.seq:
+        raise ApiRefused(403, "license_superseded")
+    return claims
+
+
+async def highest_license_seq(pool: AsyncConnectionPool, site: str, seq: int) -> int:
+    """Record ``seq`` if it is the highest seen for ``site``; return the highest."""
+    # Write only when the sequence grows: the common case is a read, so concurrent
+    # fulfilments of one site do not queue on this row's lock.
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "INSERT INTO site_license_seq (site, seq) VALUES (%s, %s)"
+                " ON CONFLICT (site) DO UPDATE SET seq = EXCLUDED.seq"
+                " WHERE site_license_seq.seq < EXCLUDED.seq RETURNING seq",
+                (site, seq),
+            )
+        ).fetchone()
+        if row is None:
+            row = await (
+                await conn.execute("SELECT seq FROM site_license_seq WHERE site = %s", (site,))
+            ).fetchone()
+    return int(row["seq"])

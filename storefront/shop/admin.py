@@ -1,0 +1,204 @@
+"""Sub-site back office (mounted at ``/admin``). Each route declares its permission once
+with ``@requires``; the data and rules live in :mod:`.backoffice` and :mod:`.balance`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from kameng.contracts.money import MoneyError, to_fen
+
+from ..state import state_of
+from ..web.auth import login_routes, requires
+from ..web.render import csrf_ok, error_page, render
+from ..web.staff import Staff, set_password
+from . import backoffice
+from .balance import finance_overview, request_withdrawal
+from .catalog import sync_catalog
+from .orders import refund
+from .payments import PaymentError
+
+log = logging.getLogger("kameng.storefront.admin")
+
+# Messages shown after a withdrawal request (query string of the redirect).
+_WITHDRAWAL_MESSAGES = {
+    None: "withdrawal+requested",
+    "below_minimum": "withdrawal+below+minimum",
+    "exceeds_balance": "withdrawal+exceeds+balance",
+}
+
+
+async def _form(request: Request) -> Any:
+    form = await request.form()
+    return form if csrf_ok(request, form) else None
+
+
+def _done(msg: str) -> Response:
+    return RedirectResponse(f"/admin?msg={msg}", status_code=303)
+
+
+def _page(request: Request, staff: Staff, section: str, **ctx: Any) -> Response:
+    return render(request, "admin/page.html", me=staff, section=section,
+                  message=request.query_params.get("msg", ""), **ctx)
+
+
+@requires()
+async def dashboard(request: Request, staff: Staff) -> Response:
+    return _page(request, staff, "dashboard")
+
+
+@requires("catalog:read")
+async def products(request: Request, staff: Staff) -> Response:
+    items, sync_state = await backoffice.products_overview(state_of(request))
+    return _page(request, staff, "products", items=items, catalog_state=sync_state)
+
+
+@requires("catalog:write")
+async def catalog_sync(request: Request, staff: Staff) -> Response:
+    if await _form(request) is None:
+        return error_page(request, 400, "bad_request")
+    return _done(f"sync+{await sync_catalog(state_of(request))}")
+
+
+@requires("orders:read")
+async def orders_list(request: Request, staff: Staff) -> Response:
+    return _page(request, staff, "orders", orders=await backoffice.recent_orders(state_of(request)))
+
+
+@requires("orders:refund")
+async def order_refund(request: Request, staff: Staff) -> Response:
+    if await _form(request) is None:
+        return error_page(request, 400, "bad_request")
+    oid = request.path_params["oid"]
+    try:
+        result = await refund(state_of(request), oid, reason=f"staff:{staff.email}")
+    except PaymentError:
+        return error_page(request, 502, "unavailable_body")
+    log.info("refund by staff", extra={"order": oid, "staff": staff.email, "result": result})
+    return _done(f"refund+{result}")
+
+
+@requires("customers:read")
+async def customers(request: Request, staff: Staff) -> Response:
+    people = await backoffice.customers(state_of(request))
+    return _page(request, staff, "customers", people=people)
+
+
+@requires("customers:manage")
+async def customer_block(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    if form is None or not str(form.get("contact", "")).strip():
+        return error_page(request, 400, "bad_request")
+    await backoffice.block_contact(state_of(request), str(form["contact"]))
+    return _done("blocked")
+
+
+@requires("marketing:manage")
+async def marketing(request: Request, staff: Staff) -> Response:
+    coupons, news = await backoffice.marketing(state_of(request))
+    return _page(request, staff, "marketing", coupons=coupons, news=news)
+
+
+@requires("marketing:manage")
+async def coupon_create(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    try:
+        coupon = backoffice.coupon_from_form(form)
+    except (TypeError, KeyError, ValueError):
+        return error_page(request, 400, "bad_request")
+    await backoffice.save_coupon(state_of(request), coupon)
+    return _done("coupon+saved")
+
+
+@requires("marketing:manage")
+async def announcement_create(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    if form is None or not str(form.get("title", "")).strip():
+        return error_page(request, 400, "bad_request")
+    await backoffice.add_announcement(
+        state_of(request), str(form["title"]), str(form.get("body", ""))
+    )
+    return _done("announcement+saved")
+
+
+@requires("finance:read")
+async def finance(request: Request, staff: Staff) -> Response:
+    state = state_of(request)
+    balance, withdrawals = await finance_overview(state)
+    return _page(request, staff, "finance", balance=balance, withdrawals=withdrawals,
+                 min_withdrawal=state.settings.min_withdrawal_fen)
+
+
+@requires("finance:withdraw")
+async def withdraw(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    try:
+        amount = to_fen(str(form["amount"]).strip())  # type: ignore[index]
+    except (TypeError, KeyError, MoneyError):
+        return error_page(request, 400, "bad_request")
+    outcome = await request_withdrawal(state_of(request), amount, staff.email)
+    return _done(_WITHDRAWAL_MESSAGES[outcome.refused])
+
+
+@requires("finance:reconcile")
+async def reconcile(request: Request, staff: Staff) -> Response:
+    rows = await backoffice.reconcile_rows(state_of(request))
+    return Response(
+        backoffice.reconcile_csv(rows),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="reconcile.csv"'},
+    )
+
+
+@requires("settings:write")
+async def settings_page(request: Request, staff: Staff) -> Response:
+    values = await backoffice.settings_values(state_of(request))
+    return _page(request, staff, "settings", values=values)
+
+
+@requires("settings:write")
+async def settings_save(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    if form is None:
+        return error_page(request, 400, "bad_request")
+    await backoffice.save_settings(state_of(request), form)
+    return _done("settings+saved")
+
+
+@requires("members:manage")
+async def member_password(request: Request, staff: Staff) -> Response:
+    form = await _form(request)
+    if form is None:
+        return error_page(request, 400, "bad_request")
+    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    if len(password) < 10:
+        return _done("password+too+short")
+    ok = await set_password(state_of(request), email, password)
+    log.info("member password set", extra={"staff": staff.email, "member": email, "ok": ok})
+    return _done("password+set" if ok else "unknown+member")
+
+
+def routes() -> list[Route]:
+    """Relative to the ``/admin`` mount (the dashboard itself is ``/admin``)."""
+    return [
+        Route("/products", products),
+        Route("/catalog/sync", catalog_sync, methods=["POST"]),
+        Route("/orders", orders_list),
+        Route("/orders/{oid}/refund", order_refund, methods=["POST"]),
+        Route("/customers", customers),
+        Route("/customers/block", customer_block, methods=["POST"]),
+        Route("/marketing", marketing),
+        Route("/coupons", coupon_create, methods=["POST"]),
+        Route("/announcements", announcement_create, methods=["POST"]),
+        Route("/finance", finance),
+        Route("/withdrawals", withdraw, methods=["POST"]),
+        Route("/reconcile", reconcile),
+        Route("/settings", settings_page),
+        Route("/settings", settings_save, methods=["POST"]),
+        Route("/members/password", member_password, methods=["POST"]),
+        *login_routes(),
+    ]

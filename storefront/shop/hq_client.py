@@ -1,0 +1,94 @@
+"""The sub-site's one client of HQ's API: builds the contract's headers and bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from kameng.contracts import hq_api
+from kameng.contracts.hq_api import (
+    Catalog,
+    Fulfilment,
+    FulfilRequest,
+    PaymentCreated,
+    PaymentRequest,
+)
+
+
+class HqError(RuntimeError):
+    """HQ could not be reached (``status`` None) or refused (``status`` = HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CatalogFetch:
+    catalog: Catalog | None  # None: not modified since ``etag``
+    etag: str | None
+
+
+class HqClient:
+    """Calls HQ as ``site`` with its API token; ``license_token`` returns the current token
+    (it changes when the operator renews the license)."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, hq_url: str, site: str, api_token: str,
+        license_token: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._http, self._hq, self._site, self._token = http, hq_url, site, api_token
+        self._license = license_token
+
+    @property
+    def api_token(self) -> str:
+        """Also the key HQ signs this site's payment notifications with."""
+        return self._token
+
+    def _headers(self, licensed: bool) -> dict[str, str]:
+        return hq_api.site_headers(
+            self._site, self._token, (self._license() or "") if licensed else None
+        )
+
+    async def _post(self, path: str, json: object | None, seconds: float) -> httpx.Response:
+        try:
+            return await self._http.post(
+                self._hq + path, json=json, headers=self._headers(licensed=True), timeout=seconds
+            )
+        except httpx.HTTPError as exc:
+            raise HqError(f"HQ unreachable: {type(exc).__name__}") from exc
+
+    async def catalog(self, etag: str | None) -> CatalogFetch:
+        """Conditional GET of the catalogue (needs no license: it only shows products)."""
+        headers = self._headers(licensed=False)
+        if etag:
+            headers["If-None-Match"] = etag
+        try:
+            r = await self._http.get(self._hq + hq_api.CATALOG_PATH, headers=headers, timeout=10)
+        except httpx.HTTPError as exc:
+            raise HqError(f"HQ unreachable: {type(exc).__name__}") from exc
+        if r.status_code == 304:
+            return CatalogFetch(None, etag)
+        if r.status_code != 200:
+            raise HqError(f"catalogue refused: HTTP {r.status_code}", r.status_code)
+        return CatalogFetch(Catalog.model_validate_json(r.content), r.headers.get("etag"))
+
+    async def create_payment(self, req: PaymentRequest) -> PaymentCreated:
+        r = await self._post(hq_api.PAYMENTS_PATH, req.model_dump(), seconds=10)
+        if r.status_code != 200:
+            raise HqError(f"payment channel refused: HTTP {r.status_code}", r.status_code)
+        return PaymentCreated.model_validate_json(r.content)
+
+    async def refund(self, payment_id: str) -> None:
+        r = await self._post(hq_api.refund_path(payment_id), None, seconds=10)
+        if r.status_code != 200:
+            raise HqError(f"refund refused: HTTP {r.status_code}", r.status_code)
+
+    async def fulfil(self, order_id: str, product_id: str) -> Fulfilment:
+        body = FulfilRequest(order_id=order_id, product_id=product_id).model_dump()
+        r = await self._post(hq_api.FULFIL_PATH, body, seconds=30)
+        if r.status_code != 200:
+            raise HqError(f"fulfilment refused: HTTP {r.status_code}", r.status_code)
+        return Fulfilment.model_validate_json(r.content)

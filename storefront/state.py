@@ -1,0 +1,66 @@
+"""The application's state, typed: what every route, service and background loop reaches.
+
+Built by :func:`kameng_storefront.app.create_app`; the connections (``pool``, ``redis``,
+``http``, ``payments``) are opened by the app's lifespan, so they exist while it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+
+from .config import Settings
+from .crypto import DataCipher
+from .web.license_guard import LicenseGuard, Mode
+from .web.metrics import Metrics
+from .web.throttle import FailureThrottle
+
+if TYPE_CHECKING:
+    import httpx
+    import redis.asyncio as aioredis
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from psycopg_pool import AsyncConnectionPool
+
+    from .shop.hq_client import HqClient
+    from .shop.payments import PaymentProvider
+
+__all__ = ["AppState", "state_of"]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    cipher: DataCipher
+    metrics: Metrics = field(default_factory=Metrics)
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    # Sub-site: the offline license guard. HQ has none (it is always "normal").
+    license: LicenseGuard | None = None
+    # HQ: the public keys that verify sub-sites' license tokens (several during rotation).
+    license_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    pool: AsyncConnectionPool = field(init=False)
+    redis: aioredis.Redis = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    hq: HqClient = field(init=False)  # sub-site only
+    payments: PaymentProvider = field(init=False)  # sub-site only
+
+    @property
+    def site(self) -> str:
+        return self.settings.site.site
+
+    def effective_mode(self) -> Mode:
+        return "normal" if self.license is None else self.license.mode()
+
+    def guard(self) -> LicenseGuard:
+        """The sub-site's license guard (a programming error to ask for it on HQ)."""
+        if self.license is None:
+            raise RuntimeError("no license guard in HQ mode")
+        return self.license
+
+
+def state_of(owner: HTTPConnection | Starlette) -> AppState:
+    """The one accessor: from a request (routes) or from the app (tests, middleware)."""
+    app = owner if isinstance(owner, Starlette) else owner.app
+    return app.state.kameng
