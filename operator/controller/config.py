@@ -28,6 +28,9 @@ class OperatorConfig:
     workers: int = 16
     metrics_port: int = 8080
     kubeconfig: str | None = None
+    # kopf peering: the ClusterKopfPeering name, or None to run standalone.
+    peering: str | None = "kameng"
+    peering_lifetime: int = 60  # seconds a silent peer counts as alive
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords
@@ -51,7 +54,3 @@ class OperatorConfig:
             workers=int(e.get("KAMENG_WORKERS", "16")),
             metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),
         )
-
-
-# Set by `kameng operator` before kopf starts; handlers read it at startup.
-CURRENT = OperatorConfig()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from .kube import Kube, path_for
+from kameng.kube.client import Kube, path_for
 
 SESSION = "session-secret"
 DATA_KEY = "data-key"
