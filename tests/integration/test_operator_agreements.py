@@ -51,6 +51,10 @@ def test_license_and_rolepolicy_status(operator: OperatorProcess, kubectl: Any) 
     printed = kubectl("get", "license", SITE).stdout
     assert "ExpiringSoon" in printed
     assert _rfc(now + timedelta(days=10)) in printed
+    # One life cycle: the SubSite's LICENSE column says the same as the License.
+    wait_for(lambda: get(kubectl, "subsite", SITE).get("status", {}).get("licenseState")
+             == "ExpiringSoon", 20, "SubSite licenseState")
+    assert "ExpiringSoon" in kubectl("get", "ss", SITE).stdout
 
     rp = wait_for(lambda: get(kubectl, "rolepolicy", RP).get("status", {}).get("usedBy")
                   and get(kubectl, "rolepolicy", RP), 15, "RolePolicy status")
