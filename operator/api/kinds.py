@@ -14,6 +14,7 @@ ANNOTATION_PREFIX = GROUP
 FINALIZER = f"{GROUP}/reclaim"
 SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
+KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
 
 
 @dataclass(frozen=True)

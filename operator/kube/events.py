@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kameng.api.common import API_VERSION
+from kameng.api.resources import SUBSITE
 
 from .client import Kube, KubeError, path_for
 
@@ -29,7 +30,7 @@ async def post(kube: Kube, obj: dict[str, Any], type_: str, reason: str,
         "metadata": {"name": f"{md.get('name')}.{uuid.uuid4().hex[:12]}",
                      "namespace": EVENT_NAMESPACE},
         "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION),
-                           "kind": obj.get("kind", "SubSite"), "name": md.get("name"),
+                           "kind": obj.get("kind", SUBSITE.kind), "name": md.get("name"),
                            "uid": md.get("uid")},
         "type": type_,
         "reason": reason[:128],

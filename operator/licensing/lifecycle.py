@@ -17,6 +17,7 @@ from kameng.api.license import (
     EXPIRED,
     EXPIRING_SOON,
     GRACE,
+    LIFECYCLE_REASONS,
     PENDING,
     SUSPENDED,
     LicenseSpec,
@@ -31,11 +32,6 @@ EXPIRING_SOON_LEAD = timedelta(days=30)
 Mode = Literal["normal", "readOnly", "suspended"]
 # What the storefront may do in each state; ExpiringSoon still sells.
 _MODES: dict[str, Mode] = {ACTIVE: "normal", EXPIRING_SOON: "normal", GRACE: "readOnly"}
-# Reasons of the License's Ready condition; the SubSite's LicenseValid condition uses
-# the same words prefixed with "License" (LicenseActive, LicenseInGrace…).
-_REASONS: dict[str, str] = {PENDING: "NotYetValid", ACTIVE: "Active",
-                            EXPIRING_SOON: "ExpiringSoon", GRACE: "InGrace",
-                            EXPIRED: "Expired", SUSPENDED: "Suspended"}
 
 
 class ClaimsLike(Protocol):
@@ -120,5 +116,5 @@ def state_at(terms: Terms, now: datetime,
         state, message = GRACE, f"term ended {end}; storefront read-only until {grace}"
     else:
         state, message = EXPIRED, f"grace ended {grace}; storefront suspended"
-    return LifeCycle(state=state, reason=_REASONS[state], message=message, next_change=nxt,
+    return LifeCycle(state=state, reason=LIFECYCLE_REASONS[state], message=message, next_change=nxt,
                      terms=t)

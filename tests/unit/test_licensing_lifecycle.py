@@ -85,3 +85,16 @@ def test_spec_and_claims_give_the_same_terms():
 def test_token_mode_is_the_life_cycle_mode(now):
     claims = LicenseClaims(site="demo", nbf=START, exp=END, graceUntil=GRACE_UNTIL)
     assert evaluate_mode(claims, now) == state_at(TERMS, now).mode
+
+
+def test_the_life_cycle_and_the_token_import_nothing_above_them():
+    import subprocess
+    import sys
+
+    code = ("import sys, kameng.licensing.lifecycle, kameng.licensing.verdict, "
+            "kameng.contracts.license_token; print(sorted(m for m in sys.modules "
+            "if m.startswith(('kameng.controller', 'kameng.kube', 'kameng.children', "
+            "'kameng.provision'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]"
