@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _env_float(name: str, default: float) -> float:
@@ -31,7 +31,6 @@ class OperatorConfig:
     # kopf peering: the ClusterKopfPeering name, or None to run standalone.
     peering: str | None = "kameng"
     peering_lifetime: int = 60  # seconds a silent peer counts as alive
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords
         return (f"OperatorConfig(namespace={self.namespace!r}, workers={self.workers}, "

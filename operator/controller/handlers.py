@@ -16,6 +16,7 @@ import kopf
 
 from kameng.api.common import GROUP, VERSION
 from kameng.api.kinds import CHILDREN
+from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
 from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
 from kameng.kube.client import Kube
 from kameng.provision import postgres as pg
@@ -86,22 +87,22 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
 
-@kopf.index(GROUP, VERSION, "subsites")
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
 def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("licenseRef", ""): name}
 
 
-@kopf.index(GROUP, VERSION, "subsites")
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
 def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
-@kopf.index(GROUP, VERSION, "licenses")
+@kopf.index(GROUP, VERSION, LICENSE.plural)
 def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     return {name: (int(meta.get("generation", 1)), dict(spec))}
 
 
-@kopf.index(GROUP, VERSION, "rolepolicies")
+@kopf.index(GROUP, VERSION, ROLEPOLICY.plural)
 def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
     return {name: dict(spec)}
 
@@ -112,7 +113,7 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 
 # --- wake-ups --------------------------------------------------------------------------
 
-@kopf.on.event(GROUP, VERSION, "subsites")
+@kopf.on.event(GROUP, VERSION, SUBSITE.plural)
 async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
                         subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
     ag: agreements.Agreements | None = memo.get("agreements")
@@ -135,7 +136,7 @@ def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
             rt.triggers.poke(site)
 
 
-@kopf.on.event(GROUP, VERSION, "licenses")
+@kopf.on.event(GROUP, VERSION, LICENSE.plural)
 async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                         subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
     _poke_all(memo, subsites_by_license, name)
@@ -147,7 +148,7 @@ async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: 
             await ag.license_seen(dict(body))
 
 
-@kopf.on.event(GROUP, VERSION, "rolepolicies")
+@kopf.on.event(GROUP, VERSION, ROLEPOLICY.plural)
 async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                            subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
     _poke_all(memo, subsites_by_rolepolicy, name)
@@ -184,7 +185,7 @@ for _child in CHILDREN:
 
 # --- the reconcile loop and deletion ---------------------------------------------------
 
-@kopf.daemon(GROUP, VERSION, "subsites", id="reconcile", cancellation_backoff=2.0,
+@kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
                          rolepolicies: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
@@ -226,6 +227,6 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
         rt.triggers.unregister(name, wake)
 
 
-@kopf.on.delete(GROUP, VERSION, "subsites", id="reclaim")
+@kopf.on.delete(GROUP, VERSION, SUBSITE.plural, id="reclaim")
 async def reclaim(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     await deletion.reclaim(memo.runtime, dict(body), retry)
