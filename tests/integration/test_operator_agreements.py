@@ -86,3 +86,21 @@ def test_status_writes_stop_when_nothing_changes(operator: OperatorProcess,
     time.sleep(3)
     assert get(kubectl, "license", SITE)["metadata"]["resourceVersion"] == before
     assert get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"] == rp_before
+
+
+def test_time_alone_moves_the_state_on_time(operator: OperatorProcess, kubectl: Any) -> None:
+    """No edit, no 60 s sweep: the operator wakes when the License's state changes."""
+    name = "it-agree-clock"
+    now = datetime.now(UTC).replace(microsecond=0)
+    lic = sample_objects(name, RP)[0]
+    lic["spec"]["term"] = {"start": _rfc(now - timedelta(days=1)),
+                           "end": _rfc(now + timedelta(days=30, seconds=8))}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
+    try:
+        wait_for(lambda: get(kubectl, "license", name).get("status", {}).get("state")
+                 == "Active", 15, "Active")
+        wait_for(lambda: get(kubectl, "license", name).get("status", {}).get("state")
+                 == "ExpiringSoon", 20, "ExpiringSoon on time")
+        assert datetime.now(UTC) < now + timedelta(seconds=25)
+    finally:
+        kubectl("delete", "license", name, "--ignore-not-found")
