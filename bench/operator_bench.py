@@ -35,16 +35,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kameng.api.common import API_VERSION  # noqa: E402
+from kameng.api.kinds import CHILDREN, resource  # noqa: E402
+from kameng.api.resources import SUBSITE  # noqa: E402
 from kameng.api.subsite import SubSiteSpec  # noqa: E402
 from kameng.children.build import build_children  # noqa: E402
 from kameng.children.context import SiteContext, SiteSecrets  # noqa: E402
-from kameng.controller.harness import OperatorProcess  # noqa: E402
-from kameng.controller.kube import Kube, path_for  # noqa: E402
+from kameng.kube.client import Kube, path_for  # noqa: E402
+from tests.support.operator import OperatorProcess  # noqa: E402
 
-MANAGED = {"namespaces", "resourcequotas", "limitranges", "networkpolicies",
-           "serviceaccounts", "roles", "rolebindings", "configmaps", "secrets",
-           "deployments", "services", "ingresses", "poddisruptionbudgets", "subsites",
-           "events"}
+MANAGED = {*(r.plural for r in CHILDREN), SUBSITE.plural, resource("Event").plural}
 WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY", "CREATE", "UPDATE"}
 METRIC_RE = re.compile(r'^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$', re.M)
 
@@ -93,13 +93,13 @@ def apiserver_writes(kubectl: list[str]) -> tuple[float, float]:
 
 def objects(prefix: str, n: int) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = [{
-        "apiVersion": "kameng.io/v1alpha1", "kind": "RolePolicy",
+        "apiVersion": API_VERSION, "kind": "RolePolicy",
         "metadata": {"name": f"{prefix}-rp"},
         "spec": {"roles": [{"name": "site-admin", "permissions": ["catalog:read"],
                             "kubernetes": {"access": "view"}}]}}]
     for i in range(n):
         name = f"{prefix}-{i:04d}"
-        docs.append({"apiVersion": "kameng.io/v1alpha1", "kind": "License",
+        docs.append({"apiVersion": API_VERSION, "kind": "License",
                      "metadata": {"name": name},
                      "spec": {"subSite": name, "plan": "basic", "categories": ["game-cards"],
                               "term": {"start": "2026-01-01T00:00:00Z",
@@ -107,7 +107,7 @@ def objects(prefix: str, n: int) -> list[dict[str, Any]]:
                               # Explicit: the CRD's revenueShare rule needs the key.
                               "fees": {"revenueShare": [{"category": "game-cards",
                                                          "percent": "5"}]}}})
-        docs.append({"apiVersion": "kameng.io/v1alpha1", "kind": "SubSite",
+        docs.append({"apiVersion": API_VERSION, "kind": "SubSite",
                      "metadata": {"name": name}, "spec": subsite_spec(name, prefix)})
     return docs
 
@@ -137,7 +137,7 @@ async def create_all(kube: Kube, docs: list[dict[str, Any]], parallel: int = 50)
 
 
 async def count_ready(kube: Kube, prefix: str) -> int:
-    items = await kube.list(path_for("kameng.io/v1alpha1", "SubSite"))
+    items = await kube.list(path_for(API_VERSION, "SubSite"))
     return sum(1 for o in items if o["metadata"]["name"].startswith(prefix + "-")
                and o.get("status", {}).get("phase") == "Ready")
 
@@ -244,11 +244,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await delete_prefix(kube, "Namespace", "v1", f"kameng-{raw_prefix}-")
     finally:
         if not args.keep:
-            await delete_prefix(kube, "SubSite", "kameng.io/v1alpha1", prefix + "-")
+            await delete_prefix(kube, "SubSite", API_VERSION, prefix + "-")
             fig["cleanup_complete"] = await wait_gone(
-                kube, "SubSite", "kameng.io/v1alpha1", prefix + "-", args.timeout)
-            await delete_prefix(kube, "License", "kameng.io/v1alpha1", prefix + "-")
-            await delete_prefix(kube, "RolePolicy", "kameng.io/v1alpha1", prefix + "-")
+                kube, "SubSite", API_VERSION, prefix + "-", args.timeout)
+            await delete_prefix(kube, "License", API_VERSION, prefix + "-")
+            await delete_prefix(kube, "RolePolicy", API_VERSION, prefix + "-")
         op.stop()
         await kube.close()
     return fig

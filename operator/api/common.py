@@ -7,6 +7,7 @@ server's message and the Python validation never drift apart.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,11 @@ from pydantic.alias_generators import to_camel
 GROUP = "kameng.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def format_time(dt: datetime) -> str:
+    """RFC 3339 in UTC to the second, as every time in the kinds' status."""
+    return dt.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 # Regexes shared by CEL rules and Python validation. Kept in RE2 syntax (no
 # look-arounds) because the API server evaluates them with RE2.

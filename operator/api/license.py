@@ -22,7 +22,19 @@ from .common import (
 )
 
 Plan = Literal["basic", "flagship"]
+# The life-cycle states (computed by kameng.licensing.lifecycle). A License's status
+# shows a state once its term has begun, so Pending is not in the CRD's enum;
+# Terminated is reserved.
+PENDING, ACTIVE, EXPIRING_SOON, GRACE = "Pending", "Active", "ExpiringSoon", "Grace"
+EXPIRED, SUSPENDED, TERMINATED = "Expired", "Suspended", "Terminated"
+# Reasons of the License's Ready condition per state; the SubSite's LicenseValid
+# condition uses the same words prefixed with "License" (LicenseActive, LicenseInGrace…).
+LIFECYCLE_REASONS = {PENDING: "NotYetValid", ACTIVE: "Active", EXPIRING_SOON: "ExpiringSoon",
+                     GRACE: "InGrace", EXPIRED: "Expired", SUSPENDED: "Suspended",
+                     TERMINATED: "Terminated"}
 LicenseState = Literal["Active", "ExpiringSoon", "Grace", "Expired", "Suspended", "Terminated"]
+LifeCycleState = Literal["Pending", "Active", "ExpiringSoon", "Grace", "Expired", "Suspended",
+                         "Terminated"]
 RenewalStrategy = Literal["FromExpiry", "FromNowIfExpired"]
 SettlementPeriod = Literal["Daily", "Weekly", "Monthly"]
 

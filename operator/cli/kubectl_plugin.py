@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from kameng.api.common import GROUP, VERSION
-from kameng.api.resources import KINDS
+from kameng.api.conditions import READY, RECONCILING, STALLED, find
+from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
 from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
 
 _SINGULAR = {k.plural: k.singular for k in KINDS}
@@ -52,28 +53,25 @@ class Api:
 
 
 def license_of(api: Api, site: str) -> dict[str, Any]:
-    ss = api.get("subsites", site)
-    return api.get("licenses", ss["spec"]["licenseRef"])
+    ss = api.get(SUBSITE.plural, site)
+    return api.get(LICENSE.plural, ss["spec"]["licenseRef"])
 
 
 def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in obj.get("status", {}).get("conditions", []):
-        if c.get("type") == type_:
-            return c
-    return {}
+    return find(obj.get("status", {}).get("conditions"), type_) or {}
 
 
 def _is_problem(c: dict[str, Any]) -> bool:
     # kstatus: Reconciling and Stalled are "abnormal-true" conditions; the rest are
     # healthy when True.
-    if c.get("type") in ("Reconciling", "Stalled"):
+    if c.get("type") in (RECONCILING, STALLED):
         return c.get("status") == "True"
     return c.get("status") != "True"
 
 
 def cmd_status(api: Api, args: argparse.Namespace) -> int:
-    sites = [api.get("subsites", args.site)] if args.site else api.list("subsites")
-    licenses = {lic["metadata"]["name"]: lic for lic in api.list("licenses")}
+    sites = [api.get(SUBSITE.plural, args.site)] if args.site else api.list(SUBSITE.plural)
+    licenses = {lic["metadata"]["name"]: lic for lic in api.list(LICENSE.plural)}
     rows = [("NAME", "PHASE", "READY", "LICENSE", "STATE", "EXPIRES", "URL", "PROBLEM")]
     for ss in sorted(sites, key=lambda o: o["metadata"]["name"]):
         st = ss.get("status", {})
@@ -84,7 +82,7 @@ def cmd_status(api: Api, args: argparse.Namespace) -> int:
         if lic.get("spec", {}).get("suspended"):
             problems.insert(0, f"suspended: {lic['spec'].get('suspendReason') or 'no reason'}")
         rows.append((ss["metadata"]["name"], st.get("phase", "-"),
-                     _cond(ss, "Ready").get("status", "-"), ss["spec"]["licenseRef"],
+                     _cond(ss, READY).get("status", "-"), ss["spec"]["licenseRef"],
                      lst.get("state", "-"), lst.get("expiresAt", lic.get("spec", {})
                                                     .get("term", {}).get("end", "-")),
                      st.get("url", "-"), "; ".join(problems) or "-"))
@@ -96,7 +94,7 @@ def cmd_status(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_suspend(api: Api, args: argparse.Namespace) -> int:
     lic = license_of(api, args.site)
-    api.patch("licenses", lic["metadata"]["name"],
+    api.patch(LICENSE.plural, lic["metadata"]["name"],
               {"spec": {"suspended": True, "suspendReason": args.reason}})
     print(f"license.{GROUP}/{lic['metadata']['name']} suspended ({args.reason}); "
           f"sub-site {args.site} stops taking orders")
@@ -105,7 +103,7 @@ def cmd_suspend(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_resume(api: Api, args: argparse.Namespace) -> int:
     lic = license_of(api, args.site)
-    api.patch("licenses", lic["metadata"]["name"],
+    api.patch(LICENSE.plural, lic["metadata"]["name"],
               {"spec": {"suspended": False, "suspendReason": None}})
     print(f"license.{GROUP}/{lic['metadata']['name']} resumed; sub-site {args.site} restored")
     return 0
@@ -126,7 +124,7 @@ def cmd_renew(api: Api, args: argparse.Namespace) -> int:
         strategy = spec.get("renewal", {}).get("strategy", "FromExpiry")
         new = renew(term, parse_duration(args.extend), strategy, now)
     # The term is patched as a whole so start and end stay consistent (CEL checks both).
-    api.patch("licenses", lic["metadata"]["name"],
+    api.patch(LICENSE.plural, lic["metadata"]["name"],
               {"spec": {"term": {"start": format_time(new.start), "end": format_time(new.end)}}})
     print(f"license.{GROUP}/{lic['metadata']['name']} renewed: term "
           f"{format_time(new.start)} → {format_time(new.end)}")
@@ -146,9 +144,9 @@ def _clean(obj: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_export(api: Api, args: argparse.Namespace) -> int:
     """The site's three resources as clean YAML, ready to commit to a GitOps repo."""
-    ss = api.get("subsites", args.site)
-    docs = [api.get("licenses", ss["spec"]["licenseRef"]),
-            api.get("rolepolicies", ss["spec"]["rolePolicyRef"]), ss]
+    ss = api.get(SUBSITE.plural, args.site)
+    docs = [api.get(LICENSE.plural, ss["spec"]["licenseRef"]),
+            api.get(ROLEPOLICY.plural, ss["spec"]["rolePolicyRef"]), ss]
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List",
                           "items": [_clean(d) for d in docs]}, indent=2, ensure_ascii=False))

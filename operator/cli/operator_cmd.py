@@ -3,6 +3,10 @@
 PostgreSQL and Redis admin credentials come from ``KAMENG_PG_ADMIN_DSN`` and
 ``KAMENG_REDIS_URL`` (set from Secrets when deployed) — never from flags, so they do
 not show up in process listings.
+
+Peering is on by default (ClusterKopfPeering ``kameng``): several operators may run,
+one acts. ``--standalone`` runs without peering and refuses to start while another
+operator is active.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ import argparse
 import logging
 import os
 
+DEFAULT_PEERING = "kameng"
+EXIT_ANOTHER_ACTIVE = 3
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--standalone", action="store_true", default=None,
-                   help="no peering (default unless --peering is given)")
-    p.add_argument("--peering", metavar="NAME", default=None,
-                   help="ClusterKopfPeering name for HA (several replicas, one active)")
+    p.add_argument("--standalone", action="store_true",
+                   help="no peering: refuse to start if another operator is active")
+    p.add_argument("--peering", metavar="NAME",
+                   default=os.environ.get("KAMENG_PEERING", DEFAULT_PEERING),
+                   help="ClusterKopfPeering name; operators in one peering: one acts, the "
+                   "others wait (default: %(default)s)")
+    p.add_argument("--peering-lifetime", type=int,
+                   default=int(os.environ.get("KAMENG_PEERING_LIFETIME", "60")),
+                   help="seconds after which a silent peer is presumed dead and another "
+                   "one takes over (default: %(default)s)")
     p.add_argument("--namespace", default=os.environ.get("KAMENG_NAMESPACE", "kameng-system"),
                    help="operator namespace holding the HQ keys Secret")
     p.add_argument("--metrics-port", type=int,
@@ -37,11 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
     import kopf
 
-    from kameng.controller import config
+    from kameng.controller import exclusive, kopf_setup
+    from kameng.controller.config import OperatorConfig
 
-    cfg = config.OperatorConfig.from_env()
+    cfg = OperatorConfig.from_env()
     cfg.namespace = args.namespace
     cfg.metrics_port = args.metrics_port
     cfg.workers = args.workers
@@ -50,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.hq_url = args.hq_url or cfg.hq_url
     cfg.ingress_class = args.ingress_class or cfg.ingress_class
     cfg.kubeconfig = os.environ.get("KUBECONFIG") or None
-    config.CURRENT = cfg
+    cfg.peering = None if args.standalone else args.peering
+    cfg.peering_lifetime = args.peering_lifetime
 
     import kameng.controller.handlers  # noqa: F401 - registers the handlers
 
@@ -60,10 +77,18 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose
                                                else logging.WARNING)
+    memo = kopf.Memo(config=cfg)
+    try:
+        memo.lease = asyncio.run(exclusive.preflight(cfg))
+    except exclusive.CannotStart as exc:
+        logging.getLogger("kameng.operator").error("%s", exc)
+        return EXIT_ANOTHER_ACTIVE
+    settings = kopf.OperatorSettings()
+    kopf_setup.configure(settings, cfg)
     kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        settings=settings,
         clusterwide=True,
         liveness_endpoint=args.liveness or None,
+        memo=memo,
     )
     return 0

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
+from kameng.licensing.lifecycle import Terms, state_at
+
 __all__ = [
     "TOKEN_TYPE",
     "LicenseClaims",
@@ -233,20 +235,10 @@ def verify_token(
 
 
 def evaluate_mode(claims: LicenseClaims, now: datetime | None = None) -> LicenseMode:
-    """What the shop may do under ``claims`` at ``now``.
+    """What the shop may do under ``claims`` at ``now``: the mode of the license's
+    life-cycle state (:mod:`kameng.licensing.lifecycle`, the one place it is computed).
 
-    suspended flag → ``suspended``; before ``nbf`` → ``suspended``; up to ``exp`` →
-    ``normal``; up to ``graceUntil`` → ``readOnly``; afterwards → ``suspended``.
+    Active and ExpiringSoon → ``normal``; Grace → ``readOnly``; Pending, Expired and
+    Suspended → ``suspended``.
     """
-    now = _utc(now or datetime.now(UTC))
-    if claims.suspended or now < _utc(claims.nbf):
-        return "suspended"
-    if now < _utc(claims.exp):
-        return "normal"
-    if now < _utc(claims.grace_until):
-        return "readOnly"
-    return "suspended"
-
-
-# Short alias matching the brief's wording.
-evaluate = evaluate_mode
+    return state_at(Terms.from_claims(claims), now or datetime.now(UTC)).mode

@@ -1,2 +1,3 @@
-"""The operator: kopf handler registration (:mod:`.handlers`) and the reconcile logic,
-status, events, metrics and settings in topic modules."""
+"""The operator: kopf handler registration (:mod:`.handlers`) and, in topic modules, the
+SubSite reconcile and deletion, License/RolePolicy status, per-site state (kopf's memo),
+the one-active-operator check, metrics, and kopf's own settings (:mod:`.kopf_setup`)."""

@@ -1,9 +1,9 @@
 """Status of Licenses and RolePolicies: what `kubectl get lic,rp` shows at a glance.
 
-The states are computed from the spec and the clock alone (pure functions below), so
-the status is level-based: a watch event recomputes it, a periodic sweep catches the
-transitions that only time causes, and the API is written only when the result differs
-from what the object already says.
+The License's state is the one life cycle of :mod:`kameng.licensing.lifecycle`, computed
+from spec and clock alone, so the status is level-based: a watch event recomputes it,
+the :class:`LicenseClock` wakes exactly when the next License changes state by time
+alone, and the API is written only when the result differs from what the object says.
 """
 
 from __future__ import annotations
@@ -11,76 +11,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
-from kameng.api.license import LicenseSpec
+from kameng.api.license import EXPIRED as EXPIRED_STATE
+from kameng.api.license import GRACE, PENDING, SUSPENDED, LicenseSpec
+from kameng.api.resources import LICENSE, ROLEPOLICY
 from kameng.api.rolepolicy import RolePolicySpec
-from kameng.licensing.term import format_time, parse_duration, parse_time
-
-from . import events
-from .kube import Kube, KubeError, path_for
+from kameng.kube import events
+from kameng.kube.client import Kube, KubeError, path_for
+from kameng.licensing.lifecycle import LifeCycle, Terms, state_at
+from kameng.licensing.term import format_time
 
 log = logging.getLogger(__name__)
-EXPIRING_SOON = timedelta(days=30)
-SWEEP_SECONDS = 60.0
-_WARN_STATES = {"Grace", "Expired", "Suspended"}
+_WARN_STATES = {GRACE, EXPIRED_STATE, SUSPENDED}
+# Longest sleep of the clock: a bound on the damage of a wrong system clock.
+MAX_CLOCK_SLEEP = 3600.0
 
 
-def _ready(ok: bool, reason: str, message: str, generation: int,
-           previous: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    old = next((c for c in (previous or {}).get("conditions", []) if c.get("type") == "Ready"),
-               None)
-    status = "True" if ok else "False"
-    since = old["lastTransitionTime"] if old and old.get("status") == status and \
-        old.get("lastTransitionTime") else format_time(now)
-    return {"type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": since, "observedGeneration": generation}
+def license_lifecycle(spec: dict[str, Any], now: datetime) -> LifeCycle:
+    return state_at(Terms.from_spec(LicenseSpec.model_validate(spec)), now)
 
 
 def license_status(spec: dict[str, Any], generation: int, previous: dict[str, Any] | None,
                    now: datetime) -> dict[str, Any]:
-    lic = LicenseSpec.model_validate(spec)
-    start, end = parse_time(lic.term.start), parse_time(lic.term.end)
-    grace_until = end + parse_duration(lic.grace_period)
-    state: str | None
-    if lic.suspended:
-        why = f": {lic.suspend_reason}" if lic.suspend_reason else ""
-        state, ok, reason, msg = "Suspended", False, "Suspended", f"suspended by HQ{why}"
-    elif now < start:
-        state, ok, reason, msg = None, False, "NotYetValid", f"term starts {format_time(start)}"
-    elif now < end - EXPIRING_SOON:
-        state, ok, reason, msg = "Active", True, "Active", f"valid until {format_time(end)}"
-    elif now < end:
-        state, ok, reason, msg = ("ExpiringSoon", True, "ExpiringSoon",
-                                  f"term ends {format_time(end)}; renew with "
-                                  f"`kubectl kameng renew {lic.sub_site} --extend 365d`")
-    elif now < grace_until:
-        state, ok, reason, msg = ("Grace", False, "InGrace",
-                                  f"term ended {format_time(end)}; storefront read-only until "
-                                  f"{format_time(grace_until)}")
-    else:
-        state, ok, reason, msg = ("Expired", False, "Expired",
-                                  f"grace ended {format_time(grace_until)}; storefront "
-                                  f"suspended")
+    lc = license_lifecycle(spec, now)
     out: dict[str, Any] = {
-        "expiresAt": format_time(end), "graceUntil": format_time(grace_until),
+        "expiresAt": format_time(lc.terms.end), "graceUntil": format_time(lc.terms.grace_until),
         "observedGeneration": generation,
-        "conditions": [_ready(ok, reason, msg, generation, previous, now)],
+        "conditions": c.set_condition((previous or {}).get("conditions"), c.READY,
+                                      lc.selling, lc.reason, lc.message, now, generation),
     }
-    if state:
-        out["state"] = state
+    # The status shows a state once the term has begun (Pending is not in the enum).
+    if lc.state != PENDING:
+        out["state"] = lc.state
     return out
-
-
-def license_next_change(spec: dict[str, Any], now: datetime) -> datetime | None:
-    lic = LicenseSpec.model_validate(spec)
-    end = parse_time(lic.term.end)
-    points = (parse_time(lic.term.start), end - EXPIRING_SOON, end,
-              end + parse_duration(lic.grace_period))
-    future = [p for p in points if p > now]
-    return min(future) if future else None
 
 
 def rolepolicy_status(spec: dict[str, Any], generation: int, used_by: int,
@@ -88,7 +55,8 @@ def rolepolicy_status(spec: dict[str, Any], generation: int, used_by: int,
     rp = RolePolicySpec.model_validate(spec)
     msg = f"{len(rp.roles)} roles, used by {used_by} sub-site(s)"
     return {"roleCount": len(rp.roles), "usedBy": used_by, "observedGeneration": generation,
-            "conditions": [_ready(True, "Valid", msg, generation, previous, now)]}
+            "conditions": c.set_condition((previous or {}).get("conditions"), c.READY, True,
+                                          c.R_VALID, msg, now, generation)}
 
 
 def differs(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
@@ -106,10 +74,12 @@ class Agreements:
         self.licenses: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.used_by: dict[str, int] = {}
+        self.changed = asyncio.Event()  # wakes the clock: a License was added or edited
 
     async def license_seen(self, body: dict[str, Any], now: datetime | None = None) -> None:
         name = body["metadata"]["name"]
         self.licenses[name] = body
+        self.changed.set()
         await self._sync_license(body, now or datetime.now(UTC))
 
     def license_gone(self, name: str) -> None:
@@ -132,19 +102,54 @@ class Agreements:
                 self.used_by[name] = n
                 await self._sync_policy(body, datetime.now(UTC))
 
-    async def sweep(self, now: datetime | None = None) -> None:
-        """Time-driven transitions (ExpiringSoon → Grace → Expired) without an edit."""
-        for body in list(self.licenses.values()):
-            await self._sync_license(body, now or datetime.now(UTC))
-
-    async def run_sweeps(self, usage: Any) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+    def next_change(self, now: datetime) -> datetime | None:
+        """When the first known License changes state by time alone."""
+        points = []
+        for body in self.licenses.values():
             try:
-                await self.sweep()
-                await self.policy_usage(usage())
-            except Exception:  # the next sweep retries; a bug must not end sweeping
-                log.exception("status sweep of Licenses/RolePolicies failed")
+                nxt = license_lifecycle(body.get("spec") or {}, now).next_change
+            except ValueError:
+                continue
+            if nxt is not None:
+                points.append(nxt)
+        return min(points, default=None)
+
+    async def tick(self, now: datetime) -> None:
+        """Time-driven transitions (ExpiringSoon → Grace → Expired) without an edit.
+
+        Each License is read fresh first: while kopf pauses this operator in favour of
+        a peer it gets no watch events, and the peer may have written the status."""
+        for name in list(self.licenses):
+            try:
+                fresh = await self.kube.get(path_for(API_VERSION, LICENSE.kind, name),
+                                            kind=LICENSE.kind)
+            except KubeError as e:
+                log.warning("License %s: not read: %s", name, e)
+                continue
+            if fresh is None:
+                self.licenses.pop(name, None)
+                continue
+            self.licenses[name] = fresh
+            await self._sync_license(fresh, now)
+
+    async def run_clock(self) -> None:
+        """Sleep until the next License changes state (or one is edited), then tick."""
+        while True:
+            now = datetime.now(UTC)
+            nxt = self.next_change(now)
+            delay = MAX_CLOCK_SLEEP if nxt is None else \
+                min(MAX_CLOCK_SLEEP, max(0.0, (nxt - now).total_seconds()) + 0.5)
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=delay)
+                continue  # an edit: its status was synced already; recompute the time
+            except TimeoutError:
+                pass
+            try:
+                await self.tick(datetime.now(UTC))
+            except Exception:  # the next tick retries; a bug must not stop the clock
+                log.exception("status clock of Licenses failed")
+                await asyncio.sleep(5)
 
     async def _sync_license(self, body: dict[str, Any], now: datetime) -> None:
         meta = body["metadata"]
@@ -160,18 +165,19 @@ class Agreements:
         patch = {"status": {**desired, **({} if "state" in desired else {"state": None})}}
         try:
             new = await self.kube.merge_patch(
-                path_for(API_VERSION, "License", meta["name"], subresource="status"), patch,
-                kind="License")
+                path_for(API_VERSION, LICENSE.kind, meta["name"], subresource="status"),
+                patch, kind=LICENSE.kind)
         except KubeError as e:
             log.warning("License %s: status not written: %s", meta["name"], e)
             return
         self.licenses[meta["name"]] = new
         old_state, new_state = current.get("state"), desired.get("state")
         if new_state and new_state != old_state:
-            msg = desired["conditions"][0]["message"]
-            await events.post(self.kube, {**body, "kind": "License", "apiVersion": API_VERSION},
+            ready = c.find(desired["conditions"], c.READY) or {}
+            await events.post(self.kube,
+                              {**body, "kind": LICENSE.kind, "apiVersion": API_VERSION},
                               "Warning" if new_state in _WARN_STATES else "Normal",
-                              f"License{new_state}", msg)
+                              f"License{new_state}", ready.get("message", ""))
 
     async def _sync_policy(self, body: dict[str, Any], now: datetime) -> None:
         meta = body["metadata"]
@@ -182,8 +188,8 @@ class Agreements:
             return
         try:
             new = await self.kube.merge_patch(
-                path_for(API_VERSION, "RolePolicy", name, subresource="status"),
-                {"status": desired}, kind="RolePolicy")
+                path_for(API_VERSION, ROLEPOLICY.kind, name, subresource="status"),
+                {"status": desired}, kind=ROLEPOLICY.kind)
         except KubeError as e:
             log.warning("RolePolicy %s: status not written: %s", name, e)
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kameng.contracts.pod import HQ_KEYS_SECRET
 
@@ -30,7 +30,9 @@ class OperatorConfig:
     workers: int = 16
     metrics_port: int = 8080
     kubeconfig: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # kopf peering: the ClusterKopfPeering name, or None to run standalone.
+    peering: str | None = "kameng"
+    peering_lifetime: int = 60  # seconds a silent peer counts as alive
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords
         return (f"OperatorConfig(namespace={self.namespace!r}, workers={self.workers}, "
@@ -53,7 +55,3 @@ class OperatorConfig:
             workers=int(e.get("KAMENG_WORKERS", "16")),
             metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),
         )
-
-
-# Set by `kameng operator` before kopf starts; handlers read it at startup.
-CURRENT = OperatorConfig()

@@ -14,18 +14,21 @@ from typing import Any
 
 import kopf
 
+from kameng.api import conditions as c
+from kameng.api.common import API_VERSION
+from kameng.api.kinds import SKIP_RECLAIM_ANNOTATION
+from kameng.api.resources import SUBSITE
 from kameng.api.subsite import SubSiteSpec
 from kameng.children.context import namespace_name
+from kameng.kube import events
+from kameng.kube.client import KubeError, path_for
 from kameng.provision.postgres import DatabaseUnavailable
 from kameng.provision.redis_acl import RedisUnavailable
 
-from . import events, keyvault
-from .kube import KubeError, path_for
-from .licensing import rfc3339
+from . import keyvault, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
-SKIP_ANNOTATION = "kameng.io/skip-reclaim"
 MAX_DELAY = 30.0
 
 
@@ -39,33 +42,15 @@ def _policy(body: dict[str, Any]) -> str:
 async def _status(rt: Runtime, body: dict[str, Any], reason: str, message: str,
                   stalled: bool) -> None:
     name = body["metadata"]["name"]
-    now = rfc3339(datetime.now(UTC))
-    gen = int(body["metadata"].get("generation", 1))
-    conds = [
-        {"type": "Ready", "status": "False", "reason": reason, "message": message,
-         "lastTransitionTime": now, "observedGeneration": gen},
-        {"type": "Reconciling", "status": "False" if stalled else "True", "reason": reason,
-         "message": message, "lastTransitionTime": now, "observedGeneration": gen},
-        {"type": "Stalled", "status": "True" if stalled else "False", "reason": reason,
-         "message": message if stalled else "", "lastTransitionTime": now,
-         "observedGeneration": gen},
-    ]
-    old = {c.get("type"): c for c in (body.get("status") or {}).get("conditions", [])}
-    for c in conds:
-        o = old.get(c["type"])
-        if o and o.get("status") == c["status"] and o.get("reason") == c["reason"]:
-            c["lastTransitionTime"] = o.get("lastTransitionTime", now)
-    keep = [c for t, c in old.items() if t not in {"Ready", "Reconciling", "Stalled"}]
-    new = {"phase": "Terminating", "conditions": conds + keep}
-    cur = body.get("status") or {}
-    if cur.get("phase") == "Terminating" and all(
-            (old.get(c["type"]) or {}).get(k) == c[k]
-            for c in conds for k in ("status", "reason", "message")):
+    current = body.get("status") or {}
+    new = status.terminating(current, reason, message, stalled,
+                             int(body["metadata"].get("generation", 1)), datetime.now(UTC))
+    if {k: current.get(k) for k in new} == new:
         return
     try:
-        await rt.kube.merge_patch(path_for("kameng.io/v1alpha1", "SubSite", name,
+        await rt.kube.merge_patch(path_for(API_VERSION, SUBSITE.kind, name,
                                            subresource="status"), {"status": new},
-                                  kind="SubSite")
+                                  kind=SUBSITE.kind)
     except KubeError as exc:
         log.warning("SubSite %s: could not write terminating status: %s", name, exc)
 
@@ -73,17 +58,17 @@ async def _status(rt: Runtime, body: dict[str, Any], reason: str, message: str,
 async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     md = body["metadata"]
     name = md["name"]
-    if (md.get("annotations") or {}).get(SKIP_ANNOTATION) == "true":
-        await events.post(rt.kube, body, "Warning", "ReclaimSkipped",
-                          f"{SKIP_ANNOTATION} is set: database and Redis user of {name} are "
-                          "left in place for manual clean-up")
+    if (md.get("annotations") or {}).get(SKIP_RECLAIM_ANNOTATION) == "true":
+        await events.post(rt.kube, body, "Warning", c.R_RECLAIM_SKIPPED,
+                          f"{SKIP_RECLAIM_ANNOTATION} is set: database and Redis user of {name} "
+                          "are left in place for manual clean-up")
         await _finish(rt, name)
         return
     policy = _policy(body)
-    await _status(rt, body, "Reclaiming", f"reclaiming (database reclaimPolicy {policy})",
+    await _status(rt, body, c.R_RECLAIMING, f"reclaiming (database reclaimPolicy {policy})",
                   stalled=False)
     try:
-        async with rt.backend_lock(name):  # after any in-flight provisioning
+        async with rt.site(name).backend_lock:  # after any in-flight provisioning
             await rt.postgres.reclaim(name, policy)  # type: ignore[arg-type]
             await rt.redis.remove(name)
         if policy == "Delete":  # the key copy goes with the data it decrypts
@@ -91,13 +76,13 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     except (DatabaseUnavailable, RedisUnavailable, KubeError) as exc:
         delay = min(MAX_DELAY, 2.0 ** retry)
         message = (f"{exc}; retrying in {delay:.0f}s. To release the SubSite without "
-                   f"reclaiming, annotate it {SKIP_ANNOTATION}=true")
-        await _status(rt, body, "ReclaimFailed", message, stalled=True)
+                   f"reclaiming, annotate it {SKIP_RECLAIM_ANNOTATION}=true")
+        await _status(rt, body, c.R_RECLAIM_FAILED, message, stalled=True)
         if retry == 0 or retry % 10 == 0:
-            await events.post(rt.kube, body, "Warning", "ReclaimFailed", message)
+            await events.post(rt.kube, body, "Warning", c.R_RECLAIM_FAILED, message)
         raise kopf.TemporaryError(message, delay=delay) from None
     kept = "retained (role locked)" if policy == "Retain" else "dropped"
-    await events.post(rt.kube, body, "Normal", "Reclaimed",
+    await events.post(rt.kube, body, "Normal", c.R_RECLAIMED,
                       f"database of {name} {kept}; Redis user removed")
     await _finish(rt, name)
 

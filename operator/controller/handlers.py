@@ -15,33 +15,32 @@ from typing import Any
 import kopf
 
 from kameng.api.common import GROUP, VERSION
+from kameng.api.kinds import CHILDREN
+from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
 from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
+from kameng.kube.client import Kube
 from kameng.provision import postgres as pg
 from kameng.provision import redis_acl
 
-from . import agreements, deletion, hqkeys, metrics, reconcile, runtime, settings
-from . import config as config_mod
-from .kube import Kube
+from . import agreements, deletion, exclusive, hqkeys, metrics, reconcile
+from .config import OperatorConfig
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.05
-
-# Children are watched by label so drift (an edit, a deletion) wakes their site.
-CHILD_RESOURCES: tuple[tuple[str, str], ...] = (
-    ("v1", "namespaces"), ("v1", "resourcequotas"), ("v1", "limitranges"),
-    ("networking.k8s.io/v1", "networkpolicies"), ("v1", "serviceaccounts"),
-    ("rbac.authorization.k8s.io/v1", "roles"),
-    ("rbac.authorization.k8s.io/v1", "rolebindings"), ("v1", "configmaps"),
-    ("v1", "secrets"), ("apps/v1", "deployments"), ("v1", "services"),
-    ("networking.k8s.io/v1", "ingresses"), ("policy/v1", "poddisruptionbudgets"),
-)
 _MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+# What lives in kopf's memo (set up by `kameng operator` and the startup handler):
+#   memo.config      OperatorConfig
+#   memo.lease       exclusive.Lease held by a standalone operator, else None
+#   memo.runtime     Runtime: clients, keys, child cache, per-site state
+#   memo.agreements  Agreements: License and RolePolicy status keeper
+#   memo.tasks       background tasks ended at cleanup (License clock, lease renewal)
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings_mod_configure(settings)
-    cfg = config_mod.CURRENT
+async def startup(memo: kopf.Memo, **_: Any) -> None:
+    cfg: OperatorConfig = memo.config
     if not cfg.pg_admin_dsn or not cfg.redis_url:
         raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN and KAMENG_REDIS_URL are required")
     kube = Kube.from_environment(cfg.kubeconfig)
@@ -55,44 +54,31 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
         redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
     )
-    runtime.RUNTIME = runtime.Runtime(
+    memo.runtime = Runtime(
         config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
         redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
         redis_target=redis_target, keys=keys, platform=platform,
         semaphore=asyncio.Semaphore(cfg.workers),
     )
-    global AGREEMENTS, _SWEEPER
-    AGREEMENTS = agreements.Agreements(kube)
-    _SWEEPER = asyncio.create_task(AGREEMENTS.run_sweeps(_policy_usage))
+    metrics.publish_phases(())
+    memo.agreements = agreements.Agreements(kube)
+    memo.tasks = [asyncio.create_task(memo.agreements.run_clock())]
+    lease = memo.get("lease")
+    if lease is not None:  # standalone: keep telling others that this one is active
+        memo.tasks.append(asyncio.create_task(lease.keep()))
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     log.info("kameng operator started: %r", cfg)
 
 
-def settings_mod_configure(s: kopf.OperatorSettings) -> None:
-    settings.configure(s)
-
-
-# License/RolePolicy status keeper, created at startup; the sweeper handles the
-# transitions that only time causes. The index of SubSites per RolePolicy is stashed by
-# the first handler that receives it (kopf hands indexes to handlers only).
-AGREEMENTS: agreements.Agreements | None = None
-_SWEEPER: asyncio.Task[None] | None = None
-_BY_POLICY: kopf.Index[str, str] | None = None
-
-
-def _policy_usage() -> list[tuple[str, int]]:
-    if _BY_POLICY is None:
-        return []
-    return [(name, len(_BY_POLICY.get(name, []))) for name in
-            (AGREEMENTS.policies if AGREEMENTS else {})]
-
-
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if _SWEEPER is not None:
-        _SWEEPER.cancel()
-    rt = runtime.RUNTIME
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
+    lease: exclusive.Lease | None = memo.get("lease")
+    if lease is not None:
+        await lease.release()
+    rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         rt.closing = True
         await rt.kube.close()
@@ -101,22 +87,22 @@ async def cleanup(**_: Any) -> None:
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
 
-@kopf.index(GROUP, VERSION, "subsites")
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
 def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("licenseRef", ""): name}
 
 
-@kopf.index(GROUP, VERSION, "subsites")
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
 def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
-@kopf.index(GROUP, VERSION, "licenses")
+@kopf.index(GROUP, VERSION, LICENSE.plural)
 def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     return {name: (int(meta.get("generation", 1)), dict(spec))}
 
 
-@kopf.index(GROUP, VERSION, "rolepolicies")
+@kopf.index(GROUP, VERSION, ROLEPOLICY.plural)
 def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
     return {name: dict(spec)}
 
@@ -127,54 +113,56 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 
 # --- wake-ups --------------------------------------------------------------------------
 
-@kopf.on.event(GROUP, VERSION, "subsites")
-async def subsite_event(name: str, meta: kopf.Meta,
+@kopf.on.event(GROUP, VERSION, SUBSITE.plural)
+async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
                         subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
-    global _BY_POLICY
-    _BY_POLICY = subsites_by_rolepolicy
-    if AGREEMENTS is not None:
-        await AGREEMENTS.policy_usage(_policy_usage())
-    rt = runtime.RUNTIME
+    ag: agreements.Agreements | None = memo.get("agreements")
+    if ag is not None:
+        await ag.policy_usage((p, len(subsites_by_rolepolicy.get(p, [])))
+                              for p in list(ag.policies))
+    rt: Runtime | None = memo.get("runtime")
     # Status-only changes (our own writes) do not bump the generation: no wake-up.
-    if rt is not None and rt.seen_generation.get(name) != meta.get("generation"):
-        log.debug("wake %s: generation %s", name, meta.get("generation"))
-        rt.triggers.poke(name)
+    if rt is not None:
+        site = rt.sites.get(name)
+        if site is None or site.seen_generation != meta.get("generation"):
+            log.debug("wake %s: generation %s", name, meta.get("generation"))
+            rt.triggers.poke(name)
 
 
-def _poke_all(index: kopf.Index[str, str], key: str) -> None:
-    rt = runtime.RUNTIME
+def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
+    rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         for site in index.get(key, []):
             rt.triggers.poke(site)
 
 
-@kopf.on.event(GROUP, VERSION, "licenses")
-async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body,
+@kopf.on.event(GROUP, VERSION, LICENSE.plural)
+async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                         subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
-    _poke_all(subsites_by_license, name)
-    if AGREEMENTS is not None:
+    _poke_all(memo, subsites_by_license, name)
+    ag: agreements.Agreements | None = memo.get("agreements")
+    if ag is not None:
         if event.get("type") == "DELETED":
-            AGREEMENTS.license_gone(name)
+            ag.license_gone(name)
         else:
-            await AGREEMENTS.license_seen(dict(body))
+            await ag.license_seen(dict(body))
 
 
-@kopf.on.event(GROUP, VERSION, "rolepolicies")
-async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body,
+@kopf.on.event(GROUP, VERSION, ROLEPOLICY.plural)
+async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                            subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
-    global _BY_POLICY
-    _BY_POLICY = subsites_by_rolepolicy
-    _poke_all(subsites_by_rolepolicy, name)
-    if AGREEMENTS is not None:
+    _poke_all(memo, subsites_by_rolepolicy, name)
+    ag: agreements.Agreements | None = memo.get("agreements")
+    if ag is not None:
         if event.get("type") == "DELETED":
-            AGREEMENTS.policy_gone(name)
+            ag.policy_gone(name)
         else:
-            await AGREEMENTS.policy_seen(dict(body), len(subsites_by_rolepolicy.get(name, [])))
+            await ag.policy_seen(dict(body), len(subsites_by_rolepolicy.get(name, [])))
 
 
-def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,
+def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo,
                  **_: Any) -> None:
-    rt = runtime.RUNTIME
+    rt: Runtime | None = memo.get("runtime")
     if rt is None:
         return
     raw = dict(body)
@@ -190,20 +178,19 @@ def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,
         rt.triggers.poke(site)
 
 
-for _api_version, _plural in CHILD_RESOURCES:
-    _group, _, _version = _api_version.rpartition("/")
-    kopf.on.event(_group, _version, _plural, labels=_MANAGED,
-                  id=f"child-{_plural}")(_child_event)
+for _child in CHILDREN:
+    kopf.on.event(_child.group, _child.version, _child.plural, labels=_MANAGED,
+                  id=f"child-{_child.plural}")(_child_event)
 
 
 # --- the reconcile loop and deletion ---------------------------------------------------
 
-@kopf.daemon(GROUP, VERSION, "subsites", id="reconcile", cancellation_backoff=2.0,
+@kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
                          rolepolicies: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
-                         **_: Any) -> None:
-    rt = runtime.get()
+                         memo: kopf.Memo, **_: Any) -> None:
+    rt: Runtime = memo.runtime
     wake = rt.triggers.register(name)
 
     async def until_stopped() -> None:
@@ -225,7 +212,7 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
                 metrics.RECONCILE_ERRORS.labels(reason="Unexpected").inc()
                 log.exception("SubSite %s: reconcile failed unexpectedly", name)
                 delay = reconcile.MAX_BACKOFF
-            if rt.failures.get(name):
+            if rt.site(name).failures:
                 pause = min(delay, reconcile.MIN_RETRY_PAUSE)
                 await asyncio.sleep(pause)
                 delay -= pause
@@ -240,6 +227,6 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
         rt.triggers.unregister(name, wake)
 
 
-@kopf.on.delete(GROUP, VERSION, "subsites", id="reclaim")
-async def reclaim(body: kopf.Body, retry: int, **_: Any) -> None:
-    await deletion.reclaim(runtime.get(), dict(body), retry)
+@kopf.on.delete(GROUP, VERSION, SUBSITE.plural, id="reclaim")
+async def reclaim(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    await deletion.reclaim(memo.runtime, dict(body), retry)

@@ -20,8 +20,7 @@ from kameng.contracts.license_token import (
     private_key_to_pem,
     public_key_to_b64,
 )
-
-from .kube import Kube, path_for
+from kameng.kube.client import Kube, path_for
 
 log = logging.getLogger(__name__)
 SIGNING_KEY = pod.HQ_SIGNING_KEY.key

@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from kameng.api.kinds import KEYS_OF_LABEL
 from kameng.contracts import pod
-
-from .kube import Kube, path_for
+from kameng.kube.client import Kube, path_for
 
 # The copy keeps the keys under the names they have in the site's Secret.
 SESSION = pod.SESSION_SECRET.key
@@ -53,7 +53,7 @@ async def store(kube: Kube, namespace: str, site: str, keys: SiteKeys) -> SiteKe
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": backup_name(site), "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "kameng",
-                                "kameng.io/keys-of": site}},
+                                KEYS_OF_LABEL: site}},
         "stringData": {SESSION: keys.session_secret, DATA_KEY: keys.data_key},
     }
     created = await kube.create(path_for("v1", "Secret", namespace=namespace), body)

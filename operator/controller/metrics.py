@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from kameng.api.conditions import PHASES
 
 RECONCILE_DURATION = Histogram(
     "kameng_reconcile_duration_seconds", "Duration of one SubSite reconcile.",
@@ -13,39 +17,19 @@ RECONCILE_ERRORS = Counter(
 )
 RECONCILES = Counter("kameng_reconciles_total", "Reconciles run.")
 SUBSITES = Gauge("kameng_subsites", "Managed SubSites by phase.", ["phase"])
-API_WRITES = Counter(
-    "kameng_api_writes_total", "Write requests the operator sent to the API server.",
-    ["verb", "kind"],
-)
 CHILDREN_APPLIED = Counter(
     "kameng_children_applied_total", "Child objects applied because they differed.", ["kind"],
 )
 
-PHASES = ("Pending", "Provisioning", "Ready", "Suspended", "Expired", "Terminating", "Failed")
 
-
-class PhaseTracker:
-    """Keeps the by-phase gauge exact: one phase per site, removed sites forgotten."""
-
-    def __init__(self) -> None:
-        self._phases: dict[str, str] = {}
-        for p in PHASES:
-            SUBSITES.labels(phase=p).set(0)
-
-    def set(self, site: str, phase: str) -> None:
-        self._phases[site] = phase
-        self._publish()
-
-    def forget(self, site: str) -> None:
-        self._phases.pop(site, None)
-        self._publish()
-
-    def _publish(self) -> None:
-        counts = dict.fromkeys(PHASES, 0)
-        for p in self._phases.values():
+def publish_phases(phases: Iterable[str | None]) -> None:
+    """Set the by-phase gauge from the phase of every known site (zero for the rest)."""
+    counts = dict.fromkeys(PHASES, 0)
+    for p in phases:
+        if p is not None:
             counts[p] = counts.get(p, 0) + 1
-        for p, n in counts.items():
-            SUBSITES.labels(phase=p).set(n)
+    for p, n in counts.items():
+        SUBSITES.labels(phase=p).set(n)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's metrics port

@@ -13,22 +13,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kameng.api import conditions as c
+from kameng.api.common import API_VERSION
 from kameng.api.license import LicenseSpec
+from kameng.api.resources import SUBSITE
 from kameng.api.rolepolicy import RolePolicySpec
 from kameng.api.subsite import SubSiteSpec
 from kameng.children.build import build_children
 from kameng.children.context import SiteContext, SiteSecrets, namespace_name
+from kameng.children.namespace import namespace as namespace_of
 from kameng.children.rbac import MEMBER_PREFIX
 from kameng.contracts.hq_auth import derive_site_api_token
 from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, REDIS_SECRET
+from kameng.kube import events
+from kameng.kube.cache import key_of
+from kameng.kube.client import KubeError, path_for, path_of
+from kameng.kube.drift import needs_apply, with_hash
+from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
 
-from . import credentials, events, keyvault, licensing, metrics, status
-from .drift import needs_apply, with_hash
-from .kube import KubeError, path_for, path_of
+from . import credentials, keyvault, metrics, status
 from .runtime import Runtime
-from .state import key_of
 
 log = logging.getLogger(__name__)
 NOT_READY_RECHECK = 30.0
@@ -76,11 +82,11 @@ async def _prune_members(rt: Runtime, site: str, desired: list[dict[str, Any]]) 
 
 def _problem(spec: SubSiteSpec, rp: RolePolicySpec | None) -> tuple[str, str] | None:
     if rp is None:
-        return "RolePolicyNotFound", f"RolePolicy {spec.role_policy_ref!r} does not exist"
+        return c.R_ROLEPOLICY_NOT_FOUND, f"RolePolicy {spec.role_policy_ref!r} does not exist"
     roles = {r.name for r in rp.roles}
     unknown = sorted({m.role for m in spec.members if m.role not in roles})
     if unknown:
-        return "UnknownRole", (f"members use roles missing from RolePolicy "
+        return c.R_UNKNOWN_ROLE, (f"members use roles missing from RolePolicy "
                                f"{spec.role_policy_ref!r}: {', '.join(unknown)}")
     return None
 
@@ -118,7 +124,7 @@ async def _backends(rt: Runtime, site: str, db_pw: str, db_new: bool, redis_pw: 
                     redis_new: bool) -> tuple[set[str], str | None]:
     skip: set[str] = set()
     error: str | None = None
-    async with rt.backend_lock(site):
+    async with rt.site(site).backend_lock:
         try:
             await rt.postgres.ensure(site, db_pw, set_password=db_new)
         except DatabaseUnavailable as exc:
@@ -141,30 +147,41 @@ async def _site_keys(rt: Runtime, site: str, old: credentials.Existing) -> keyva
     ns = rt.config.namespace
     if old.session_secret and old.data_key:
         keys = keyvault.SiteKeys(old.session_secret, old.data_key)
-        if site not in rt.keys_backed_up:
+        if not rt.site(site).keys_backed_up:
             if await keyvault.load(rt.kube, ns, site) is None:
                 await keyvault.store(rt.kube, ns, site, keys)
-            rt.keys_backed_up.add(site)
+            rt.site(site).keys_backed_up = True
         return keys
     saved = await keyvault.load(rt.kube, ns, site)
     if saved is None:
         saved = await keyvault.store(rt.kube, ns, site, keyvault.SiteKeys(
             credentials.new_session_secret(), credentials.new_data_key()))
-    rt.keys_backed_up.add(site)
+    rt.site(site).keys_backed_up = True
     return saved
 
 
 async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any]) -> None:
     name = body["metadata"]["name"]
-    old = rt.last_status.get(name) or body.get("status") or {}
+    site = rt.site(name)
+    old = site.last_status or body.get("status") or {}
     if new == old or new == body.get("status"):
-        rt.last_status[name] = new
+        site.last_status = new
         return
-    await rt.kube.merge_patch(path_for("kameng.io/v1alpha1", "SubSite", name,
-                                       subresource="status"), {"status": new}, kind="SubSite")
-    rt.last_status[name] = new
+    await rt.kube.merge_patch(path_for(API_VERSION, SUBSITE.kind, name, subresource="status"),
+                              {"status": new}, kind=SUBSITE.kind)
+    site.last_status = new
     for type_, reason, message in status.transitions(old, new):
         await events.post(rt.kube, body, type_, reason, message)
+
+
+def apply_waves(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The apply order: the Namespace (everything else lives in it), then all that the
+    Deployment mounts and the rest at once, the Deployment last, so a new pod never
+    starts against missing volumes."""
+    first = [o for o in children if o["kind"] == "Namespace"]
+    last = [o for o in children if o["kind"] == "Deployment"]
+    rest = [o for o in children if o["kind"] not in ("Namespace", "Deployment")]
+    return [w for w in (first, rest, last) if w]
 
 
 async def reconcile(rt: Runtime, body: dict[str, Any],
@@ -177,7 +194,14 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
     now = datetime.now(UTC)
     metrics.RECONCILES.inc()
     # Before any await: the watch event of our own status write must find it set.
-    rt.seen_generation[name] = generation
+    site = rt.site(name)
+    site.seen_generation = generation
+    namespace = namespace_name(name)
+    url = ""
+    db_ready, db_message = False, "not provisioned"
+    replicas = 0
+    transient: str | None = None
+    problem: tuple[str, str] | None = None
     try:
         spec = SubSiteSpec.model_validate(body.get("spec") or {})
         lic_spec = LicenseSpec.model_validate(license_entry[1]) if license_entry else None
@@ -185,82 +209,84 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
     except ValidationError as exc:
         # The CRD schema should make this impossible; if it happens anyway (schema and
         # models out of step), say so in status rather than stall silently.
-        metrics.RECONCILE_ERRORS.labels(reason="InvalidSpec").inc()
+        metrics.RECONCILE_ERRORS.labels(reason=c.R_INVALID_SPEC).inc()
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
         message = f"SubSite, License or RolePolicy does not match the operator's model: {fields}"
         log.warning("SubSite %s: %s", name, message)
-        obs = status.Observation(
-            generation=generation, namespace=namespace_name(name), url="",
-            license=licensing.LicenseVerdict(False, "InvalidSpec", message),
-            database_ready=False, database_message="not provisioned", deployment=None,
-            desired_replicas=0, problem=message, problem_reason="InvalidSpec", now=now)
+        verdict = LicenseVerdict(False, c.R_INVALID_SPEC, message)
+        problem = (c.R_INVALID_SPEC, message)
+        spec = None
+    else:
+        verdict = verdict_for(name, spec.license_ref, lic_spec,
+                              license_entry[0] if license_entry else 0, now)
+        problem = _problem(spec, rp)
+        replicas = spec.storefront.replicas
+        ctx = SiteContext(
+            name=name, uid=md["uid"], spec=spec,
+            license=lic_spec if verdict.claims is not None else None,
+            role_policy=rp, mode=verdict.mode, platform=rt.platform, now=now,
+        )
+        url = ctx.url
+        db_message = "not provisioned yet"
         try:
-            await _write_status(rt, body, status.compute(obs, body.get("status")))
-        except KubeError as err:
-            log.warning("SubSite %s: status update failed: %s", name, err)
-        return rt.config.resync_seconds
-    verdict = licensing.evaluate(name, spec.license_ref, lic_spec,
-                                 license_entry[0] if license_entry else 0, now)
-    problem = _problem(spec, rp)
-    namespace = namespace_name(name)
-    ctx = SiteContext(
-        name=name, uid=md["uid"], spec=spec,
-        license=lic_spec if verdict.claims is not None else None,
-        role_policy=rp, mode=verdict.mode, platform=rt.platform, now=now,
-    )
-    transient: str | None = None
-    db_ready, db_message = False, "not provisioned yet"
-    try:
-        ns_obj = build_children(ctx)[0]  # with empty secrets: only the Namespace is used
-        fresh = await _live(rt, ns_obj) is None
-        await _apply_if_changed(rt, ns_obj)
-        fresh_ns = namespace if fresh else None
-        secrets, skip, transient = await _provision(rt, name, namespace, fresh)
-        if transient is None:
-            db_ready, db_message = True, "database, role and Redis user provisioned"
-        else:
-            db_message = transient
-        secrets = replace(secrets, license_token=licensing.token_for(verdict, rt.keys.signing_key))
-        ctx = replace(ctx, secrets=secrets)
-        children = [c for c in build_children(ctx)
-                    if not (c["kind"] == "Secret" and c["metadata"]["name"] in skip)]
-        rest = [c for c in children[1:] if c["kind"] != "Deployment"]
-        await asyncio.gather(*(_apply_if_changed(rt, c, fresh_ns) for c in rest))
-        for c in children:
-            if c["kind"] == "Deployment":
-                await _apply_if_changed(rt, c, fresh_ns)
-        await _prune_members(rt, name, children)
-    except KubeError as exc:
-        transient = f"applying children failed: {exc}"
-    if transient:
-        metrics.RECONCILE_ERRORS.labels(reason="Transient").inc()
-        log.warning("SubSite %s: %s", name, transient)
+            db_ready, db_message, transient = await _converge(rt, ctx, verdict, namespace)
+        except KubeError as exc:
+            transient = f"applying children failed: {exc}"
+        if transient:
+            metrics.RECONCILE_ERRORS.labels(reason="Transient").inc()
+            log.warning("SubSite %s: %s", name, transient)
 
-    dep = rt.cache.get(("Deployment", namespace, "storefront"))
     obs = status.Observation(
-        generation=generation, namespace=namespace, url=ctx.url, license=verdict,
-        database_ready=db_ready, database_message=db_message, deployment=dep,
-        desired_replicas=spec.storefront.replicas,
+        generation=generation, namespace=namespace, url=url, license=verdict,
+        database_ready=db_ready, database_message=db_message,
+        deployment=rt.cache.get(("Deployment", namespace, "storefront")) if spec else None,
+        desired_replicas=replicas,
         problem=problem[1] if problem else None,
-        problem_reason=problem[0] if problem else "InvalidSpec",
+        problem_reason=problem[0] if problem else c.R_INVALID_SPEC,
         transient_error=transient, now=now,
     )
     new_status = status.compute(obs, body.get("status"))
     try:
         await _write_status(rt, body, new_status)
     except KubeError as exc:
+        if spec is None:
+            log.warning("SubSite %s: status update failed: %s", name, exc)
         transient = transient or f"status update failed: {exc}"
-    rt.phases.set(name, new_status["phase"])
+    if spec is None:
+        return rt.config.resync_seconds
+    rt.set_phase(name, new_status["phase"])
     metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
     if transient:
-        fails = rt.failures.get(name, 0) + 1
-        rt.failures[name] = fails
-        return min(MAX_BACKOFF, 2.0 ** (fails - 1))
-    rt.failures.pop(name, None)
+        site.failures += 1
+        return min(MAX_BACKOFF, 2.0 ** (site.failures - 1))
+    site.failures = 0
     delay = _jitter(rt.config.resync_seconds, rt.config.resync_jitter)
-    if new_status["phase"] != "Ready":
+    if new_status["phase"] != c.PHASE_READY:
         delay = min(delay, NOT_READY_RECHECK)
     if verdict.next_change is not None:
         delay = min(delay, max(1.0, (verdict.next_change - now).total_seconds() + 1))
     return delay
+
+
+async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str
+                    ) -> tuple[bool, str, str | None]:
+    """Namespace, backends, then every child that differs. Returns (database ready,
+    database message, transient error)."""
+    ns_obj = namespace_of(ctx)
+    fresh = await _live(rt, ns_obj) is None
+    await _apply_if_changed(rt, ns_obj)
+    fresh_ns = namespace if fresh else None
+    secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh)
+    db_ready = transient is None
+    db_message = "database, role and Redis user provisioned" if db_ready else str(transient)
+    secrets = replace(secrets, license_token=token_for(verdict, rt.keys.signing_key))
+    children = [o for o in build_children(replace(ctx, secrets=secrets))
+                if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)]
+    try:
+        for wave in apply_waves(children):
+            await asyncio.gather(*(_apply_if_changed(rt, o, fresh_ns) for o in wave))
+        await _prune_members(rt, ctx.name, children)
+    except KubeError as exc:
+        transient = f"applying children failed: {exc}"
+    return db_ready, db_message, transient

@@ -1,4 +1,5 @@
-"""The operator's long-lived collaborators, created at startup and shared by handlers."""
+"""The operator's long-lived collaborators and per-site state, created at startup and
+handed to every handler through kopf's ``memo`` (never a module global)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kameng.children.context import Platform
+from kameng.kube.cache import ChildCache
+from kameng.kube.client import Kube
 from kameng.provision.postgres import PgTarget, Postgres
 from kameng.provision.redis_acl import RedisAcl, RedisTarget
 
 from .config import OperatorConfig
 from .hqkeys import HqKeys
-from .kube import Kube
-from .metrics import PhaseTracker
-from .state import ChildCache, Triggers
+from .metrics import publish_phases
+
+
+@dataclass
+class SiteState:
+    """What the operator remembers about one SubSite between reconciles."""
+
+    seen_generation: int | None = None  # generation last reconciled
+    last_status: dict[str, Any] | None = None  # status last written
+    failures: int = 0  # consecutive failed reconciles
+    keys_backed_up: bool = False
+    phase: str | None = None
+    # Held while the site's database/Redis user is being created or reclaimed: a deletion
+    # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).
+    backend_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Triggers:
+    """One wake-up flag per running site loop; pokes for unknown sites are dropped
+    (a loop always reconciles when it starts)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, asyncio.Event] = {}
+
+    def register(self, site: str) -> asyncio.Event:
+        flag = self._flags.get(site) or asyncio.Event()
+        self._flags[site] = flag
+        return flag
+
+    def unregister(self, site: str, flag: asyncio.Event) -> None:
+        if self._flags.get(site) is flag:
+            del self._flags[site]
+
+    def poke(self, site: str) -> None:
+        flag = self._flags.get(site)
+        if flag is not None:
+            flag.set()
 
 
 @dataclass
@@ -30,34 +67,17 @@ class Runtime:
     semaphore: asyncio.Semaphore
     cache: ChildCache = field(default_factory=ChildCache)
     triggers: Triggers = field(default_factory=Triggers)
-    phases: PhaseTracker = field(default_factory=PhaseTracker)
-    # Per site: generation last reconciled, status last written, consecutive failures.
-    seen_generation: dict[str, int] = field(default_factory=dict)
-    last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)
-    keys_backed_up: set[str] = field(default_factory=set)
-    # Held while a site's database/Redis user is being created or reclaimed: a deletion
-    # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).
-    backend_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    sites: dict[str, SiteState] = field(default_factory=dict)
     closing: bool = False  # set at shutdown: loops end quietly instead of failing
 
-    def backend_lock(self, site: str) -> asyncio.Lock:
-        return self.backend_locks.setdefault(site, asyncio.Lock())
+    def site(self, name: str) -> SiteState:
+        return self.sites.setdefault(name, SiteState())
 
-    def forget(self, site: str) -> None:
-        self.cache.forget_site(site)
-        self.phases.forget(site)
-        self.seen_generation.pop(site, None)
-        self.last_status.pop(site, None)
-        self.failures.pop(site, None)
-        self.keys_backed_up.discard(site)
-        self.backend_locks.pop(site, None)
+    def set_phase(self, name: str, phase: str) -> None:
+        self.site(name).phase = phase
+        publish_phases(s.phase for s in self.sites.values())
 
-
-RUNTIME: Runtime | None = None
-
-
-def get() -> Runtime:
-    if RUNTIME is None:
-        raise RuntimeError("operator runtime is not started")
-    return RUNTIME
+    def forget(self, name: str) -> None:
+        self.cache.forget_site(name)
+        self.sites.pop(name, None)
+        publish_phases(s.phase for s in self.sites.values())

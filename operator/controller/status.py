@@ -1,7 +1,9 @@
-"""SubSite status: phase and kstatus conditions, computed purely from observations.
+"""SubSite status: phase and kstatus conditions, computed purely from observations —
+while it lives (:func:`compute`) and while it is being deleted (:func:`terminating`).
 
-Conditions keep their ``lastTransitionTime`` while their status stays the same, so an
-unchanged situation yields a byte-identical status and no write.
+Conditions keep their ``lastTransitionTime`` while their status stays the same
+(:func:`kameng.api.conditions.set_condition`), so an unchanged situation yields a
+byte-identical status and no write.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kameng.api import conditions as c
+from kameng.api.license import EXPIRED, SUSPENDED
 from kameng.api.subsite import SubSiteStatus
-
-from .licensing import LicenseVerdict, rfc3339
-
-CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "LicenseValid", "DatabaseReady",
-                   "StorefrontAvailable")
+from kameng.licensing.verdict import LicenseVerdict
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Observation:
     deployment: dict[str, Any] | None
     desired_replicas: int
     problem: str | None = None  # needs a person: bad reference, unknown role…
-    problem_reason: str = "InvalidSpec"
+    problem_reason: str = c.R_INVALID_SPEC
     transient_error: str | None = None  # will be retried: server unreachable…
     now: datetime = field(default_factory=datetime.now)
 
@@ -52,68 +52,58 @@ def deployment_available(dep: dict[str, Any] | None, replicas: int) -> tuple[boo
     return True, f"{available}/{replicas} storefront pods available", ready
 
 
-def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": type_, "status": "True" if ok else "False", "reason": reason,
-            "message": message[:2000]}
-
-
 def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]:
     lic = obs.license
     avail, avail_msg, ready_replicas = deployment_available(obs.deployment,
                                                             obs.desired_replicas)
     stalled = obs.problem is not None or (not lic.valid and lic.reason in (
-        "LicenseNotFound", "LicenseForOtherSite"))
+        c.R_LICENSE_NOT_FOUND, c.R_LICENSE_FOR_OTHER_SITE))
     ready = lic.valid and obs.database_ready and avail and obs.problem is None \
         and obs.transient_error is None
     if ready:
-        ready_reason, ready_msg = "Ready", f"Storefront serves {obs.url}"
+        ready_reason, ready_msg = c.R_READY, f"Storefront serves {obs.url}"
     elif obs.problem:
         ready_reason, ready_msg = obs.problem_reason, obs.problem
     elif not lic.valid:
         ready_reason, ready_msg = lic.reason, lic.message
     elif obs.transient_error:
-        ready_reason, ready_msg = "ReconcileError", obs.transient_error
+        ready_reason, ready_msg = c.R_RECONCILE_ERROR, obs.transient_error
     elif not obs.database_ready:
-        ready_reason, ready_msg = "DatabaseNotReady", obs.database_message
+        ready_reason, ready_msg = c.R_DATABASE_NOT_READY, obs.database_message
     else:
-        ready_reason, ready_msg = "StorefrontNotAvailable", avail_msg
+        ready_reason, ready_msg = c.R_STOREFRONT_NOT_AVAILABLE, avail_msg
 
-    if lic.state == "Suspended":
-        phase = "Suspended"
-    elif lic.state == "Expired":
-        phase = "Expired"
+    if lic.state == SUSPENDED:
+        phase = c.PHASE_SUSPENDED
+    elif lic.state == EXPIRED:
+        phase = c.PHASE_EXPIRED
     elif ready:
-        phase = "Ready"
+        phase = c.PHASE_READY
     elif obs.problem:
-        phase = "Failed"
+        phase = c.PHASE_FAILED
     elif not lic.valid and lic.state is None:
-        phase = "Pending"
+        phase = c.PHASE_PENDING
     else:
-        phase = "Provisioning"
+        phase = c.PHASE_PROVISIONING
     # Reconciling means "work in progress that will finish by itself"; a site waiting
     # on a person (Stalled) or deliberately off (Suspended/Expired) is not reconciling.
-    reconciling = not ready and not stalled and phase == "Provisioning"
+    reconciling = not ready and not stalled and phase == c.PHASE_PROVISIONING
 
-    conditions = [
-        _cond("Ready", ready, ready_reason, ready_msg),
-        _cond("Reconciling", reconciling, "Progressing" if reconciling else "Settled",
-              ready_msg if reconciling else ""),
-        _cond("Stalled", stalled, ready_reason if stalled else "NotStalled",
-              ready_msg if stalled else ""),
-        _cond("LicenseValid", lic.valid, lic.reason, lic.message),
-        _cond("DatabaseReady", obs.database_ready,
-              "Provisioned" if obs.database_ready else "NotProvisioned",
-              obs.database_message),
-        _cond("StorefrontAvailable", avail, "Available" if avail else "NotAvailable",
-              avail_msg),
-    ]
-    prev_conds = {c.get("type"): c for c in (previous or {}).get("conditions", [])}
-    stamp = rfc3339(obs.now)
-    for c in conditions:
-        old = prev_conds.get(c["type"])
-        c["lastTransitionTime"] = old.get("lastTransitionTime", stamp) \
-            if old and old.get("status") == c["status"] else stamp
-        c["observedGeneration"] = obs.generation
+    conds = (previous or {}).get("conditions")
+    for type_, ok, reason, message in (
+        (c.READY, ready, ready_reason, ready_msg),
+        (c.RECONCILING, reconciling, c.R_PROGRESSING if reconciling else c.R_SETTLED,
+         ready_msg if reconciling else ""),
+        (c.STALLED, stalled, ready_reason if stalled else c.R_NOT_STALLED,
+         ready_msg if stalled else ""),
+        (c.LICENSE_VALID, lic.valid, lic.reason, lic.message),
+        (c.DATABASE_READY, obs.database_ready,
+         c.R_PROVISIONED if obs.database_ready else c.R_NOT_PROVISIONED,
+         obs.database_message),
+        (c.STOREFRONT_AVAILABLE, avail, c.R_AVAILABLE if avail else c.R_NOT_AVAILABLE,
+         avail_msg),
+    ):
+        conds = c.set_condition(conds, type_, ok, reason, message, obs.now, obs.generation)
 
     status = SubSiteStatus.model_validate({
         "phase": phase,
@@ -123,16 +113,25 @@ def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]
         "licenseExpiresAt": lic.expires_at,
         "readyReplicas": ready_replicas,
         "observedGeneration": obs.generation,
-        "conditions": conditions,
+        "conditions": conds,
     })
     return status.to_wire()
 
 
+def terminating(previous: dict[str, Any] | None, reason: str, message: str, stalled: bool,
+                generation: int, now: datetime) -> dict[str, Any]:
+    """Status of a SubSite being deleted: Terminating, with Ready/Reconciling/Stalled
+    saying what the reclaim is doing; its other conditions are kept as they were."""
+    conds = (previous or {}).get("conditions")
+    for type_, ok, msg in ((c.READY, False, message),
+                           (c.RECONCILING, not stalled, message),
+                           (c.STALLED, stalled, message if stalled else "")):
+        conds = c.set_condition(conds, type_, ok, reason, msg, now, generation)
+    return {"phase": c.PHASE_TERMINATING, "conditions": conds}
+
+
 def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for c in (status or {}).get("conditions", []):
-        if c.get("type") == type_:
-            return c
-    return None
+    return c.find((status or {}).get("conditions"), type_)
 
 
 def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -140,11 +139,11 @@ def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[s
     Ready/LicenseValid/DatabaseReady status. Nothing when nothing changed."""
     out: list[tuple[str, str, str]] = []
     if (old or {}).get("phase") != new.get("phase"):
-        ready = condition(new, "Ready") or {}
-        bad = new.get("phase") in ("Failed", "Expired", "Suspended")
+        ready = condition(new, c.READY) or {}
+        bad = new.get("phase") in c.BAD_PHASES
         out.append(("Warning" if bad else "Normal", f"Phase{new.get('phase')}",
                     f"Phase is now {new.get('phase')}: {ready.get('message', '')}"))
-    for t in ("LicenseValid", "DatabaseReady"):
+    for t in (c.LICENSE_VALID, c.DATABASE_READY):
         a, b = condition(old, t), condition(new, t)
         if b and (a is None or a.get("status") != b.get("status")) and b["status"] == "False":
             out.append(("Warning", b["reason"], b["message"]))

@@ -1,1 +1,2 @@
-"""License term arithmetic shared by the kubectl plugin, the operator and the workers."""
+"""The license life cycle (pure), the SubSite's verdict and term arithmetic, shared by
+the operator, the kubectl plugin, the storefront and the workers."""

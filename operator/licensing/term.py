@@ -1,10 +1,14 @@
-"""Pure term arithmetic: durations, renewal (Keygen-like strategies), state at a time."""
+"""Pure term arithmetic: durations, times and renewal (Keygen-like strategies)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from kameng.api.common import format_time
+
+__all__ = ["Term", "format_time", "parse_duration", "parse_time", "renew"]
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -23,10 +27,6 @@ def parse_time(text: str) -> datetime:
     if dt.tzinfo is None:
         raise ValueError(f"time without a zone: {text!r} (use RFC 3339, e.g. 2027-01-01T00:00:00Z)")
     return dt.astimezone(UTC)
-
-
-def format_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -112,13 +112,3 @@ class Postgres:
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"PostgreSQL refused reclaiming "
                                       f"({type(exc).__name__})") from None
-
-    async def exists(self, site: str) -> tuple[bool, bool]:
-        """(role exists, database exists) — for tests and status."""
-        ident = pg_identifier(site)
-        async with await self._connect() as conn:
-            r = await (await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                          (ident,))).fetchone()
-            d = await (await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                          (ident,))).fetchone()
-        return r is not None, d is not None

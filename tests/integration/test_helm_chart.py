@@ -89,7 +89,7 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
         pod = json.loads(kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"][0]
         container = pod["spec"]["containers"][0]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert "--standalone" in container["args"]
+        assert "--peering=kameng" in container["args"]  # peering is on by default
         # Credentials are referenced, never inlined.
         env = {e["name"]: e for e in container["env"]}
         assert "value" not in env["KAMENG_PG_ADMIN_DSN"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kameng.controller.harness import OperatorProcess
+from tests.support.operator import OperatorProcess
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
 
@@ -51,6 +51,10 @@ def test_license_and_rolepolicy_status(operator: OperatorProcess, kubectl: Any) 
     printed = kubectl("get", "license", SITE).stdout
     assert "ExpiringSoon" in printed
     assert _rfc(now + timedelta(days=10)) in printed
+    # One life cycle: the SubSite's LICENSE column says the same as the License.
+    wait_for(lambda: get(kubectl, "subsite", SITE).get("status", {}).get("licenseState")
+             == "ExpiringSoon", 20, "SubSite licenseState")
+    assert "ExpiringSoon" in kubectl("get", "ss", SITE).stdout
 
     rp = wait_for(lambda: get(kubectl, "rolepolicy", RP).get("status", {}).get("usedBy")
                   and get(kubectl, "rolepolicy", RP), 15, "RolePolicy status")
@@ -82,3 +86,21 @@ def test_status_writes_stop_when_nothing_changes(operator: OperatorProcess,
     time.sleep(3)
     assert get(kubectl, "license", SITE)["metadata"]["resourceVersion"] == before
     assert get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"] == rp_before
+
+
+def test_time_alone_moves_the_state_on_time(operator: OperatorProcess, kubectl: Any) -> None:
+    """No edit, no 60 s sweep: the operator wakes when the License's state changes."""
+    name = "it-agree-clock"
+    now = datetime.now(UTC).replace(microsecond=0)
+    lic = sample_objects(name, RP)[0]
+    lic["spec"]["term"] = {"start": _rfc(now - timedelta(days=1)),
+                           "end": _rfc(now + timedelta(days=30, seconds=8))}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
+    try:
+        wait_for(lambda: get(kubectl, "license", name).get("status", {}).get("state")
+                 == "Active", 15, "Active")
+        wait_for(lambda: get(kubectl, "license", name).get("status", {}).get("state")
+                 == "ExpiringSoon", 20, "ExpiringSoon on time")
+        assert datetime.now(UTC) < now + timedelta(seconds=25)
+    finally:
+        kubectl("delete", "license", name, "--ignore-not-found")

@@ -11,7 +11,8 @@ import pytest
 import redis
 import yaml
 
-from kameng.controller.harness import OperatorProcess, free_port
+from tests.support.net import free_port
+from tests.support.operator import OperatorProcess
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
 

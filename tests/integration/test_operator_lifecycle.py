@@ -17,7 +17,7 @@ import yaml
 
 from kameng.contracts.license_token import verify_token
 from kameng.contracts.siteconfig import SiteConfig
-from kameng.controller.harness import OperatorProcess
+from tests.support.operator import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE, OTHER, RP = "it-life", "it-life-b", "it-life-rp"

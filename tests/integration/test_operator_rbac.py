@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kameng.controller.harness import OperatorProcess
+from tests.support.operator import OperatorProcess
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
 

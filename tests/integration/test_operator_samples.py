@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kameng.children.namespace import PLAN_QUOTAS
-from kameng.controller.harness import OperatorProcess
+from tests.support.operator import OperatorProcess
 
 from .test_operator_lifecycle import fresh_start, get
 

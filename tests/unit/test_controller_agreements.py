@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kameng.controller.agreements import (
+    Agreements,
     differs,
-    license_next_change,
+    license_lifecycle,
     license_status,
     rolepolicy_status,
 )
@@ -56,11 +57,24 @@ def test_unchanged_status_needs_no_write_and_keeps_transition_time():
         first["conditions"][0]["lastTransitionTime"]  # Ready stayed True
 
 
+def next_change(now: datetime) -> datetime | None:
+    return license_lifecycle(SPEC, now).next_change
+
+
 def test_next_change_is_the_nearest_boundary():
-    assert license_next_change(SPEC, END - timedelta(days=100)) == END - timedelta(days=30)
-    assert license_next_change(SPEC, END - timedelta(days=1)) == END
-    assert license_next_change(SPEC, END + timedelta(hours=1)) == END + timedelta(hours=72)
-    assert license_next_change(SPEC, END + timedelta(days=10)) is None
+    assert next_change(END - timedelta(days=100)) == END - timedelta(days=30)
+    assert next_change(END - timedelta(days=1)) == END
+    assert next_change(END + timedelta(hours=1)) == END + timedelta(hours=72)
+    assert next_change(END + timedelta(days=10)) is None
+
+
+def test_the_clock_wakes_at_the_first_license_to_change():
+    ag = Agreements(kube=None)  # type: ignore[arg-type] - only the pure part is used
+    later = {**SPEC, "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T00:00:00Z"}}
+    ag.licenses = {"a": {"metadata": {"name": "a"}, "spec": SPEC},
+                   "b": {"metadata": {"name": "b"}, "spec": later}}
+    assert ag.next_change(END - timedelta(days=100)) == END - timedelta(days=30)
+    assert ag.next_change(END + timedelta(days=3650)) is None
 
 
 def test_rolepolicy_status_counts_roles_and_users():

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import copy
 
-from kameng.controller.drift import HASH_ANNOTATION, is_subset, needs_apply, with_hash
+from kameng.api.kinds import APPLIED_HASH_ANNOTATION
+from kameng.kube.drift import is_subset, needs_apply, with_hash
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap",
       "metadata": {"name": "c", "namespace": "n", "labels": {"a": "b"}},
@@ -40,8 +41,8 @@ def test_removed_field_changes_the_hash() -> None:
     smaller = copy.deepcopy(CM)
     del smaller["metadata"]["labels"]["a"]
     new = with_hash(smaller)
-    assert new["metadata"]["annotations"][HASH_ANNOTATION] != \
-        old["metadata"]["annotations"][HASH_ANNOTATION]
+    assert new["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] != \
+        old["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
     assert needs_apply(new, live_of(old))
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from kameng.api.subsite import SubSiteStatus
-from kameng.controller.licensing import LicenseVerdict
 from kameng.controller.status import Observation, compute, condition, transitions
+from kameng.licensing.verdict import LicenseVerdict
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 ACTIVE = LicenseVerdict(True, "LicenseActive", "ok", state="Active", mode="normal",
@@ -91,3 +91,33 @@ def test_invalid_spec_is_failed_and_stalled() -> None:
     assert s["phase"] == "Failed"
     assert cond(s, "Stalled") == "True"
     assert condition(s, "Ready")["reason"] == "InvalidSpec"
+
+
+def test_set_condition_keeps_transition_time_while_status_is_unchanged() -> None:
+    from kameng.api.conditions import set_condition
+
+    first = set_condition(None, "Ready", True, "A", "a", T0, 1)
+    same = set_condition(first, "Ready", True, "B", "b", T0 + timedelta(hours=1), 2)
+    flipped = set_condition(same, "Ready", False, "C", "c", T0 + timedelta(hours=2), 2)
+    assert same[0]["lastTransitionTime"] == "2030-01-01T00:00:00Z"
+    assert (same[0]["reason"], same[0]["observedGeneration"]) == ("B", 2)
+    assert flipped[0]["lastTransitionTime"] == "2030-01-01T02:00:00Z"
+    assert first[0]["reason"] == "A"  # the input list is not changed
+    both = set_condition(first, "Stalled", "False", "NotStalled", "", T0, 1)
+    assert [c["type"] for c in both] == ["Ready", "Stalled"]
+
+
+def test_terminating_status_keeps_other_conditions_and_settles() -> None:
+    from kameng.controller.status import terminating
+
+    live = compute(obs(), None)
+    t1 = terminating(live, "Reclaiming", "reclaiming", False, 5, T0 + timedelta(hours=1))
+    assert t1["phase"] == "Terminating"
+    assert [cond(t1, t) for t in ("Ready", "Reconciling", "Stalled", "DatabaseReady")] == \
+        ["False", "True", "False", "True"]
+    again = terminating({**live, **t1}, "Reclaiming", "reclaiming", False, 5,
+                        T0 + timedelta(hours=2))
+    assert again == t1  # nothing changed: no write
+    failed = terminating(t1, "ReclaimFailed", "db down", True, 5, T0 + timedelta(hours=3))
+    assert (cond(failed, "Stalled"), condition(failed, "Stalled")["message"]) == \
+        ("True", "db down")

@@ -80,3 +80,9 @@ def test_sample_standard_policy_matches_the_code():
     assert {r.name: set(r.permissions) for r in spec.roles} == {
         k: set(v) for k, v in STANDARD_ROLES.items()}
     assert all(p in PERMISSIONS for r in spec.roles for p in r.permissions)
+
+
+def test_chart_carries_the_same_peering_crd() -> None:
+    """kopf's ClusterKopfPeering CRD is not generated: the chart's copy must not drift."""
+    name = "kopf.dev_clusterkopfpeerings.yaml"
+    assert (ROOT / "charts/kameng/crds" / name).read_text() == (ROOT / "crds" / name).read_text()

@@ -1,8 +1,7 @@
-"""In-memory state shared by handlers: the watched children and the per-site wake-ups."""
+"""The watched children of every site, kept in memory."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -64,25 +63,3 @@ class ChildCache:
 
     def __len__(self) -> int:
         return len(self._objs)
-
-
-class Triggers:
-    """One wake-up flag per running site loop; pokes for unknown sites are dropped
-    (a loop always reconciles when it starts)."""
-
-    def __init__(self) -> None:
-        self._flags: dict[str, asyncio.Event] = {}
-
-    def register(self, site: str) -> asyncio.Event:
-        flag = self._flags.get(site) or asyncio.Event()
-        self._flags[site] = flag
-        return flag
-
-    def unregister(self, site: str, flag: asyncio.Event) -> None:
-        if self._flags.get(site) is flag:
-            del self._flags[site]
-
-    def poke(self, site: str) -> None:
-        flag = self._flags.get(site)
-        if flag is not None:
-            flag.set()

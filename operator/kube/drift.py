@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-HASH_ANNOTATION = "kameng.io/applied-hash"
+from kameng.api.kinds import APPLIED_HASH_ANNOTATION
 
 # Keys whose string leaves are resource quantities the server may normalise
 # ("0.5" → "500m"); comparing them as numbers avoids re-applying forever.
@@ -32,7 +32,7 @@ def manifest_hash(obj: dict[str, Any]) -> str:
 def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(obj)
     md = out["metadata"]
-    md["annotations"] = {**md.get("annotations", {}), HASH_ANNOTATION: manifest_hash(obj)}
+    md["annotations"] = {**md.get("annotations", {}), APPLIED_HASH_ANNOTATION: manifest_hash(obj)}
     return out
 
 

@@ -1,7 +1,7 @@
 """A small async Kubernetes REST client on httpx.
 
 kopf watches; this client writes. It speaks exactly the verbs the reconciler needs
-(get, server-side apply, create, merge-patch, delete) and counts every write, so the
+(get, server-side apply, create, merge-patch, replace, delete) and counts every write, so the
 benchmark and the tests can prove that an idle operator makes none.
 """
 
@@ -16,33 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 
-from . import metrics
+from kameng.api.kinds import resource
 
 FIELD_MANAGER = "kameng"
 USER_AGENT = "kameng-operator"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-# Kinds the operator touches: kind → (plural, namespaced).
-RESOURCES: dict[str, tuple[str, bool]] = {
-    "Namespace": ("namespaces", False),
-    "ResourceQuota": ("resourcequotas", True),
-    "LimitRange": ("limitranges", True),
-    "NetworkPolicy": ("networkpolicies", True),
-    "ServiceAccount": ("serviceaccounts", True),
-    "Role": ("roles", True),
-    "RoleBinding": ("rolebindings", True),
-    "ConfigMap": ("configmaps", True),
-    "Secret": ("secrets", True),
-    "Deployment": ("deployments", True),
-    "Service": ("services", True),
-    "Ingress": ("ingresses", True),
-    "PodDisruptionBudget": ("poddisruptionbudgets", True),
-    "Event": ("events", True),
-    "SubSite": ("subsites", False),
-    "License": ("licenses", False),
-    "RolePolicy": ("rolepolicies", False),
-}
+API_WRITES = Counter(
+    "kameng_api_writes_total", "Write requests the operator sent to the API server.",
+    ["verb", "kind"],
+)
 
 
 class KubeError(Exception):
@@ -57,7 +42,8 @@ class KubeError(Exception):
 
 def path_for(api_version: str, kind: str, name: str | None = None,
              namespace: str | None = None, subresource: str | None = None) -> str:
-    plural, namespaced = RESOURCES[kind]
+    res = resource(kind)
+    plural, namespaced = res.plural, res.namespaced
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     if namespaced and namespace:
         base += f"/namespaces/{namespace}"
@@ -90,8 +76,11 @@ class _Auth:
 
 class Kube:
     def __init__(self, base_url: str, verify: ssl.SSLContext | bool, auth: _Auth,
-                 max_connections: int = 32) -> None:
+                 max_connections: int = 32, counted: bool = True) -> None:
         self._auth = auth
+        # Bookkeeping clients (the operator lease) are not counted: the counter proves
+        # that reconciling an unchanged world writes nothing.
+        self._counted = counted
         self._http = httpx.AsyncClient(
             base_url=base_url, verify=verify, timeout=httpx.Timeout(30.0, connect=10.0),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -100,7 +89,7 @@ class Kube:
         )
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+    def from_environment(cls, kubeconfig: str | None = None, counted: bool = True) -> Kube:
         """In-cluster service account if present, else the kubeconfig (KUBECONFIG)."""
         token_file = SA_DIR / "token"
         if kubeconfig is None and token_file.exists():
@@ -109,7 +98,8 @@ class Kube:
             host = os.environ["KUBERNETES_SERVICE_HOST"]
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-            return cls(f"https://{host}:{port}", ctx, _Auth(token_file=token_file))
+            return cls(f"https://{host}:{port}", ctx, _Auth(token_file=token_file),
+                       counted=counted)
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -122,7 +112,7 @@ class Kube:
         # The key's name differs between client versions.
         token = keys.get("BearerToken") or keys.get("authorization") or ""
         token = token.removeprefix("Bearer ").strip() or None
-        return cls(cfg.host, verify, _Auth(token=token))
+        return cls(cfg.host, verify, _Auth(token=token), counted=counted)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -136,8 +126,8 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type
             content = json.dumps(body, separators=(",", ":"))
-        if method != "GET":
-            metrics.API_WRITES.labels(verb=method, kind=kind or "unknown").inc()
+        if method != "GET" and self._counted:
+            API_WRITES.labels(verb=method, kind=kind or "unknown").inc()
         for attempt in range(3):
             try:
                 return await self._http.request(method, path, content=content,
@@ -203,6 +193,14 @@ class Kube:
         resp = await self._request("PATCH", path, body=patch, kind=kind,
                                    params={"fieldManager": FIELD_MANAGER},
                                    content_type="application/merge-patch+json")
+        self._raise_for(resp, kind)
+        return resp.json()
+
+    async def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT: optimistic concurrency through ``metadata.resourceVersion`` (409 if stale)."""
+        kind = obj.get("kind", "")
+        resp = await self._request("PUT", path, body=obj, kind=kind,
+                                   params={"fieldManager": FIELD_MANAGER})
         self._raise_for(resp, kind)
         return resp.json()
 

@@ -6,7 +6,8 @@ import pytest
 
 from kameng.api.license import LicenseSpec
 from kameng.contracts.license_token import generate_signing_key, verify_token
-from kameng.controller.licensing import evaluate, parse_duration, token_for
+from kameng.licensing.term import parse_duration
+from kameng.licensing.verdict import token_for, verdict_for
 
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
 
@@ -19,9 +20,18 @@ def lic(**kw: object) -> LicenseSpec:
 
 
 def test_active_license_is_valid() -> None:
-    v = evaluate("demo", "demo", lic(), 3, NOW)
+    v = verdict_for("demo", "demo", lic(), 3, NOW)
     assert (v.valid, v.reason, v.state, v.mode) == (True, "LicenseActive", "Active", "normal")
     assert v.expires_at == "2031-01-01T00:00:00Z"
+    # The next change is the start of ExpiringSoon, 30 days before the end.
+    assert v.next_change == datetime(2030, 12, 2, tzinfo=UTC)
+
+
+def test_last_30_days_are_expiring_soon_and_still_sell() -> None:
+    v = verdict_for("demo", "demo", lic(), 3, datetime(2030, 12, 15, tzinfo=UTC))
+    assert (v.valid, v.reason, v.state, v.mode) == (True, "LicenseExpiringSoon",
+                                                    "ExpiringSoon", "normal")
+    assert "renew" in v.message
     assert v.next_change == datetime(2031, 1, 1, tzinfo=UTC)
 
 
@@ -39,7 +49,7 @@ def test_active_license_is_valid() -> None:
 ])
 def test_invalid_licenses_explain_why(spec: dict | None, reason: str, state: str | None,
                                       mode: str) -> None:
-    v = evaluate("demo", "demo", lic(**spec) if spec is not None else None, 1, NOW)
+    v = verdict_for("demo", "demo", lic(**spec) if spec is not None else None, 1, NOW)
     assert not v.valid
     assert (v.reason, v.state, v.mode) == (reason, state, mode)
     assert v.message
@@ -47,7 +57,7 @@ def test_invalid_licenses_explain_why(spec: dict | None, reason: str, state: str
 
 def test_token_is_signed_deterministic_and_carries_the_scope() -> None:
     key = generate_signing_key()
-    v = evaluate("demo", "demo", lic(regions=["CN-31"]), 4, NOW)
+    v = verdict_for("demo", "demo", lic(regions=["CN-31"]), 4, NOW)
     token = token_for(v, key)
     assert token == token_for(v, key)  # same claims, same bytes: no Secret rewrite
     claims = verify_token(token, key.public_key())
@@ -56,7 +66,7 @@ def test_token_is_signed_deterministic_and_carries_the_scope() -> None:
 
 
 def test_no_token_without_license() -> None:
-    assert token_for(evaluate("demo", "demo", None, 0, NOW), generate_signing_key()) == ""
+    assert token_for(verdict_for("demo", "demo", None, 0, NOW), generate_signing_key()) == ""
 
 
 def test_durations() -> None:

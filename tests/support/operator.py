@@ -1,6 +1,7 @@
 """Run `kameng operator` as a real subprocess — for integration tests and the benchmark.
 
-Not used by the operator itself.
+Operators run ``--standalone`` unless given a peering name: each test controls exactly
+which operators exist, and a standalone one refuses to start next to another.
 """
 
 from __future__ import annotations
@@ -8,28 +9,25 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
 
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, pg_admin_dsn: str, redis_url: str,
                  log_path: Path, extra_args: tuple[str, ...] = (),
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 peering: str | None = None) -> None:
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.log_path = log_path
-        self.args = [sys.executable, "-m", "kameng.cli.main", "operator", "--standalone",
+        mode = ["--standalone"] if peering is None else ["--peering", peering]
+        self.args = [sys.executable, "-m", "kameng.cli.main", "operator", *mode,
                      "--metrics-port", str(self.metrics_port),
                      "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                      *extra_args]
@@ -40,7 +38,7 @@ class OperatorProcess:
 
     def start(self, wait: float = 30.0) -> OperatorProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,  # noqa: S603  # noqa: S603
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Kubernetes Events about SubSites, posted once per transition."""
+"""Kubernetes Events about kameng objects, posted once per transition."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from .kube import Kube, KubeError, path_for
+from kameng.api.common import API_VERSION
+from kameng.api.resources import SUBSITE
+
+from .client import Kube, KubeError, path_for
 
 log = logging.getLogger(__name__)
 COMPONENT = "kameng-operator"
@@ -26,8 +29,8 @@ async def post(kube: Kube, obj: dict[str, Any], type_: str, reason: str,
         "kind": "Event",
         "metadata": {"name": f"{md.get('name')}.{uuid.uuid4().hex[:12]}",
                      "namespace": EVENT_NAMESPACE},
-        "involvedObject": {"apiVersion": obj.get("apiVersion", "kameng.io/v1alpha1"),
-                           "kind": obj.get("kind", "SubSite"), "name": md.get("name"),
+        "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION),
+                           "kind": obj.get("kind", SUBSITE.kind), "name": md.get("name"),
                            "uid": md.get("uid")},
         "type": type_,
         "reason": reason[:128],

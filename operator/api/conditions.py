@@ -1,0 +1,80 @@
+"""Condition types, reasons and phases of the kameng.io kinds, and the one rule that
+merges a condition into a status (apimachinery's ``meta.SetStatusCondition``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .common import format_time
+
+# Condition types (kstatus: Ready, Reconciling, Stalled; then kind-specific ones).
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+LICENSE_VALID = "LicenseValid"
+DATABASE_READY = "DatabaseReady"
+STOREFRONT_AVAILABLE = "StorefrontAvailable"
+
+# SubSite phases.
+PHASE_PENDING = "Pending"
+PHASE_PROVISIONING = "Provisioning"
+PHASE_READY = "Ready"
+PHASE_SUSPENDED = "Suspended"
+PHASE_EXPIRED = "Expired"
+PHASE_TERMINATING = "Terminating"
+PHASE_FAILED = "Failed"
+PHASES = (PHASE_PENDING, PHASE_PROVISIONING, PHASE_READY, PHASE_SUSPENDED, PHASE_EXPIRED,
+          PHASE_TERMINATING, PHASE_FAILED)
+BAD_PHASES = (PHASE_FAILED, PHASE_EXPIRED, PHASE_SUSPENDED)
+
+# Reasons. License life-cycle reasons come from kameng.licensing.lifecycle.
+R_READY = "Ready"
+R_INVALID_SPEC = "InvalidSpec"
+R_RECONCILE_ERROR = "ReconcileError"
+R_DATABASE_NOT_READY = "DatabaseNotReady"
+R_STOREFRONT_NOT_AVAILABLE = "StorefrontNotAvailable"
+R_PROGRESSING = "Progressing"
+R_SETTLED = "Settled"
+R_NOT_STALLED = "NotStalled"
+R_PROVISIONED = "Provisioned"
+R_NOT_PROVISIONED = "NotProvisioned"
+R_AVAILABLE = "Available"
+R_NOT_AVAILABLE = "NotAvailable"
+R_LICENSE_NOT_FOUND = "LicenseNotFound"
+R_LICENSE_FOR_OTHER_SITE = "LicenseForOtherSite"
+R_ROLEPOLICY_NOT_FOUND = "RolePolicyNotFound"
+R_UNKNOWN_ROLE = "UnknownRole"
+R_RECLAIMING = "Reclaiming"
+R_RECLAIM_FAILED = "ReclaimFailed"
+R_RECLAIM_SKIPPED = "ReclaimSkipped"
+R_RECLAIMED = "Reclaimed"
+R_VALID = "Valid"
+
+MAX_MESSAGE = 2000  # the schema allows 2048
+
+
+def set_condition(conditions: list[dict[str, Any]] | None, type_: str, status: bool | str,
+                  reason: str, message: str, now: datetime, generation: int
+                  ) -> list[dict[str, Any]]:
+    """``conditions`` with ``type_`` set, as a new list (the input is not changed).
+
+    ``lastTransitionTime`` is kept while the status stays the same, so an unchanged
+    situation yields an identical list and no write; a new type is appended.
+    """
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    out = [dict(c) for c in conditions or []]
+    old = next((c for c in out if c.get("type") == type_), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == value else None
+    new = {"type": type_, "status": value, "reason": reason,
+           "message": message[:MAX_MESSAGE], "lastTransitionTime": since or format_time(now),
+           "observedGeneration": generation}
+    if old is None:
+        out.append(new)
+    else:
+        out[out.index(old)] = new
+    return out
+
+
+def find(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or [] if c.get("type") == type_), None)

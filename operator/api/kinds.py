@@ -1,0 +1,69 @@
+"""The kinds registry: every kind the operator reads or writes → where it lives in the
+API (group/version, plural, namespaced), plus the annotation and finalizer names the
+operator puts on objects. The one kind → plural table of the project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import API_VERSION, GROUP
+from .resources import KINDS
+
+# kopf keeps its bookkeeping under this prefix (never kopf.zalando.org).
+ANNOTATION_PREFIX = GROUP
+FINALIZER = f"{GROUP}/reclaim"
+SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
+APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
+KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
+
+
+@dataclass(frozen=True)
+class Resource:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+
+def _r(api_version: str, kind: str, plural: str, namespaced: bool = True) -> Resource:
+    return Resource(api_version, kind, plural, namespaced)
+
+
+# A SubSite's children, in the order they are applied; all are watched by label so that
+# drift wakes their site.
+CHILDREN: tuple[Resource, ...] = (
+    _r("v1", "Namespace", "namespaces", namespaced=False),
+    _r("v1", "ResourceQuota", "resourcequotas"),
+    _r("v1", "LimitRange", "limitranges"),
+    _r("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    _r("v1", "ServiceAccount", "serviceaccounts"),
+    _r("rbac.authorization.k8s.io/v1", "Role", "roles"),
+    _r("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    _r("v1", "ConfigMap", "configmaps"),
+    _r("v1", "Secret", "secrets"),
+    _r("apps/v1", "Deployment", "deployments"),
+    _r("v1", "Service", "services"),
+    _r("networking.k8s.io/v1", "Ingress", "ingresses"),
+    _r("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+)
+OWN: tuple[Resource, ...] = tuple(_r(API_VERSION, k.kind, k.plural, namespaced=False)
+                                  for k in KINDS)
+OTHERS: tuple[Resource, ...] = (
+    _r("v1", "Event", "events"),
+    _r("coordination.k8s.io/v1", "Lease", "leases"),
+    _r("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
+)
+RESOURCES: dict[str, Resource] = {r.kind: r for r in (*CHILDREN, *OWN, *OTHERS)}
+PLURALS: dict[str, str] = {r.kind: r.plural for r in RESOURCES.values()}
+
+
+def resource(kind: str) -> Resource:
+    return RESOURCES[kind]

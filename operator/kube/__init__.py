@@ -1,0 +1,1 @@
+"""Talking to the Kubernetes API: client, Events, the child cache and the drift check."""

@@ -1,0 +1,62 @@
+"""Whether a SubSite's License lets it sell now, and the token that proves it.
+
+Pure: the caller passes the License it found (from the kopf index) and the time; the
+state comes from :mod:`kameng.licensing.lifecycle`, like the License's own status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kameng.api.conditions import R_LICENSE_FOR_OTHER_SITE, R_LICENSE_NOT_FOUND
+from kameng.api.license import LicenseSpec, LifeCycleState
+from kameng.contracts.license_token import LicenseClaims, LicenseMode, sign_token
+
+from .lifecycle import Terms, state_at
+from .term import format_time
+
+
+@dataclass(frozen=True)
+class LicenseVerdict:
+    valid: bool
+    reason: str
+    message: str
+    state: LifeCycleState | None = None  # None: no usable License at all
+    mode: LicenseMode = "suspended"  # site-config mode the storefront runs in
+    expires_at: str | None = None
+    claims: LicenseClaims | None = None
+    next_change: datetime | None = None  # when this verdict changes by time alone
+
+
+def claims_for(terms: Terms, spec: LicenseSpec, sequence: int) -> LicenseClaims:
+    return LicenseClaims(
+        site=terms.site, plan=spec.plan, categories=list(spec.categories),
+        regions=list(spec.regions), nbf=terms.start, exp=terms.end,
+        graceUntil=terms.grace_until, suspended=terms.suspended, seq=sequence,
+    )
+
+
+def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence: int,
+                now: datetime) -> LicenseVerdict:
+    if spec is None:
+        return LicenseVerdict(False, R_LICENSE_NOT_FOUND,
+                              f"License {license_ref!r} does not exist")
+    if spec.sub_site != site:
+        return LicenseVerdict(False, R_LICENSE_FOR_OTHER_SITE,
+                              f"License {license_ref!r} is for sub-site {spec.sub_site!r}, "
+                              f"not {site!r}")
+    terms = Terms.from_spec(spec)
+    lc = state_at(terms, now)
+    return LicenseVerdict(
+        valid=lc.selling, reason=f"License{lc.reason}", message=f"License {lc.message}",
+        state=lc.state, mode=lc.mode, expires_at=format_time(terms.end),
+        claims=claims_for(terms, spec, sequence), next_change=lc.next_change)
+
+
+def token_for(verdict: LicenseVerdict, key: Ed25519PrivateKey) -> str:
+    """Signed token, or "" without a license. Ed25519 is deterministic, so the same
+    claims give the same token and an unchanged license never rewrites its Secret."""
+    return sign_token(verdict.claims, key) if verdict.claims is not None else ""

@@ -1,0 +1,100 @@
+"""The one license life cycle: every boundary, from a spec and from token claims."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kameng.api.license import LicenseSpec
+from kameng.contracts.license_token import LicenseClaims, evaluate_mode
+from kameng.licensing.lifecycle import EXPIRING_SOON_LEAD, Terms, state_at
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+END = datetime(2031, 1, 1, tzinfo=UTC)
+GRACE_UNTIL = END + timedelta(hours=72)
+WARN = END - EXPIRING_SOON_LEAD
+S = timedelta(seconds=1)
+TERMS = Terms(site="demo", start=START, end=END, grace_until=GRACE_UNTIL)
+
+
+@pytest.mark.parametrize(("now", "state", "reason", "mode", "next_change"), [
+    (START - S, "Pending", "NotYetValid", "suspended", START),
+    (START, "Active", "Active", "normal", WARN),
+    (WARN - S, "Active", "Active", "normal", WARN),
+    (WARN, "ExpiringSoon", "ExpiringSoon", "normal", END),
+    (END - S, "ExpiringSoon", "ExpiringSoon", "normal", END),
+    (END, "Grace", "InGrace", "readOnly", GRACE_UNTIL),
+    (GRACE_UNTIL - S, "Grace", "InGrace", "readOnly", GRACE_UNTIL),
+    (GRACE_UNTIL, "Expired", "Expired", "suspended", None),
+    (GRACE_UNTIL + timedelta(days=999), "Expired", "Expired", "suspended", None),
+])
+def test_each_boundary_belongs_to_the_later_state(now, state, reason, mode, next_change):
+    lc = state_at(TERMS, now)
+    assert (lc.state, lc.reason, lc.mode, lc.next_change) == (state, reason, mode,
+                                                              next_change)
+    assert lc.selling == (mode == "normal")
+    assert lc.message
+
+
+@pytest.mark.parametrize("now", [START - S, START, WARN, END, GRACE_UNTIL,
+                                 GRACE_UNTIL + timedelta(days=1)])
+def test_suspension_wins_at_any_time(now):
+    lc = state_at(Terms("demo", START, END, GRACE_UNTIL, suspended=True,
+                        suspend_reason="risk"), now)
+    assert (lc.state, lc.reason, lc.mode, lc.selling) == ("Suspended", "Suspended",
+                                                          "suspended", False)
+    assert "risk" in lc.message
+
+
+def test_expiring_soon_lead_is_a_parameter():
+    assert state_at(TERMS, END - timedelta(days=10), timedelta(days=7)).state == "Active"
+    assert state_at(TERMS, END - timedelta(days=6), timedelta(days=7)).state == \
+        "ExpiringSoon"
+
+
+def test_a_term_shorter_than_the_lead_is_expiring_soon_from_its_start():
+    short = Terms("demo", START, START + timedelta(days=10),
+                  START + timedelta(days=10, hours=72))
+    assert state_at(short, START).state == "ExpiringSoon"
+
+
+def test_no_grace_period_expires_at_the_end():
+    lc = state_at(Terms("demo", START, END, END), END)
+    assert lc.state == "Expired"
+
+
+def test_message_tells_how_to_renew_while_expiring_soon():
+    assert "kubectl kameng renew demo" in state_at(TERMS, END - S).message
+
+
+def test_spec_and_claims_give_the_same_terms():
+    spec = LicenseSpec.model_validate({
+        "subSite": "demo", "plan": "basic", "categories": ["game-cards"],
+        "term": {"start": "2030-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"},
+        "gracePeriod": "72h"})
+    claims = LicenseClaims(site="demo", nbf=START, exp=END, graceUntil=GRACE_UNTIL)
+    assert Terms.from_spec(spec) == Terms.from_claims(claims) == TERMS
+    naive = LicenseClaims(site="demo", nbf=START.replace(tzinfo=None),
+                          exp=END.replace(tzinfo=None),
+                          graceUntil=GRACE_UNTIL.replace(tzinfo=None))
+    assert Terms.from_claims(naive) == TERMS
+
+
+@pytest.mark.parametrize("now", [START - S, START, WARN, END - S, END, GRACE_UNTIL])
+def test_token_mode_is_the_life_cycle_mode(now):
+    claims = LicenseClaims(site="demo", nbf=START, exp=END, graceUntil=GRACE_UNTIL)
+    assert evaluate_mode(claims, now) == state_at(TERMS, now).mode
+
+
+def test_the_life_cycle_and_the_token_import_nothing_above_them():
+    import subprocess
+    import sys
+
+    code = ("import sys, kameng.licensing.lifecycle, kameng.licensing.verdict, "
+            "kameng.contracts.license_token; print(sorted(m for m in sys.modules "
+            "if m.startswith(('kameng.controller', 'kameng.kube', 'kameng.children', "
+            "'kameng.provision'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]"
