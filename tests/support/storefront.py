@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 
-from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -90,8 +90,25 @@ class Stack:
     redis_url: str
     signing_key: Any
     token_file: Path
+    credentials_dir: Path  # HQ's mounted site-credential registry
+    api_token: str  # the site's HQ API token
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+
+    def publish_credential(self, state: str = "active", token: str | None = None,
+                           urls: list[str] | None = None, site: str | None = None) -> None:
+        """Write the site's registry entry as the operator (and the kubelet) would."""
+        site = site or self.site
+        write_credential(self.credentials_dir, SiteCredential(
+            site=site, sha256=token_digest(token or self.api_token),
+            createdAt=datetime.now(UTC).isoformat(), state=state,  # type: ignore[arg-type]
+            urls=[self.shop_url] if urls is None else urls))
+
+    def api_headers(self, license_token: str | None = None) -> dict[str, str]:
+        """What the shop sends HQ (its token; the license only when given)."""
+        from kameng.contracts.hq_api import site_headers
+
+        return site_headers(self.site, self.api_token, license_token)
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -107,6 +124,14 @@ class Stack:
         tmp = self.token_file.with_suffix(".tmp")
         tmp.write_text(token, encoding="utf-8")
         tmp.replace(self.token_file)  # atomic, like a kubelet Secret update
+
+
+def write_credential(directory: Path, entry: SiteCredential) -> None:
+    """One registry file, replaced atomically like the kubelet's Secret volume update."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{entry.site}.tmp"
+    tmp.write_text(entry.to_json(), encoding="utf-8")
+    tmp.replace(directory / entry.site)
 
 
 def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> SiteConfig:
@@ -138,6 +163,8 @@ def run_stack(
     hq_port, shop_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
     token_file = tmp_dir / f"{site}-license.token"
+    credentials_dir = tmp_dir / f"{site}-site-credentials"
+    api_token = new_site_api_token()
     with temp_database(pg_admin_dsn, "kameng_hq") as hq_dsn, \
             temp_database(pg_admin_dsn, f"kameng_{site}") as shop_dsn:
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
@@ -147,12 +174,13 @@ def run_stack(
             data_keys=DataCipher.generate_spec("hq1"), public_url=hq_url,
             hq_master_secret=master, hq_public_key=public_key_to_b64(key),
             admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+            site_credentials_dir=str(credentials_dir),
         )
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
             public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
-            hq_api_token=derive_site_api_token(master, site), admin_password=DEFAULT_PASSWORD,
+            hq_api_token=api_token, admin_password=DEFAULT_PASSWORD,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
         )
@@ -160,9 +188,12 @@ def run_stack(
             site=site, hq_url=hq_url, shop_url=shop_url, hq_app=Starlette(),
             shop_app=Starlette(), hq_dsn=hq_dsn, shop_dsn=shop_dsn,
             redis_url=redis_url, signing_key=key, token_file=token_file,
+            credentials_dir=credentials_dir, api_token=api_token,
             members={m.role: m.email for m in cfg.members},
         )
-        # The license exists before the shop starts, as the operator's Secret would.
+        # The license and the site's registry entry exist before the shop starts, as the
+        # operator's Secrets would.
+        stack.publish_credential()
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
         stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
         servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
