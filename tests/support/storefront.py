@@ -255,6 +255,21 @@ def hq_import_keys(hq: httpx.Client, product: str, keys: list[str]) -> str:
     return r.headers["location"]
 
 
+def record_paid_payment(stack: Stack, order_id: str, amount_fen: int,
+                        currency: str = "CNY") -> str:
+    """HQ's record of a paid payment for ``order_id`` of the stack's site, written straight
+    into HQ's database (setup for tests that call the fulfilment API directly)."""
+    pid = "P" + secrets.token_hex(10)
+    with psycopg.connect(stack.hq_dsn) as conn:
+        conn.execute(
+            "INSERT INTO payments (id, site, order_id, amount_fen, currency, status,"
+            " notify_url, return_url, paid_at, notified_at)"
+            " VALUES (%s, %s, %s, %s, %s, 'paid', %s, %s, now(), now())",
+            (pid, stack.site, order_id, amount_fen, currency,
+             stack.shop_url + "/api/payments/notify", stack.shop_url + "/"))
+    return pid
+
+
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:
