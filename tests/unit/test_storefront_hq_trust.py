@@ -82,24 +82,27 @@ def test_other_urls_are_refused(url):
 
 
 def test_internal_addresses_are_named_as_such():
-    assert is_internal("10.1.2.3") and is_internal("::1") and is_internal("localhost")
-    assert not is_internal("8.8.8.8") and not is_internal("shop.example.com")
+    assert all(is_internal(h) for h in ("10.1.2.3", "::1", "localhost"))
+    assert not any(is_internal(h) for h in ("8.8.8.8", "shop.example.com"))
     assert "internal" in (url_refusal("http://10.0.0.1/", SHOP) or "")
     assert url_refusal("http://10.0.0.1/", ["http://10.0.0.1"]) is None  # its own address
 
 
 def test_credential_contract():
     token = new_site_api_token()
-    assert len(token) >= 43 and token != new_site_api_token()
+    assert len(token) >= 43
+    assert token != new_site_api_token()
     entry = SiteCredential(site="s1", sha256=token_digest(token), createdAt=NOW.isoformat())
-    assert entry.accepts(token) and not entry.accepts("") and not entry.accepts(token + "x")
+    assert entry.accepts(token)
+    assert not entry.accepts("")
+    assert not entry.accepts(token + "x")
     assert token not in entry.to_json()
     assert SiteCredential.from_json(entry.to_json()) == entry
     assert entry.notification_key() == notification_key(token_digest(token)) != entry.sha256
     with pytest.raises(CredentialError):
         SiteCredential.from_json('{"site": "s1", "sha256": "short", "createdAt": "x"}')
-    assert valid_site_name("shop-1") and not valid_site_name("../x")
-    assert not valid_site_name("A") and not valid_site_name("")
+    assert valid_site_name("shop-1")
+    assert not any(valid_site_name(n) for n in ("../x", "A", ""))
 
 
 def test_registry_rereads_a_changed_file_and_refuses_bad_ones(tmp_path):
