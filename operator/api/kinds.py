@@ -15,6 +15,9 @@ FINALIZER = f"{GROUP}/reclaim"
 SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
 KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
+# On a SubSite: a new value asks the operator to mint a new HQ API token for the site, once
+# (`kubectl kameng rotate-credentials`).
+ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 
 
 @dataclass(frozen=True)
