@@ -134,6 +134,22 @@ def write_credential(directory: Path, entry: SiteCredential) -> None:
     tmp.replace(directory / entry.site)
 
 
+def mount_secret(secret: dict[str, Any] | None, directory: Path) -> None:
+    """What the kubelet does for a Secret volume: one file per key, changed files replaced
+    atomically, files of removed keys gone (a missing Secret empties the directory)."""
+    import base64
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = (secret or {}).get("data") or {}
+    for key, value in data.items():
+        tmp = directory / f".{key}.tmp"
+        tmp.write_bytes(base64.b64decode(value))
+        tmp.replace(directory / key)
+    for path in directory.iterdir():
+        if not path.name.startswith(".") and path.name not in data:
+            path.unlink()
+
+
 def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> SiteConfig:
     # The standard policy plus an all-powerful owner and a role with no permission at all.
     roles: dict[str, list[str]] = {**DEFAULT_ROLES, "owner": list(PERMISSIONS), "viewer": []}
@@ -149,6 +165,36 @@ def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> Si
     )
     data.update(overrides)
     return SiteConfig.model_validate(data)
+
+
+def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
+                    credentials_dir: Path, master: str | None = None,
+                    pool_size: int = 20) -> Settings:
+    return Settings(
+        mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=dsn,
+        redis_url=redis_url, session_secret=secrets.token_hex(32),
+        data_keys=DataCipher.generate_spec("hq1"), public_url=url,
+        hq_master_secret=master or secrets.token_hex(32), hq_public_key=public_key,
+        admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+        site_credentials_dir=str(credentials_dir),
+    )
+
+
+@contextmanager
+def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: Path
+           ) -> Iterator[tuple[str, str]]:
+    """HQ alone (fresh database) verifying licenses with ``public_key`` and reading the
+    site-credential registry from ``credentials_dir``; yields (url, database DSN)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with temp_database(pg_admin_dsn, "kameng_hq") as dsn:
+        server = ServerThread(create_app(hq_settings_for(dsn, redis_url, url, public_key,
+                                                         credentials_dir)), port)
+        server.start()
+        try:
+            yield url, dsn
+        finally:
+            server.stop()
 
 
 @contextmanager
@@ -168,14 +214,8 @@ def run_stack(
     with temp_database(pg_admin_dsn, "kameng_hq") as hq_dsn, \
             temp_database(pg_admin_dsn, f"kameng_{site}") as shop_dsn:
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
-        hq_settings = Settings(
-            mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=hq_dsn,
-            redis_url=redis_url, session_secret=secrets.token_hex(32),
-            data_keys=DataCipher.generate_spec("hq1"), public_url=hq_url,
-            hq_master_secret=master, hq_public_key=public_key_to_b64(key),
-            admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
-            site_credentials_dir=str(credentials_dir),
-        )
+        hq_settings = hq_settings_for(hq_dsn, redis_url, hq_url, public_key_to_b64(key),
+                                      credentials_dir, master, pool_size)
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
