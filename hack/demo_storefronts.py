@@ -29,6 +29,7 @@ from psycopg import sql
 
 from hack.devenv import free_port
 from kameng.contracts import pod
+from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMENG = str(ROOT / ".venv" / "bin" / "kameng")
@@ -128,8 +129,52 @@ def stock_hq(env: dict[str, str]) -> None:
     log(out.stdout.strip())
 
 
+def mount_registry(core: client.CoreV1Api, directory: Path) -> str | None:
+    """The site-credential registry Secret as the kubelet mounts it for HQ: one file per
+    site, replaced atomically, removed with its key. Returns the resourceVersion seen."""
+    try:
+        secret = core.read_namespaced_secret(REGISTRY_SECRET, OPERATOR_NS)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        secret = None
+    data = (secret.data or {}) if secret is not None else {}
+    directory.mkdir(parents=True, exist_ok=True)
+    for site, value in data.items():
+        tmp = directory / f".{site}.tmp"
+        write_private(tmp, base64.b64decode(value).decode())
+        tmp.replace(directory / site)
+    for path in directory.iterdir():
+        if not path.name.startswith(".") and path.name not in data:
+            path.unlink()
+    return secret.metadata.resource_version if secret is not None else None
+
+
+def sync_registry(directory: Path, interval: float = 1.0) -> None:
+    """Run by `hack/devenv run hq-site-credentials`: keep HQ's registry directory in step
+    with the Secret (what the kubelet does in a cluster), so a site the operator suspends,
+    deletes or rotates is refused by the local HQ within about a second."""
+    config.load_kube_config()
+    core = client.CoreV1Api()
+    seen: str | None = "-"
+    while True:
+        try:
+            version = core.read_namespaced_secret(REGISTRY_SECRET, OPERATOR_NS) \
+                .metadata.resource_version
+        except client.ApiException as exc:
+            version = None if exc.status == 404 else seen
+        if version != seen:
+            seen = mount_registry(core, directory)
+        time.sleep(interval)
+
+
 def start_hq(core: client.CoreV1Api) -> str:
     root = STATE / "hq" / "secrets"
+    registry = Path(pod.mount_path(REGISTRY_MOUNT, str(root)))
+    mount_registry(core, registry)
+    subprocess.run([str(ROOT / "hack" / "devenv"), "run", "hq-site-credentials", "--",
+                    sys.executable, "-m", "hack.demo_storefronts", "sync-registry",
+                    str(registry)], env=dict(os.environ), check=True, cwd=ROOT)
     keys = secret_data(core, OPERATOR_NS, pod.HQ_KEYS_SECRET)
     for entry in (pod.HQ_MASTER_SECRET, pod.HQ_PUBLIC_KEY):
         write_private(Path(entry.path(str(root))), keys[entry.key])
@@ -200,4 +245,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["sync-registry"]:
+        sync_registry(Path(sys.argv[2]))
     sys.exit(main())
