@@ -94,6 +94,12 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
 
 
 async def _finish(rt: Runtime, name: str) -> None:
+    # Again at the end: a reconcile that was in flight when the deletion began may have
+    # published the entry after the first revocation.
+    try:
+        await sitecreds.revoke(rt.kube, rt.config.namespace, name)
+    except KubeError as exc:
+        log.warning("SubSite %s: revoking the HQ credential failed (%s)", name, exc)
     # Garbage collection would remove the namespace too; deleting it now is faster and
     # does not depend on the owner reference having been set.
     try:
