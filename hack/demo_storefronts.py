@@ -28,8 +28,9 @@ from kubernetes import client, config
 from psycopg import sql
 
 from hack.devenv import free_port
+from kameng.api.kinds import SHOP_URL_ANNOTATION
 from kameng.contracts import pod
-from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET
+from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET, SiteCredential
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMENG = str(ROOT / ".venv" / "bin" / "kameng")
@@ -213,7 +214,24 @@ def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -
         "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url,
     })
     wait_ready(url, f"shop-{site}")
+    register_shop_url(site, url)
     return url
+
+
+def register_shop_url(site: str, url: str) -> None:
+    """The local shop is not served at its domain: tell the operator its URL (annotation
+    kameng.io/shop-url), so HQ accepts its payment URLs, and wait until HQ's registry copy
+    lists it."""
+    client.CustomObjectsApi().patch_cluster_custom_object(
+        "kameng.io", "v1alpha1", "subsites", site,
+        {"metadata": {"annotations": {SHOP_URL_ANNOTATION: url}}})
+    entry = Path(pod.mount_path(REGISTRY_MOUNT, str(STATE / "hq" / "secrets"))) / site
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if entry.exists() and url in SiteCredential.from_json(entry.read_bytes()).urls:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"HQ's site-credential registry did not list {url} for {site}")
 
 
 def sample_sites() -> set[str]:

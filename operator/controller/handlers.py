@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from kameng.api.common import GROUP, VERSION
-from kameng.api.kinds import CHILDREN, ROTATE_CREDENTIALS_ANNOTATION
+from kameng.api.kinds import CHILDREN
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
 from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
 from kameng.kube.client import Kube
@@ -124,11 +124,10 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
     # Status-only changes (our own writes) do not bump the generation: no wake-up.
     if rt is not None:
         site = rt.sites.get(name)
-        # A rotation request is an annotation: it changes no generation, so it wakes
-        # the loop by itself.
-        rotation = str((meta.get("annotations") or {}).get(ROTATE_CREDENTIALS_ANNOTATION, ""))
+        # Annotations the operator acts on (a rotation request, the shop URL) change no
+        # generation, so they wake the loop by themselves.
         if site is None or site.seen_generation != meta.get("generation") or \
-                site.rotation_seen != rotation:
+                site.annotations_seen != reconcile.acted_on_annotations(meta):
             log.debug("wake %s: generation %s", name, meta.get("generation"))
             rt.triggers.poke(name)
 

@@ -15,7 +15,11 @@ from pydantic import ValidationError
 
 from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
-from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
+from kameng.api.kinds import (
+    ACTED_ON_ANNOTATIONS,
+    ROTATE_CREDENTIALS_ANNOTATION,
+    SHOP_URL_ANNOTATION,
+)
 from kameng.api.license import LicenseSpec
 from kameng.api.resources import SUBSITE
 from kameng.api.rolepolicy import RolePolicySpec
@@ -92,6 +96,12 @@ def _problem(spec: SubSiteSpec, rp: RolePolicySpec | None) -> tuple[str, str] | 
         return c.R_UNKNOWN_ROLE, (f"members use roles missing from RolePolicy "
                                f"{spec.role_policy_ref!r}: {', '.join(unknown)}")
     return None
+
+
+def acted_on_annotations(meta: Any) -> dict[str, str]:
+    """The SubSite's annotations the reconcile acts on (absent ones left out)."""
+    annotations = meta.get("annotations") or {}
+    return {k: str(annotations[k]) for k in ACTED_ON_ANNOTATIONS if annotations.get(k)}
 
 
 def _secret_probe(name: str, namespace: str) -> dict[str, Any]:
@@ -274,10 +284,10 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
         url = ctx.url
         db_message = "not provisioned yet"
         try:
-            rotation = str((md.get("annotations") or {}).get(ROTATE_CREDENTIALS_ANNOTATION, ""))
-            site.rotation_seen = rotation
-            db_ready, db_message, transient = await _converge(rt, ctx, verdict, namespace,
-                                                              rotation)
+            site.annotations_seen = acted = acted_on_annotations(md)
+            db_ready, db_message, transient = await _converge(
+                rt, ctx, verdict, namespace, acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""),
+                acted.get(SHOP_URL_ANNOTATION, ""))
         except KubeError as exc:
             transient = f"applying children failed: {exc}"
         if transient:
@@ -318,7 +328,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
 
 
 async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str,
-                    rotation: str = "") -> tuple[bool, str, str | None]:
+                    rotation: str = "", shop_url: str = "") -> tuple[bool, str, str | None]:
     """Namespace, backends, then every child that differs. Returns (database ready,
     database message, transient error)."""
     ns_obj = namespace_of(ctx)
@@ -334,7 +344,8 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     published = await _credential(rt, ctx.name)
     entry = sitecreds.desired_entry(
         ctx.name, secrets.hq_api_token, published,
-        "suspended" if verdict.mode == "suspended" else "active", rotation, [ctx.url], ctx.now)
+        "suspended" if verdict.mode == "suspended" else "active", rotation,
+        sitecreds.registered_urls(ctx.url, shop_url), ctx.now)
     known_token = published is not None and published.sha256 == entry.sha256
     if known_token:
         # Same token: a suspension (or a new URL) reaches HQ before anything else is done.

@@ -31,8 +31,8 @@ class SiteState:
     # and when it was last read from the API (monotonic seconds; -inf: never).
     credential: SiteCredential | None = None
     credential_loaded_at: float = float("-inf")
-    # The rotate-credentials annotation value last reconciled (wakes the loop on change).
-    rotation_seen: str = ""
+    # The acted-on annotations as last reconciled (a change wakes the loop).
+    annotations_seen: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
     # Held while the site's database/Redis user is being created or reclaimed: a deletion
     # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).

@@ -20,6 +20,7 @@ import base64
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from kameng.contracts.hq_auth import (
     REGISTRY_SECRET,
@@ -52,6 +53,19 @@ def desired_entry(site: str, token: str, previous: SiteCredential | None,
         else now.isoformat(timespec="seconds")
     return SiteCredential(site=site, sha256=digest, createdAt=created, state=state,
                           rotation=rotation, urls=urls)
+
+
+def registered_urls(site_url: str, shop_url: str) -> list[str]:
+    """The site's public URLs HQ accepts payment URLs on: its domain's, and the shop URL
+    annotation when it is an absolute http(s) URL (anything else is ignored, and said)."""
+    urls = [site_url]
+    if shop_url:
+        parts = urlsplit(shop_url)
+        if parts.scheme in ("http", "https") and parts.hostname and "@" not in parts.netloc:
+            urls.append(f"{parts.scheme}://{parts.netloc}")
+        else:
+            log.warning("ignoring shop URL annotation %r: not an http(s) origin", shop_url[:100])
+    return urls
 
 
 def _path(namespace: str) -> str:
