@@ -50,3 +50,13 @@ def test_entry_of_reads_one_key_of_the_registry_secret():
     assert entry_of(secret, "s2") is None  # unreadable: rewritten by the next reconcile
     assert entry_of(secret, "s3") is None
     assert entry_of(None, "s1") is None
+
+
+def test_registered_urls_add_a_valid_shop_url_origin_only():
+    from kameng.controller.sitecreds import registered_urls
+
+    assert registered_urls("https://s1.example", "") == ["https://s1.example"]
+    assert registered_urls("https://s1.example", "http://127.0.0.1:8081/x") == [
+        "https://s1.example", "http://127.0.0.1:8081"]
+    for bad in ("javascript:alert(1)", "ftp://x", "http://u@h/", "not a url"):
+        assert registered_urls("https://s1.example", bad) == ["https://s1.example"]
