@@ -179,7 +179,8 @@ async def _site_keys(rt: Runtime, site: str, old: credentials.Existing) -> keyva
 
 
 async def _credential(rt: Runtime, site: str) -> SiteCredential | None:
-    """The site's published registry entry (read once per operator start, then kept)."""
+    """The site's published registry entry: kept in memory, read from the API again once
+    per resync period."""
     state = rt.site(site)
     # Re-read once per resync period: an entry a person deleted is published again.
     if time.monotonic() - state.credential_loaded_at > rt.config.resync_seconds:
