@@ -25,7 +25,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.hq_auth import (
+    REGISTRY_MOUNT,
+    SiteCredential,
+    new_site_api_token,
+    token_digest,
+)
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -84,7 +89,12 @@ def start_stack(
             _write(root, "hq/master-secret", master)
             _write(root, "hq/public-key", public_key_to_b64(key))
     _write(shop, "config/site.json", site_config(site, hq_url, public_key_to_b64(key)).to_json())
-    _write(shop, "storefront-keys/hq-api-token", derive_site_api_token(master, site))
+    api_token = new_site_api_token()
+    _write(shop, "storefront-keys/hq-api-token", api_token)
+    # HQ checks it against its mounted site-credential registry.
+    _write(hq, f"{REGISTRY_MOUNT}/{site}", SiteCredential(
+        site=site, sha256=token_digest(api_token), createdAt=now.isoformat(),
+        urls=[shop_url]).to_json())
     _write(shop, "license/token", token)
     for mode, port, root, url in (
         ("hq", hq_port, hq, hq_url),

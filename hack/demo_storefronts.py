@@ -28,7 +28,9 @@ from kubernetes import client, config
 from psycopg import sql
 
 from hack.devenv import free_port
+from kameng.api.kinds import SHOP_URL_ANNOTATION
 from kameng.contracts import pod
+from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET, SiteCredential
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMENG = str(ROOT / ".venv" / "bin" / "kameng")
@@ -128,8 +130,52 @@ def stock_hq(env: dict[str, str]) -> None:
     log(out.stdout.strip())
 
 
+def mount_registry(core: client.CoreV1Api, directory: Path) -> str | None:
+    """The site-credential registry Secret as the kubelet mounts it for HQ: one file per
+    site, replaced atomically, removed with its key. Returns the resourceVersion seen."""
+    try:
+        secret = core.read_namespaced_secret(REGISTRY_SECRET, OPERATOR_NS)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        secret = None
+    data = (secret.data or {}) if secret is not None else {}
+    directory.mkdir(parents=True, exist_ok=True)
+    for site, value in data.items():
+        tmp = directory / f".{site}.tmp"
+        write_private(tmp, base64.b64decode(value).decode())
+        tmp.replace(directory / site)
+    for path in directory.iterdir():
+        if not path.name.startswith(".") and path.name not in data:
+            path.unlink()
+    return secret.metadata.resource_version if secret is not None else None
+
+
+def sync_registry(directory: Path, interval: float = 1.0) -> None:
+    """Run by `hack/devenv run hq-site-credentials`: keep HQ's registry directory in step
+    with the Secret (what the kubelet does in a cluster), so a site the operator suspends,
+    deletes or rotates is refused by the local HQ within about a second."""
+    config.load_kube_config()
+    core = client.CoreV1Api()
+    seen: str | None = "-"
+    while True:
+        try:
+            version = core.read_namespaced_secret(REGISTRY_SECRET, OPERATOR_NS) \
+                .metadata.resource_version
+        except client.ApiException as exc:
+            version = None if exc.status == 404 else seen
+        if version != seen:
+            seen = mount_registry(core, directory)
+        time.sleep(interval)
+
+
 def start_hq(core: client.CoreV1Api) -> str:
     root = STATE / "hq" / "secrets"
+    registry = Path(pod.mount_path(REGISTRY_MOUNT, str(root)))
+    mount_registry(core, registry)
+    subprocess.run([str(ROOT / "hack" / "devenv"), "run", "hq-site-credentials", "--",
+                    sys.executable, "-m", "hack.demo_storefronts", "sync-registry",
+                    str(registry)], env=dict(os.environ), check=True, cwd=ROOT)
     keys = secret_data(core, OPERATOR_NS, pod.HQ_KEYS_SECRET)
     for entry in (pod.HQ_MASTER_SECRET, pod.HQ_PUBLIC_KEY):
         write_private(Path(entry.path(str(root))), keys[entry.key])
@@ -168,7 +214,24 @@ def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -
         "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url,
     })
     wait_ready(url, f"shop-{site}")
+    register_shop_url(site, url)
     return url
+
+
+def register_shop_url(site: str, url: str) -> None:
+    """The local shop is not served at its domain: tell the operator its URL (annotation
+    kameng.io/shop-url), so HQ accepts its payment URLs, and wait until HQ's registry copy
+    lists it."""
+    client.CustomObjectsApi().patch_cluster_custom_object(
+        "kameng.io", "v1alpha1", "subsites", site,
+        {"metadata": {"annotations": {SHOP_URL_ANNOTATION: url}}})
+    entry = Path(pod.mount_path(REGISTRY_MOUNT, str(STATE / "hq" / "secrets"))) / site
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if entry.exists() and url in SiteCredential.from_json(entry.read_bytes()).urls:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"HQ's site-credential registry did not list {url} for {site}")
 
 
 def sample_sites() -> set[str]:
@@ -200,4 +263,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["sync-registry"]:
+        sync_registry(Path(sys.argv[2]))
     sys.exit(main())

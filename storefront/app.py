@@ -24,6 +24,7 @@ from . import hq, shop
 from .config import Settings
 from .crypto import DataCipher
 from .db import open_pool
+from .hq.credentials import CredentialRegistry
 from .hq.notifications import notification_sweeper
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
@@ -46,6 +47,7 @@ def _state(settings: Settings) -> AppState:
     if settings.mode == "hq":
         keys = [k.strip() for k in settings.hq_public_key.split(",") if k.strip()]
         state.license_keys = [load_public_key(k) for k in keys]
+        state.credentials = CredentialRegistry(settings.site_credentials_dir)
     else:
         state.license = LicenseGuard(
             settings.site, settings.license_token, settings.license_token_file,

@@ -14,8 +14,11 @@ base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hq
 ``KAMENG_MIN_WITHDRAWAL`` (decimal, default ``100.00``), ``KAMENG_PII_PEPPER``,
 ``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20).
 
-HQ mode verifies license tokens with ``KAMENG_HQ_PUBLIC_KEY`` (PEM or base64, several
-comma-separated for rotation; default: ``hqPublicKey`` of the site config).
+HQ mode checks sub-sites' API tokens against the site-credential registry mounted at
+``<secrets root>/site-credentials`` (``KAMENG_SITE_CREDENTIALS_DIR`` overrides; see
+:mod:`kameng.contracts.hq_auth`) and verifies license tokens with ``KAMENG_HQ_PUBLIC_KEY``
+(PEM or base64, several comma-separated for rotation; default: ``hqPublicKey`` of the
+site config).
 
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
 all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` bootstraps the password of the HQ
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kameng.contracts import pod
+from kameng.contracts.hq_auth import REGISTRY_DIR_ENV, REGISTRY_MOUNT
 from kameng.contracts.money import to_fen
 from kameng.contracts.siteconfig import SiteConfig, SiteConfigError, load_site_config
 
@@ -81,6 +85,8 @@ class Settings:
     hq_api_token: str = ""
     hq_master_secret: str = ""
     hq_public_key: str = ""
+    # HQ: the mounted site-credential registry (one file per site).
+    site_credentials_dir: str = ""
     admin_password: str | None = None
     catalog_sync_seconds: float = 5.0
     license_recheck_seconds: float = 5.0
@@ -119,6 +125,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         license_token_file=secret_path(pod.LICENSE_TOKEN.env, env) if sub else None,
         hq_api_token=(read_secret(pod.HQ_API_TOKEN.env, env) or "") if sub else "",
         hq_master_secret=(read_secret(pod.HQ_MASTER_SECRET.env, env) or "") if not sub else "",
+        site_credentials_dir=(env.get(REGISTRY_DIR_ENV) or pod.mount_path(
+            REGISTRY_MOUNT, env.get(pod.SECRETS_ROOT_ENV, pod.SECRETS_ROOT))) if not sub else "",
         hq_public_key=read_secret(pod.HQ_PUBLIC_KEY.env, env, required=False)
         or site.hq_public_key,
         admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False),

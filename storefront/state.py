@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from psycopg_pool import AsyncConnectionPool
 
+    from .hq.credentials import CredentialRegistry
     from .shop.hq_client import HqClient
     from .shop.payments import PaymentProvider
 
@@ -40,6 +41,8 @@ class AppState:
     license: LicenseGuard | None = None
     # HQ: the public keys that verify sub-sites' license tokens (several during rotation).
     license_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    # HQ: the site-credential registry sub-sites' API tokens are checked against.
+    credentials: CredentialRegistry | None = None
     pool: AsyncConnectionPool = field(init=False)
     redis: aioredis.Redis = field(init=False)
     http: httpx.AsyncClient = field(init=False)

@@ -15,6 +15,14 @@ FINALIZER = f"{GROUP}/reclaim"
 SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
 KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
+# On a SubSite: a new value asks the operator to mint a new HQ API token for the site, once
+# (`kubectl kameng rotate-credentials`).
+ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
+# On a SubSite: another URL the shop is served at besides its domain (a platform team's
+# setting, e.g. the dev environment's loopback shops); HQ accepts payment URLs there too.
+SHOP_URL_ANNOTATION = f"{GROUP}/shop-url"
+# The SubSite annotations the operator acts on (a change wakes the site's loop).
+ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`kubectl kameng`: status, suspend, resume, renew and export of sub-sites.
+"""`kubectl kameng`: status, suspend, resume, renew, export, rotate-credentials.
 
 kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
 patch of the License or a read, so what it does is visible in the audit log and in
@@ -17,6 +17,7 @@ import yaml
 
 from kameng.api.common import GROUP, VERSION
 from kameng.api.conditions import READY, RECONCILING, STALLED, find
+from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
 from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
 from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
 
@@ -156,6 +157,26 @@ def cmd_export(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_credentials(api: Api, args: argparse.Namespace) -> int:
+    """Ask the operator for a new HQ API token for one site: a new value of the SubSite's
+    rotation annotation, acted on once. Other sites' tokens are not touched."""
+    api.get(SUBSITE.plural, args.site)  # a clear error for an unknown site
+    request = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.patch(SUBSITE.plural, args.site,
+              {"metadata": {"annotations": {ROTATE_CREDENTIALS_ANNOTATION: request}}})
+    print(f"subsite.{GROUP}/{args.site}: HQ API token rotation requested ({request}); the "
+          "old token stops working at HQ once the new one is in the site's Secret, and the "
+          "storefront rolls to pick it up")
+    return 0
+
+
+def add_rotate_credentials(sub: Any) -> None:
+    s = sub.add_parser("rotate-credentials",
+                       help="mint a new HQ API token for one sub-site (the old one dies)")
+    s.add_argument("site")
+    s.set_defaults(fn=cmd_rotate_credentials)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubectl kameng", description=__doc__.split("\n")[0])
     p.add_argument("--context", help="kubeconfig context to use")
@@ -181,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("site")
     s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     s.set_defaults(fn=cmd_export)
+    add_rotate_credentials(sub)
     return p
 
 

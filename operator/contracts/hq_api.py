@@ -9,7 +9,8 @@ never spells a path or header itself.
 * HQ answers errors as ``{"error": <code>}`` (:class:`ApiError`).
 * A payment notification is an HTTP POST from HQ to the sub-site's :data:`NOTIFY_PATH`,
   a JSON :class:`PaymentNotification` with headers ``X-Kameng-Timestamp: <unix seconds>``
-  and ``X-Kameng-Signature: v1=<hex HMAC-SHA256(api token, "<timestamp>.<body>")>``. The
+  and ``X-Kameng-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<body>")>``, key =
+  :func:`kameng.contracts.hq_auth.notification_key` of the site's API token's digest. The
   timestamp is signed, so a captured notification cannot be re-dated; the receiver refuses
   stale ones (:data:`TOLERANCE_SECONDS`) and records ``notification_id`` so a replay inside
   the window changes nothing.
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AUTHORIZATION",
     "CATALOG_CHANNEL",
+    "CATALOG_CURRENCY",
     "CATALOG_PATH",
     "FULFIL_PATH",
     "LICENSE_HEADER",
@@ -74,6 +76,10 @@ TIMESTAMP_HEADER = "X-Kameng-Timestamp"
 SIGNATURE_HEADER = "X-Kameng-Signature"
 
 TOLERANCE_SECONDS = 300
+
+# The currency of HQ's catalogue (products' cost): what a payment must be in for HQ to
+# hand out a key.
+CATALOG_CURRENCY = "CNY"
 
 # Redis pub/sub channel on which HQ announces a catalogue change (sub-sites also poll).
 CATALOG_CHANNEL = "kameng:catalog"

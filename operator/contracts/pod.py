@@ -99,7 +99,7 @@ HQ_SIGNING_KEY = SecretKey(HQ_KEYS_SECRET, "signing-key.pem", "", (),
 HQ_PUBLIC_KEY = SecretKey(HQ_KEYS_SECRET, "public-key", "KAMENG_HQ_PUBLIC_KEY", ("hq",),
                           "HQ's license-verifying public key (base64)")
 HQ_MASTER_SECRET = SecretKey(HQ_KEYS_SECRET, "master-secret", "KAMENG_HQ_MASTER_SECRET",
-                             ("hq",), "HQ's master secret (per-site API tokens, key hashes)")
+                             ("hq",), "HQ's master secret (card-key fingerprints)")
 
 #: The whole table.
 SECRET_KEYS: tuple[SecretKey, ...] = (

@@ -23,6 +23,7 @@ class Existing:
     redis_password: str | None
     session_secret: str | None
     data_key: str | None
+    hq_api_token: str | None = None
 
     def __repr__(self) -> str:
         return "Existing(<redacted>)"
@@ -46,6 +47,7 @@ def read_existing(found: dict[str, dict[str, Any] | None]) -> Existing:
         redis_password=_password_of(data(pod.REDIS_URL)),
         session_secret=data(pod.SESSION_SECRET) or None,
         data_key=data(pod.DATA_KEYS) or None,
+        hq_api_token=data(pod.HQ_API_TOKEN) or None,
     )
 
 

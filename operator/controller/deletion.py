@@ -25,7 +25,7 @@ from kameng.kube.client import KubeError, path_for
 from kameng.provision.postgres import DatabaseUnavailable
 from kameng.provision.redis_acl import RedisUnavailable
 
-from . import keyvault, status
+from . import keyvault, sitecreds, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,12 @@ async def _status(rt: Runtime, body: dict[str, Any], reason: str, message: str,
 async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     md = body["metadata"]
     name = md["name"]
+    try:
+        # First: the site's HQ API token dies with the SubSite, whatever reclaim does.
+        await sitecreds.revoke(rt.kube, rt.config.namespace, name)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"revoking the site's HQ credential failed: {exc}",
+                                  delay=min(MAX_DELAY, 2.0 ** retry)) from None
     if (md.get("annotations") or {}).get(SKIP_RECLAIM_ANNOTATION) == "true":
         await events.post(rt.kube, body, "Warning", c.R_RECLAIM_SKIPPED,
                           f"{SKIP_RECLAIM_ANNOTATION} is set: database and Redis user of {name} "
@@ -88,6 +94,12 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
 
 
 async def _finish(rt: Runtime, name: str) -> None:
+    # Again at the end: a reconcile that was in flight when the deletion began may have
+    # published the entry after the first revocation.
+    try:
+        await sitecreds.revoke(rt.kube, rt.config.namespace, name)
+    except KubeError as exc:
+        log.warning("SubSite %s: revoking the HQ credential failed (%s)", name, exc)
     # Garbage collection would remove the namespace too; deleting it now is faster and
     # does not depend on the owner reference having been set.
     try:

@@ -124,7 +124,10 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
     # Status-only changes (our own writes) do not bump the generation: no wake-up.
     if rt is not None:
         site = rt.sites.get(name)
-        if site is None or site.seen_generation != meta.get("generation"):
+        # Annotations the operator acts on (a rotation request, the shop URL) change no
+        # generation, so they wake the loop by themselves.
+        if site is None or site.seen_generation != meta.get("generation") or \
+                site.annotations_seen != reconcile.acted_on_annotations(meta):
             log.debug("wake %s: generation %s", name, meta.get("generation"))
             rt.triggers.poke(name)
 

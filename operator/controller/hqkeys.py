@@ -1,4 +1,5 @@
-"""HQ's license-signing key and fulfilment master secret.
+"""HQ's license-signing key and master secret (card-key fingerprints; sites' API tokens
+are random per site, see :mod:`.sitecreds`).
 
 They live in one Secret in the operator's namespace, created on first start if missing
 and never overwritten: re-generating the key would invalidate every issued token.

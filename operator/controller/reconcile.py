@@ -15,6 +15,11 @@ from pydantic import ValidationError
 
 from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
+from kameng.api.kinds import (
+    ACTED_ON_ANNOTATIONS,
+    ROTATE_CREDENTIALS_ANNOTATION,
+    SHOP_URL_ANNOTATION,
+)
 from kameng.api.license import LicenseSpec
 from kameng.api.resources import SUBSITE
 from kameng.api.rolepolicy import RolePolicySpec
@@ -23,8 +28,10 @@ from kameng.children.build import build_children
 from kameng.children.context import SiteContext, SiteSecrets, namespace_name
 from kameng.children.namespace import namespace as namespace_of
 from kameng.children.rbac import MEMBER_PREFIX
-from kameng.contracts.hq_auth import derive_site_api_token
-from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, REDIS_SECRET
+from kameng.children.secrets import unb64
+from kameng.contracts.hq_auth import SiteCredential
+from kameng.contracts.license_token import LicenseClaims, TokenError, verify_token
+from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, LICENSE_SECRET, LICENSE_TOKEN, REDIS_SECRET
 from kameng.kube import events
 from kameng.kube.cache import key_of
 from kameng.kube.client import KubeError, path_for, path_of
@@ -33,7 +40,7 @@ from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
 
-from . import credentials, keyvault, metrics, status
+from . import credentials, keyvault, metrics, sitecreds, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -91,15 +98,25 @@ def _problem(spec: SubSiteSpec, rp: RolePolicySpec | None) -> tuple[str, str] | 
     return None
 
 
-async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool
+def acted_on_annotations(meta: Any) -> dict[str, str]:
+    """The SubSite's annotations the reconcile acts on (absent ones left out)."""
+    annotations = meta.get("annotations") or {}
+    return {k: str(annotations[k]) for k in ACTED_ON_ANNOTATIONS if annotations.get(k)}
+
+
+def _secret_probe(name: str, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}}
+
+
+async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, rotation: str
                      ) -> tuple[SiteSecrets, set[str], str | None]:
-    """Database role/db and Redis user. Returns the secrets, the names of Secrets that
-    must NOT be applied this round, and a transient error message."""
+    """Database role/db, Redis user and the site's HQ API token. Returns the secrets, the
+    names of Secrets that must NOT be applied this round, and a transient error message."""
     found = {}
     for name in (DB_SECRET, REDIS_SECRET, KEYS_SECRET):
-        probe = {"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": name, "namespace": namespace}}
-        found[name] = await _live(rt, probe, namespace if fresh else None)
+        found[name] = await _live(rt, _secret_probe(name, namespace),
+                                  namespace if fresh else None)
     old = credentials.read_existing(found)
     db_pw, db_new = credentials.or_new(old.db_password)
     redis_pw, redis_new = credentials.or_new(old.redis_password)
@@ -115,7 +132,8 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool
         redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
         session_secret=keys.session_secret,
         data_key=keys.data_key,
-        hq_api_token=derive_site_api_token(rt.keys.master_secret, site),
+        hq_api_token=sitecreds.choose_token(
+            old.hq_api_token, await _credential(rt, site), rotation)[0],
     )
     return secrets, skip, error
 
@@ -158,6 +176,43 @@ async def _site_keys(rt: Runtime, site: str, old: credentials.Existing) -> keyva
             credentials.new_session_secret(), credentials.new_data_key()))
     rt.site(site).keys_backed_up = True
     return saved
+
+
+async def _credential(rt: Runtime, site: str) -> SiteCredential | None:
+    """The site's published registry entry: kept in memory, read from the API again once
+    per resync period."""
+    state = rt.site(site)
+    # Re-read once per resync period: an entry a person deleted is published again.
+    if time.monotonic() - state.credential_loaded_at > rt.config.resync_seconds:
+        state.credential = await sitecreds.load(rt.kube, rt.config.namespace, site)
+        state.credential_loaded_at = time.monotonic()
+    return state.credential
+
+
+async def _publish_credential(rt: Runtime, entry: SiteCredential) -> None:
+    state = rt.site(entry.site)
+    if state.credential == entry:
+        return  # nothing changed: no write
+    await sitecreds.publish(rt.kube, rt.config.namespace, entry)
+    if state.credential is None or state.credential.sha256 != entry.sha256:
+        log.info("SubSite %s: HQ API credential published", entry.site)
+    elif state.credential.state != entry.state:
+        log.info("SubSite %s: HQ API credential %s", entry.site, entry.state)
+    state.credential = entry
+
+
+async def _previous_claims(rt: Runtime, namespace: str, fresh_ns: str | None
+                           ) -> LicenseClaims | None:
+    """Claims of the token the site's license Secret holds now (None: none or unreadable):
+    the base the next sequence number grows from."""
+    obj = await _live(rt, _secret_probe(LICENSE_SECRET, namespace), fresh_ns)
+    token = unb64(((obj or {}).get("data") or {}).get(LICENSE_TOKEN.key))
+    if not token:
+        return None
+    try:
+        return verify_token(token, rt.keys.signing_key.public_key())
+    except TokenError:
+        return None
 
 
 async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any]) -> None:
@@ -217,8 +272,9 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
         problem = (c.R_INVALID_SPEC, message)
         spec = None
     else:
-        verdict = verdict_for(name, spec.license_ref, lic_spec,
-                              license_entry[0] if license_entry else 0, now)
+        # The token's sequence is set when it is signed (`token_for`), never from the
+        # License's generation, which restarts when a License is re-created.
+        verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now)
         problem = _problem(spec, rp)
         replicas = spec.storefront.replicas
         ctx = SiteContext(
@@ -229,7 +285,10 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
         url = ctx.url
         db_message = "not provisioned yet"
         try:
-            db_ready, db_message, transient = await _converge(rt, ctx, verdict, namespace)
+            site.annotations_seen = acted = acted_on_annotations(md)
+            db_ready, db_message, transient = await _converge(
+                rt, ctx, verdict, namespace, acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""),
+                acted.get(SHOP_URL_ANNOTATION, ""))
         except KubeError as exc:
             transient = f"applying children failed: {exc}"
         if transient:
@@ -269,18 +328,29 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
     return delay
 
 
-async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str
-                    ) -> tuple[bool, str, str | None]:
+async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str,
+                    rotation: str = "", shop_url: str = "") -> tuple[bool, str, str | None]:
     """Namespace, backends, then every child that differs. Returns (database ready,
     database message, transient error)."""
     ns_obj = namespace_of(ctx)
     fresh = await _live(rt, ns_obj) is None
     await _apply_if_changed(rt, ns_obj)
     fresh_ns = namespace if fresh else None
-    secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh)
+    secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh, rotation)
     db_ready = transient is None
     db_message = "database, role and Redis user provisioned" if db_ready else str(transient)
-    secrets = replace(secrets, license_token=token_for(verdict, rt.keys.signing_key))
+    previous = await _previous_claims(rt, namespace, fresh_ns)
+    secrets = replace(secrets, license_token=token_for(verdict, rt.keys.signing_key, previous,
+                                                       ctx.now))
+    published = await _credential(rt, ctx.name)
+    entry = sitecreds.desired_entry(
+        ctx.name, secrets.hq_api_token, published,
+        "suspended" if verdict.mode == "suspended" else "active", rotation,
+        sitecreds.registered_urls(ctx.url, shop_url), ctx.now)
+    known_token = published is not None and published.sha256 == entry.sha256
+    if known_token:
+        # Same token: a suspension (or a new URL) reaches HQ before anything else is done.
+        await _publish_credential(rt, entry)
     children = [o for o in build_children(replace(ctx, secrets=secrets))
                 if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)]
     try:
@@ -289,4 +359,9 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
         await _prune_members(rt, ctx.name, children)
     except KubeError as exc:
         transient = f"applying children failed: {exc}"
+    else:
+        if not known_token:
+            # A new token: published only once the site's Secret holds it, so HQ never
+            # knows a token the site does not have (a rotation ends the old one here).
+            await _publish_credential(rt, entry)
     return db_ready, db_message, transient

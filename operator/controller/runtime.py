@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kameng.children.context import Platform
+from kameng.contracts.hq_auth import SiteCredential
 from kameng.kube.cache import ChildCache
 from kameng.kube.client import Kube
 from kameng.provision.postgres import PgTarget, Postgres
@@ -26,6 +27,12 @@ class SiteState:
     last_status: dict[str, Any] | None = None  # status last written
     failures: int = 0  # consecutive failed reconciles
     keys_backed_up: bool = False
+    # The site's entry in the site-credential registry as last read or written
+    # and when it was last read from the API (monotonic seconds; -inf: never).
+    credential: SiteCredential | None = None
+    credential_loaded_at: float = float("-inf")
+    # The acted-on annotations as last reconciled (a change wakes the loop).
+    annotations_seen: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
     # Held while the site's database/Redis user is being created or reclaimed: a deletion
     # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).

@@ -16,6 +16,7 @@ from kameng.api.license import LicenseSpec, LifeCycleState
 from kameng.contracts.license_token import LicenseClaims, LicenseMode, sign_token
 
 from .lifecycle import Terms, state_at
+from .sequence import next_sequence
 from .term import format_time
 
 
@@ -56,7 +57,13 @@ def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence:
         claims=claims_for(terms, spec, sequence), next_change=lc.next_change)
 
 
-def token_for(verdict: LicenseVerdict, key: Ed25519PrivateKey) -> str:
-    """Signed token, or "" without a license. Ed25519 is deterministic, so the same
-    claims give the same token and an unchanged license never rewrites its Secret."""
-    return sign_token(verdict.claims, key) if verdict.claims is not None else ""
+def token_for(verdict: LicenseVerdict, key: Ed25519PrivateKey,
+              previous: LicenseClaims | None, now: datetime) -> str:
+    """Signed token, or "" without a license. ``previous``: the claims of the token the
+    site holds now; the sequence grows from it (:mod:`.sequence`). Ed25519 is
+    deterministic, so unchanged claims give the same token and the Secret is not
+    rewritten."""
+    if verdict.claims is None:
+        return ""
+    seq = next_sequence(verdict.claims, previous, now)
+    return sign_token(verdict.claims.model_copy(update={"seq": seq}), key)

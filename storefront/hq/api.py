@@ -19,8 +19,8 @@ from ..state import state_of
 from .catalog import etag_matches, load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
-from .payments import AmountMismatch, open_payment, refund_payment
-from .site_auth import ApiRefused, authenticate_site, check_license
+from .payments import AmountMismatch, BadSiteUrl, open_payment, refund_payment
+from .site_auth import ApiRefused, authenticate_site, check_license, site_credential
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -44,6 +44,8 @@ def json_api(handler: Endpoint) -> Endpoint:
             return _error(409, "out_of_stock")
         except AmountMismatch:
             return _error(409, "amount_mismatch")
+        except BadSiteUrl as exc:
+            return _error(400, f"bad_{exc.field}")
 
     return endpoint
 
@@ -74,14 +76,16 @@ async def api_create_payment(request: Request) -> Response:
     await check_license(request, site, allow_read_only=False)
     req = PaymentRequest.model_validate(await request.json())
     state = state_of(request)
-    payment = await open_payment(state.pool, site, req)
+    entry = site_credential(request, site)
+    payment = await open_payment(state.pool, site, req, entry.urls if entry else [])
     pay_url = state.settings.public_url + hq_api.pay_page_path(payment["id"])
     return JSONResponse(PaymentCreated(payment_id=payment["id"], pay_url=pay_url).model_dump())
 
 
 @json_api
 async def api_refund(request: Request) -> Response:
-    site = authenticate_site(request)
+    # A suspended site may still give its buyers their money back.
+    site = authenticate_site(request, allow_suspended=True)
     if not await refund_payment(state_of(request).pool, site, request.path_params["pid"]):
         return _error(409, "not_refundable")
     return JSONResponse({"status": "refunded"})

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import hmac
 import io
+from collections.abc import Callable
+from typing import Any
 
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
@@ -89,6 +91,8 @@ WHERE k.id = pick.id AND k.status = 'available'  -- re-checked after any lock wa
 RETURNING k.id, k.product_id, k.secret_enc
 """
 
+_PAYMENT = "SELECT * FROM payments WHERE site = %s AND order_id = %s FOR SHARE"
+_PRODUCT = "SELECT id, category, region, active, cost_fen FROM products WHERE id = %s"
 _EXISTING = (
     "SELECT id, product_id, secret_enc FROM card_keys"
     " WHERE site = %s AND order_ref = %s AND status = 'sold'"
@@ -96,14 +100,24 @@ _EXISTING = (
 
 
 async def allocate_key(
-    pool: AsyncConnectionPool, cipher: DataCipher, site: str, order_id: str, product_id: str
+    pool: AsyncConnectionPool, cipher: DataCipher, site: str, order_id: str, product_id: str,
+    check: Callable[[dict[str, Any] | None, dict[str, Any] | None], None],
 ) -> tuple[int, str]:
-    """Exactly one key for ``(site, order_id)``: a retry returns the key already sold."""
-    async with pool.connection() as conn:
+    """Exactly one key for ``(site, order_id)``: a retry returns the key already sold.
+
+    ``check(product, payment)`` sees the product row and HQ's payment of the order (each
+    None when missing) and raises to refuse; it runs in the allocation's transaction with
+    the payment row share-locked, so the payment cannot change (be refunded) between the
+    check and the allocation.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        payment = await (await conn.execute(_PAYMENT, (site, order_id))).fetchone()
+        product = await (await conn.execute(_PRODUCT, (product_id,))).fetchone()
+        check(product, payment)
         row = await (await conn.execute(_EXISTING, (site, order_id))).fetchone()
         if row is None:
             try:
-                async with conn.transaction():
+                async with conn.transaction():  # a savepoint: the unique index may refuse
                     row = await (
                         await conn.execute(
                             _ALLOCATE, {"site": site, "order": order_id, "product": product_id}
@@ -114,5 +128,4 @@ async def allocate_key(
                 row = await (await conn.execute(_EXISTING, (site, order_id))).fetchone()
             if row is None:
                 raise OutOfStock(product_id)
-        await conn.commit()
     return row["id"], cipher.decrypt(row["secret_enc"], aad=row["product_id"])

@@ -1,6 +1,7 @@
 """Payment notifications from HQ to the sub-site that opened the payment.
 
-Signed with the site's API token (the contract's HMAC); retried here a few times and
+Signed with the site's notification key (:func:`kameng.contracts.hq_auth.notification_key`,
+from the site-credential registry; the contract's HMAC); retried here a few times and
 later by the sweeper until the sub-site answers 2xx.
 """
 
@@ -10,7 +11,6 @@ import asyncio
 import logging
 
 from kameng.contracts.hq_api import PaymentNotification, notification_headers
-from kameng.contracts.hq_auth import derive_site_api_token
 
 from ..state import AppState
 from ..sweeps import sweep_forever
@@ -33,7 +33,11 @@ def notification_for(payment: Payment) -> PaymentNotification:
 
 async def notify_payment(state: AppState, payment: Payment, attempts: int = 3) -> bool:
     """POST the signed notification; True once the sub-site answered 2xx."""
-    secret = derive_site_api_token(state.settings.hq_master_secret, payment["site"])
+    entry = state.credentials.get(payment["site"]) if state.credentials else None
+    if entry is None:  # deleted site (or registry not yet mounted): the sweeper retries
+        log.warning("no credential to sign a notification", extra={"payment": payment["id"]})
+        return False
+    secret = entry.notification_key()
     body = notification_for(payment).to_json()
     for attempt in range(attempts):
         try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from kameng.contracts.hq_api import PaymentRequest
+
+from .site_urls import url_refusal
 
 Payment = dict[str, Any]  # a ``payments`` row
 
@@ -16,8 +19,22 @@ class AmountMismatch(Exception):
     """The order already has a payment for another amount."""
 
 
-async def open_payment(pool: AsyncConnectionPool, site: str, req: PaymentRequest) -> Payment:
-    """The order's payment, created on first call (a retry returns the same payment)."""
+class BadSiteUrl(Exception):
+    """``notify_url`` or ``return_url`` is not on the site's registered public URL."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+async def open_payment(pool: AsyncConnectionPool, site: str, req: PaymentRequest,
+                       registered_urls: Sequence[str]) -> Payment:
+    """The order's payment, created on first call (a retry returns the same payment).
+    Its notify and return URLs must lie on ``registered_urls``, the site's own."""
+    for name in ("notify_url", "return_url"):
+        reason = url_refusal(getattr(req, name), registered_urls)
+        if reason is not None:
+            raise BadSiteUrl(name, reason)
     pid = "P" + secrets.token_hex(10)
     async with pool.connection() as conn:
         row = await (

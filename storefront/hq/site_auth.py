@@ -1,4 +1,5 @@
-"""Who is calling HQ's API: the site's API token, and the license it must hold.
+"""Who is calling HQ's API: the site's API token (checked against the site-credential
+registry, :mod:`kameng.contracts.hq_auth`), and the license it must hold.
 
 Raises :class:`ApiRefused`; the API routes turn it into ``{"error": code}``.
 """
@@ -11,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from kameng.contracts.hq_api import AUTHORIZATION, LICENSE_HEADER, SITE_HEADER, bearer_token
-from kameng.contracts.hq_auth import verify_site_api_token
+from kameng.contracts.hq_auth import SiteCredential
 from kameng.contracts.license_token import LicenseClaims, TokenError, evaluate_mode, verify_token
 
 from ..state import state_of
@@ -25,13 +26,24 @@ class ApiRefused(Exception):
         self.status, self.code = status, code
 
 
-def authenticate_site(request: Request) -> str:
+def site_credential(request: Request, site: str) -> SiteCredential | None:
+    registry = state_of(request).credentials
+    return registry.get(site) if registry is not None else None
+
+
+def authenticate_site(request: Request, allow_suspended: bool = False) -> str:
+    """The calling site, if its token matches its registry entry. A ``suspended`` entry
+    (the operator suspended the site) is refused unless ``allow_suspended`` (refunds:
+    money going back to the site's buyers)."""
     site = request.headers.get(SITE_HEADER, "")
     token = bearer_token(request.headers.get(AUTHORIZATION, ""))
-    if not site or not verify_site_api_token(state_of(request).settings.hq_master_secret, site,
-                                             token):
+    entry = site_credential(request, site)
+    if entry is None or not entry.accepts(token):
         log.warning("site authentication failed", extra={"site": site[:63]})
         raise ApiRefused(401, "unauthenticated")
+    if entry.state != "active" and not allow_suspended:
+        log.warning("suspended site refused", extra={"site": site})
+        raise ApiRefused(403, "site_suspended")
     return site
 
 
@@ -53,11 +65,15 @@ async def check_license(request: Request, site: str, allow_read_only: bool) -> L
     except TokenError as exc:
         log.warning("license refused", extra={"site": site, "reason": str(exc)})
         raise ApiRefused(403, "license_invalid") from exc
+    # Record first, then judge: a newer token counts even when it is refused (suspended),
+    # so no older, unsuspended token is ever accepted after it. Only the caller's own
+    # tokens are recorded: another site's must not move this site's sequence.
+    if claims.site == site and await highest_license_seq(state.pool, site, claims.seq) \
+            > claims.seq:
+        raise ApiRefused(403, "license_superseded")
     refusal = license_refusal(claims, site, allow_read_only)
     if refusal:
         raise ApiRefused(403, refusal)
-    if await highest_license_seq(state.pool, site, claims.seq) > claims.seq:
-        raise ApiRefused(403, "license_superseded")
     return claims
 
 

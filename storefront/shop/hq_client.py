@@ -44,7 +44,8 @@ class HqClient:
 
     @property
     def api_token(self) -> str:
-        """Also the key HQ signs this site's payment notifications with."""
+        """HQ signs this site's payment notifications with a key derived from it
+        (:func:`kameng.contracts.hq_auth.notification_key`)."""
         return self._token
 
     def _headers(self, licensed: bool) -> dict[str, str]:

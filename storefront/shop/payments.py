@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kameng.contracts.hq_api import PaymentNotification, PaymentRequest, verify_notification
+from kameng.contracts.hq_auth import notification_key, token_digest
 
 from .hq_client import HqClient, HqError
 
@@ -58,7 +59,9 @@ class SandboxProvider:
     def verify_notification(
         self, headers: Mapping[str, str], body: bytes, now: float | None = None
     ) -> PaymentNotification:
-        return verify_notification(self._hq.api_token, headers, body, now)
+        # HQ signs with the key it derives from the token's digest in its registry.
+        key = notification_key(token_digest(self._hq.api_token))
+        return verify_notification(key, headers, body, now)
 
     async def refund(self, payment_id: str) -> None:
         try:

@@ -32,7 +32,8 @@ def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
         assert proc.returncode == 0, proc.stderr[-4000:]
         yield proc.stdout
     finally:
-        subprocess.run([devenv_cmd, "stop", "hq", "shop-demo", "shop-moon"],
+        subprocess.run([devenv_cmd, "stop", "hq", "hq-site-credentials", "shop-demo",
+                        "shop-moon"],
                        capture_output=True, timeout=120, check=False)
         # While the demo's operator still runs: it finalizes the samples (databases, users).
         kubectl("delete", "-f", SAMPLES, "--ignore-not-found", "--wait", "--timeout=180s",

@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.hq_auth import (
+    REGISTRY_MOUNT,
+    SiteCredential,
+    new_site_api_token,
+    token_digest,
+)
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -64,7 +69,12 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
         _write(shop_root, "storefront-redis/url", redis_url)
         _write(shop_root, "storefront-keys/session-secret", "t" * 48)
         _write(shop_root, "storefront-keys/data-key", DataCipher.generate_spec())
-        _write(shop_root, "storefront-keys/hq-api-token", derive_site_api_token(master, "clisite"))
+        api_token = new_site_api_token()
+        _write(shop_root, "storefront-keys/hq-api-token", api_token)
+        # HQ checks it against its mounted site-credential registry.
+        _write(hq_root, f"{REGISTRY_MOUNT}/clisite", SiteCredential(
+            site="clisite", sha256=token_digest(api_token), createdAt=now.isoformat(),
+            urls=[shop_url]).to_json())
         _write(shop_root, "license/token", token)
         procs = [
             _start("hq", hq_port, {"KAMENG_SECRETS_ROOT": str(hq_root),

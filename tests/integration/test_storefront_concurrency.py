@@ -14,6 +14,7 @@ from kameng_storefront.state import state_of
 from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
+    record_paid_payment,
     run_stack,
     staff_client,
     wait_for,
@@ -105,11 +106,7 @@ def test_200_concurrent_checkouts_sell_exactly_50(stack):
 
 
 async def _fulfil_storm(st) -> list[tuple[int, str | None]]:
-    headers = {
-        "X-Kameng-Site": st.site,
-        "Authorization": "Bearer " + state_of(st.shop_app).settings.hq_api_token,
-        "X-Kameng-License": state_of(st.shop_app).license.token,
-    }
+    headers = st.api_headers(state_of(st.shop_app).license.token)
     async with httpx.AsyncClient(base_url=st.hq_url, headers=headers, timeout=120) as c:
         async def one(i: int) -> tuple[int, str | None]:
             r = await c.post("/api/v1/fulfil", json={"order_id": f"X{i}",
@@ -120,6 +117,8 @@ async def _fulfil_storm(st) -> list[tuple[int, str | None]]:
 
 
 def test_fulfilment_api_never_allocates_a_key_twice(stack):
+    for i in range(BUYERS):  # HQ hands out keys only against payments it recorded as paid
+        record_paid_payment(stack, f"X{i}", 900)
     results = asyncio.run(_fulfil_storm(stack))
     ok = [(i % BUYERS, s) for i, (code, s) in enumerate(results) if code == 200]
     assert {code for code, _ in results} <= {200, 409}

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from kameng.contracts.license_token import generate_signing_key, sign_token
-from kameng_storefront.state import state_of
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
     hq_import_keys,
+    record_paid_payment,
     run_stack,
     staff_client,
     wait_for,
@@ -118,11 +118,9 @@ def test_bad_token_refused_with_log_line(stack, caplog, kind):
 
 
 def test_hq_refuses_a_suspended_license_for_fulfilment(stack):
-    headers = {
-        "X-Kameng-Site": stack.site,
-        "Authorization": "Bearer " + state_of(stack.shop_app).settings.hq_api_token,
-        "X-Kameng-License": _ok(stack, suspended=True, seq=20),
-    }
+    for order in ("Z1", "Z2", "Z3", "Z4"):
+        record_paid_payment(stack, order, 1000)
+    headers = stack.api_headers(_ok(stack, suspended=True, seq=20))
     r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=headers,
                    json={"order_id": "Z1", "product_id": "qq-10"})
     assert r.status_code == 403
@@ -144,3 +142,27 @@ def test_hq_refuses_a_suspended_license_for_fulfilment(stack):
                    json={"order_id": "Z4", "product_id": "gift-1"})
     assert r.status_code == 403
     assert r.json()["error"] == "out_of_license_scope"
+
+
+def test_hq_records_a_refused_newer_license_before_judging_it(stack):
+    """A newer, suspended token is refused, and from then on the older, unsuspended one
+    is refused too: HQ records a token's sequence before it judges the token."""
+    for order in ("Y1", "Y2"):
+        record_paid_payment(stack, order, 1000)
+    suspended = stack.api_headers(_ok(stack, suspended=True, seq=31))
+    r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=suspended,
+                   json={"order_id": "Y1", "product_id": "qq-10"})
+    assert (r.status_code, r.json()["error"]) == (403, "license_suspended")
+    older = stack.api_headers(_ok(stack, seq=30))
+    r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=older,
+                   json={"order_id": "Y2", "product_id": "qq-10"})
+    assert (r.status_code, r.json()["error"]) == (403, "license_superseded")
+    # Another site's token never moves this site's sequence.
+    foreign = stack.api_headers(sign_token(stack.claims(site="other", seq=10**9),
+                                           stack.signing_key))
+    r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=foreign,
+                   json={"order_id": "Y2", "product_id": "qq-10"})
+    assert r.json()["error"] == "license_wrong_site"
+    r = httpx.post(f"{stack.hq_url}/api/v1/fulfil", headers=stack.api_headers(_ok(stack, seq=32)),
+                   json={"order_id": "Y2", "product_id": "qq-10"})
+    assert r.status_code == 200, r.text

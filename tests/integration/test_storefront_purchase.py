@@ -15,7 +15,7 @@ import redis
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream, orders_stream
 from kameng.contracts.hq_api import sign_notification
-from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng_storefront.state import state_of
 from tests.support.storefront import (
     csrf_from,
@@ -128,7 +128,7 @@ def test_purchase_path_end_to_end(stack):
     # Replaying HQ's (correctly signed) notification changes nothing.
     with psycopg.connect(stack.hq_dsn) as conn:
         pid = conn.execute("SELECT id FROM payments WHERE order_id = %s", (oid,)).fetchone()[0]
-    secret = derive_site_api_token(state_of(stack.hq_app).settings.hq_master_secret, stack.site)
+    secret = notification_key(token_digest(stack.api_token))
     replay = json.dumps({"notification_id": f"{pid}:paid", "payment_id": pid,
                          "site": stack.site, "order_id": oid, "amount": 10175,
                          "currency": "CNY", "status": "paid"}).encode()

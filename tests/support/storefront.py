@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 
-from kameng.contracts.hq_auth import derive_site_api_token
+from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -90,8 +90,25 @@ class Stack:
     redis_url: str
     signing_key: Any
     token_file: Path
+    credentials_dir: Path  # HQ's mounted site-credential registry
+    api_token: str  # the site's HQ API token
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+
+    def publish_credential(self, state: str = "active", token: str | None = None,
+                           urls: list[str] | None = None, site: str | None = None) -> None:
+        """Write the site's registry entry as the operator (and the kubelet) would."""
+        site = site or self.site
+        write_credential(self.credentials_dir, SiteCredential(
+            site=site, sha256=token_digest(token or self.api_token),
+            createdAt=datetime.now(UTC).isoformat(), state=state,  # type: ignore[arg-type]
+            urls=[self.shop_url] if urls is None else urls))
+
+    def api_headers(self, license_token: str | None = None) -> dict[str, str]:
+        """What the shop sends HQ (its token; the license only when given)."""
+        from kameng.contracts.hq_api import site_headers
+
+        return site_headers(self.site, self.api_token, license_token)
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -107,6 +124,30 @@ class Stack:
         tmp = self.token_file.with_suffix(".tmp")
         tmp.write_text(token, encoding="utf-8")
         tmp.replace(self.token_file)  # atomic, like a kubelet Secret update
+
+
+def write_credential(directory: Path, entry: SiteCredential) -> None:
+    """One registry file, replaced atomically like the kubelet's Secret volume update."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{entry.site}.tmp"
+    tmp.write_text(entry.to_json(), encoding="utf-8")
+    tmp.replace(directory / entry.site)
+
+
+def mount_secret(secret: dict[str, Any] | None, directory: Path) -> None:
+    """What the kubelet does for a Secret volume: one file per key, changed files replaced
+    atomically, files of removed keys gone (a missing Secret empties the directory)."""
+    import base64
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = (secret or {}).get("data") or {}
+    for key, value in data.items():
+        tmp = directory / f".{key}.tmp"
+        tmp.write_bytes(base64.b64decode(value))
+        tmp.replace(directory / key)
+    for path in directory.iterdir():
+        if not path.name.startswith(".") and path.name not in data:
+            path.unlink()
 
 
 def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> SiteConfig:
@@ -126,6 +167,36 @@ def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> Si
     return SiteConfig.model_validate(data)
 
 
+def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
+                    credentials_dir: Path, master: str | None = None,
+                    pool_size: int = 20) -> Settings:
+    return Settings(
+        mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=dsn,
+        redis_url=redis_url, session_secret=secrets.token_hex(32),
+        data_keys=DataCipher.generate_spec("hq1"), public_url=url,
+        hq_master_secret=master or secrets.token_hex(32), hq_public_key=public_key,
+        admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+        site_credentials_dir=str(credentials_dir),
+    )
+
+
+@contextmanager
+def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: Path
+           ) -> Iterator[tuple[str, str]]:
+    """HQ alone (fresh database) verifying licenses with ``public_key`` and reading the
+    site-credential registry from ``credentials_dir``; yields (url, database DSN)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with temp_database(pg_admin_dsn, "kameng_hq") as dsn:
+        server = ServerThread(create_app(hq_settings_for(dsn, redis_url, url, public_key,
+                                                         credentials_dir)), port)
+        server.start()
+        try:
+            yield url, dsn
+        finally:
+            server.stop()
+
+
 @contextmanager
 def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
@@ -138,21 +209,18 @@ def run_stack(
     hq_port, shop_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
     token_file = tmp_dir / f"{site}-license.token"
+    credentials_dir = tmp_dir / f"{site}-site-credentials"
+    api_token = new_site_api_token()
     with temp_database(pg_admin_dsn, "kameng_hq") as hq_dsn, \
             temp_database(pg_admin_dsn, f"kameng_{site}") as shop_dsn:
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
-        hq_settings = Settings(
-            mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=hq_dsn,
-            redis_url=redis_url, session_secret=secrets.token_hex(32),
-            data_keys=DataCipher.generate_spec("hq1"), public_url=hq_url,
-            hq_master_secret=master, hq_public_key=public_key_to_b64(key),
-            admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
-        )
+        hq_settings = hq_settings_for(hq_dsn, redis_url, hq_url, public_key_to_b64(key),
+                                      credentials_dir, master, pool_size)
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
             public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
-            hq_api_token=derive_site_api_token(master, site), admin_password=DEFAULT_PASSWORD,
+            hq_api_token=api_token, admin_password=DEFAULT_PASSWORD,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
         )
@@ -160,9 +228,12 @@ def run_stack(
             site=site, hq_url=hq_url, shop_url=shop_url, hq_app=Starlette(),
             shop_app=Starlette(), hq_dsn=hq_dsn, shop_dsn=shop_dsn,
             redis_url=redis_url, signing_key=key, token_file=token_file,
+            credentials_dir=credentials_dir, api_token=api_token,
             members={m.role: m.email for m in cfg.members},
         )
-        # The license exists before the shop starts, as the operator's Secret would.
+        # The license and the site's registry entry exist before the shop starts, as the
+        # operator's Secrets would.
+        stack.publish_credential()
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
         stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
         servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
@@ -222,6 +293,21 @@ def hq_import_keys(hq: httpx.Client, product: str, keys: list[str]) -> str:
     if r.status_code != 303:
         raise AssertionError(f"key import failed: HTTP {r.status_code}")
     return r.headers["location"]
+
+
+def record_paid_payment(stack: Stack, order_id: str, amount_fen: int,
+                        currency: str = "CNY") -> str:
+    """HQ's record of a paid payment for ``order_id`` of the stack's site, written straight
+    into HQ's database (setup for tests that call the fulfilment API directly)."""
+    pid = "P" + secrets.token_hex(10)
+    with psycopg.connect(stack.hq_dsn) as conn:
+        conn.execute(
+            "INSERT INTO payments (id, site, order_id, amount_fen, currency, status,"
+            " notify_url, return_url, paid_at, notified_at)"
+            " VALUES (%s, %s, %s, %s, %s, 'paid', %s, %s, now(), now())",
+            (pid, stack.site, order_id, amount_fen, currency,
+             stack.shop_url + "/api/payments/notify", stack.shop_url + "/"))
+    return pid
 
 
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:

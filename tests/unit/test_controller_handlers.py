@@ -64,3 +64,11 @@ async def test_status_only_subsite_events_do_not_wake(fake_runtime: SimpleNamesp
     await handlers.subsite_event(name="demo", meta={"generation": 4},
                                  subsites_by_rolepolicy={}, memo=memo)
     assert flag.is_set()
+    flag.clear()
+    # A rotation request changes only an annotation, and still wakes the loop.
+    fake_runtime.sites["demo"].seen_generation = 4
+    await handlers.subsite_event(
+        name="demo", meta={"generation": 4,
+                           "annotations": {"kameng.io/rotate-credentials": "r1"}},
+        subsites_by_rolepolicy={}, memo=memo)
+    assert flag.is_set()

@@ -58,15 +58,35 @@ def test_invalid_licenses_explain_why(spec: dict | None, reason: str, state: str
 def test_token_is_signed_deterministic_and_carries_the_scope() -> None:
     key = generate_signing_key()
     v = verdict_for("demo", "demo", lic(regions=["CN-31"]), 4, NOW)
-    token = token_for(v, key)
-    assert token == token_for(v, key)  # same claims, same bytes: no Secret rewrite
+    token = token_for(v, key, None, NOW)
     claims = verify_token(token, key.public_key())
-    assert (claims.site, claims.seq, claims.regions) == ("demo", 4, ["CN-31"])
+    # Same claims as the token the site holds: same bytes, no Secret rewrite, later too.
+    assert token == token_for(v, key, claims, NOW + timedelta(days=3))
+    assert (claims.site, claims.regions) == ("demo", ["CN-31"])
+    assert claims.seq == int(NOW.timestamp() * 1000)
     assert claims.grace_until - claims.exp == timedelta(hours=72)
 
 
+def test_sequence_never_goes_backwards() -> None:
+    key = generate_signing_key()
+    first = verify_token(token_for(verdict_for("demo", "demo", lic(), 0, NOW), key, None, NOW),
+                         key.public_key())
+    # Changed claims: a higher number, even with the clock behind the last one.
+    changed = verdict_for("demo", "demo", lic(suspended=True), 0, NOW)
+    behind = NOW - timedelta(days=1)
+    second = verify_token(token_for(changed, key, first, behind), key.public_key())
+    assert second.seq == first.seq + 1
+    # Every object that remembered a number is gone (License re-created, Secret lost):
+    # the clock still puts the new number above every earlier one.
+    later = NOW + timedelta(seconds=1)
+    third = verify_token(token_for(verdict_for("demo", "demo", lic(), 0, later), key, None,
+                                   later), key.public_key())
+    assert third.seq > second.seq
+
+
 def test_no_token_without_license() -> None:
-    assert token_for(verdict_for("demo", "demo", None, 0, NOW), generate_signing_key()) == ""
+    assert token_for(verdict_for("demo", "demo", None, 0, NOW), generate_signing_key(), None,
+                     NOW) == ""
 
 
 def test_durations() -> None:
