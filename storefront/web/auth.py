@@ -26,9 +26,9 @@ from .staff import (
     InvitationRefused,
     Staff,
     change_password,
-    check_invitation,
     current_staff,
     end_session,
+    inspect_invitation,
     password_hash,
     redeem_invitation,
     start_session,
@@ -146,19 +146,28 @@ async def password_submit(request: Request, staff: Staff) -> Response:
     return RedirectResponse("/admin?msg=password+changed", status_code=303)
 
 
-def _invite_page(request: Request, state: AppState, token: str, status_code: int = 200,
-                 problem: str = "") -> Response:
+def _refused_invitation(request: Request, key: str) -> Response:
+    # 404 for a link that never was valid here, 410 for one that was and is no more.
+    return render(request, "admin/invite.html", status_code=404 if key == "invitation_invalid"
+                  else 410, member=None, problem=key, token="")
+
+
+async def _invite_page(request: Request, state: AppState, token: str, status_code: int = 200,
+                       problem: str = "") -> Response:
     try:
-        _, member = check_invitation(state, token)
+        member = await inspect_invitation(state, token)
     except InvitationRefused as e:
-        return render(request, "admin/invite.html", status_code=410 if e.key in (
-            "invitation_expired",) else 404, member=None, problem=e.key, token="")
-    return render(request, "admin/invite.html", status_code=status_code, member=member,
-                  problem=problem, token=token, min_length=PASSWORD_MIN)
+        return _refused_invitation(request, e.key)
+    response = render(request, "admin/invite.html", status_code=status_code, member=member,
+                      problem=problem, token=token, min_length=PASSWORD_MIN)
+    # The URL is a credential: keep it out of caches and out of other sites' Referer.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 async def invite_page(request: Request) -> Response:
-    return _invite_page(request, state_of(request), request.path_params["token"])
+    return await _invite_page(request, state_of(request), request.path_params["token"])
 
 
 async def invite_submit(request: Request) -> Response:
@@ -176,9 +185,8 @@ async def invite_submit(request: Request) -> Response:
     except InvitationRefused as e:
         if e.key.startswith("invitation_"):
             state.throttle.failed(key)
-            return render(request, "admin/invite.html", status_code=410, member=None,
-                          problem=e.key, token="")
-        return _invite_page(request, state, token, 400, e.key)
+            return _refused_invitation(request, e.key)
+        return await _invite_page(request, state, token, 400, e.key)
     await start_session(request, email)
     log.info("invitation redeemed", extra={"staff": email})
     return RedirectResponse("/admin?msg=password+set", status_code=303)

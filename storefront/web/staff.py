@@ -251,6 +251,36 @@ def check_invitation(state: AppState, token: str) -> tuple[invitation.Invitation
     return claims, member
 
 
+_CHANGED_AT = "SELECT credential_changed_at FROM staff WHERE email = %s"
+_CHANGED_AT_FOR_UPDATE = _CHANGED_AT + " FOR UPDATE"
+
+
+async def _usable(conn: AsyncConnection[Any], claims: invitation.InvitationClaims,
+                  email: str, lock: bool) -> None:
+    """The database half of the checks: the account exists, its credential did not change
+    after the invitation was issued, and the nonce was never used."""
+    query = (_CHANGED_AT_FOR_UPDATE if lock else _CHANGED_AT)
+    row = await (await conn.execute(query, (email,))).fetchone()
+    if row is None:
+        raise InvitationRefused("invitation_invalid")
+    changed = row["credential_changed_at"]
+    if changed is not None and changed.timestamp() > claims.iat:
+        raise InvitationRefused("invitation_superseded")
+    used = await (await conn.execute(
+        "SELECT 1 FROM used_invitations WHERE nonce = %s", (claims.nonce,)
+    )).fetchone()
+    if used:
+        raise InvitationRefused("invitation_used")
+
+
+async def inspect_invitation(state: AppState, token: str) -> Member:
+    """The invited member if ``token`` is usable right now (nothing is consumed)."""
+    claims, member = check_invitation(state, token)
+    async with state.pool.connection() as conn:
+        await _usable(conn, claims, member.email.lower(), lock=False)
+    return member
+
+
 async def redeem_invitation(state: AppState, token: str, password: str, confirm: str) -> str:
     """Set the invited member's password and return their e-mail; raises
     :class:`InvitationRefused` (the invitation is not consumed then)."""
@@ -262,14 +292,9 @@ async def redeem_invitation(state: AppState, token: str, password: str, confirm:
     if problem:
         raise InvitationRefused(problem)
     async with state.pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(
-            "SELECT credential_changed_at FROM staff WHERE email = %s FOR UPDATE", (email,)
-        )).fetchone()
-        if row is None:
-            raise InvitationRefused("invitation_invalid")
-        changed = row["credential_changed_at"]
-        if changed is not None and changed.timestamp() > claims.iat:
-            raise InvitationRefused("invitation_superseded")
+        # The row lock orders two redemptions of one member; the nonce's primary key
+        # makes a second use of one token fail even so.
+        await _usable(conn, claims, email, lock=True)
         # The nonce table stays small: a nonce older than the longest life of an
         # invitation can never be presented again with a valid expiry.
         await conn.execute(
