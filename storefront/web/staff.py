@@ -263,14 +263,14 @@ async def _usable(conn: AsyncConnection[Any], claims: invitation.InvitationClaim
     row = await (await conn.execute(query, (email,))).fetchone()
     if row is None:
         raise InvitationRefused("invitation_invalid")
-    changed = row["credential_changed_at"]
-    if changed is not None and changed.timestamp() > claims.iat:
-        raise InvitationRefused("invitation_superseded")
     used = await (await conn.execute(
         "SELECT 1 FROM used_invitations WHERE nonce = %s", (claims.nonce,)
     )).fetchone()
-    if used:
+    if used:  # said first: it is the more helpful of the two for a used link
         raise InvitationRefused("invitation_used")
+    changed = row["credential_changed_at"]
+    if changed is not None and changed.timestamp() > claims.iat:
+        raise InvitationRefused("invitation_superseded")
 
 
 async def inspect_invitation(state: AppState, token: str) -> Member:
