@@ -89,23 +89,34 @@ async def current_staff(request: Request) -> Staff | None:
 
 
 async def _lookup(request: Request) -> Staff | None:
+    account = await _session_account(request)
+    if account is None:
+        return None
+    return staff_for(state_of(request), *account)
+
+
+async def _session_account(request: Request) -> tuple[str, bool] | None:
+    """(e-mail, must change password) of the live database session named by the
+    cookie's session id, ``None`` without one."""
     sid = request.session.get(SESSION_KEY)
     if not isinstance(sid, str) or not sid:
         return None
-    state = state_of(request)
-    async with state.pool.connection() as conn:
+    async with state_of(request).pool.connection() as conn:
         row = await (await conn.execute(
             "SELECT s.email, st.must_change_password FROM staff_sessions s"
             " JOIN staff st ON st.email = s.email WHERE s.id_hash = %s AND s.expires_at > %s",
             (_hash_sid(sid), _now()),
         )).fetchone()
-    if row is None:
-        return None
-    ident = _identity(state, row["email"])
+    return None if row is None else (row["email"], row["must_change_password"])
+
+
+def staff_for(state: AppState, email: str, must_change_password: bool = False) -> Staff | None:
+    """The account ``email`` as it is now: role and permissions from the site config."""
+    ident = _identity(state, email)
     if ident is None:
         return None
     name, role, perms = ident
-    return Staff(row["email"], role, perms, name, row["must_change_password"])
+    return Staff(email, role, perms, name, must_change_password)
 
 
 async def start_session(request: Request, email: str) -> None:

@@ -61,7 +61,7 @@ def test_another_sites_key_or_name_is_refused():
 
 
 def test_expiry_and_future_issue():
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds: the token keeps milliseconds
     token = invitation.issue(SECRET, "demo", "a", "a@x", ttl_seconds=60, now=now)
     invitation.verify(token, KEY, "demo", now=now + 59)
     with pytest.raises(InvitationError, match="expired"):
