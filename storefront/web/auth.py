@@ -184,7 +184,10 @@ async def invite_submit(request: Request) -> Response:
                                         str(form.get("confirm", "")))
     except InvitationRefused as e:
         if e.key.startswith("invitation_"):
-            state.throttle.failed(key)
+            # Only a token that was never genuine counts as a guess; a used or expired
+            # one was signed by the site and says nothing about guessing.
+            if e.key == "invitation_invalid":
+                state.throttle.failed(key)
             return _refused_invitation(request, e.key)
         return await _invite_page(request, state, token, 400, e.key)
     await start_session(request, email)

@@ -6,6 +6,7 @@ an account with rights beyond their own (or on their own account)."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 
 import httpx
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 SHARED = "shared-bootstrap-password"
 PW = "a pass phrase of my own"
 EXTRA = {"alice": "viewer", "bob": "viewer", "carol": "operations", "dave": "viewer",
-         "erin": "viewer", "frank": "operations"}
+         "erin": "viewer", "frank": "operations", "gina": "viewer"}
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,33 @@ def test_only_a_genuine_current_invitation_for_a_listed_member_works(stack):
     assert login(stack.shop_url, email(stack, "dave"), PW).status_code == 303
 
 
+def test_one_invitation_redeemed_by_many_at_once_sets_one_password(stack):
+    token = stack.invite(email(stack, "gina"))
+    clients, forms = [], []
+    for i in range(8):
+        c = httpx.Client(base_url=stack.shop_url, timeout=30)
+        page = c.get(invite_path(token))
+        clients.append(c)
+        forms.append({"csrf": csrf_from(page.text), "password": f"racer number {i} phrase",
+                      "confirm": f"racer number {i} phrase"})
+    start, codes = threading.Barrier(len(clients)), {}
+
+    def race(i: int) -> None:
+        start.wait()
+        codes[i] = clients[i].post(invite_path(token), data=forms[i]).status_code
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, code in codes.items() if code == 303]
+    assert len(winners) == 1, codes
+    assert sorted(codes.values()) == [303] + [410] * (len(clients) - 1)
+    ok = login(stack.shop_url, email(stack, "gina"), f"racer number {winners[0]} phrase")
+    assert ok.status_code == 303
+
+
 def test_self_service_change_ends_every_other_session(stack):
     first = member_client(stack, "bob")
     second = staff_client(stack.shop_url, email(stack, "bob"), PW)
@@ -252,3 +280,34 @@ def test_a_manager_resets_a_narrower_member_who_then_chooses_a_new_password(stac
                            "confirm": "frank's fresh phrase"})
     assert r.status_code == 303
     assert login(stack.shop_url, email(stack, "frank"), "frank's fresh phrase").status_code == 303
+
+
+def test_upgrading_clears_every_password_a_shop_stored_before(pg_admin_dsn):
+    # Before this version a shop's member passwords were the shared bootstrap password or
+    # set by someone else: the migration removes them and voids older invitations.
+    import asyncio
+
+    from kameng_storefront.db import migrate, migration_files
+    from tests.support.storefront import temp_database
+
+    old = [(v, q) for v, q in migration_files("subsite") if v < "subsite_0201"]
+
+    async def run(dsn: str) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            for _, q in old:
+                await conn.execute(q)
+                await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                   " version text PRIMARY KEY, applied_at timestamptz"
+                                   " NOT NULL DEFAULT now())")
+            for v, _ in old:
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (v,))
+            await conn.execute("INSERT INTO staff (email, name, password_hash) VALUES"
+                               " ('a@x', 'a', 'argon2-hash-of-the-shared-password')")
+            assert await migrate(conn, "subsite") == ["subsite_0201_identities"]
+            row = await (await conn.execute(
+                "SELECT password_hash, credential_changed_at FROM staff")).fetchone()
+            assert row[0] is None
+            assert row[1] is not None
+
+    with temp_database(pg_admin_dsn, "kameng_upgrade") as dsn:
+        asyncio.run(run(dsn))
