@@ -105,9 +105,11 @@ def key_copy(kubectl, site):
     name = keyvault.backup_name(site)
     ns = kubectl("create", "namespace", "kameng-system", "--dry-run=client", "-o", "json").stdout
     kubectl("apply", "-f", "-", input=ns)
-    kubectl("create", "secret", "generic", name, "-n", "kameng-system",
-            f"--from-literal={keyvault.SESSION}={SESSION_SECRET}",
-            f"--from-literal={keyvault.DATA_KEY}=k1:unused")
+    secret = kubectl("create", "secret", "generic", name, "-n", "kameng-system",
+                     f"--from-literal={keyvault.SESSION}={SESSION_SECRET}",
+                     f"--from-literal={keyvault.DATA_KEY}=k1:unused",
+                     "--dry-run=client", "-o", "json").stdout
+    kubectl("apply", "-f", "-", input=secret)  # idempotent: a left-over copy is replaced
     yield name
     kubectl("delete", "secret", name, "-n", "kameng-system", "--ignore-not-found", check=False)
 
