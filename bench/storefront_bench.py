@@ -84,8 +84,8 @@ def start_stack(
         _write(root, "storefront-redis/url", redis_url)
         _write(root, "storefront-keys/session-secret", os.urandom(24).hex())
         _write(root, "storefront-keys/data-key", DataCipher.generate_spec())
-        _write(root, "storefront-keys/admin-password", PASSWORD)
-        if kind == "hq":
+        if kind == "hq":  # only HQ's admin has a bootstrap password
+            _write(root, "storefront-keys/admin-password", PASSWORD)
             _write(root, "hq/master-secret", master)
             _write(root, "hq/public-key", public_key_to_b64(key))
     _write(shop, "config/site.json", site_config(site, hq_url, public_key_to_b64(key)).to_json())
@@ -231,7 +231,8 @@ def main() -> int:
         return 2
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         hq_url, shop_url, shop_dsn = start_stack(stack, admin_dsn, redis_url, Path(tmp))
-        hq = staff_client(hq_url, "admin@hq.local", PASSWORD)
+        hq = staff_client(hq_url, "admin@hq.local", PASSWORD,
+                          replace_bootstrap_with=f"{PASSWORD}-own-choice")
         hq_add_product(hq, "bench-10", "game", "10.00", "9.00")
         hq_import_keys(hq, "bench-10", [f"BENCH-{i:06d}" for i in range(args.orders + 10)])
         wait_for(lambda: "bench-10" in httpx.get(f"{shop_url}/").text, timeout=30)

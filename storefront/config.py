@@ -21,8 +21,9 @@ HQ mode checks sub-sites' API tokens against the site-credential registry mounte
 site config).
 
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
-all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` bootstraps the password of the HQ
-``admin`` account / of sub-site members that have none yet.
+all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` (HQ mode only) bootstraps the password
+of HQ's ``admin`` account, which must replace it at first login; sub-site members have no
+bootstrap password: each redeems an invitation (``kubectl kameng invite``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
             REGISTRY_MOUNT, env.get(pod.SECRETS_ROOT_ENV, pod.SECRETS_ROOT))) if not sub else "",
         hq_public_key=read_secret(pod.HQ_PUBLIC_KEY.env, env, required=False)
         or site.hq_public_key,
-        admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False),
+        admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False)
+        if not sub else None,
         catalog_sync_seconds=float(env.get("KAMENG_CATALOG_SYNC_SECONDS", "5")),
         license_recheck_seconds=float(env.get("KAMENG_LICENSE_RECHECK_SECONDS", "5")),
         pool_size=int(env.get("KAMENG_DB_POOL_SIZE", "20")),

@@ -89,9 +89,11 @@ DATA_KEYS = SecretKey(KEYS_SECRET, "data-key", "KAMENG_DATA_KEYS", BOTH,
                       "first = current")
 HQ_API_TOKEN = SecretKey(KEYS_SECRET, "hq-api-token", "KAMENG_HQ_API_TOKEN", ("subsite",),
                          "per-site token for HQ's fulfilment API")
-ADMIN_PASSWORD = SecretKey(KEYS_SECRET, "admin-password", "KAMENG_ADMIN_PASSWORD", BOTH,
-                           "bootstrap password of HQ's admin / of members without one",
-                           operator_writes=False)
+# HQ only: sub-site members have no shared bootstrap password; each gets a one-time
+# invitation (kameng.contracts.invitation) and chooses their own.
+ADMIN_PASSWORD = SecretKey(KEYS_SECRET, "admin-password", "KAMENG_ADMIN_PASSWORD", ("hq",),
+                           "bootstrap password of HQ's admin account, to be replaced at "
+                           "its first login", operator_writes=False)
 LICENSE_TOKEN = SecretKey(LICENSE_SECRET, "token", "KAMENG_LICENSE_TOKEN", ("subsite",),
                           "Ed25519-signed license token")
 HQ_SIGNING_KEY = SecretKey(HQ_KEYS_SECRET, "signing-key.pem", "", (),

@@ -76,7 +76,6 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
         app_mode=state.settings.mode,
         shop_mode=state.effective_mode(),
         csrf=csrf_token(request),
-        staff=request.session.get("staff"),
         **ctx,
     )
     return HTMLResponse(body, status_code=status_code)

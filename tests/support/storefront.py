@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 
+from kameng.contracts import invitation
 from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
 from kameng.contracts.license_token import (
     LicenseClaims,
@@ -37,6 +38,7 @@ from kameng_storefront.crypto import DataCipher
 from .net import free_port
 
 DEFAULT_PASSWORD = "correct-horse-battery"
+HQ_ADMIN = "admin@hq.local"
 
 
 class ServerThread:
@@ -94,6 +96,16 @@ class Stack:
     api_token: str  # the site's HQ API token
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+    shop_session_secret: str = ""
+    hq_bootstrap_password: str = ""
+    config: SiteConfig | None = None
+
+    def invite(self, email: str, **kwargs: Any) -> str:
+        """A fresh invitation token for the member with ``email``, minted as
+        ``kubectl kameng invite`` does (from the site's session secret)."""
+        assert self.config is not None
+        m = next(m for m in self.config.members if m.email == email)
+        return invitation.issue(self.shop_session_secret, self.site, m.name, m.email, **kwargs)
 
     def publish_credential(self, state: str = "active", token: str | None = None,
                            urls: list[str] | None = None, site: str | None = None) -> None:
@@ -169,13 +181,13 @@ def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> Si
 
 def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
                     credentials_dir: Path, master: str | None = None,
-                    pool_size: int = 20) -> Settings:
+                    pool_size: int = 20, admin_password: str = DEFAULT_PASSWORD) -> Settings:
     return Settings(
         mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=dsn,
         redis_url=redis_url, session_secret=secrets.token_hex(32),
         data_keys=DataCipher.generate_spec("hq1"), public_url=url,
         hq_master_secret=master or secrets.token_hex(32), hq_public_key=public_key,
-        admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+        admin_password=admin_password, pool_size=pool_size,
         site_credentials_dir=str(credentials_dir),
     )
 
@@ -202,8 +214,14 @@ def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
+    set_passwords: bool = True,
 ) -> Iterator[Stack]:
+    """HQ and a shop. With ``set_passwords`` (the default), HQ's admin has replaced its
+    bootstrap password with :data:`DEFAULT_PASSWORD` and every member has redeemed an
+    invitation with it, as people do on a new site; without, every account is as new."""
     site = site or f"t{secrets.token_hex(4)}"
+    bootstrap = f"bootstrap-{secrets.token_hex(8)}"
+    shop_session = secrets.token_hex(32)
     key = generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
@@ -215,12 +233,13 @@ def run_stack(
             temp_database(pg_admin_dsn, f"kameng_{site}") as shop_dsn:
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
         hq_settings = hq_settings_for(hq_dsn, redis_url, hq_url, public_key_to_b64(key),
-                                      credentials_dir, master, pool_size)
+                                      credentials_dir, master, pool_size,
+                                      admin_password=bootstrap)
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
-            session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
+            session_secret=shop_session, data_keys=DataCipher.generate_spec("s1"),
             public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
-            hq_api_token=api_token, admin_password=DEFAULT_PASSWORD,
+            hq_api_token=api_token,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
         )
@@ -229,7 +248,8 @@ def run_stack(
             shop_app=Starlette(), hq_dsn=hq_dsn, shop_dsn=shop_dsn,
             redis_url=redis_url, signing_key=key, token_file=token_file,
             credentials_dir=credentials_dir, api_token=api_token,
-            members={m.role: m.email for m in cfg.members},
+            members={m.role: m.email for m in cfg.members}, shop_session_secret=shop_session,
+            hq_bootstrap_password=bootstrap, config=cfg,
         )
         # The license and the site's registry entry exist before the shop starts, as the
         # operator's Secrets would.
@@ -240,6 +260,11 @@ def run_stack(
         try:
             for s in servers:
                 s.start()
+            if set_passwords:
+                staff_client(hq_url, HQ_ADMIN, bootstrap, replace_bootstrap_with=DEFAULT_PASSWORD
+                             ).close()
+                for m in cfg.members:
+                    redeem_invitation(shop_url, stack.invite(m.email), DEFAULT_PASSWORD).close()
             yield stack
         finally:
             for s in reversed(servers):
@@ -258,13 +283,43 @@ def csrf_from(html: str) -> str:
     return m.group(1)
 
 
-def staff_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD) -> httpx.Client:
-    """A logged-in back-office client (HQ admin or a sub-site member)."""
+def staff_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD, *,
+                 replace_bootstrap_with: str | None = None) -> httpx.Client:
+    """A logged-in back-office client (HQ admin or a sub-site member). HQ's admin logging
+    in with its bootstrap password must choose its own first: ``replace_bootstrap_with``."""
     c = httpx.Client(base_url=base_url, timeout=30)
     token = csrf_from(c.get("/admin/login").text)
     r = c.post("/admin/login", data={"csrf": token, "email": email, "password": password})
     if r.status_code != 303:
         raise AssertionError(f"login of {email} failed: HTTP {r.status_code}")
+    if r.headers["location"] == "/admin/password":
+        if replace_bootstrap_with is None:
+            raise AssertionError(f"{email} must replace its bootstrap password first")
+        change_password(c, password, replace_bootstrap_with)
+    return c
+
+
+def change_password(client: httpx.Client, current: str, new: str) -> httpx.Response:
+    """Self-service change through the password page; asserts it succeeded."""
+    page = client.get("/admin/password")
+    r = client.post("/admin/password", data={"csrf": csrf_from(page.text), "current": current,
+                                             "new": new, "confirm": new})
+    if r.status_code != 303:
+        raise AssertionError(f"password change failed: HTTP {r.status_code}")
+    return r
+
+
+def redeem_invitation(base_url: str, token: str, password: str) -> httpx.Client:
+    """Open an invitation link, set ``password``; returns the now logged-in client."""
+    c = httpx.Client(base_url=base_url, timeout=30)
+    path = httpx.URL(invitation.invitation_url(base_url, token)).raw_path.decode()
+    page = c.get(path)
+    if page.status_code != 200:
+        raise AssertionError(f"invitation page: HTTP {page.status_code}")
+    r = c.post(path, data={"csrf": csrf_from(page.text), "password": password,
+                           "confirm": password})
+    if r.status_code != 303:
+        raise AssertionError(f"invitation not redeemed: HTTP {r.status_code}")
     return c
 
 

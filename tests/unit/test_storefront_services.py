@@ -144,7 +144,16 @@ def _app() -> Starlette:
     return app
 
 
-def test_requires_guards_each_route_once():
+def test_requires_guards_each_route_once(monkeypatch):
+    from kameng_storefront.web import staff as staff_mod
+
+    async def cookie_account(request: Request):
+        # Stands in for the database session lookup (covered by the integration tests);
+        # what is tested here is the guard and the config's roles.
+        email = request.session.get("staff")
+        return (email, False) if email else None
+
+    monkeypatch.setattr(staff_mod, "_session_account", cookie_account)
     app = _app()
     assert state_of(app).effective_mode() == "normal"  # no guard configured in this test
     with TestClient(app) as client:
@@ -163,7 +172,7 @@ def test_every_back_office_route_declares_its_permission():
     from kameng_storefront.shop import admin
     from kameng_storefront.web import auth
 
-    login = {r.endpoint for r in auth.login_routes()}
+    login = {r.endpoint for r in (*auth.login_routes(), *auth.invitation_routes())}
     declared = {
         r.path: r.endpoint.permission  # type: ignore[attr-defined]
         for r in admin.routes() if isinstance(r, _Route) and r.endpoint not in login
