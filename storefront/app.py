@@ -25,6 +25,7 @@ from .config import Settings
 from .crypto import DataCipher
 from .db import open_pool
 from .hq.notifications import notification_sweeper
+from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
 from .shop.hq_client import HqClient
@@ -46,6 +47,7 @@ def _state(settings: Settings) -> AppState:
     if settings.mode == "hq":
         keys = [k.strip() for k in settings.hq_public_key.split(",") if k.strip()]
         state.license_keys = [load_public_key(k) for k in keys]
+        announce_sandbox(state)
     else:
         state.license = LicenseGuard(
             settings.site, settings.license_token, settings.license_token_file,

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from kameng.contracts.hq_api import PaymentRequest
 
+if TYPE_CHECKING:
+    from ..state import AppState
+
+log = logging.getLogger("kameng.storefront.hq")
 Payment = dict[str, Any]  # a ``payments`` row
+
+
+def announce_sandbox(state: AppState) -> None:
+    """At start: say loudly whether the sandbox channel runs. Its pay page marks a payment
+    paid with one unauthenticated click, so it runs only where a person enabled it
+    (``KAMENG_SANDBOX_PAYMENTS=enabled``), and then the log, the metric and a banner on
+    every pay page say so."""
+    enabled = state.settings.sandbox_payments
+    state.metrics.sandbox_payments.set(1 if enabled else 0)
+    if enabled:
+        log.warning(
+            "SANDBOX PAYMENTS ENABLED: any visitor of a pay page can mark a payment paid"
+            " without paying. Never enable this where real goods are sold.",
+            extra={"setting": "KAMENG_SANDBOX_PAYMENTS"},
+        )
+    else:
+        log.info("sandbox payment channel disabled (KAMENG_SANDBOX_PAYMENTS)")
 
 
 class AmountMismatch(Exception):

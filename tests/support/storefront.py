@@ -147,6 +147,7 @@ def run_stack(
             data_keys=DataCipher.generate_spec("hq1"), public_url=hq_url,
             hq_master_secret=master, hq_public_key=public_key_to_b64(key),
             admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+            sandbox_payments=True,  # tests pay through the sandbox: enabled explicitly
         )
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
