@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg_pool import AsyncConnectionPool
 
 from kameng.contracts.hq_api import PaymentRequest
+from kameng.contracts.refunds import refund_action
 
 if TYPE_CHECKING:
     from ..state import AppState
@@ -58,14 +59,29 @@ async def open_payment(pool: AsyncConnectionPool, site: str, req: PaymentRequest
 
 
 async def refund_payment(pool: AsyncConnectionPool, site: str, payment_id: str) -> bool:
-    """Mark a paid payment of ``site`` refunded (idempotent). False if not refundable."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "UPDATE payments SET status = 'refunded' WHERE id = %s AND site = %s"
-            " AND status IN ('paid', 'refunded')",
-            (payment_id, site),
-        )
-    return bool(cur.rowcount)
+    """Mark a paid payment of ``site`` refunded (idempotent). False if not refundable: by
+    :func:`~kameng.contracts.refunds.refund_action`, a payment whose order got a key is
+    never refunded here (that is a dispute), whatever the site asks."""
+    async with pool.connection() as conn, conn.transaction():
+        row = await (
+            await conn.execute(
+                "SELECT p.status, EXISTS (SELECT 1 FROM card_keys k WHERE k.site = p.site"
+                "   AND k.order_ref = p.order_id AND k.status = 'sold') AS key_sold"
+                " FROM payments p WHERE p.id = %s AND p.site = %s FOR UPDATE",
+                (payment_id, site),
+            )
+        ).fetchone()
+        if row is None:
+            return False
+        if row["status"] == "refunded":
+            return True
+        if refund_action(row["status"], key_delivered=row["key_sold"]) != "refund":
+            log.warning("refund refused: a key was handed out for the order",
+                        extra={"site": site, "payment": payment_id})
+            return False
+        await conn.execute("UPDATE payments SET status = 'refunded' WHERE id = %s",
+                           (payment_id,))
+    return True
 
 
 async def get_payment(pool: AsyncConnectionPool, payment_id: str) -> Payment | None:

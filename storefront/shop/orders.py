@@ -421,9 +421,14 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
         log.error("refund failed, will retry",
                   extra={"order": order["id"], "status": exc.status, "code": exc.code,
                          "attempts": attempts})
+        changes: dict[str, Any] = {}
+        if exc.status == 409:
+            # HQ refuses because a key left for this order (its answer to us was lost): the
+            # rule makes that a delivery, so the next attempt fetches the same key.
+            changes["refund_reason"] = None
         await _release(state, order, attempts=attempts,
                        last_error=(f"refund:{exc.code or exc.status or 'unreachable'}")[:64],
-                       next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
+                       next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay), **changes)
         return "refund_pending"
     async with state.pool.connection() as conn, conn.transaction():
         row = await (

@@ -4,6 +4,7 @@ benchmark. Each stack gets fresh databases, keys and a license.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
@@ -21,6 +22,9 @@ import uvicorn
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from kameng.contracts.hq_auth import derive_site_api_token
 from kameng.contracts.license_token import (
@@ -92,6 +96,8 @@ class Stack:
     token_file: Path
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+    # Every replica of the shop (one database); shop_app is the first, the one HQ notifies.
+    shop_apps: list[Starlette] = field(default_factory=list)
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -131,7 +137,12 @@ def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
+    hq_overrides: dict[str, Any] | None = None, shop_replicas: int = 1,
+    shop_hq_url: str | None = None,
 ) -> Iterator[Stack]:
+    """``shop_replicas`` > 1 runs more instances of the shop on the same database (as a
+    Deployment's replicas); ``shop_hq_url`` points the shop at something in front of HQ
+    (e.g. a :class:`HoldingProxy`) instead of HQ itself."""
     site = site or f"t{secrets.token_hex(4)}"
     key = generate_signing_key()
     master = secrets.token_hex(32)
@@ -147,12 +158,14 @@ def run_stack(
             data_keys=DataCipher.generate_spec("hq1"), public_url=hq_url,
             hq_master_secret=master, hq_public_key=public_key_to_b64(key),
             admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
-            sandbox_payments=True,  # tests pay through the sandbox: enabled explicitly
+            **{"sandbox_payments": True,  # tests pay through the sandbox: enabled explicitly
+               **(hq_overrides or {})},
         )
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
-            public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
+            public_url=shop_url, hq_url=shop_hq_url or hq_url,
+            license_token_file=str(token_file),
             hq_api_token=derive_site_api_token(master, site), admin_password=DEFAULT_PASSWORD,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
@@ -165,8 +178,11 @@ def run_stack(
         )
         # The license exists before the shop starts, as the operator's Secret would.
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
-        stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
-        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
+        stack.hq_app = create_app(hq_settings)
+        stack.shop_apps = [create_app(shop_settings) for _ in range(shop_replicas)]
+        stack.shop_app = stack.shop_apps[0]
+        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port),
+                   *(ServerThread(app, free_port()) for app in stack.shop_apps[1:])]
         try:
             for s in servers:
                 s.start()
@@ -174,6 +190,55 @@ def run_stack(
         finally:
             for s in reversed(servers):
                 s.stop()
+
+
+class HoldingProxy:
+    """An HTTP proxy in front of HQ that can hold requests to chosen paths until released,
+    counting them: makes "two callers at once" windows wide and observable in tests of
+    real apps, without touching HQ or the shop. ``target`` may be set after start."""
+
+    def __init__(self, hold_paths: tuple[str, ...] = ()) -> None:
+        self.target = ""
+        self.hold_paths = hold_paths
+        self.released = threading.Event()
+        self.released.set()
+        self.arrivals: list[tuple[str, bytes]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = ServerThread(Starlette(routes=[
+            Route("/{path:path}", self._forward, methods=["GET", "POST"])]), self.port)
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        path = request.url.path
+        if path in self.hold_paths:
+            self.arrivals.append((path, body))
+            # The test releases from its own thread: wait for it off the event loop.
+            await asyncio.to_thread(self.released.wait, 60)
+        if not self.target:
+            return Response(status_code=502)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
+                                                                                   "content-length")}
+        async with httpx.AsyncClient(timeout=60) as c:
+            r = await c.request(request.method, self.target + path, content=body,
+                                params=request.query_params, headers=headers)
+        return Response(r.content, status_code=r.status_code, headers={
+            k: v for k, v in r.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")})
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __enter__(self) -> HoldingProxy:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self._server.stop()
 
 
 # --- HTTP helpers shared by tests and the benchmark ----------------------------------------
