@@ -9,7 +9,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -194,8 +194,9 @@ def run_stack(
 
 class HoldingProxy:
     """An HTTP proxy in front of HQ that can hold requests to chosen paths until released,
-    counting them: makes "two callers at once" windows wide and observable in tests of
-    real apps, without touching HQ or the shop. ``target`` may be set after start."""
+    counting them, or answer some with an error (``fail_with``): makes "two callers at
+    once" windows wide and observable, and failures selective, in tests of real apps
+    without touching HQ or the shop. ``target`` may be set after start."""
 
     def __init__(self, hold_paths: tuple[str, ...] = ()) -> None:
         self.target = ""
@@ -203,6 +204,8 @@ class HoldingProxy:
         self.released = threading.Event()
         self.released.set()
         self.arrivals: list[tuple[str, bytes]] = []
+        # (path, body) → a status to answer instead of forwarding (a failing gateway).
+        self.fail_with: Callable[[str, bytes], int | None] | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = ServerThread(Starlette(routes=[
@@ -215,6 +218,8 @@ class HoldingProxy:
             self.arrivals.append((path, body))
             # The test releases from its own thread: wait for it off the event loop.
             await asyncio.to_thread(self.released.wait, 60)
+        if self.fail_with and (status := self.fail_with(path, body)):
+            return Response(status_code=status)
         if not self.target:
             return Response(status_code=502)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
