@@ -336,7 +336,9 @@ async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
     try:
         secret = (await state.hq.fulfil(order["id"], order["product_id"])).secret
     except HqError as exc:
-        return await _delivery_failed(state, order, exc)
+        return await _delivery_failed(state, order, exc.status, exc.code)
+    except ValueError:  # an answer that is not the contract's (a gateway's page): retry
+        return await _delivery_failed(state, order, None, "bad_response")
     async with state.pool.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
@@ -356,17 +358,18 @@ async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
     return "delivered"
 
 
-async def _delivery_failed(state: AppState, order: dict[str, Any], exc: HqError) -> str:
+async def _delivery_failed(state: AppState, order: dict[str, Any], status: int | None,
+                           code: str) -> str:
     attempts = order["attempts"] + 1
     settings = state.settings
-    step = after_failure(exc.status, exc.code, attempts, settings.delivery_max_attempts,
+    step = after_failure(status, code, attempts, settings.delivery_max_attempts,
                          settings.delivery_retry_seconds)
     log.warning(
         "fulfilment failed",
-        extra={"order": order["id"], "status": exc.status, "code": exc.code,
+        extra={"order": order["id"], "status": status, "code": code,
                "attempts": attempts, "next": type(step).__name__.lower()},
     )
-    error = (exc.code or str(exc.status or "unreachable"))[:64]
+    error = (code or str(status or "unreachable"))[:64]
     if isinstance(step, Refund):
         async with state.pool.connection() as conn:
             await conn.execute(

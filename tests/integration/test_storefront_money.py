@@ -146,8 +146,9 @@ def test_paid_orders_hq_refuses_end_refunded_even_while_suspended(
 def test_sweep_is_fair_orders_that_keep_failing_never_starve_new_ones(
         pg_admin_dsn, redis_url, tmp_path):
     """55 older paid orders whose fulfilment always fails (a gateway in front of HQ answers
-    503 for them) and one newer order whose first attempt failed: the newer one is
-    delivered on a later sweep instead of waiting behind the failing ones forever."""
+    them with its own page instead of HQ's JSON) and one newer order whose first attempt
+    failed (503): the newer one is delivered on a later sweep instead of waiting forever
+    behind the failing ones (taken first every time, and aborting the sweep)."""
     poisoned: set[str] = set()
     good_failures: list[str] = []
 
@@ -157,7 +158,7 @@ def test_sweep_is_fair_orders_that_keep_failing_never_starve_new_ones(
                 return None
             order = json.loads(body)["order_id"]
             if order in poisoned:
-                return 503
+                return 200  # with a page that is not HQ's answer
             if not good_failures:  # the newer order's first attempt fails once
                 good_failures.append(order)
                 return 503

@@ -219,7 +219,7 @@ class HoldingProxy:
             # The test releases from its own thread: wait for it off the event loop.
             await asyncio.to_thread(self.released.wait, 60)
         if self.fail_with and (status := self.fail_with(path, body)):
-            return Response(status_code=status)
+            return Response("<html>gateway</html>", status_code=status, media_type="text/html")
         if not self.target:
             return Response(status_code=502)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
