@@ -26,6 +26,12 @@ _BY_STATUS: dict[str, RefundAction] = {
 }
 
 
+# The order states a refund may act on (the shop claims and updates only these).
+REFUNDABLE_STATUSES: tuple[str, ...] = tuple(
+    status for status, action in _BY_STATUS.items() if action == "refund"
+)
+
+
 def refund_action(status: str, key_delivered: bool = False) -> RefundAction:
     """What a refund request may do to an order in ``status``.
 

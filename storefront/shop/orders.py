@@ -30,7 +30,7 @@ from psycopg import AsyncConnection, sql
 
 from kameng.contracts.events import Decision, EventType, OrderEvent, hash_pii
 from kameng.contracts.hq_api import NOTIFY_PATH, PaymentNotification
-from kameng.contracts.refunds import refund_action
+from kameng.contracts.refunds import REFUNDABLE_STATUSES, refund_action
 
 from ..state import AppState
 from ..sweeps import sweep_forever
@@ -401,7 +401,7 @@ async def refund(state: AppState, order_id: str, reason: str, by: str = "system"
     if action == "none":
         return order["status"]
     async with state.pool.connection() as conn:
-        claimed = await _claim(conn, order_id, ("paid", "frozen"))
+        claimed = await _claim(conn, order_id, REFUNDABLE_STATUSES)
         if claimed is None:
             return "busy"  # a delivery is in flight: its outcome decides, ask again after
         await conn.execute(
@@ -438,9 +438,9 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
             await conn.execute(
                 "UPDATE orders SET status = 'refunded', refunded_at = now(),"
                 " claim_token = NULL, claimed_until = NULL"
-                " WHERE id = %s AND status IN ('paid', 'frozen') AND claim_token = %s"
+                " WHERE id = %s AND status = ANY(%s) AND claim_token = %s"
                 " RETURNING *",
-                (order["id"], order["claim_token"]),
+                (order["id"], list(REFUNDABLE_STATUSES), order["claim_token"]),
             )
         ).fetchone()
         if row is None:

@@ -292,3 +292,30 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
         assert 'id="pay"' in page
         metrics = httpx.get(st.hq_url + "/metrics").text
         assert "kameng_storefront_sandbox_payments_enabled 1.0" in metrics
+
+
+def test_hq_notification_sweep_is_fair(pg_admin_dsn, redis_url, tmp_path):
+    """55 older paid payments whose site never answers (connection refused) and one newer
+    payment whose notification was lost: HQ's sweep still notifies the newer one (and the
+    shop delivers) instead of re-sending the same dead ones first every time."""
+    with run_stack(pg_admin_dsn, redis_url, tmp_path) as st:
+        _stock(st, "ntf-10", keys=1)
+        with psycopg.connect(st.hq_dsn) as conn:
+            for i in range(55):
+                conn.execute(
+                    "INSERT INTO payments (id, site, order_id, amount_fen, status, notify_url,"
+                    " return_url, paid_at) VALUES (%s, %s, %s, 100, 'paid', %s, %s,"
+                    " now() - interval '1 hour')",
+                    (f"PDEAD{i:03d}", st.site, f"KDEAD{i:03d}",
+                     "http://127.0.0.1:9/api/payments/notify", "http://127.0.0.1:9/"))
+        oid, _ = asyncio.run(_checkout(st, "ntf-10", "late@example.com"))
+        # Paid, but HQ never sent the notification (it restarted right then, say).
+        with psycopg.connect(st.hq_dsn) as conn:
+            conn.execute("UPDATE payments SET status = 'paid', paid_at = now() - interval"
+                         " '20 seconds' WHERE order_id = %s", (oid,))
+        wait_for(lambda: _orders(st, "id = %s AND status = 'delivered'", (oid,)), timeout=25)
+        with psycopg.connect(st.hq_dsn) as conn:
+            dead = conn.execute("SELECT count(*), min(notify_attempts) FROM payments"
+                                " WHERE id LIKE 'PDEAD%%' AND notified_at IS NULL").fetchone()
+        assert dead[0] == 55
+        assert dead[1] >= 1  # every dead one was tried, and backs off

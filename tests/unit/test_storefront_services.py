@@ -175,9 +175,10 @@ def test_every_back_office_route_declares_its_permission():
 
 
 def test_refund_rule_is_one_pure_function_of_the_order_state():
-    from kameng.contracts.refunds import REFUND_ACTIONS, refund_action
+    from kameng.contracts.refunds import REFUND_ACTIONS, REFUNDABLE_STATUSES, refund_action
 
     assert set(REFUND_ACTIONS) == {"refund", "dispute", "none"}
+    assert set(REFUNDABLE_STATUSES) == {"paid", "frozen"}  # never "delivered"
     # Before delivery: the buyer gets the money back.
     assert refund_action("paid") == "refund"
     assert refund_action("frozen") == "refund"
