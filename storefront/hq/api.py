@@ -74,6 +74,8 @@ async def api_create_payment(request: Request) -> Response:
     await check_license(request, site, allow_read_only=False)
     req = PaymentRequest.model_validate(await request.json())
     state = state_of(request)
+    if not state.settings.sandbox_payments:  # the only channel: no payment nobody can pay
+        raise ApiRefused(503, "payments_unavailable")
     payment = await open_payment(state.pool, site, req)
     pay_url = state.settings.public_url + hq_api.pay_page_path(payment["id"])
     return JSONResponse(PaymentCreated(payment_id=payment["id"], pay_url=pay_url).model_dump())

@@ -271,7 +271,18 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
     with run_stack(pg_admin_dsn, redis_url, tmp_path,
                    hq_overrides={"sandbox_payments": False}) as st:
         _stock(st, "sbx-10", keys=1)
-        oid, pay_url = asyncio.run(_checkout(st, "sbx-10", "x@example.com"))
+        # HQ opens no payment that nobody could pay: the shop says it cannot take money.
+        shop = httpx.Client(base_url=st.shop_url)
+        token = csrf_from(shop.get("/p/sbx-10").text)
+        r = shop.post("/checkout", data={"csrf": token, "product": "sbx-10",
+                                         "contact": "x@example.com"})
+        assert r.status_code == 502
+        # A payment opened earlier (while it was enabled) cannot be confirmed either.
+        with psycopg.connect(st.hq_dsn) as conn:
+            conn.execute("INSERT INTO payments (id, site, order_id, amount_fen, notify_url,"
+                         " return_url) VALUES ('PSBX1', %s, 'KSBX1', 1100, %s, %s)",
+                         (st.site, st.shop_url + "/api/payments/notify", st.shop_url))
+        pay_url = st.hq_url + "/pay/PSBX1"
         with httpx.Client(timeout=30) as payer:
             page = payer.get(pay_url)
             assert page.status_code == 503
@@ -280,13 +291,15 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
             # Not even a forged form post confirms a payment.
             r = payer.post(pay_url, data={"csrf": "x"})
             assert r.status_code == 503
-        assert _hq_payment_status(st, oid) == "created"
+        with psycopg.connect(st.hq_dsn) as conn:
+            assert conn.execute("SELECT status FROM payments WHERE id = 'PSBX1'"
+                                ).fetchone()[0] == "created"
         metrics = httpx.get(st.hq_url + "/metrics").text
         assert "kameng_storefront_sandbox_payments_enabled 0.0" in metrics
 
     with run_stack(pg_admin_dsn, redis_url, tmp_path) as st:  # enabled, as tests do
         _stock(st, "sbx-10", keys=1)
-        oid, pay_url = asyncio.run(_checkout(st, "sbx-10", "y@example.com"))
+        _, pay_url = asyncio.run(_checkout(st, "sbx-10", "y@example.com"))
         page = httpx.get(pay_url).text
         assert 'id="sandbox-banner"' in page
         assert 'id="pay"' in page
