@@ -453,16 +453,27 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
 
 
 async def open_dispute(state: AppState, order_id: str, reason: str, by: str) -> RefundResult:
-    """Record a refund request on a delivered order for HQ to decide (idempotent)."""
-    async with state.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO order_disputes (order_id, reason, opened_by) VALUES (%s, %s, %s)"
-            " ON CONFLICT (order_id) DO NOTHING",
-            (order_id, reason[:200], by[:200]),
-        )
-    log.warning("refund after delivery refused: dispute opened for HQ",
-                extra={"order": order_id, "by": by})
-    state.metrics.orders.labels("disputed").inc()
+    """Record a refund request on a delivered order for HQ to decide (idempotent): a row in
+    ``order_disputes`` and, once, an ``order.disputed`` event on the site's stream, which is
+    how HQ learns of it. No money moves and the key stays the buyer's until HQ decides."""
+    async with state.pool.connection() as conn, conn.transaction():
+        fresh = await (
+            await conn.execute(
+                "INSERT INTO order_disputes (order_id, reason, opened_by) VALUES (%s, %s, %s)"
+                " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+                (order_id, reason[:200], by[:200]),
+            )
+        ).fetchone()
+        if fresh is not None:
+            order = await (
+                await conn.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
+            ).fetchone()
+            await enqueue(conn, _event(state, order, "order.disputed"))
+    if fresh is not None:
+        log.warning("refund after delivery refused: dispute opened for HQ",
+                    extra={"order": order_id, "by": by})
+        state.metrics.orders.labels("disputed").inc()
+        await flush_outbox(state)
     return "disputed"
 
 

@@ -302,6 +302,9 @@ def test_refund_after_delivery_and_withdrawal_is_a_dispute(stack):
     events = [OrderEvent.from_fields(f) for _, f in
               redis.Redis.from_url(stack.redis_url).xrange(orders_stream(stack.site))]
     assert not any(e.event == "order.refunded" and e.order_id == oid for e in events)
+    disputed = [e for e in events if e.event == "order.disputed" and e.order_id == oid]
+    assert len(disputed) == 1  # HQ learns of it once, however often staff asked
+    assert disputed[0].amount == 10175
     withdrawals = [e for e in events if e.event == "withdrawal.requested"]
     assert len(withdrawals) == 1
     assert withdrawals[0].amount == 2000
