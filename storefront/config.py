@@ -19,7 +19,7 @@ pay page confirms a payment with one unauthenticated click; anything but ``enabl
 ``disabled`` (the default) is refused, so a production install never runs it by accident.
 ``KAMENG_DELIVERY_SWEEP_SECONDS`` (default 10): how often a shop re-drives paid orders;
 ``KAMENG_DELIVERY_RETRY_SECONDS`` (default 5, doubling up to 600) and
-``KAMENG_DELIVERY_MAX_ATTEMPTS`` (default 12, about an hour): transient delivery failures
+``KAMENG_DELIVERY_MAX_ATTEMPTS`` (default 12, about 50 minutes): transient delivery failures
 are retried that often, then the buyer is refunded.
 
 HQ mode verifies license tokens with ``KAMENG_HQ_PUBLIC_KEY`` (PEM or base64, several
