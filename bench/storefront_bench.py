@@ -107,6 +107,8 @@ def start_stack(
             "KAMENG_SITE_CONFIG_FILE": str(root / "config/site.json"),
             "KAMENG_LOG_LEVEL": "WARNING",
             "KAMENG_CATALOG_SYNC_SECONDS": "1",
+            # The benchmark pays through HQ's sandbox: enabled explicitly, as tests do.
+            "KAMENG_SANDBOX_PAYMENTS": "enabled",
         }
         proc = subprocess.Popen(
             [

@@ -191,7 +191,9 @@ def start_hq(core: client.CoreV1Api) -> str:
     write_private(Path(pod.ADMIN_PASSWORD.path(str(root))), password)
     port = port_for("hq")
     url = f"http://127.0.0.1:{port}"
-    env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url}
+    # The demo takes payments through the sandbox: enabled explicitly, never by default.
+    env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url,
+           "KAMENG_SANDBOX_PAYMENTS": "enabled"}
     stock_hq(env)
     start("hq", "hq", port, env)
     wait_ready(url, "hq")

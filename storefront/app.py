@@ -26,6 +26,7 @@ from .crypto import DataCipher
 from .db import open_pool
 from .hq.credentials import CredentialRegistry
 from .hq.notifications import notification_sweeper
+from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
 from .shop.hq_client import HqClient
@@ -48,6 +49,7 @@ def _state(settings: Settings) -> AppState:
         keys = [k.strip() for k in settings.hq_public_key.split(",") if k.strip()]
         state.license_keys = [load_public_key(k) for k in keys]
         state.credentials = CredentialRegistry(settings.site_credentials_dir)
+        announce_sandbox(state)
     else:
         state.license = LicenseGuard(
             settings.site, settings.license_token, settings.license_token_file,

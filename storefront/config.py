@@ -20,6 +20,15 @@ HQ mode checks sub-sites' API tokens against the site-credential registry mounte
 (PEM or base64, several comma-separated for rotation; default: ``hqPublicKey`` of the
 site config).
 
+Money: ``KAMENG_SANDBOX_PAYMENTS`` (HQ): ``enabled`` runs the sandbox payment channel, whose
+pay page confirms a payment with one unauthenticated click; anything but ``enabled`` or
+``disabled`` (the default) is refused, so a production install never runs it by accident.
+``KAMENG_DELIVERY_SWEEP_SECONDS`` (default 10): how often a shop re-drives paid orders;
+``KAMENG_DELIVERY_RETRY_SECONDS`` (default 5, doubling up to 600) and
+``KAMENG_DELIVERY_MAX_ATTEMPTS`` (default 12, about 50 minutes): transient delivery failures
+are retried that often, then the buyer is refunded.
+
+
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
 all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` (HQ mode only) bootstraps the password
 of HQ's ``admin`` account, which must replace it at first login; sub-site members have no
@@ -94,10 +103,26 @@ class Settings:
     pool_size: int = 20
     min_withdrawal_fen: int = 10000
     pii_pepper: bytes = b""
+    sandbox_payments: bool = False
+    delivery_sweep_seconds: float = 10.0
+    delivery_retry_seconds: float = 5.0
+    delivery_max_attempts: int = 12
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(mode={self.mode!r}, site={self.site.site!r}, url={self.public_url!r})"
+
+
+SANDBOX_PAYMENTS_ENV = "KAMENG_SANDBOX_PAYMENTS"
+
+
+def sandbox_enabled(env: Mapping[str, str]) -> bool:
+    """Only the exact word ``enabled`` turns the sandbox on: ``true``/``1``/typos are refused
+    rather than guessed, because guessing wrong either way is a production incident."""
+    value = env.get(SANDBOX_PAYMENTS_ENV, "").strip().lower()
+    if value not in ("", "enabled", "disabled"):
+        raise ConfigError(f"{SANDBOX_PAYMENTS_ENV} must be 'enabled' or 'disabled'")
+    return value == "enabled"
 
 
 def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,4 +162,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         pool_size=int(env.get("KAMENG_DB_POOL_SIZE", "20")),
         min_withdrawal_fen=to_fen(env.get("KAMENG_MIN_WITHDRAWAL", "100.00")),
         pii_pepper=env.get("KAMENG_PII_PEPPER", "").encode(),
+        sandbox_payments=sandbox_enabled(env),
+        delivery_sweep_seconds=float(env.get("KAMENG_DELIVERY_SWEEP_SECONDS", "10")),
+        delivery_retry_seconds=float(env.get("KAMENG_DELIVERY_RETRY_SECONDS", "5")),
+        delivery_max_attempts=int(env.get("KAMENG_DELIVERY_MAX_ATTEMPTS", "12")),
     )

@@ -4,11 +4,12 @@ benchmark. Each stack gets fresh databases, keys and a license.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,9 @@ import uvicorn
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from kameng.contracts import invitation
 from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
@@ -96,6 +100,8 @@ class Stack:
     api_token: str  # the site's HQ API token
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+    # Every replica of the shop (one database); shop_app is the first, the one HQ notifies.
+    shop_apps: list[Starlette] = field(default_factory=list)
     shop_session_secret: str = ""
     hq_bootstrap_password: str = ""
     config: SiteConfig | None = None
@@ -181,7 +187,8 @@ def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> Si
 
 def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
                     credentials_dir: Path, master: str | None = None,
-                    pool_size: int = 20, admin_password: str = DEFAULT_PASSWORD) -> Settings:
+                    pool_size: int = 20, admin_password: str = DEFAULT_PASSWORD,
+                    overrides: dict[str, Any] | None = None) -> Settings:
     return Settings(
         mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=dsn,
         redis_url=redis_url, session_secret=secrets.token_hex(32),
@@ -189,6 +196,8 @@ def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
         hq_master_secret=master or secrets.token_hex(32), hq_public_key=public_key,
         admin_password=admin_password, pool_size=pool_size,
         site_credentials_dir=str(credentials_dir),
+        # Tests pay through the sandbox: enabled explicitly, as a person must.
+        **{"sandbox_payments": True, **(overrides or {})},
     )
 
 
@@ -214,11 +223,15 @@ def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
-    set_passwords: bool = True,
+    set_passwords: bool = True, hq_overrides: dict[str, Any] | None = None,
+    shop_replicas: int = 1, shop_hq_url: str | None = None,
 ) -> Iterator[Stack]:
     """HQ and a shop. With ``set_passwords`` (the default), HQ's admin has replaced its
     bootstrap password with :data:`DEFAULT_PASSWORD` and every member has redeemed an
-    invitation with it, as people do on a new site; without, every account is as new."""
+    invitation with it, as people do on a new site; without, every account is as new.
+    ``shop_replicas`` > 1 runs more instances of the shop on the same database (as a
+    Deployment's replicas); ``shop_hq_url`` points the shop at something in front of HQ
+    (e.g. a :class:`HoldingProxy`) instead of HQ itself."""
     site = site or f"t{secrets.token_hex(4)}"
     bootstrap = f"bootstrap-{secrets.token_hex(8)}"
     shop_session = secrets.token_hex(32)
@@ -234,12 +247,12 @@ def run_stack(
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
         hq_settings = hq_settings_for(hq_dsn, redis_url, hq_url, public_key_to_b64(key),
                                       credentials_dir, master, pool_size,
-                                      admin_password=bootstrap)
+                                      admin_password=bootstrap, overrides=hq_overrides)
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=shop_session, data_keys=DataCipher.generate_spec("s1"),
-            public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
-            hq_api_token=api_token,
+            public_url=shop_url, hq_url=shop_hq_url or hq_url,
+            license_token_file=str(token_file), hq_api_token=api_token,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
         )
@@ -255,8 +268,11 @@ def run_stack(
         # operator's Secrets would.
         stack.publish_credential()
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
-        stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
-        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
+        stack.hq_app = create_app(hq_settings)
+        stack.shop_apps = [create_app(shop_settings) for _ in range(shop_replicas)]
+        stack.shop_app = stack.shop_apps[0]
+        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port),
+                   *(ServerThread(app, free_port()) for app in stack.shop_apps[1:])]
         try:
             for s in servers:
                 s.start()
@@ -269,6 +285,60 @@ def run_stack(
         finally:
             for s in reversed(servers):
                 s.stop()
+
+
+class HoldingProxy:
+    """An HTTP proxy in front of HQ that can hold requests to chosen paths until released,
+    counting them, or answer some with an error (``fail_with``): makes "two callers at
+    once" windows wide and observable, and failures selective, in tests of real apps
+    without touching HQ or the shop. ``target`` may be set after start."""
+
+    def __init__(self, hold_paths: tuple[str, ...] = ()) -> None:
+        self.target = ""
+        self.hold_paths = hold_paths
+        self.released = threading.Event()
+        self.released.set()
+        self.arrivals: list[tuple[str, bytes]] = []
+        # (path, body) → a status to answer instead of forwarding (a failing gateway).
+        self.fail_with: Callable[[str, bytes], int | None] | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = ServerThread(Starlette(routes=[
+            Route("/{path:path}", self._forward, methods=["GET", "POST"])]), self.port)
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        path = request.url.path
+        if path in self.hold_paths:
+            self.arrivals.append((path, body))
+            # The test releases from its own thread: wait for it off the event loop.
+            await asyncio.to_thread(self.released.wait, 60)
+        if self.fail_with and (status := self.fail_with(path, body)):
+            return Response("<html>gateway</html>", status_code=status, media_type="text/html")
+        if not self.target:
+            return Response(status_code=502)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
+                                                                                   "content-length")}
+        async with httpx.AsyncClient(timeout=60) as c:
+            r = await c.request(request.method, self.target + path, content=body,
+                                params=request.query_params, headers=headers)
+        return Response(r.content, status_code=r.status_code, headers={
+            k: v for k, v in r.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")})
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __enter__(self) -> HoldingProxy:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self._server.stop()
 
 
 # --- HTTP helpers shared by tests and the benchmark ----------------------------------------
