@@ -19,6 +19,7 @@ from ..crypto import verify_password
 from ..state import state_of
 from .render import csrf_ok, error_page, render
 from .staff import Staff, current_staff, password_hash
+from .throttle import LOGIN_PER_ACCOUNT_CLIENT, LOGIN_PER_CLIENT, client_subject
 
 log = logging.getLogger("kameng.storefront.staff")
 LOGIN_PATH = "/admin/login"
@@ -63,14 +64,15 @@ async def login_submit(request: Request) -> Response:
     email = str(form.get("email", "")).strip().lower()
     password = str(form.get("password", ""))
     state = state_of(request)
-    throttle = state.throttle
-    keys = (f"login-ip:{request.client.host if request.client else ''}", f"login-user:{email}")
-    if any(throttle.blocked(k) for k in keys):
+    # Per (account, client) and per client, never per account alone: nobody can lock a
+    # named member out by failing on purpose from elsewhere.
+    client = client_subject(request.client.host if request.client else "")
+    checks = ((LOGIN_PER_ACCOUNT_CLIENT, (email, client)), (LOGIN_PER_CLIENT, (client,)))
+    if await state.throttle.blocked(state.redis, checks):
         return error_page(request, 429, "too_many_attempts")
     if not verify_password(await password_hash(state, email), password):
         log.info("login failed", extra={"staff": email[:100]})
-        for k in keys:
-            throttle.failed(k)
+        await state.throttle.failed(state.redis, checks)
         return render(request, "admin/login.html", status_code=401, failed=True)
     # New session content on login: a pre-login session id/CSRF token is not reused.
     lang = request.session.get("lang")

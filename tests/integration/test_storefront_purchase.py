@@ -205,12 +205,12 @@ def _risk(st, oid):
 
 
 def test_probes_and_metrics(stack):
-    for base in (stack.hq_url, stack.shop_url):
+    for base in (stack.hq_ops_url, stack.shop_ops_url):
         assert httpx.get(f"{base}/healthz").status_code == 200
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
-    metrics = httpx.get(f"{stack.shop_url}/metrics").text
+    metrics = httpx.get(f"{stack.shop_ops_url}/metrics").text
     assert 'kameng_storefront_orders_total{status="delivered"}' in metrics
     assert 'kameng_storefront_license_mode{mode="normal"} 1.0' in metrics
 

@@ -30,7 +30,7 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS, SiteConfig
-from kameng_storefront.app import create_app
+from kameng_storefront.app import create_app, create_ops_app
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
@@ -42,11 +42,11 @@ DEFAULT_PASSWORD = "correct-horse-battery"
 class ServerThread:
     """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down."""
 
-    def __init__(self, app: Starlette, port: int) -> None:
+    def __init__(self, app: Starlette, port: int, lifespan: str = "on") -> None:
         self.port = port
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                           lifespan="on", access_log=False)
+                           lifespan=lifespan, access_log=False)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -92,6 +92,9 @@ class Stack:
     token_file: Path
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+    # The ops ports (probes, metrics), never the public ones.
+    hq_ops_url: str = ""
+    shop_ops_url: str = ""
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -136,6 +139,7 @@ def run_stack(
     key = generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
+    hq_ops_port, shop_ops_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
     token_file = tmp_dir / f"{site}-license.token"
     with temp_database(pg_admin_dsn, "kameng_hq") as hq_dsn, \
@@ -161,11 +165,17 @@ def run_stack(
             shop_app=Starlette(), hq_dsn=hq_dsn, shop_dsn=shop_dsn,
             redis_url=redis_url, signing_key=key, token_file=token_file,
             members={m.role: m.email for m in cfg.members},
+            hq_ops_url=f"http://127.0.0.1:{hq_ops_port}",
+            shop_ops_url=f"http://127.0.0.1:{shop_ops_port}",
         )
         # The license exists before the shop starts, as the operator's Secret would.
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
         stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
-        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
+        servers = [
+            ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port),
+            ServerThread(create_ops_app(stack.hq_app), hq_ops_port, lifespan="off"),
+            ServerThread(create_ops_app(stack.shop_app), shop_ops_port, lifespan="off"),
+        ]
         try:
             for s in servers:
                 s.start()
