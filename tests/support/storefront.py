@@ -46,7 +46,10 @@ class ServerThread:
         self.port = port
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                           lifespan=lifespan, access_log=False)
+                           lifespan=lifespan, access_log=False,
+                           # As in production (kameng_storefront.app.serve): forwarded
+                           # headers are the TrustedProxies middleware's business.
+                           proxy_headers=False)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
