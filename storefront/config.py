@@ -15,8 +15,8 @@ base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hq
 ``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20),
 ``KAMENG_TRUSTED_PROXIES`` (CIDRs of the reverse proxies whose X-Forwarded-For is believed,
 comma-separated; default none), ``KAMENG_MAX_BODY_BYTES`` (largest request body, default
-1 MiB; larger ones get 413) and ``KAMENG_MAX_UPLOAD_BYTES`` (the same for the staff pages
-under ``/admin``, which take card-key CSV files; default 16 MiB).
+1 MiB; larger ones get 413) and ``KAMENG_MAX_UPLOAD_BYTES`` (the same for the staff upload
+forms, HQ's card-key CSV import; default 16 MiB).
 
 HQ mode verifies license tokens with ``KAMENG_HQ_PUBLIC_KEY`` (PEM or base64, several
 comma-separated for rotation; default: ``hqPublicKey`` of the site config).

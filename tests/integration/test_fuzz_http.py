@@ -125,7 +125,8 @@ def test_forms_never_answer_500(stack, mode):
 
 
 def test_odd_header_encodings_and_cookies(stack):
-    raw = [(b"accept-language", b"\xff\xfe;q=\xff"), (b"cookie", b"kameng_subsite=\xff\x00bad"),
+    raw = [(b"accept-language", b"\xff\xfe;q=\xff"),
+           (b"cookie", b"kameng_subsite=\xff\xfebad; kameng_hq=\x80\""),
            (b"x-forwarded-for", b"\xff, ::::"), (b"content-type", b"multipart/form-data")]
     for base in (stack.shop_url, stack.hq_url):
         for path, method in (("/", "GET"), ("/lookup", "POST"), ("/admin/login", "POST"),
@@ -155,9 +156,21 @@ def test_oversized_bodies_get_413(stack):
         for _ in range(64):
             yield b"y" * (64 << 10)  # 4 MiB, streamed without a Content-Length
 
-    for url in (f"{stack.shop_url}/lookup", f"{stack.shop_url}/checkout",
-                f"{stack.hq_url}/api/v1/fulfil", f"{stack.shop_url}/api/payments/notify"):
-        assert httpx.post(url, content=big).status_code == 413, url
-        assert httpx.post(url, content=chunks()).status_code == 413, url
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    js = {"Content-Type": "application/json"}
+    token = state_of(stack.shop_app).settings.hq_api_token
+    api = {**js, "Authorization": f"Bearer {token}", "X-Kameng-Site": stack.site,
+           "X-Kameng-License": stack.token_file.read_text()}
+    for url, headers in ((f"{stack.shop_url}/lookup", form), (f"{stack.shop_url}/checkout", form),
+                         (f"{stack.hq_url}/admin/login", form),
+                         (f"{stack.hq_url}/api/v1/fulfil", api),
+                         (f"{stack.shop_url}/api/payments/notify", js)):
+        # Announced: refused before a byte is read.
+        assert httpx.post(url, content=big, headers=headers).status_code == 413, url
+        # Streamed: refused once the limit is passed, never buffered whole.
+        assert httpx.post(url, content=chunks(), headers=headers).status_code == 413, url
+    # Staff uploads (card-key CSV files) have their larger limit, and still one.
+    huge = b"z" * (17 << 20)
+    assert httpx.post(f"{stack.hq_url}/admin/keys", content=huge).status_code == 413
     # The shop still serves afterwards.
     assert httpx.get(f"{stack.shop_url}/").status_code == 200

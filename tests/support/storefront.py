@@ -4,6 +4,7 @@ benchmark. Each stack gets fresh databases, keys and a license.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
@@ -40,29 +41,42 @@ DEFAULT_PASSWORD = "correct-horse-battery"
 
 
 class ServerThread:
-    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down."""
+    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down.
 
-    def __init__(self, app: Starlette, port: int, lifespan: str = "on") -> None:
+    With ``ops_port``, the app's probes and metrics are served on that port from the same
+    loop, as ``kameng storefront`` does (they share the app's connections, which belong to
+    one loop)."""
+
+    def __init__(self, app: Starlette, port: int, ops_port: int | None = None) -> None:
         self.port = port
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                           lifespan=lifespan, access_log=False,
-                           # As in production (kameng_storefront.app.serve): forwarded
-                           # headers are the TrustedProxies middleware's business.
-                           proxy_headers=False)
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # As in production (kameng_storefront.app.serve): forwarded headers are the
+        # TrustedProxies middleware's business, not uvicorn's.
+        common: dict[str, Any] = dict(host="127.0.0.1", log_level="warning",
+                                      access_log=False, proxy_headers=False)
+        self.servers = [uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on",
+                                                      **common))]
+        if ops_port is not None:
+            self.servers.append(uvicorn.Server(uvicorn.Config(
+                create_ops_app(app), port=ops_port, lifespan="off", **common)))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(s.serve() for s in self.servers))
+
+        asyncio.run(main())
 
     def start(self, timeout: float = 30) -> None:
         self.thread.start()
         deadline = time.monotonic() + timeout
-        while not self.server.started:
+        while not all(s.started for s in self.servers):
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"server on port {self.port} did not start")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        for s in self.servers:
+            s.should_exit = True
         self.thread.join(timeout=15)
 
 
@@ -174,11 +188,8 @@ def run_stack(
         # The license exists before the shop starts, as the operator's Secret would.
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
         stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
-        servers = [
-            ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port),
-            ServerThread(create_ops_app(stack.hq_app), hq_ops_port, lifespan="off"),
-            ServerThread(create_ops_app(stack.shop_app), shop_ops_port, lifespan="off"),
-        ]
+        servers = [ServerThread(stack.hq_app, hq_port, hq_ops_port),
+                   ServerThread(stack.shop_app, shop_port, shop_ops_port)]
         try:
             for s in servers:
                 s.start()
