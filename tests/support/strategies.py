@@ -71,8 +71,11 @@ DURATIONS = st.one_of(
 )
 MONEY = st.one_of(st.sampled_from(["0", "0.01", "999999999999.99"]),
                   st.decimals(0, 10**6, places=2).map(str))
-PERCENT = st.one_of(st.sampled_from(["0", "100", "999.99"]),
+# The CRD's CEL rules (not mirrored in the pydantic model) bound these; mirrored here.
+PERCENT = st.one_of(st.sampled_from(["0", "100", "99.99"]),
                     st.decimals(0, 100, places=2).map(str))
+MARKUP = st.one_of(st.sampled_from(["0", "500", "499.99"]),
+                   st.decimals(0, 500, places=2).map(str))
 
 
 @st.composite
@@ -105,7 +108,8 @@ def rolepolicy_spec(draw: st.DrawFn) -> dict[str, Any]:
     roles = []
     for n in names:
         role: dict[str, Any] = {"name": n, "permissions": draw(
-            st.lists(st.sampled_from(PERMISSIONS), unique=True, max_size=len(PERMISSIONS)))}
+            st.lists(st.sampled_from(PERMISSIONS), unique=True, min_size=1,
+                     max_size=len(PERMISSIONS)))}
         if draw(st.booleans()):
             role["kubernetes"] = {"access": draw(st.sampled_from(get_args(KubernetesAccess)))}
         roles.append(role)
@@ -126,13 +130,13 @@ def subsite_spec(draw: st.DrawFn, license_ref: str | None = None,
         "owner": {"name": draw(odd_text(1, 128)), "email": draw(EMAIL)},
         "licenseRef": license_ref or draw(dns_label(63)),
         "rolePolicyRef": role_policy_ref or draw(dns_label(63)),
-        "domain": draw(st.lists(dns_label(20), min_size=1, max_size=8)
+        "domain": draw(st.lists(dns_label(20), min_size=2, max_size=8)
                        .map(lambda parts: ".".join(parts)[:253].strip(".-") or "a")),
         "branding": {"title": draw(odd_text(0, 64)),
                      "primaryColor": draw(st.from_regex(r"\A#[0-9a-fA-F]{6}\Z")),
                      "locale": draw(st.sampled_from(get_args(Locale)))},
         "catalog": {
-            "priceRules": [{"category": c, "markupPercent": draw(PERCENT)}
+            "priceRules": [{"category": c, "markupPercent": draw(MARKUP)}
                            for c in draw(st.lists(dns_label(63), max_size=64, unique=True))],
             "hiddenProducts": draw(st.lists(odd_text(1, 64), max_size=512, unique=True)),
         },
