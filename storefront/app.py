@@ -34,7 +34,7 @@ from .shop.payments import SandboxProvider
 from .state import AppState
 from .web import probes
 from .web.license_guard import LicenseGuard
-from .web.middleware import BodyLimit, LicenseGate, RequestMetrics, TrustedProxies
+from .web.middleware import BodyLimit, LicenseGate, RejectNul, RequestMetrics, TrustedProxies
 from .web.staff import bootstrap_staff
 from .web.throttle import FailureThrottle
 
@@ -109,6 +109,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             Middleware(TrustedProxies, trusted=settings.trusted_proxies),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_bytes=settings.max_upload_bytes),
+            Middleware(RejectNul),
             Middleware(
                 SessionMiddleware, secret_key=settings.session_secret,
                 session_cookie=f"kameng_{settings.mode}", same_site="lax",
