@@ -164,7 +164,13 @@ def test_json_api_rejects_bad_json_and_unknown_types(stack):
                "X-Kameng-Site": stack.site, "X-Kameng-License": stack.token_file.read_text(),
                "Content-Type": "application/json"}
     for body in (b"{", b"[]", b"null", b'"x"', b'{"order_id": {"a": 1}, "product_id": []}',
-                 b"\xff\xfe", json.dumps({"order_id": "o", "product_id": "p", "x": 1}).encode()):
+                 b"\xff\xfe", json.dumps({"order_id": "o", "product_id": "p", "x": 1}).encode(),
+                 # What no column holds: found by schemathesis as 500s.
+                 json.dumps({"order_id": "o", "amount": 10**30, "notify_url": "https://a.example",
+                             "return_url": "https://a.example", "product_id": "p"}).encode(),
+                 json.dumps({"order_id": "o\x00", "amount": 1, "product_id": "p\x00",
+                             "notify_url": "https://a.example",
+                             "return_url": "https://a.example"}).encode()):
         for path in ("/api/v1/fulfil", "/api/v1/payments"):
             r = httpx.post(f"{stack.hq_url}{path}", headers=headers, content=body)
             assert 400 <= r.status_code < 500, (path, body, r.status_code)
