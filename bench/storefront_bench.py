@@ -96,6 +96,7 @@ def start_stack(
         site=site, sha256=token_digest(api_token), createdAt=now.isoformat(),
         urls=[shop_url]).to_json())
     _write(shop, "license/token", token)
+    ops_ports = {"hq": free_port(), "subsite": free_port()}
     for mode, port, root, url in (
         ("hq", hq_port, hq, hq_url),
         ("subsite", shop_port, shop, shop_url),
@@ -122,6 +123,8 @@ def start_stack(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--ops-port",
+                str(ops_ports[mode]),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -135,7 +138,8 @@ def start_stack(
         except httpx.HTTPError:
             return False
 
-    wait_for(lambda: ready(hq_url) and ready(shop_url), timeout=60, interval=0.3)
+    wait_for(lambda: all(ready(f"http://127.0.0.1:{p}") for p in ops_ports.values()),
+             timeout=60, interval=0.3)
     return hq_url, shop_url, shop_dsn
 
 

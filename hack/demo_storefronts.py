@@ -78,11 +78,15 @@ def port_for(name: str) -> int:
     return ports[name]
 
 
-def start(name: str, mode: str, port: int, env: dict[str, str]) -> None:
+def start(name: str, mode: str, port: int, env: dict[str, str]) -> str:
+    """Starts the storefront; returns the URL of its ops port (probes, metrics)."""
     full = {**os.environ, **env}
+    ops_port = port_for(f"{name}-ops")
     subprocess.run([str(ROOT / "hack" / "devenv"), "run", name, "--",
                     KAMENG, "storefront", "--mode", mode,
-                    "--host", "127.0.0.1", "--port", str(port)], env=full, check=True)
+                    "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)],
+                   env=full, check=True)
+    return f"http://127.0.0.1:{ops_port}"
 
 
 def wait_ready(url: str, name: str, timeout: float = 60) -> None:
@@ -195,8 +199,7 @@ def start_hq(core: client.CoreV1Api) -> str:
     env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url,
            "KAMENG_SANDBOX_PAYMENTS": "enabled"}
     stock_hq(env)
-    start("hq", "hq", port, env)
-    wait_ready(url, "hq")
+    wait_ready(start("hq", "hq", port, env), "hq")
     return url
 
 
@@ -211,11 +214,11 @@ def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -
             write_private(Path(pod.mount_path(name, secrets_root)) / key, value)
     port = port_for(f"shop-{site}")
     url = f"http://127.0.0.1:{port}"
-    start(f"shop-{site}", "subsite", port, {
+    ops = start(f"shop-{site}", "subsite", port, {
         pod.SECRETS_ROOT_ENV: secrets_root, pod.SITE_CONFIG_FILE_ENV: str(config_file),
         "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url,
     })
-    wait_ready(url, f"shop-{site}")
+    wait_ready(ops, f"shop-{site}")
     register_shop_url(site, url)
     return url
 

@@ -12,7 +12,11 @@ Plain settings: ``KAMENG_MODE`` (hq|subsite), ``KAMENG_PUBLIC_URL`` (this app's 
 base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hqUrl``),
 ``KAMENG_CATALOG_SYNC_SECONDS`` (default 5),
 ``KAMENG_MIN_WITHDRAWAL`` (decimal, default ``100.00``), ``KAMENG_PII_PEPPER``,
-``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20).
+``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20),
+``KAMENG_TRUSTED_PROXIES`` (CIDRs of the reverse proxies whose X-Forwarded-For is believed,
+comma-separated; default none), ``KAMENG_MAX_BODY_BYTES`` (largest request body, default
+1 MiB; larger ones get 413) and ``KAMENG_MAX_UPLOAD_BYTES`` (the same for the staff upload
+forms, HQ's card-key CSV import; default 16 MiB).
 
 HQ mode checks sub-sites' API tokens against the site-credential registry mounted at
 ``<secrets root>/site-credentials`` (``KAMENG_SITE_CREDENTIALS_DIR`` overrides; see
@@ -46,6 +50,8 @@ from kameng.contracts import pod
 from kameng.contracts.hq_auth import REGISTRY_DIR_ENV, REGISTRY_MOUNT
 from kameng.contracts.money import to_fen
 from kameng.contracts.siteconfig import SiteConfig, SiteConfigError, load_site_config
+
+from .web.forwarded import Network, parse_networks
 
 Mode = pod.Mode
 
@@ -107,6 +113,9 @@ class Settings:
     delivery_sweep_seconds: float = 10.0
     delivery_retry_seconds: float = 5.0
     delivery_max_attempts: int = 12
+    trusted_proxies: tuple[Network, ...] = ()
+    max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 16 << 20
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
@@ -166,4 +175,24 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         delivery_sweep_seconds=float(env.get("KAMENG_DELIVERY_SWEEP_SECONDS", "10")),
         delivery_retry_seconds=float(env.get("KAMENG_DELIVERY_RETRY_SECONDS", "5")),
         delivery_max_attempts=int(env.get("KAMENG_DELIVERY_MAX_ATTEMPTS", "12")),
+        trusted_proxies=_networks(env.get(pod.TRUSTED_PROXIES_ENV, "")),
+        max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
+        max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
     )
+
+
+def _networks(spec: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{pod.TRUSTED_PROXIES_ENV}: {exc}") from None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of bytes") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -29,6 +29,27 @@ MODE_ENV = "KAMENG_MODE"
 PUBLIC_URL_ENV = "KAMENG_PUBLIC_URL"
 SITE_CONFIG_ENV = "KAMENG_SITE_CONFIG"  # the JSON inline (tests, local runs)
 SITE_CONFIG_FILE_ENV = "KAMENG_SITE_CONFIG_FILE"
+# CIDRs of the reverse proxies (ingress controller) whose X-Forwarded-For is believed;
+# comma-separated, default none: a client's own header never names its address.
+TRUSTED_PROXIES_ENV = "KAMENG_TRUSTED_PROXIES"
+OPS_PORT_ENV = "KAMENG_OPS_PORT"
+
+
+# --- the container's ports -------------------------------------------------------------
+@dataclass(frozen=True)
+class Port:
+    name: str
+    number: int
+
+
+#: The public app (shop pages, HQ API, payment notifications): the only port the
+#: Service's ``http`` port and so the Ingress reach.
+HTTP_PORT = Port("http", 8080)
+#: Probes and Prometheus metrics, on a port of their own: the Service exposes it under
+#: another name that the Ingress never routes to, and the NetworkPolicy admits the ingress
+#: controller only to :data:`HTTP_PORT`. The public app answers 404 for these paths.
+OPS_PORT = Port("ops", 9090)
+HEALTHZ_PATH, READYZ_PATH, METRICS_PATH = "/healthz", "/readyz", "/metrics"
 
 # --- the ConfigMap ------------------------------------------------------------------
 CONFIGMAP_NAME = "storefront-config"

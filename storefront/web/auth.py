@@ -33,6 +33,13 @@ from .staff import (
     redeem_invitation,
     start_session,
 )
+from .throttle import (
+    INVITE_PER_CLIENT,
+    LOGIN_PER_ACCOUNT_CLIENT,
+    LOGIN_PER_CLIENT,
+    PASSWORD_PER_ACCOUNT,
+    client_subject,
+)
 
 log = logging.getLogger("kameng.storefront.staff")
 LOGIN_PATH = "/admin/login"
@@ -71,8 +78,8 @@ def requires(
     return wrap
 
 
-def _client_key(request: Request, what: str) -> str:
-    return f"{what}-ip:{request.client.host if request.client else ''}"
+def _client(request: Request) -> str:
+    return client_subject(request.client.host if request.client else "")
 
 
 async def login_page(request: Request) -> Response:
@@ -86,14 +93,15 @@ async def login_submit(request: Request) -> Response:
     email = str(form.get("email", "")).strip().lower()
     password = str(form.get("password", ""))
     state = state_of(request)
-    throttle = state.throttle
-    keys = (_client_key(request, "login"), f"login-user:{email}")
-    if any(throttle.blocked(k) for k in keys):
+    # Per (account, client) and per client, never per account alone: nobody can lock a
+    # named member out by failing on purpose from elsewhere.
+    client = _client(request)
+    checks = ((LOGIN_PER_ACCOUNT_CLIENT, (email, client)), (LOGIN_PER_CLIENT, (client,)))
+    if await state.throttle.blocked(state.redis, checks):
         return error_page(request, 429, "too_many_attempts")
     if not verify_password(await password_hash(state, email), password):
         log.info("login failed", extra={"staff": email[:100]})
-        for k in keys:
-            throttle.failed(k)
+        await state.throttle.failed(state.redis, checks)
         return render(request, "admin/login.html", status_code=401, failed=True)
     await start_session(request, email)
     staff = await current_staff(request)
@@ -129,8 +137,8 @@ async def password_submit(request: Request, staff: Staff) -> Response:
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
     state = state_of(request)
-    key = f"password-user:{staff.email}"
-    if state.throttle.blocked(key):
+    checks = ((PASSWORD_PER_ACCOUNT, (staff.email,)),)
+    if await state.throttle.blocked(state.redis, checks):
         return error_page(request, 429, "too_many_attempts")
     problem = await change_password(
         state, staff, str(form.get("current", "")), str(form.get("new", "")),
@@ -138,7 +146,7 @@ async def password_submit(request: Request, staff: Staff) -> Response:
     )
     if problem:
         if problem == "password_wrong":
-            state.throttle.failed(key)
+            await state.throttle.failed(state.redis, checks)
         return _password_page(request, staff, 400, problem)
     # Every session of the member ended with the change; this browser gets a new one.
     await start_session(request, staff.email)
@@ -176,8 +184,8 @@ async def invite_submit(request: Request) -> Response:
         return error_page(request, 400, "bad_request")
     state = state_of(request)
     token = request.path_params["token"]
-    key = _client_key(request, "invite")
-    if state.throttle.blocked(key):
+    checks = ((INVITE_PER_CLIENT, (_client(request),)),)
+    if await state.throttle.blocked(state.redis, checks):
         return error_page(request, 429, "too_many_attempts")
     try:
         email = await redeem_invitation(state, token, str(form.get("password", "")),
@@ -187,7 +195,7 @@ async def invite_submit(request: Request) -> Response:
             # Only a token that was never genuine counts as a guess; a used or expired
             # one was signed by the site and says nothing about guessing.
             if e.key == "invitation_invalid":
-                state.throttle.failed(key)
+                await state.throttle.failed(state.redis, checks)
             return _refused_invitation(request, e.key)
         return await _invite_page(request, state, token, 400, e.key)
     await start_session(request, email)

@@ -35,7 +35,7 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS, SiteConfig
-from kameng_storefront.app import create_app
+from kameng_storefront.app import create_app, create_ops_app
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
@@ -46,26 +46,42 @@ HQ_ADMIN = "admin@hq.local"
 
 
 class ServerThread:
-    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down."""
+    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down.
 
-    def __init__(self, app: Starlette, port: int) -> None:
+    With ``ops_port``, the app's probes and metrics are served on that port from the same
+    loop, as ``kameng storefront`` does (they share the app's connections, which belong to
+    one loop)."""
+
+    def __init__(self, app: Starlette, port: int, ops_port: int | None = None) -> None:
         self.port = port
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                           lifespan="on", access_log=False)
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # As in production (kameng_storefront.app.serve): forwarded headers are the
+        # TrustedProxies middleware's business, not uvicorn's.
+        common: dict[str, Any] = dict(host="127.0.0.1", log_level="warning",
+                                      access_log=False, proxy_headers=False)
+        self.servers = [uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on",
+                                                      **common))]
+        if ops_port is not None:
+            self.servers.append(uvicorn.Server(uvicorn.Config(
+                create_ops_app(app), port=ops_port, lifespan="off", **common)))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(s.serve() for s in self.servers))
+
+        asyncio.run(main())
 
     def start(self, timeout: float = 30) -> None:
         self.thread.start()
         deadline = time.monotonic() + timeout
-        while not self.server.started:
+        while not all(s.started for s in self.servers):
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"server on port {self.port} did not start")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        for s in self.servers:
+            s.should_exit = True
         self.thread.join(timeout=15)
 
 
@@ -127,6 +143,9 @@ class Stack:
         from kameng.contracts.hq_api import site_headers
 
         return site_headers(self.site, self.api_token, license_token)
+    # The ops ports (probes, metrics), never the public ones.
+    hq_ops_url: str = ""
+    shop_ops_url: str = ""
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -238,6 +257,7 @@ def run_stack(
     key = generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
+    hq_ops_port, shop_ops_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
     token_file = tmp_dir / f"{site}-license.token"
     credentials_dir = tmp_dir / f"{site}-site-credentials"
@@ -263,6 +283,8 @@ def run_stack(
             credentials_dir=credentials_dir, api_token=api_token,
             members={m.role: m.email for m in cfg.members}, shop_session_secret=shop_session,
             hq_bootstrap_password=bootstrap, config=cfg,
+            hq_ops_url=f"http://127.0.0.1:{hq_ops_port}",
+            shop_ops_url=f"http://127.0.0.1:{shop_ops_port}",
         )
         # The license and the site's registry entry exist before the shop starts, as the
         # operator's Secrets would.
@@ -271,8 +293,9 @@ def run_stack(
         stack.hq_app = create_app(hq_settings)
         stack.shop_apps = [create_app(shop_settings) for _ in range(shop_replicas)]
         stack.shop_app = stack.shop_apps[0]
-        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port),
-                   *(ServerThread(app, free_port()) for app in stack.shop_apps[1:])]
+        servers = [ServerThread(stack.hq_app, hq_port, hq_ops_port),
+                   ServerThread(stack.shop_app, shop_port, shop_ops_port),
+                   *(ServerThread(app, free_port(), free_port()) for app in stack.shop_apps[1:])]
         try:
             for s in servers:
                 s.start()
