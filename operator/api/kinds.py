@@ -15,6 +15,10 @@ FINALIZER = f"{GROUP}/reclaim"
 SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
 KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
+# The uid of the SubSite an object was created for: the operator's mark of ownership on
+# namespaces and key copies (PostgreSQL objects carry it as a COMMENT, see
+# kameng.provision.names). Nothing without this mark is ever adopted or deleted.
+SUBSITE_UID_LABEL = f"{GROUP}/subsite-uid"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ MODE_ENV = "KAMENG_MODE"
 PUBLIC_URL_ENV = "KAMENG_PUBLIC_URL"
 SITE_CONFIG_ENV = "KAMENG_SITE_CONFIG"  # the JSON inline (tests, local runs)
 SITE_CONFIG_FILE_ENV = "KAMENG_SITE_CONFIG_FILE"
+DB_POOL_SIZE_ENV = "KAMENG_DB_POOL_SIZE"  # pool size within the role's CONNECTION LIMIT
 
 # --- the ConfigMap ------------------------------------------------------------------
 CONFIGMAP_NAME = "storefront-config"

@@ -22,7 +22,7 @@ from kameng.kube.client import Kube
 from kameng.provision import postgres as pg
 from kameng.provision import redis_acl
 
-from . import agreements, deletion, exclusive, hqkeys, metrics, reconcile
+from . import agreements, deletion, domains, exclusive, hqkeys, metrics, reconcile
 from .config import OperatorConfig
 from .runtime import Runtime
 
@@ -97,6 +97,13 @@ def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, st
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
+def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+                       ) -> dict[str, domains.DomainClaim]:
+    return {spec.get("domain", ""): domains.DomainClaim(
+        str(meta.get("creationTimestamp") or ""), name, str(meta.get("uid") or ""))}
+
+
 @kopf.index(GROUP, VERSION, LICENSE.plural)
 def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     return {name: (int(meta.get("generation", 1)), dict(spec))}
@@ -115,7 +122,8 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 
 @kopf.on.event(GROUP, VERSION, SUBSITE.plural)
 async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
-                        subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
+                        subsites_by_rolepolicy: kopf.Index[str, str],
+                        event: kopf.RawEvent | None = None, **_: Any) -> None:
     ag: agreements.Agreements | None = memo.get("agreements")
     if ag is not None:
         await ag.policy_usage((p, len(subsites_by_rolepolicy.get(p, [])))
@@ -124,9 +132,14 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
     # Status-only changes (our own writes) do not bump the generation: no wake-up.
     if rt is not None:
         site = rt.sites.get(name)
-        if site is None or site.seen_generation != meta.get("generation"):
+        if site is None or site.seen_generation != meta.get("generation") or \
+                (event or {}).get("type") == "DELETED":
             log.debug("wake %s: generation %s", name, meta.get("generation"))
             rt.triggers.poke(name)
+            # A SubSite that changed its domain or went away may free a domain others
+            # wait for.
+            for waiting in list(rt.domain_waiting - {name}):
+                rt.triggers.poke(waiting)
 
 
 def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
@@ -188,7 +201,8 @@ for _child in CHILDREN:
 @kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
-                         rolepolicies: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
+                         rolepolicies: kopf.Index[str, Any],
+                         subsites_by_domain: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
                          memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo.runtime
     wake = rt.triggers.register(name)
@@ -198,14 +212,15 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
 
     stop = asyncio.create_task(until_stopped())
     try:
-        while not stopped:
+        while not stopped and not reconcile.being_deleted(rt, dict(body)):
             wake.clear()
             spec = body.get("spec") or {}
             try:
                 async with rt.semaphore:
                     delay = await reconcile.reconcile(
                         rt, dict(body), _first(licenses, spec.get("licenseRef", "")),
-                        _first(rolepolicies, spec.get("rolePolicyRef", "standard")))
+                        _first(rolepolicies, spec.get("rolePolicyRef", "standard")),
+                        list(subsites_by_domain.get(spec.get("domain", ""), [])))
             except Exception:  # a bug must not end the site's loop for good
                 if rt.closing:
                     return

@@ -27,9 +27,13 @@ class SiteState:
     failures: int = 0  # consecutive failed reconciles
     keys_backed_up: bool = False
     phase: str | None = None
+    conflict: str | None = None  # the ownership conflict last reported as an Event
     # Held while the site's database/Redis user is being created or reclaimed: a deletion
     # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).
     backend_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held for one whole reconcile: a deletion takes it after marking the SubSite
+    # reclaimed, so it waits for the reconcile in flight and no other one starts.
+    reconcile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Triggers:
@@ -69,6 +73,12 @@ class Runtime:
     triggers: Triggers = field(default_factory=Triggers)
     sites: dict[str, SiteState] = field(default_factory=dict)
     closing: bool = False  # set at shutdown: loops end quietly instead of failing
+    # uids of SubSites whose deletion began: nothing is provisioned or applied for them
+    # any more, even by a reconcile that started before (kept by uid: a new SubSite of
+    # the same name is another object).
+    reclaimed: set[str] = field(default_factory=set)
+    # Sites that wait for a domain another SubSite holds: woken when any SubSite changes.
+    domain_waiting: set[str] = field(default_factory=set)
 
     def site(self, name: str) -> SiteState:
         return self.sites.setdefault(name, SiteState())
@@ -79,5 +89,6 @@ class Runtime:
 
     def forget(self, name: str) -> None:
         self.cache.forget_site(name)
+        self.domain_waiting.discard(name)
         self.sites.pop(name, None)
         publish_phases(s.phase for s in self.sites.values())
