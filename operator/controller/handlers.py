@@ -17,14 +17,11 @@ import kopf
 from kameng.api.common import GROUP, VERSION
 from kameng.api.kinds import CHILDREN
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
-from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
-from kameng.kube.client import Kube
-from kameng.provision import postgres as pg
-from kameng.provision import redis_acl
+from kameng.children.context import MANAGED_BY, SITE_LABEL
 
-from . import agreements, deletion, domains, exclusive, hqkeys, metrics, reconcile
+from . import agreements, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
-from .runtime import Runtime
+from .runtime import Runtime, create_runtime
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.05
@@ -43,23 +40,8 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     cfg: OperatorConfig = memo.config
     if not cfg.pg_admin_dsn or not cfg.redis_url:
         raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN and KAMENG_REDIS_URL are required")
-    kube = Kube.from_environment(cfg.kubeconfig)
-    keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
-    pg_target = pg.target_of(cfg.pg_admin_dsn)
-    redis_target = redis_acl.target_of(cfg.redis_url)
-    platform = Platform(
-        storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
-        hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
-        ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
-        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
-        redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
-    )
-    memo.runtime = Runtime(
-        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
-        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
-        redis_target=redis_target, keys=keys, platform=platform,
-        semaphore=asyncio.Semaphore(cfg.workers),
-    )
+    memo.runtime = await create_runtime(cfg)
+    kube = memo.runtime.kube
     metrics.publish_phases(())
     memo.agreements = agreements.Agreements(kube)
     memo.tasks = [asyncio.create_task(memo.agreements.run_clock())]

@@ -10,9 +10,12 @@ from typing import Any
 from kameng.children.context import Platform
 from kameng.kube.cache import ChildCache
 from kameng.kube.client import Kube
+from kameng.provision import postgres as pg
+from kameng.provision import redis_acl
 from kameng.provision.postgres import PgTarget, Postgres
 from kameng.provision.redis_acl import RedisAcl, RedisTarget
 
+from . import hqkeys
 from .config import OperatorConfig
 from .hqkeys import HqKeys
 from .metrics import publish_phases
@@ -92,3 +95,25 @@ class Runtime:
         self.domain_waiting.discard(name)
         self.sites.pop(name, None)
         publish_phases(s.phase for s in self.sites.values())
+
+
+async def create_runtime(cfg: OperatorConfig) -> Runtime:
+    """Clients, HQ keys and platform settings from the configuration (the operator's
+    startup, and tests that drive the reconcile and the reclaim directly)."""
+    kube = Kube.from_environment(cfg.kubeconfig)
+    keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
+    pg_target = pg.target_of(cfg.pg_admin_dsn)
+    redis_target = redis_acl.target_of(cfg.redis_url)
+    platform = Platform(
+        storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
+        hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
+        ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
+        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
+        redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
+    )
+    return Runtime(
+        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
+        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
+        redis_target=redis_target, keys=keys, platform=platform,
+        semaphore=asyncio.Semaphore(cfg.workers),
+    )
