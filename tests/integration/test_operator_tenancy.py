@@ -271,13 +271,14 @@ def test_members_never_reach_secrets(ready_site: str, kubectl: Any) -> None:
              ["annotations"]["kameng.io/access"] == "operate", 15, "operate role")
     user = "li.wei"
 
-    def can(verb: str, what: str) -> bool:
-        out = kubectl("auth", "can-i", verb, what, "-n", ns, "--as", user, check=False)
+    def can(verb: str, what: str, *extra: str) -> bool:
+        out = kubectl("auth", "can-i", verb, what, *extra, "-n", ns, "--as", user,
+                      check=False)
         return out.stdout.strip() == "yes"
 
     assert can("delete", "pods")
     assert can("patch", "deployments/storefront") is False
-    assert can("update", "deployments.apps/scale")
+    assert can("update", "deployments/storefront", "--subresource=scale")
     for verb, what in (("get", "secrets"), ("list", "secrets"), ("create", "pods/exec"),
                        ("create", "pods/attach"), ("patch", "pods/ephemeralcontainers"),
                        ("create", "pods"), ("patch", "deployments"),
