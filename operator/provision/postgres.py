@@ -159,6 +159,15 @@ class Postgres:
                 if site_db:
                     continue  # another site's database: its own ensure locks it
                 async with conn.transaction():
+                    # Sites reconcile in parallel: concurrent GRANTs on one database
+                    # fail with "tuple concurrently updated"; one at a time, re-checked.
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                       (MARK_PREFIX + "isolate",))
+                    still = await (await conn.execute(
+                        "SELECT has_database_privilege('public', %s, 'CONNECT')",
+                        (dbname,))).fetchone()
+                    if not (still and still[0]):
+                        continue
                     await conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC")
                                        .format(sql.Identifier(dbname)))
                     for role in others:
