@@ -91,18 +91,30 @@ def test_foreign_role_database_and_namespace_are_never_touched(
     """A SubSite whose derived names are taken by objects the operator did not create:
     refused with NameConflict and an Event; the role keeps its password, the database
     survives the SubSite's deletion (reclaimPolicy Delete), the namespace too."""
-    name, ns_site = "it-ten-foreign", "it-ten-ns"
-    role = ident(name)
-    fresh_start(kubectl, name, ns_site)
+    name, ns_site, super_site = "it-ten-foreign", "it-ten-ns", "it-ten-super"
+    role, super_role = ident(name), ident(super_site)
+    fresh_start(kubectl, name, ns_site, super_site)
     with admin(pg_admin_dsn) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{role}"')
-        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        for r in (role, super_role):
+            conn.execute(f'DROP DATABASE IF EXISTS "{r}"')
+            conn.execute(f'DROP ROLE IF EXISTS "{r}"')
         conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{FOREIGN_PW}'")
         conn.execute(f'CREATE DATABASE "{role}" OWNER "{role}"')
+        # A superuser role, marked as if it were the site's: privileged roles are never
+        # touched, whatever their comment says.
+        conn.execute(f"CREATE ROLE \"{super_role}\" LOGIN SUPERUSER PASSWORD '{FOREIGN_PW}'")
     kubectl("create", "namespace", f"kameng-{ns_site}", check=False)
     try:
         apply_site(kubectl, name)
         apply_site(kubectl, ns_site)
+        apply_site(kubectl, super_site)
+        with admin(pg_admin_dsn) as conn:
+            uid = get(kubectl, "subsite", super_site)["metadata"]["uid"]
+            conn.execute(f"COMMENT ON ROLE \"{super_role}\" IS 'kameng:subsite-uid={uid}'")
+        conds = wait_reason(kubectl, super_site, "NameConflict")
+        assert "privileged role" in conds["Ready"]["message"]
+        with psycopg.connect(dsn_for(pg_admin_dsn, super_role, FOREIGN_PW, "postgres")) as c:
+            c.execute("SELECT 1")  # password unchanged
         conds = wait_reason(kubectl, name, "NameConflict")
         assert conds["Stalled"]["status"] == "True"
         assert f"PostgreSQL role {role}" in conds["Ready"]["message"]
@@ -119,8 +131,8 @@ def test_foreign_role_database_and_namespace_are_never_touched(
         assert not exists(kubectl, "resourcequota", "storefront-quota", "-n",
                           f"kameng-{ns_site}")
 
-        kubectl("delete", "subsite", name, ns_site, "--wait=true", "--timeout=30s",
-                timeout=60)
+        kubectl("delete", "subsite", name, ns_site, super_site, "--wait=true",
+                "--timeout=30s", timeout=60)
         with admin(pg_admin_dsn) as conn:
             assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                 (role,)).fetchone()
@@ -129,13 +141,15 @@ def test_foreign_role_database_and_namespace_are_never_touched(
         ns = get(kubectl, "namespace", f"kameng-{ns_site}")
         assert not ns["metadata"].get("deletionTimestamp")
     finally:
-        kubectl("delete", "subsite", name, ns_site, "--ignore-not-found", "--wait=false")
+        kubectl("delete", "subsite", name, ns_site, super_site, "--ignore-not-found",
+                "--wait=false")
         kubectl("delete", "namespace", f"kameng-{ns_site}", "--ignore-not-found",
                 "--wait=false")
-        kubectl("delete", "license", name, ns_site, "--ignore-not-found")
+        kubectl("delete", "license", name, ns_site, super_site, "--ignore-not-found")
         with admin(pg_admin_dsn) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{role}" WITH (FORCE)')
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+            for r in (role, super_role):
+                conn.execute(f'DROP DATABASE IF EXISTS "{r}" WITH (FORCE)')
+                conn.execute(f'DROP ROLE IF EXISTS "{r}"')
 
 
 def test_sites_of_the_previous_version_are_marked_and_keep_working(
