@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import psycopg
+import redis
 import yaml
 
 from kameng.controller import deletion, reconcile
@@ -28,6 +29,17 @@ def db_exists(dsn: str) -> bool:
                             (IDENT,)).fetchone() is not None
 
 
+def drop_leftovers(pg_admin_dsn: str, redis_url: str) -> None:
+    """What an interrupted run (or one against an operator without this fix) left."""
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{IDENT}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{IDENT}"')
+    r = redis.Redis.from_url(redis_url)
+    r.acl_deluser(f"kameng-site-{NAME}")
+    r.hdel("kameng:acl-owners", f"kameng-site-{NAME}")
+    r.close()
+
+
 def _gone(kubectl: Any, *args: str) -> bool:
     return kubectl("get", *args, check=False).returncode != 0
 
@@ -38,6 +50,9 @@ async def test_no_reconcile_recreates_what_reclaim_removed(
     # calls below act on it.
     kubectl("delete", "subsite", NAME, "--ignore-not-found", "--wait=true", timeout=60)
     wait_for(lambda: _gone(kubectl, "namespace", f"kameng-{NAME}"), 120, "old namespace gone")
+    kubectl("delete", "secret", f"kameng-keys-{NAME}", "-n", "kameng-system",
+            "--ignore-not-found")
+    drop_leftovers(pg_admin_dsn, devenv["redis_url"])
     docs = sample_objects(NAME, RP)
     docs[2]["spec"]["database"] = {"reclaimPolicy": "Delete"}
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
@@ -64,6 +79,8 @@ async def test_no_reconcile_recreates_what_reclaim_removed(
         await reconcile.reconcile(rt, before, None, None)
         await reconcile.reconcile(rt, deleting, None, None)
         assert not db_exists(pg_admin_dsn), "a reconcile re-created the reclaimed database"
+        assert not redis.Redis.from_url(devenv["redis_url"]).acl_getuser(
+            f"kameng-site-{NAME}"), "a reconcile re-created the reclaimed Redis user"
         ns = get(kubectl, "namespace", f"kameng-{NAME}") \
             if not _gone(kubectl, "namespace", f"kameng-{NAME}") else None
         assert ns is None or ns["metadata"].get("deletionTimestamp"), \
@@ -77,6 +94,4 @@ async def test_no_reconcile_recreates_what_reclaim_removed(
         kubectl("delete", "namespace", f"kameng-{NAME}", "--ignore-not-found", "--wait=false")
         kubectl("delete", "secret", f"kameng-keys-{NAME}", "-n", "kameng-system",
                 "--ignore-not-found")
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{IDENT}" WITH (FORCE)')
-            conn.execute(f'DROP ROLE IF EXISTS "{IDENT}"')
+        drop_leftovers(pg_admin_dsn, devenv["redis_url"])
