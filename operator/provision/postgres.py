@@ -43,6 +43,20 @@ def site_dsn(site: str, password: str, host: str, port: int) -> str:
     return f"postgresql://{ident}:{quote(password, safe='')}@{host}:{port}/{ident}"
 
 
+def _db_owner(ident: str, role: tuple[bool, int, str | None] | None,
+              db: tuple[str, str | None] | None) -> str | None:
+    """The uid a site database belongs to: its mark, or else, when it is owned by the
+    site role and that role is marked, the role's uid. CREATE DATABASE cannot share a
+    transaction with its COMMENT, so a crash in between leaves it unmarked; only the
+    operator can have created it (site roles have NOCREATEDB), so it is still ours."""
+    if db is None:
+        return None
+    own = marked_uid(db[1])
+    if own is None and role is not None and db[0] == ident:
+        return marked_uid(role[2])
+    return own
+
+
 class Postgres:
     def __init__(self, admin_dsn: str, connect_timeout: float = 5.0) -> None:
         self._dsn = admin_dsn
@@ -71,27 +85,30 @@ class Postgres:
                 role_verdict = judge(f"PostgreSQL role {ident}", role is not None,
                                      marked_uid(role[2]) if role else None, claim)
                 db_verdict = judge(f"PostgreSQL database {ident}", db is not None,
-                                   marked_uid(db[1]) if db else None, claim)
-                if role_verdict == "create":
-                    await conn.execute(sql.SQL(
-                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                        "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}").format(
-                        sql.Identifier(ident), sql.Literal(connection_limit),
-                        sql.Literal(password)))
-                    changed = True
-                elif role_verdict == "adopt" or set_password or not role[0]:  # type: ignore[index]
-                    await conn.execute(sql.SQL(
-                        "ALTER ROLE {} LOGIN CONNECTION LIMIT {} PASSWORD {}").format(
-                        sql.Identifier(ident), sql.Literal(connection_limit),
-                        sql.Literal(password)))
-                    changed = True
-                elif role[1] != connection_limit:  # type: ignore[index]
-                    await conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
-                        sql.Identifier(ident), sql.Literal(connection_limit)))
-                    changed = True
-                if role_verdict != "ours":
-                    await conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                        sql.Identifier(ident), sql.Literal(mark(claim.uid))))
+                                   _db_owner(ident, role, db), claim)
+                # Role and its mark in one transaction: a crash in between must not leave
+                # an unmarked role that the next run would refuse as foreign.
+                async with conn.transaction():
+                    if role_verdict == "create":
+                        await conn.execute(sql.SQL(
+                            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                            "NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}").format(
+                            sql.Identifier(ident), sql.Literal(connection_limit),
+                            sql.Literal(password)))
+                        changed = True
+                    elif role_verdict == "adopt" or set_password or not role[0]:  # type: ignore[index]
+                        await conn.execute(sql.SQL(
+                            "ALTER ROLE {} LOGIN CONNECTION LIMIT {} PASSWORD {}").format(
+                            sql.Identifier(ident), sql.Literal(connection_limit),
+                            sql.Literal(password)))
+                        changed = True
+                    elif role[1] != connection_limit:  # type: ignore[index]
+                        await conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                            sql.Identifier(ident), sql.Literal(connection_limit)))
+                        changed = True
+                    if role_verdict != "ours":
+                        await conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                            sql.Identifier(ident), sql.Literal(mark(claim.uid))))
                 if db_verdict == "create":
                     await conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(ident), sql.Identifier(ident)))
@@ -205,7 +222,8 @@ class Postgres:
                                                db[1] if db else None)):
                     try:
                         verdict = judge(f"PostgreSQL {what} {ident}", exists,
-                                        marked_uid(comment), claim)
+                                        marked_uid(comment) if what == "role"
+                                        else _db_owner(ident, role, db), claim)
                     except NotOurs as exc:
                         left.append(str(exc).split(";")[0] + "; left in place")
                         continue

@@ -167,3 +167,15 @@ def test_member_rules_never_reach_secrets() -> None:
     assert not safe_rules([{"resources": ["pods/exec"], "verbs": ["create"]}])
     assert not safe_rules([{"resources": ["secrets"], "verbs": ["get"]}])
     assert not safe_rules([{"resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}])
+
+
+def test_database_left_unmarked_by_a_crash_is_still_ours() -> None:
+    from kameng.provision.postgres import _db_owner
+
+    role = (True, 40, mark(UID))
+    assert _db_owner("kameng_demo", role, ("kameng_demo", None)) == UID
+    assert _db_owner("kameng_demo", role, ("kameng_demo", mark(OLD))) == OLD
+    # Owned by someone else, or the role itself unmarked: not ours.
+    assert _db_owner("kameng_demo", role, ("alice", None)) is None
+    assert _db_owner("kameng_demo", (True, 40, None), ("kameng_demo", None)) is None
+    assert _db_owner("kameng_demo", role, None) is None
