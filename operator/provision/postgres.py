@@ -153,18 +153,24 @@ class Postgres:
         open ``postgres`` or any database without a revoke. The operator revokes it from
         PUBLIC on every database it can reach that still grants it (and gives it back
         explicitly to every existing non-site role that could use it, so nothing else
-        loses access), and keeps its own database for its own role."""
+        loses access), and keeps its own database for its own role.
+
+        One transaction under one advisory lock for all sites: sites reconcile in
+        parallel, and concurrent GRANT/REVOKE on one database fail with "tuple
+        concurrently updated"."""
         changed = False
-        rows = await (await conn.execute(
-            "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') LIKE %s "
-            "FROM pg_database WHERE datallowconn "
-            "AND has_database_privilege('public', oid, 'CONNECT')",
-            (MARK_PREFIX + "%",))).fetchall()
-        if rows:
-            others = [r[0] for r in await (await conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper "
-                "AND rolname <> %s AND coalesce(shobj_description(oid, 'pg_authid'), '') "
-                "NOT LIKE %s", (ident, MARK_PREFIX + "%"))).fetchall()]
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                               (MARK_PREFIX + "isolate",))
+            # A site database is marked, or (between its CREATE and its COMMENT) owned
+            # by a marked site role: never opened to anyone else.
+            rows = await (await conn.execute(
+                "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') LIKE %s "
+                "OR coalesce(shobj_description(datdba, 'pg_authid'), '') LIKE %s "
+                "FROM pg_database WHERE datallowconn "
+                "AND has_database_privilege('public', oid, 'CONNECT')",
+                (MARK_PREFIX + "%", MARK_PREFIX + "%"))).fetchall()
+            others: list[str] | None = None
             for dbname, site_db in rows:
                 if dbname == ident:
                     await conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} "
@@ -175,31 +181,28 @@ class Postgres:
                     continue
                 if site_db:
                     continue  # another site's database: its own ensure locks it
-                async with conn.transaction():
-                    # Sites reconcile in parallel: concurrent GRANTs on one database
-                    # fail with "tuple concurrently updated"; one at a time, re-checked.
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                       (MARK_PREFIX + "isolate",))
-                    still = await (await conn.execute(
-                        "SELECT has_database_privilege('public', %s, 'CONNECT')",
-                        (dbname,))).fetchone()
-                    if not (still and still[0]):
-                        continue
-                    await conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC")
-                                       .format(sql.Identifier(dbname)))
-                    for role in others:
-                        await conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}")
-                                           .format(sql.Identifier(dbname),
-                                                   sql.Identifier(role)))
+                if others is None:
+                    others = [r[0] for r in await (await conn.execute(
+                        "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper "
+                        "AND rolname <> %s "
+                        "AND coalesce(shobj_description(oid, 'pg_authid'), '') NOT LIKE %s",
+                        (ident, MARK_PREFIX + "%"))).fetchall()]
+                await conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC")
+                                   .format(sql.Identifier(dbname)))
+                for role in others:
+                    await conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}")
+                                       .format(sql.Identifier(dbname), sql.Identifier(role)))
                 changed = True
-        # Explicit grants a site role may hold elsewhere (e.g. given back above before
-        # it was marked as a site role, by an earlier operator version).
-        for (dbname,) in await (await conn.execute(
-                "SELECT datname FROM pg_database WHERE datallowconn AND datname <> %s "
-                "AND has_database_privilege(%s, oid, 'CONNECT')", (ident, ident))).fetchall():
-            await conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
-                sql.Identifier(dbname), sql.Identifier(ident)))
-            changed = True
+            # Explicit grants the site role may hold elsewhere (e.g. given back above
+            # while it was an unmarked role of an earlier operator version).
+            for (dbname,) in await (await conn.execute(
+                    "SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
+                    "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+                    "AND a.privilege_type = 'CONNECT' AND d.datname <> %s",
+                    (ident, ident))).fetchall():
+                await conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                    sql.Identifier(dbname), sql.Identifier(ident)))
+                changed = True
         return changed
 
     async def reclaim(self, site: str, claim: Claim,
