@@ -168,7 +168,7 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         if not sub else None,
         catalog_sync_seconds=float(env.get("KAMENG_CATALOG_SYNC_SECONDS", "5")),
         license_recheck_seconds=float(env.get("KAMENG_LICENSE_RECHECK_SECONDS", "5")),
-        pool_size=int(env.get("KAMENG_DB_POOL_SIZE", "20")),
+        pool_size=int(env.get(pod.DB_POOL_SIZE_ENV, "20")),
         min_withdrawal_fen=to_fen(env.get("KAMENG_MIN_WITHDRAWAL", "100.00")),
         pii_pepper=env.get("KAMENG_PII_PEPPER", "").encode(),
         sandbox_payments=sandbox_enabled(env),

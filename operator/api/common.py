@@ -32,6 +32,7 @@ DURATION_RE = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 REGION_RE = r"^[A-Z]{2}-[A-Z0-9]{1,3}$"
 CATEGORY_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+UID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def rule(expr: str, message: str, *, field_path: str | None = None,

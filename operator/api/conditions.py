@@ -50,6 +50,12 @@ R_RECLAIM_FAILED = "ReclaimFailed"
 R_RECLAIM_SKIPPED = "ReclaimSkipped"
 R_RECLAIMED = "Reclaimed"
 R_VALID = "Valid"
+# Tenancy: the operator touches only what it created for this very SubSite.
+R_NAME_CONFLICT = "NameConflict"  # a derived name is taken by something not ours
+R_RETAINED_DATA = "RetainedDataExists"  # another (deleted) SubSite's retained data
+R_DOMAIN_CONFLICT = "DomainConflict"  # an earlier SubSite claims the same domain
+R_FOREIGN_DRIFT = "ForeignChangesRemoved"  # someone else's additions to a pod template
+R_ADOPTED = "RetainedDataAdopted"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from .common import GROUP
 from .license import LicenseSpec, LicenseStatus
+from .names import RESERVED_PREFIXES, RESERVED_SITE_NAMES
 from .rolepolicy import RolePolicySpec, RolePolicyStatus
 from .subsite import SubSiteSpec, SubSiteStatus
 
@@ -29,6 +30,10 @@ class Kind:
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{GROUP}"
+
+
+def _cel_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
 
 
 def _col(name: str, path: str, type_: str = "string", description: str = "",
@@ -71,6 +76,12 @@ SUBSITE = Kind(
          "kameng-<name> stays within 63"},
         {"rule": "self.metadata.name.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
          "message": "a SubSite name must be a DNS label: lowercase letters, digits and '-'"},
+        {"rule": "!(self.metadata.name in " + _cel_list(RESERVED_SITE_NAMES) + ") && "
+         + " && ".join(f"!self.metadata.name.startsWith('{p}')" for p in RESERVED_PREFIXES),
+         "message": "this SubSite name is reserved: its namespace kameng-<name> or database "
+         "role kameng_<name> would be one of the platform's own ("
+         + ", ".join(RESERVED_SITE_NAMES) + ", or a name starting with "
+         + " or ".join(RESERVED_PREFIXES) + "); choose another name"},
     ),
 )
 

@@ -11,6 +11,7 @@ from .common import (
     DNS_SUBDOMAIN_RE,
     EMAIL_RE,
     PERCENT_RE,
+    UID_RE,
     Condition,
     KModel,
     cel,
@@ -148,6 +149,17 @@ class DatabaseSpec(KModel):
         Field(description="What happens to the site's database when the SubSite is "
               "deleted: Retain keeps it (default), Delete drops it after the export."),
     ] = "Retain"
+    adopt_retained_from: Annotated[
+        str | None,
+        checked(UID_RE, "database.adoptRetainedFrom must be the uid of the deleted SubSite "
+                "whose retained data this one takes over, such as "
+                "1f0c3a52-7d1e-4c39-9a57-3b6f0e0f2a11 (the operator names it in the "
+                "RetainedDataExists condition)", max_length=36,
+                description="Take over the data that a deleted SubSite of the same name "
+                "left behind (reclaimPolicy Retain): its database, role and key copy. Set "
+                "to that SubSite's uid; without it such data is never handed to a new "
+                "SubSite."),
+    ] = None
 
 
 class SubSiteSpec(KModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .context import SiteContext, labels, meta, owner_reference
+from kameng.api.kinds import SUBSITE_UID_LABEL
+
+from .context import MANAGED_BY, SiteContext, labels, meta, owner_reference
 
 # Sized so that the largest storefront a plan allows (20 replicas of the default pod)
 # plus a rolling update fits, and nothing else of size does.
@@ -23,6 +25,10 @@ PLAN_QUOTAS: dict[str, dict[str, str]] = {
     },
 }
 
+# PostgreSQL connections a site's role may hold at once (CONNECTION LIMIT), so one site
+# cannot starve the shared server; the storefront pods' pools are sized to fit it.
+PLAN_DB_CONNECTIONS: dict[str, int] = {"basic": 40, "flagship": 160}
+
 PLAN_CONTAINER_LIMITS: dict[str, dict[str, dict[str, str]]] = {
     "basic": {
         "default": {"memory": "512Mi"},
@@ -37,6 +43,37 @@ PLAN_CONTAINER_LIMITS: dict[str, dict[str, dict[str, str]]] = {
 }
 
 
+def db_connection_limit(ctx: SiteContext) -> int:
+    return PLAN_DB_CONNECTIONS[ctx.plan]
+
+
+def db_pool_size(ctx: SiteContext) -> int:
+    """Connections one storefront pod may pool: the plan's limit shared by the replicas
+    plus the one extra pod of a rolling update."""
+    return max(2, min(20, db_connection_limit(ctx) // (ctx.spec.storefront.replicas + 1)))
+
+
+def namespace_ownership(live: dict[str, Any] | None, uid: str) -> str:
+    """Whether the site's namespace may be used by the SubSite with ``uid``:
+    ``create`` (absent), ``ours`` (marked with this uid), ``legacy`` (created by an
+    operator version that did not mark yet: our managed-by label and an ownerReference
+    to this very SubSite; marked by the next apply), ``terminating`` (another SubSite's,
+    going away) or ``foreign``."""
+    if live is None:
+        return "create"
+    md = live.get("metadata") or {}
+    lbl = md.get("labels") or {}
+    if lbl.get(SUBSITE_UID_LABEL) == uid:
+        return "ours"
+    if lbl.get(SUBSITE_UID_LABEL) is None and \
+            lbl.get("app.kubernetes.io/managed-by") == MANAGED_BY and \
+            any(r.get("uid") == uid for r in md.get("ownerReferences") or []):
+        return "legacy"
+    if md.get("deletionTimestamp") and lbl.get("app.kubernetes.io/managed-by") == MANAGED_BY:
+        return "terminating"
+    return "foreign"
+
+
 def namespace(ctx: SiteContext) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -45,6 +82,8 @@ def namespace(ctx: SiteContext) -> dict[str, Any]:
             "name": ctx.namespace,
             "labels": {
                 **labels(ctx),
+                # The mark of ownership: nothing without it is adopted or deleted.
+                SUBSITE_UID_LABEL: ctx.uid,
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest",
                 "pod-security.kubernetes.io/warn": "restricted",

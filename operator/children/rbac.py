@@ -24,14 +24,37 @@ _VIEW_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
      "verbs": ["get", "list", "watch"]},
 ]
+# Operate = scale and restart, nothing that can change what a pod runs or mounts: a
+# right to patch the Deployment (what `kubectl rollout restart` needs) would let a
+# member add an init container that prints the mounted Secrets and read it through
+# pods/log. So: scale through the scale subresource only, restart by deleting pods
+# (`kubectl delete pods -l app.kubernetes.io/name=storefront`); never pods/exec,
+# pods/attach, pods/portforward, ephemeral containers, pod creation or secrets.
 _OPERATE_RULES: list[dict[str, Any]] = [
-    # Restart (rollout restart patches the template) and scale the storefront only.
-    {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [APP_NAME],
-     "verbs": ["patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": [APP_NAME],
      "verbs": ["get", "patch", "update"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
 ]
+# Sub-resources and kinds no member rule may ever name: each reaches Secret contents
+# or lets a member run code inside the storefront's pods.
+FORBIDDEN_RESOURCES = frozenset({
+    "secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/ephemeralcontainers",
+    "pods/proxy", "services/proxy", "serviceaccounts/token", "*"})
+# Kinds whose write verbs would change a pod template or create pods.
+_TEMPLATE_KINDS = frozenset({"pods", "deployments", "replicasets", "statefulsets",
+                             "daemonsets", "jobs", "cronjobs"})
+_WRITE_VERBS = frozenset({"create", "update", "patch", "*"})
+
+
+def safe_rules(rules: list[dict[str, Any]]) -> bool:
+    """No rule grants anything that could reach a Secret's content."""
+    for r in rules:
+        res = set(r.get("resources", []))
+        if res & FORBIDDEN_RESOURCES:
+            return False
+        if res & _TEMPLATE_KINDS and set(r.get("verbs", [])) & _WRITE_VERBS:
+            return False
+    return True
 
 
 def service_account(ctx: SiteContext) -> dict[str, Any]:
@@ -62,6 +85,7 @@ def member_rbac(ctx: SiteContext) -> list[dict[str, Any]]:
             continue
         name = f"{MEMBER_PREFIX}{member.name}"
         rules = [*_VIEW_RULES, *(_OPERATE_RULES if access == "operate" else [])]
+        assert safe_rules(rules)  # a fixed table: a unit test proves it, this guards edits
         role_meta = meta(ctx, name)
         role_meta["annotations"] = {"kameng.io/member-role": member.role,
                                     "kameng.io/access": access}

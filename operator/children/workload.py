@@ -10,6 +10,7 @@ from typing import Any
 from kameng.contracts import pod
 
 from .context import APP_NAME, SITE_LABEL, SiteContext, labels, meta
+from .namespace import db_pool_size
 
 CHECKSUM_ANNOTATION = "kameng.io/config-checksum"
 RUN_AS = 10001
@@ -70,6 +71,8 @@ def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
             {"name": pod.PUBLIC_URL_ENV, "value": ctx.url},
             {"name": pod.SITE_CONFIG_FILE_ENV, "value": pod.DEFAULT_CONFIG_PATH},
             {"name": pod.SECRETS_ROOT_ENV, "value": pod.SECRETS_ROOT},
+            # Within the role's CONNECTION LIMIT (children.namespace.PLAN_DB_CONNECTIONS).
+            {"name": pod.DB_POOL_SIZE_ENV, "value": str(db_pool_size(ctx))},
         ],
         "resources": {
             "requests": {"cpu": sf.resources.cpu, "memory": sf.resources.memory},

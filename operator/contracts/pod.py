@@ -33,6 +33,7 @@ SITE_CONFIG_FILE_ENV = "KAMENG_SITE_CONFIG_FILE"
 # comma-separated, default none: a client's own header never names its address.
 TRUSTED_PROXIES_ENV = "KAMENG_TRUSTED_PROXIES"
 OPS_PORT_ENV = "KAMENG_OPS_PORT"
+DB_POOL_SIZE_ENV = "KAMENG_DB_POOL_SIZE"  # pool size within the role's CONNECTION LIMIT
 
 
 # --- the container's ports -------------------------------------------------------------

@@ -1,5 +1,12 @@
 """Deletion: reclaim what garbage collection cannot (database, role, Redis user).
 
+Ordered against the reconcile: the SubSite is first marked reclaimed (no reconcile
+does anything for it any more, see :func:`reconcile.reconcile`), then the reclaim waits
+for the reconcile in flight, so nothing it removes is created again afterwards. Only
+what carries this SubSite's mark (namespace label, PostgreSQL comment, Redis owner
+record, key-copy label) is removed; anything else of the same name is left and named
+in an Event.
+
 Never stuck silently: a failure is written to status and posted as an Event, retried
 with backoff, and a person can release the SubSite with the annotation
 ``kameng.io/skip-reclaim: "true"`` (the database and Redis user are then left as they
@@ -20,8 +27,10 @@ from kameng.api.kinds import SKIP_RECLAIM_ANNOTATION
 from kameng.api.resources import SUBSITE
 from kameng.api.subsite import SubSiteSpec
 from kameng.children.context import namespace_name
+from kameng.children.namespace import namespace_ownership
 from kameng.kube import events
 from kameng.kube.client import KubeError, path_for
+from kameng.provision.ownership import Claim
 from kameng.provision.postgres import DatabaseUnavailable
 from kameng.provision.redis_acl import RedisUnavailable
 
@@ -57,9 +66,13 @@ async def _status(rt: Runtime, body: dict[str, Any], reason: str, message: str,
 
 async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     md = body["metadata"]
-    name = md["name"]
+    name, uid = md["name"], md.get("uid", "")
+    rt.reclaimed.add(uid)
+    site = rt.site(name)
+    async with site.reconcile_lock:  # the reconcile in flight finishes first
+        pass
     try:
-        # First: the site's HQ API token dies with the SubSite, whatever reclaim does.
+        # Then: the site's HQ API token dies with the SubSite, whatever reclaim does.
         await sitecreds.revoke(rt.kube, rt.config.namespace, name)
     except KubeError as exc:
         raise kopf.TemporaryError(f"revoking the site's HQ credential failed: {exc}",
@@ -68,17 +81,26 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
         await events.post(rt.kube, body, "Warning", c.R_RECLAIM_SKIPPED,
                           f"{SKIP_RECLAIM_ANNOTATION} is set: database and Redis user of {name} "
                           "are left in place for manual clean-up")
-        await _finish(rt, name)
+        await _finish(rt, name, uid)
         return
     policy = _policy(body)
     await _status(rt, body, c.R_RECLAIMING, f"reclaiming (database reclaimPolicy {policy})",
                   stalled=False)
+    left: list[str] = []
     try:
-        async with rt.site(name).backend_lock:  # after any in-flight provisioning
-            await rt.postgres.reclaim(name, policy)  # type: ignore[arg-type]
-            await rt.redis.remove(name)
+        live_ns = await rt.kube.get(path_for("v1", "Namespace", namespace_name(name)),
+                                    kind="Namespace")
+        claim = Claim(uid=uid, adopt_unmarked=namespace_ownership(live_ns, uid) == "legacy")
+        async with site.backend_lock:  # after any in-flight provisioning
+            left += await rt.postgres.reclaim(name, claim, policy)  # type: ignore[arg-type]
+            redis_left = await rt.redis.remove(name, claim)
+            if redis_left:
+                left.append(redis_left)
         if policy == "Delete":  # the key copy goes with the data it decrypts
-            await keyvault.drop(rt.kube, rt.config.namespace, name)
+            saved = await keyvault.load(rt.kube, rt.config.namespace, name)
+            if saved is not None and (saved.owner == uid or (
+                    saved.owner is None and claim.adopt_unmarked)):
+                await keyvault.drop(rt.kube, rt.config.namespace, name)
     except (DatabaseUnavailable, RedisUnavailable, KubeError) as exc:
         delay = min(MAX_DELAY, 2.0 ** retry)
         message = (f"{exc}; retrying in {delay:.0f}s. To release the SubSite without "
@@ -87,23 +109,29 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
         if retry == 0 or retry % 10 == 0:
             await events.post(rt.kube, body, "Warning", c.R_RECLAIM_FAILED, message)
         raise kopf.TemporaryError(message, delay=delay) from None
+    for note in left:
+        await events.post(rt.kube, body, "Warning", c.R_NAME_CONFLICT, note)
     kept = "retained (role locked)" if policy == "Retain" else "dropped"
     await events.post(rt.kube, body, "Normal", c.R_RECLAIMED,
                       f"database of {name} {kept}; Redis user removed")
-    await _finish(rt, name)
+    await _finish(rt, name, uid)
 
 
-async def _finish(rt: Runtime, name: str) -> None:
+async def _finish(rt: Runtime, name: str, uid: str) -> None:
     # Again at the end: a reconcile that was in flight when the deletion began may have
     # published the entry after the first revocation.
     try:
         await sitecreds.revoke(rt.kube, rt.config.namespace, name)
     except KubeError as exc:
         log.warning("SubSite %s: revoking the HQ credential failed (%s)", name, exc)
-    # Garbage collection would remove the namespace too; deleting it now is faster and
-    # does not depend on the owner reference having been set.
+    # Garbage collection would remove our namespace too; deleting it now is faster and
+    # does not depend on the owner reference having been set. A namespace of that name
+    # that is not this SubSite's is never deleted.
+    path = path_for("v1", "Namespace", namespace_name(name))
     try:
-        await rt.kube.delete(path_for("v1", "Namespace", namespace_name(name)), kind="Namespace")
+        live = await rt.kube.get(path, kind="Namespace")
+        if namespace_ownership(live, uid) in ("ours", "legacy"):
+            await rt.kube.delete(path, kind="Namespace")
     except KubeError as exc:
         log.warning("SubSite %s: namespace deletion failed (%s); GC will retry", name, exc)
     rt.forget(name)

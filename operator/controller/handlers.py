@@ -17,14 +17,11 @@ import kopf
 from kameng.api.common import GROUP, VERSION
 from kameng.api.kinds import CHILDREN
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
-from kameng.children.context import MANAGED_BY, SITE_LABEL, Platform
-from kameng.kube.client import Kube
-from kameng.provision import postgres as pg
-from kameng.provision import redis_acl
+from kameng.children.context import MANAGED_BY, SITE_LABEL
 
-from . import agreements, deletion, exclusive, hqkeys, metrics, reconcile
+from . import agreements, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
-from .runtime import Runtime
+from .runtime import Runtime, create_runtime
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.05
@@ -43,24 +40,8 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     cfg: OperatorConfig = memo.config
     if not cfg.pg_admin_dsn or not cfg.redis_url:
         raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN and KAMENG_REDIS_URL are required")
-    kube = Kube.from_environment(cfg.kubeconfig)
-    keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
-    pg_target = pg.target_of(cfg.pg_admin_dsn)
-    redis_target = redis_acl.target_of(cfg.redis_url)
-    platform = Platform(
-        storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
-        hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
-        ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
-        trusted_proxies=cfg.trusted_proxies,
-        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
-        redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
-    )
-    memo.runtime = Runtime(
-        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
-        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
-        redis_target=redis_target, keys=keys, platform=platform,
-        semaphore=asyncio.Semaphore(cfg.workers),
-    )
+    memo.runtime = await create_runtime(cfg)
+    kube = memo.runtime.kube
     metrics.publish_phases(())
     memo.agreements = agreements.Agreements(kube)
     memo.tasks = [asyncio.create_task(memo.agreements.run_clock())]
@@ -98,6 +79,13 @@ def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, st
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
+def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+                       ) -> dict[str, domains.DomainClaim]:
+    return {spec.get("domain", ""): domains.DomainClaim(
+        str(meta.get("creationTimestamp") or ""), name, str(meta.get("uid") or ""))}
+
+
 @kopf.index(GROUP, VERSION, LICENSE.plural)
 def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     return {name: (int(meta.get("generation", 1)), dict(spec))}
@@ -116,7 +104,8 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 
 @kopf.on.event(GROUP, VERSION, SUBSITE.plural)
 async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
-                        subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
+                        subsites_by_rolepolicy: kopf.Index[str, str],
+                        event: kopf.RawEvent | None = None, **_: Any) -> None:
     ag: agreements.Agreements | None = memo.get("agreements")
     if ag is not None:
         await ag.policy_usage((p, len(subsites_by_rolepolicy.get(p, [])))
@@ -128,9 +117,14 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
         # Annotations the operator acts on (a rotation request, the shop URL) change no
         # generation, so they wake the loop by themselves.
         if site is None or site.seen_generation != meta.get("generation") or \
-                site.annotations_seen != reconcile.acted_on_annotations(meta):
+                site.annotations_seen != reconcile.acted_on_annotations(meta) or \
+                (event or {}).get("type") == "DELETED":
             log.debug("wake %s: generation %s", name, meta.get("generation"))
             rt.triggers.poke(name)
+            # A SubSite that changed its domain or went away may free a domain others
+            # wait for.
+            for waiting in list(rt.domain_waiting - {name}):
+                rt.triggers.poke(waiting)
 
 
 def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
@@ -192,7 +186,8 @@ for _child in CHILDREN:
 @kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
-                         rolepolicies: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
+                         rolepolicies: kopf.Index[str, Any],
+                         subsites_by_domain: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
                          memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo.runtime
     wake = rt.triggers.register(name)
@@ -202,14 +197,15 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
 
     stop = asyncio.create_task(until_stopped())
     try:
-        while not stopped:
+        while not stopped and not reconcile.being_deleted(rt, dict(body)):
             wake.clear()
             spec = body.get("spec") or {}
             try:
                 async with rt.semaphore:
                     delay = await reconcile.reconcile(
                         rt, dict(body), _first(licenses, spec.get("licenseRef", "")),
-                        _first(rolepolicies, spec.get("rolePolicyRef", "standard")))
+                        _first(rolepolicies, spec.get("rolePolicyRef", "standard")),
+                        list(subsites_by_domain.get(spec.get("domain", ""), [])))
             except Exception:  # a bug must not end the site's loop for good
                 if rt.closing:
                     return

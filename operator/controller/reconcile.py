@@ -26,6 +26,7 @@ from kameng.api.rolepolicy import RolePolicySpec
 from kameng.api.subsite import SubSiteSpec
 from kameng.children.build import build_children
 from kameng.children.context import SiteContext, SiteSecrets, namespace_name
+from kameng.children.namespace import db_connection_limit, namespace_ownership
 from kameng.children.namespace import namespace as namespace_of
 from kameng.children.rbac import MEMBER_PREFIX
 from kameng.children.secrets import unb64
@@ -35,12 +36,13 @@ from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, LICENSE_SECRET, LICENSE
 from kameng.kube import events
 from kameng.kube.cache import key_of
 from kameng.kube.client import KubeError, path_for, path_of
-from kameng.kube.drift import needs_apply, with_hash
+from kameng.kube.drift import foreign_fields, needs_apply, with_hash
 from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
+from kameng.provision.ownership import Claim, NotOurs, judge
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
 
-from . import credentials, keyvault, metrics, sitecreds, status
+from . import credentials, domains, keyvault, metrics, sitecreds, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,26 @@ async def _live(rt: Runtime, obj: dict[str, Any], fresh_namespace: str | None = 
 
 
 async def _apply_if_changed(rt: Runtime, obj: dict[str, Any],
-                            fresh_namespace: str | None = None) -> bool:
+                            fresh_namespace: str | None = None,
+                            owner: dict[str, Any] | None = None) -> bool:
     desired = with_hash(obj)
-    if not needs_apply(desired, await _live(rt, obj, fresh_namespace)):
+    live = await _live(rt, obj, fresh_namespace)
+    foreign = foreign_fields(desired, live) if live is not None else []
+    if foreign:
+        # Server-side apply keeps fields other managers own (an init container someone
+        # added, an extra volume...): only a full replace of what we own removes them.
+        md = live["metadata"]  # type: ignore[index]
+        body = {**desired, "metadata": {**desired["metadata"],
+                                        "resourceVersion": md["resourceVersion"]}}
+        rt.cache.put(await rt.kube.replace(path_of(obj), body))
+        metrics.CHILDREN_APPLIED.labels(kind=obj["kind"]).inc()
+        message = (f"{obj['kind']} {md.get('namespace')}/{md['name']}: removed changes the "
+                   f"operator did not make: {', '.join(foreign)[:600]}")
+        log.warning("%s", message)
+        if owner is not None:
+            await events.post(rt.kube, owner, "Warning", c.R_FOREIGN_DRIFT, message)
+        return True
+    if not needs_apply(desired, live):
         return False
     rt.cache.put(await rt.kube.apply(desired))
     metrics.CHILDREN_APPLIED.labels(kind=obj["kind"]).inc()
@@ -109,10 +128,13 @@ def _secret_probe(name: str, namespace: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}}
 
 
-async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, rotation: str
+async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim: Claim,
+                     connection_limit: int, rotation: str
                      ) -> tuple[SiteSecrets, set[str], str | None]:
     """Database role/db, Redis user and the site's HQ API token. Returns the secrets, the
-    names of Secrets that must NOT be applied this round, and a transient error message."""
+    names of Secrets that must NOT be applied this round, and a transient error message;
+    raises :class:`NotOurs` (before creating anything) when a name is taken by something
+    this SubSite did not create."""
     found = {}
     for name in (DB_SECRET, REDIS_SECRET, KEYS_SECRET):
         found[name] = await _live(rt, _secret_probe(name, namespace),
@@ -120,13 +142,14 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, rotati
     old = credentials.read_existing(found)
     db_pw, db_new = credentials.or_new(old.db_password)
     redis_pw, redis_new = credentials.or_new(old.redis_password)
+    saved_keys = await _check_keys_copy(rt, site, claim)
     # Shielded: if the loop is cancelled (the SubSite is being deleted), provisioning
     # still finishes under the lock, and the reclaim that waits for the lock then drops
     # what it created.
     skip, error = await asyncio.shield(asyncio.ensure_future(
-        _backends(rt, site, db_pw, db_new, redis_pw, redis_new)))
+        _backends(rt, site, claim, connection_limit, db_pw, db_new, redis_pw, redis_new)))
     cfg = rt.config
-    keys = await _site_keys(rt, site, old)
+    keys = await _site_keys(rt, site, old, claim, saved_keys)
     secrets = SiteSecrets(
         db_dsn=site_dsn(site, db_pw, cfg.pg_site_host or rt.pg_target.host, rt.pg_target.port),
         redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
@@ -138,20 +161,24 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, rotati
     return secrets, skip, error
 
 
-async def _backends(rt: Runtime, site: str, db_pw: str, db_new: bool, redis_pw: str,
-                    redis_new: bool) -> tuple[set[str], str | None]:
+async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
+                    db_pw: str, db_new: bool, redis_pw: str, redis_new: bool
+                    ) -> tuple[set[str], str | None]:
     skip: set[str] = set()
     error: str | None = None
     async with rt.site(site).backend_lock:
+        if claim.uid in rt.reclaimed:  # deleted meanwhile: create nothing reclaim misses
+            return {DB_SECRET, REDIS_SECRET}, "the SubSite is being deleted"
         try:
-            await rt.postgres.ensure(site, db_pw, set_password=db_new)
+            await rt.postgres.ensure(site, claim, db_pw, set_password=db_new,
+                                     connection_limit=connection_limit)
         except DatabaseUnavailable as exc:
             error = str(exc)
             if db_new:
                 # A password PostgreSQL never accepted must not become the Secret's truth.
                 skip.add(DB_SECRET)
         try:
-            await rt.redis.ensure(site, redis_pw)
+            await rt.redis.ensure(site, claim, redis_pw)
         except RedisUnavailable as exc:
             error = f"{error}; {exc}" if error else str(exc)
             if redis_new:
@@ -159,21 +186,35 @@ async def _backends(rt: Runtime, site: str, db_pw: str, db_new: bool, redis_pw: 
     return skip, error
 
 
-async def _site_keys(rt: Runtime, site: str, old: credentials.Existing) -> keyvault.SiteKeys:
+async def _check_keys_copy(rt: Runtime, site: str, claim: Claim) -> keyvault.SiteKeys | None:
+    """The operator's copy of the site's keys, if this SubSite may use it (raises
+    :class:`NotOurs` for another SubSite's copy: it decrypts that site's data)."""
+    if rt.site(site).keys_backed_up:
+        return None  # checked (or made) by this process for this SubSite already
+    saved = await keyvault.load(rt.kube, rt.config.namespace, site)
+    if saved is not None:
+        judge(f"Secret {rt.config.namespace}/{keyvault.backup_name(site)} (the copy of the "
+              "site's data-encryption key)", True, saved.owner, claim)
+    return saved
+
+
+async def _site_keys(rt: Runtime, site: str, old: credentials.Existing, claim: Claim,
+                     saved: keyvault.SiteKeys | None) -> keyvault.SiteKeys:
     """The site's keys: from its Secret, else from the operator's copy, else new — and
     the copy exists before a new key is ever handed to the storefront."""
     ns = rt.config.namespace
+    if saved is not None and saved.owner != claim.uid:
+        await keyvault.mark(rt.kube, ns, site, claim.uid)  # adopted (judged before)
     if old.session_secret and old.data_key:
         keys = keyvault.SiteKeys(old.session_secret, old.data_key)
         if not rt.site(site).keys_backed_up:
-            if await keyvault.load(rt.kube, ns, site) is None:
-                await keyvault.store(rt.kube, ns, site, keys)
+            if saved is None:
+                await keyvault.store(rt.kube, ns, site, keys, claim.uid)
             rt.site(site).keys_backed_up = True
         return keys
-    saved = await keyvault.load(rt.kube, ns, site)
     if saved is None:
         saved = await keyvault.store(rt.kube, ns, site, keyvault.SiteKeys(
-            credentials.new_session_secret(), credentials.new_data_key()))
+            credentials.new_session_secret(), credentials.new_data_key()), claim.uid)
     rt.site(site).keys_backed_up = True
     return saved
 
@@ -239,10 +280,33 @@ def apply_waves(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [w for w in (first, rest, last) if w]
 
 
+def being_deleted(rt: Runtime, body: dict[str, Any]) -> bool:
+    md = body["metadata"]
+    return bool(md.get("deletionTimestamp")) or md.get("uid") in rt.reclaimed
+
+
 async def reconcile(rt: Runtime, body: dict[str, Any],
                     license_entry: tuple[int, dict[str, Any]] | None,
-                    rolepolicy: dict[str, Any] | None) -> float:
-    """Reconcile once; return seconds until the next unprompted run."""
+                    rolepolicy: dict[str, Any] | None,
+                    domain_claims: list[domains.DomainClaim] | None = None) -> float:
+    """Reconcile once; return seconds until the next unprompted run.
+
+    Never once the SubSite's deletion has begun: a reconcile that re-created what the
+    reclaim removed would leave an orphaned database. The reclaim marks the SubSite and
+    then waits on the same lock, so a reconcile in flight finishes first and every later
+    one returns here without doing anything."""
+    if being_deleted(rt, body):
+        return rt.config.resync_seconds
+    async with rt.site(body["metadata"]["name"]).reconcile_lock:
+        if being_deleted(rt, body):
+            return rt.config.resync_seconds
+        return await _reconcile(rt, body, license_entry, rolepolicy, domain_claims or [])
+
+
+async def _reconcile(rt: Runtime, body: dict[str, Any],
+                     license_entry: tuple[int, dict[str, Any]] | None,
+                     rolepolicy: dict[str, Any] | None,
+                     domain_claims: list[domains.DomainClaim]) -> float:
     started = time.monotonic()
     md = body["metadata"]
     name, generation = md["name"], int(md.get("generation", 1))
@@ -284,13 +348,29 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
         )
         url = ctx.url
         db_message = "not provisioned yet"
+        holder = domains.holder(domain_claims, name, md.get("uid", ""))
+        if holder is None:
+            rt.domain_waiting.discard(name)
+        else:
+            rt.domain_waiting.add(name)
         try:
             site.annotations_seen = acted = acted_on_annotations(md)
             db_ready, db_message, transient = await _converge(
-                rt, ctx, verdict, namespace, acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""),
-                acted.get(SHOP_URL_ANNOTATION, ""))
+                rt, ctx, verdict, namespace, body, holder,
+                acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""), acted.get(SHOP_URL_ANNOTATION, ""))
+        except NotOurs as exc:
+            # Nothing was created: say exactly what is in the way, once per change.
+            problem = (exc.reason, str(exc))
+            db_message = str(exc)
+            if site.conflict != str(exc):
+                await events.post(rt.kube, body, "Warning", exc.reason, str(exc))
+                site.conflict = str(exc)
         except KubeError as exc:
             transient = f"applying children failed: {exc}"
+        else:
+            site.conflict = None
+            if holder is not None and problem is None:
+                problem = (c.R_DOMAIN_CONFLICT, domains.conflict_message(spec.domain, holder))
         if transient:
             metrics.RECONCILE_ERRORS.labels(reason="Transient").inc()
             log.warning("SubSite %s: %s", name, transient)
@@ -329,14 +409,31 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
 
 
 async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str,
+                    body: dict[str, Any], domain_holder: domains.DomainClaim | None,
                     rotation: str = "", shop_url: str = "") -> tuple[bool, str, str | None]:
     """Namespace, backends, then every child that differs. Returns (database ready,
-    database message, transient error)."""
+    database message, transient error); raises :class:`NotOurs` before writing anything
+    when the namespace, database, role, Redis user or key copy belongs to someone else."""
     ns_obj = namespace_of(ctx)
-    fresh = await _live(rt, ns_obj) is None
+    live_ns = await _live(rt, ns_obj)
+    owned = namespace_ownership(live_ns, ctx.uid)
+    if owned == "terminating":
+        return False, "not provisioned", (f"namespace {namespace} of an earlier SubSite "
+                                          "named the same is still terminating")
+    if owned == "foreign":
+        raise NotOurs(c.R_NAME_CONFLICT,
+                      f"namespace {namespace} already exists and was not created by the "
+                      "kameng operator for this SubSite; the operator will not adopt, "
+                      "change or delete it. Rename the SubSite, or remove that namespace")
+    fresh = live_ns is None
+    claim = Claim(uid=ctx.uid, adopt_from=ctx.spec.database.adopt_retained_from,
+                  adopt_unmarked=owned == "legacy")
+    secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh, claim,
+                                                db_connection_limit(ctx), rotation)
+    if claim.uid in rt.reclaimed:
+        return False, "the SubSite is being deleted", "the SubSite is being deleted"
     await _apply_if_changed(rt, ns_obj)
     fresh_ns = namespace if fresh else None
-    secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh, rotation)
     db_ready = transient is None
     db_message = "database, role and Redis user provisioned" if db_ready else str(transient)
     previous = await _previous_claims(rt, namespace, fresh_ns)
@@ -352,11 +449,16 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
         # Same token: a suspension (or a new URL) reaches HQ before anything else is done.
         await _publish_credential(rt, entry)
     children = [o for o in build_children(replace(ctx, secrets=secrets))
-                if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)]
+                if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)
+                and not (o["kind"] == "Ingress" and domain_holder is not None)]
     try:
         for wave in apply_waves(children):
-            await asyncio.gather(*(_apply_if_changed(rt, o, fresh_ns) for o in wave))
+            if claim.uid in rt.reclaimed:
+                return False, db_message, "the SubSite is being deleted"
+            await asyncio.gather(*(_apply_if_changed(rt, o, fresh_ns, body) for o in wave))
         await _prune_members(rt, ctx.name, children)
+        if domain_holder is not None:
+            await _drop_ingress(rt, ctx.name, namespace)
     except KubeError as exc:
         transient = f"applying children failed: {exc}"
     else:
@@ -365,3 +467,11 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
             # knows a token the site does not have (a rotation ends the old one here).
             await _publish_credential(rt, entry)
     return db_ready, db_message, transient
+
+
+async def _drop_ingress(rt: Runtime, site: str, namespace: str) -> None:
+    """A site that does not hold its domain serves no traffic for it."""
+    for obj in [o for o in rt.cache.of_site(site, {"Ingress"})
+                if o["metadata"].get("namespace") == namespace]:
+        await rt.kube.delete(path_of(obj), kind="Ingress")
+        rt.cache.remove(key_of(obj))

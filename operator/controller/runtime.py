@@ -11,9 +11,12 @@ from kameng.children.context import Platform
 from kameng.contracts.hq_auth import SiteCredential
 from kameng.kube.cache import ChildCache
 from kameng.kube.client import Kube
+from kameng.provision import postgres as pg
+from kameng.provision import redis_acl
 from kameng.provision.postgres import PgTarget, Postgres
 from kameng.provision.redis_acl import RedisAcl, RedisTarget
 
+from . import hqkeys
 from .config import OperatorConfig
 from .hqkeys import HqKeys
 from .metrics import publish_phases
@@ -34,9 +37,13 @@ class SiteState:
     # The acted-on annotations as last reconciled (a change wakes the loop).
     annotations_seen: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
+    conflict: str | None = None  # the ownership conflict last reported as an Event
     # Held while the site's database/Redis user is being created or reclaimed: a deletion
     # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).
     backend_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held for one whole reconcile: a deletion takes it after marking the SubSite
+    # reclaimed, so it waits for the reconcile in flight and no other one starts.
+    reconcile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Triggers:
@@ -76,6 +83,12 @@ class Runtime:
     triggers: Triggers = field(default_factory=Triggers)
     sites: dict[str, SiteState] = field(default_factory=dict)
     closing: bool = False  # set at shutdown: loops end quietly instead of failing
+    # uids of SubSites whose deletion began: nothing is provisioned or applied for them
+    # any more, even by a reconcile that started before (kept by uid: a new SubSite of
+    # the same name is another object).
+    reclaimed: set[str] = field(default_factory=set)
+    # Sites that wait for a domain another SubSite holds: woken when any SubSite changes.
+    domain_waiting: set[str] = field(default_factory=set)
 
     def site(self, name: str) -> SiteState:
         return self.sites.setdefault(name, SiteState())
@@ -86,5 +99,29 @@ class Runtime:
 
     def forget(self, name: str) -> None:
         self.cache.forget_site(name)
+        self.domain_waiting.discard(name)
         self.sites.pop(name, None)
         publish_phases(s.phase for s in self.sites.values())
+
+
+async def create_runtime(cfg: OperatorConfig) -> Runtime:
+    """Clients, HQ keys and platform settings from the configuration (the operator's
+    startup, and tests that drive the reconcile and the reclaim directly)."""
+    kube = Kube.from_environment(cfg.kubeconfig)
+    keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
+    pg_target = pg.target_of(cfg.pg_admin_dsn)
+    redis_target = redis_acl.target_of(cfg.redis_url)
+    platform = Platform(
+        storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
+        hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
+        ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
+        trusted_proxies=cfg.trusted_proxies,
+        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
+        redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
+    )
+    return Runtime(
+        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
+        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
+        redis_target=redis_target, keys=keys, platform=platform,
+        semaphore=asyncio.Semaphore(cfg.workers),
+    )

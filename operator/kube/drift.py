@@ -73,3 +73,63 @@ def needs_apply(desired_hashed: dict[str, Any], live: dict[str, Any] | None) -> 
     return not (is_subset(desired_hashed["metadata"], live.get("metadata", {}))
                 and is_subset({k: v for k, v in desired_hashed.items() if k != "metadata"},
                               live))
+
+
+# Pod-spec and container fields the API server fills in by itself: their presence in
+# the live object is not someone's addition.
+_POD_DEFAULTS = frozenset({"restartPolicy", "terminationGracePeriodSeconds", "dnsPolicy",
+                           "schedulerName", "serviceAccount"})
+_CONTAINER_DEFAULTS = frozenset({"terminationMessagePath", "terminationMessagePolicy",
+                                 "imagePullPolicy"})
+# Lists whose entries are named: an entry the desired state lacks is a foreign addition.
+_NAMED_LISTS = ("env", "envFrom", "volumeMounts", "ports", "volumeDevices")
+
+
+def _names(items: Any, key: str = "name") -> list[str]:
+    out = []
+    for item in items or []:
+        if isinstance(item, dict):
+            out.append(str(item.get(key) or item.get("mountPath")
+                           or json.dumps(item, sort_keys=True)))
+    return out
+
+
+def _foreign_in_container(where: str, desired: dict[str, Any], live: dict[str, Any]
+                          ) -> list[str]:
+    out = [f"{where}.{k}" for k in live
+           if k not in desired and k not in _CONTAINER_DEFAULTS]
+    for lst in _NAMED_LISTS:
+        wanted = _names(desired.get(lst))
+        out += [f"{where}.{lst}[{n}]" for n in _names(live.get(lst)) if n not in wanted]
+    return out
+
+
+def foreign_fields(desired: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
+    """What someone else added to the pod template of an object we own (containers,
+    init containers, volumes, env, envFrom, volume mounts, service account, any pod-spec
+    field): server-side apply keeps other managers' fields, so these are found by
+    comparing the live template with the desired one. Empty for objects without a pod
+    template, and for fields the server defaults."""
+    want = ((desired.get("spec") or {}).get("template") or {}).get("spec")
+    have = (((live or {}).get("spec") or {}).get("template") or {}).get("spec")
+    if not isinstance(want, dict) or not isinstance(have, dict):
+        return []
+    if (live or {}).get("metadata", {}).get("deletionTimestamp"):
+        return []
+    out = [f"spec.{k}" for k in have if k not in want and k not in _POD_DEFAULTS]
+    if "serviceAccount" in have and have["serviceAccount"] != want.get("serviceAccountName"):
+        out.append("spec.serviceAccount")
+    for lst in ("containers", "initContainers", "ephemeralContainers", "volumes"):
+        wanted = _names(want.get(lst))
+        out += [f"spec.{lst}[{n}]" for n in _names(have.get(lst)) if n not in wanted]
+    by_name = {c.get("name"): c for c in want.get("containers") or []}
+    for c in have.get("containers") or []:
+        if c.get("name") in by_name:
+            out += _foreign_in_container(f"containers[{c.get('name')}]",
+                                         by_name[c["name"]], c)
+    wanted_vols = {v.get("name"): v for v in want.get("volumes") or []}
+    for v in have.get("volumes") or []:
+        w = wanted_vols.get(v.get("name"))
+        if w is not None and set(v) - set(w):
+            out.append(f"spec.volumes[{v.get('name')}] source")
+    return out

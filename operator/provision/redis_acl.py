@@ -3,7 +3,9 @@
 * ``site:<site>:*`` — read and write (caches, sessions);
 * ``kameng:orders:<site>`` — write only (the storefront XADDs order events);
 * ``kameng:decisions:<site>`` — read only (risk decisions for this site).
-Selectors (``%R~`` / ``%W~``) need Redis 7.
+Selectors (``%R~`` / ``%W~``) need Redis 7. An ACL user carries no comment, so the
+operator records the SubSite uid of each user it creates in the admin-only hash
+``kameng:acl-owners`` and touches no user that is not recorded there for this SubSite.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from urllib.parse import quote, urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .names import redis_user
+from .names import REDIS_OWNERS_KEY, redis_user
+from .ownership import Claim, judge
 
 
 class RedisUnavailable(Exception):
@@ -66,17 +69,24 @@ class RedisAcl:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def ensure(self, site: str, password: str) -> bool:
+    async def ensure(self, site: str, claim: Claim, password: str) -> bool:
         user = redis_user(site)
         rules = acl_rules(site, password)
         fingerprint = hashlib.sha256("\n".join(rules).encode()).hexdigest()
         try:
             current = await self._client.acl_getuser(user)
+            owner = await self._client.hget(REDIS_OWNERS_KEY, user)
+            owner_uid = owner.decode() if isinstance(owner, bytes) else owner
+            verdict = judge(f"Redis ACL user {user}", current is not None, owner_uid, claim)
             digest = rules[2][1:]
-            if (current and self._applied.get(site) == fingerprint
+            if (verdict == "ours" and self._applied.get(site) == fingerprint
                     and digest in [p.decode() if isinstance(p, bytes) else p
                                    for p in current.get("passwords", [])]):
                 return False
+            if verdict != "ours":
+                # Recorded before the user exists: a crash in between leaves a record
+                # for a missing user (harmless), never an unrecorded user of ours.
+                await self._client.hset(REDIS_OWNERS_KEY, user, claim.uid)
             await self._client.execute_command("ACL", "SETUSER", user, *rules)
         except RedisError as exc:
             raise RedisUnavailable(f"Redis refused the ACL user ({type(exc).__name__})") \
@@ -84,10 +94,22 @@ class RedisAcl:
         self._applied[site] = fingerprint
         return True
 
-    async def remove(self, site: str) -> None:
+    async def remove(self, site: str, claim: Claim) -> str | None:
+        """Delete the site's user if it is this SubSite's; else say why it was left."""
+        user = redis_user(site)
         try:
-            await self._client.acl_deluser(redis_user(site))
+            current = await self._client.acl_getuser(user)
+            owner = await self._client.hget(REDIS_OWNERS_KEY, user)
+            owner_uid = owner.decode() if isinstance(owner, bytes) else owner
+            if current is not None and owner_uid != claim.uid and not (
+                    owner_uid is None and claim.adopt_unmarked):
+                self._applied.pop(site, None)
+                return f"Redis ACL user {user} was not created for this SubSite; left in place"
+            await self._client.acl_deluser(user)
+            if owner_uid == claim.uid:
+                await self._client.hdel(REDIS_OWNERS_KEY, user)
         except RedisError as exc:
             raise RedisUnavailable(f"Redis refused deleting the ACL user "
                                    f"({type(exc).__name__})") from None
         self._applied.pop(site, None)
+        return None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import Kubectl
@@ -40,6 +41,14 @@ def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
                 check=False, timeout=200)
         subprocess.run([devenv_cmd, "stop", "operator"], capture_output=True, timeout=120,
                        check=False)
+        # The moon sample retains its data (reclaimPolicy Retain), marked as the deleted
+        # SubSite's: a later demo's new moon would be refused it (RetainedDataExists).
+        # Drop it as a person would (docs/runbooks.md, "Retained data").
+        with psycopg.connect(devenv["pg_admin_dsn"], autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "kameng_moon" WITH (FORCE)')
+            conn.execute('DROP ROLE IF EXISTS "kameng_moon"')
+        kubectl("delete", "secret", "kameng-keys-moon", "-n", "kameng-system",
+                "--ignore-not-found", check=False)
 
 
 def test_demo_ends_with_ready_samples_and_shop_urls(demo: str) -> None:

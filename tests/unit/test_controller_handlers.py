@@ -15,7 +15,8 @@ from kameng.kube.cache import ChildCache
 
 @pytest.fixture
 def fake_runtime() -> SimpleNamespace:
-    return SimpleNamespace(triggers=Triggers(), cache=ChildCache(), sites={})
+    return SimpleNamespace(triggers=Triggers(), cache=ChildCache(), sites={},
+                           domain_waiting=set())
 
 
 @pytest.fixture
