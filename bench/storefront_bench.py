@@ -84,8 +84,8 @@ def start_stack(
         _write(root, "storefront-redis/url", redis_url)
         _write(root, "storefront-keys/session-secret", os.urandom(24).hex())
         _write(root, "storefront-keys/data-key", DataCipher.generate_spec())
-        _write(root, "storefront-keys/admin-password", PASSWORD)
-        if kind == "hq":
+        if kind == "hq":  # only HQ's admin has a bootstrap password
+            _write(root, "storefront-keys/admin-password", PASSWORD)
             _write(root, "hq/master-secret", master)
             _write(root, "hq/public-key", public_key_to_b64(key))
     _write(shop, "config/site.json", site_config(site, hq_url, public_key_to_b64(key)).to_json())
@@ -96,6 +96,7 @@ def start_stack(
         site=site, sha256=token_digest(api_token), createdAt=now.isoformat(),
         urls=[shop_url]).to_json())
     _write(shop, "license/token", token)
+    ops_ports = {"hq": free_port(), "subsite": free_port()}
     for mode, port, root, url in (
         ("hq", hq_port, hq, hq_url),
         ("subsite", shop_port, shop, shop_url),
@@ -107,6 +108,8 @@ def start_stack(
             "KAMENG_SITE_CONFIG_FILE": str(root / "config/site.json"),
             "KAMENG_LOG_LEVEL": "WARNING",
             "KAMENG_CATALOG_SYNC_SECONDS": "1",
+            # The benchmark pays through HQ's sandbox: enabled explicitly, as tests do.
+            "KAMENG_SANDBOX_PAYMENTS": "enabled",
         }
         proc = subprocess.Popen(
             [
@@ -120,6 +123,8 @@ def start_stack(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--ops-port",
+                str(ops_ports[mode]),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -133,7 +138,8 @@ def start_stack(
         except httpx.HTTPError:
             return False
 
-    wait_for(lambda: ready(hq_url) and ready(shop_url), timeout=60, interval=0.3)
+    wait_for(lambda: all(ready(f"http://127.0.0.1:{p}") for p in ops_ports.values()),
+             timeout=60, interval=0.3)
     return hq_url, shop_url, shop_dsn
 
 
@@ -231,7 +237,8 @@ def main() -> int:
         return 2
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         hq_url, shop_url, shop_dsn = start_stack(stack, admin_dsn, redis_url, Path(tmp))
-        hq = staff_client(hq_url, "admin@hq.local", PASSWORD)
+        hq = staff_client(hq_url, "admin@hq.local", PASSWORD,
+                          replace_bootstrap_with=f"{PASSWORD}-own-choice")
         hq_add_product(hq, "bench-10", "game", "10.00", "9.00")
         hq_import_keys(hq, "bench-10", [f"BENCH-{i:06d}" for i in range(args.orders + 10)])
         wait_for(lambda: "bench-10" in httpx.get(f"{shop_url}/").text, timeout=30)

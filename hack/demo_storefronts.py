@@ -34,6 +34,7 @@ from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET, SiteCreden
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMENG = str(ROOT / ".venv" / "bin" / "kameng")
+KUBECTL_KAMENG = str(ROOT / ".venv" / "bin" / "kubectl-kameng")
 STATE = Path(os.environ["KAMENG_DEVENV_DIR"]) / "storefronts"
 OPERATOR_NS = os.environ.get("KAMENG_NAMESPACE", "kameng-system")
 HQ_ADMIN = "admin@hq.local"
@@ -77,11 +78,15 @@ def port_for(name: str) -> int:
     return ports[name]
 
 
-def start(name: str, mode: str, port: int, env: dict[str, str]) -> None:
+def start(name: str, mode: str, port: int, env: dict[str, str]) -> str:
+    """Starts the storefront; returns the URL of its ops port (probes, metrics)."""
     full = {**os.environ, **env}
+    ops_port = port_for(f"{name}-ops")
     subprocess.run([str(ROOT / "hack" / "devenv"), "run", name, "--",
                     KAMENG, "storefront", "--mode", mode,
-                    "--host", "127.0.0.1", "--port", str(port)], env=full, check=True)
+                    "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)],
+                   env=full, check=True)
+    return f"http://127.0.0.1:{ops_port}"
 
 
 def wait_ready(url: str, name: str, timeout: float = 60) -> None:
@@ -185,14 +190,16 @@ def start_hq(core: client.CoreV1Api) -> str:
     kept_secret(Path(pod.SESSION_SECRET.path(str(root))), lambda: secrets.token_urlsafe(32))
     kept_secret(Path(pod.DATA_KEYS.path(str(root))),
                 lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode())
-    password = kept_secret(STATE / "demo-password", lambda: secrets.token_urlsafe(12))
+    # HQ's one account has a bootstrap password; it must choose its own at first login.
+    password = kept_secret(STATE / "hq-bootstrap-password", lambda: secrets.token_urlsafe(12))
     write_private(Path(pod.ADMIN_PASSWORD.path(str(root))), password)
     port = port_for("hq")
     url = f"http://127.0.0.1:{port}"
-    env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url}
+    # The demo takes payments through the sandbox: enabled explicitly, never by default.
+    env = {pod.SECRETS_ROOT_ENV: str(root), pod.PUBLIC_URL_ENV: url,
+           "KAMENG_SANDBOX_PAYMENTS": "enabled"}
     stock_hq(env)
-    start("hq", "hq", port, env)
-    wait_ready(url, "hq")
+    wait_ready(start("hq", "hq", port, env), "hq")
     return url
 
 
@@ -205,15 +212,13 @@ def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -
     for name in pod.SITE_SECRETS:
         for key, value in secret_data(core, namespace, name).items():
             write_private(Path(pod.mount_path(name, secrets_root)) / key, value)
-    password = (STATE / "demo-password").read_text()
-    write_private(Path(pod.ADMIN_PASSWORD.path(secrets_root)), password)
     port = port_for(f"shop-{site}")
     url = f"http://127.0.0.1:{port}"
-    start(f"shop-{site}", "subsite", port, {
+    ops = start(f"shop-{site}", "subsite", port, {
         pod.SECRETS_ROOT_ENV: secrets_root, pod.SITE_CONFIG_FILE_ENV: str(config_file),
         "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url,
     })
-    wait_ready(url, f"shop-{site}")
+    wait_ready(ops, f"shop-{site}")
     register_shop_url(site, url)
     return url
 
@@ -234,6 +239,16 @@ def register_shop_url(site: str, url: str) -> None:
     raise SystemExit(f"HQ's site-credential registry did not list {url} for {site}")
 
 
+def invitations(site: str, url: str) -> list[dict[str, str]]:
+    """One-time set-password links for every member, exactly as HQ's operator gets them
+    (`kubectl kameng invite`), pointed at the local URL of the shop."""
+    out = subprocess.run([KUBECTL_KAMENG, "invite", site, "--all", "--url", url, "-o", "json"],
+                         text=True, capture_output=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"kubectl kameng invite {site} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout)["invitations"]
+
+
 def sample_sites() -> set[str]:
     docs = (d for f in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
             for d in yaml.safe_load_all(f.read_text(encoding="utf-8")))
@@ -245,7 +260,9 @@ def main() -> int:
     core = client.CoreV1Api()
     co = client.CustomObjectsApi()
     hq_url = start_hq(core)
-    print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}")
+    bootstrap = (STATE / "hq-bootstrap-password").read_text()
+    print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}"
+          f"   first password {bootstrap} (you choose your own at first login)")
     for ss in co.list_cluster_custom_object("kameng.io", "v1alpha1", "subsites")["items"]:
         status = ss.get("status") or {}
         site = ss["metadata"]["name"]
@@ -255,10 +272,12 @@ def main() -> int:
         url = start_site(core, site, status["namespace"], hq_url)
         print(f"sub-site    {url}/   back office {url}/admin   ({site}, public URL "
               f"{status.get('url')})")
-        for m in ss["spec"].get("members", []):
-            print(f"  staff     {m['email']:<36} role {m['role']}")
-    print(f"password of every demo account: {(STATE / 'demo-password').read_text()}"
-          f"  (random per environment; in {STATE / 'demo-password'})")
+        roles = {m["email"]: m["role"] for m in ss["spec"].get("members", [])}
+        for inv in invitations(site, url):
+            print(f"  staff     {inv['email']:<36} role {roles[inv['email']]:<12} "
+                  f"invitation {inv['url']}")
+    print("Each member sets their own password through their one-time invitation link "
+          "(valid 72h; a new one: kubectl kameng invite <site> <member>).")
     return 0
 
 

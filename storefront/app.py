@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -26,6 +27,7 @@ from .crypto import DataCipher
 from .db import open_pool
 from .hq.credentials import CredentialRegistry
 from .hq.notifications import notification_sweeper
+from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
 from .shop.hq_client import HqClient
@@ -34,8 +36,9 @@ from .shop.payments import SandboxProvider
 from .state import AppState
 from .web import probes
 from .web.license_guard import LicenseGuard
-from .web.middleware import LicenseGate, RequestMetrics
+from .web.middleware import BodyLimit, LicenseGate, RejectNul, RequestMetrics, TrustedProxies
 from .web.staff import bootstrap_staff
+from .web.throttle import FailureThrottle
 
 log = logging.getLogger("kameng.storefront")
 
@@ -44,10 +47,12 @@ Loop = Callable[[AppState], Coroutine[Any, Any, None]]
 
 def _state(settings: Settings) -> AppState:
     state = AppState(settings=settings, cipher=DataCipher(settings.data_keys))  # fail fast
+    state.throttle = FailureThrottle(settings.site.site)
     if settings.mode == "hq":
         keys = [k.strip() for k in settings.hq_public_key.split(",") if k.strip()]
         state.license_keys = [load_public_key(k) for k in keys]
         state.credentials = CredentialRegistry(settings.site_credentials_dir)
+        announce_sandbox(state)
     else:
         state.license = LicenseGuard(
             settings.site, settings.license_token, settings.license_token_file,
@@ -100,10 +105,15 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
 
     mode_routes = hq.routes() if settings.mode == "hq" else shop.routes()
     app = Starlette(
-        routes=[*probes.routes(), *mode_routes],
+        # No probes here: they are on the ops port (probes.ops_app), never behind the Ingress.
+        routes=mode_routes,
         lifespan=lifespan,
         middleware=[
             Middleware(RequestMetrics),
+            Middleware(TrustedProxies, trusted=settings.trusted_proxies),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       upload_bytes=settings.max_upload_bytes),
+            Middleware(RejectNul),
             Middleware(
                 SessionMiddleware, secret_key=settings.session_secret,
                 session_cookie=f"kameng_{settings.mode}", same_site="lax",
@@ -114,3 +124,33 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
     )
     app.state.kameng = state
     return app
+
+
+def create_ops_app(app: Starlette) -> Starlette:
+    """The probes-and-metrics app of ``app``, to be served on the ops port."""
+    return probes.ops_app(app)
+
+
+class _NoSignals(uvicorn.Server):
+    # The public server owns SIGTERM/SIGINT; this one stops when that one has stopped.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(app: Starlette, host: str, port: int, ops_port: int) -> None:
+    """Serve ``app`` on ``port`` and its probes and metrics on ``ops_port``, in one loop.
+
+    Forwarded headers are left to :class:`TrustedProxies` (uvicorn's own handling is off):
+    only the configured proxies are believed."""
+    common: dict[str, Any] = dict(host=host, log_config=None, access_log=False,
+                                  proxy_headers=False)
+    public = uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on", **common))
+    ops = _NoSignals(uvicorn.Config(create_ops_app(app), port=ops_port, lifespan="off",
+                                    **common))
+    ops_task = asyncio.create_task(ops.serve())
+    try:
+        await public.serve()
+    finally:
+        ops.should_exit = True
+        await ops_task

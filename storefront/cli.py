@@ -1,7 +1,7 @@
 """`kameng storefront`: run the storefront web app as HQ or as a sub-site, or import
 HQ's products and card keys.
 
-    kameng storefront --mode hq|subsite [--host 0.0.0.0] [--port 8080]
+    kameng storefront --mode hq|subsite [--host 0.0.0.0] [--port 8080] [--ops-port 9090]
     kameng storefront hq-import [--products products.json] [--keys keys.csv]
 
 Configuration and secrets come from the environment / mounted files documented in
@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from kameng.contracts import pod
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("hq", "subsite"), default=os.environ.get("KAMENG_MODE"),
@@ -22,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("KAMENG_HOST", "0.0.0.0"),  # noqa: S104
                    help="listen address (default 0.0.0.0, in a pod)")
     p.add_argument("--port", type=int, default=int(os.environ.get("KAMENG_PORT", "8080")))
+    p.add_argument("--ops-port", type=int,
+                   default=int(os.environ.get(pod.OPS_PORT_ENV, pod.OPS_PORT.number)),
+                   help="port of /healthz, /readyz and /metrics (never the public one)")
     p.add_argument("--log-level", default=os.environ.get("KAMENG_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="storefront_command", metavar="{hq-import}")
     imp = sub.add_parser(
@@ -50,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    import uvicorn
+    import asyncio
 
-    from kameng_storefront.app import create_app
+    from kameng_storefront.app import create_app, serve
     from kameng_storefront.config import ConfigError, load_settings
     from kameng_storefront.crypto import CryptoError
 
@@ -63,6 +68,5 @@ def run(args: argparse.Namespace) -> int:
         # Names the setting at fault, never a value.
         print(f"kameng storefront: configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=True, forwarded_allow_ips="*")
+    asyncio.run(serve(app, args.host, args.port, args.ops_port))
     return 0

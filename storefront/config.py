@@ -12,7 +12,11 @@ Plain settings: ``KAMENG_MODE`` (hq|subsite), ``KAMENG_PUBLIC_URL`` (this app's 
 base URL, used in payment return/notify URLs), ``KAMENG_HQ_URL`` (overrides ``hqUrl``),
 ``KAMENG_CATALOG_SYNC_SECONDS`` (default 5),
 ``KAMENG_MIN_WITHDRAWAL`` (decimal, default ``100.00``), ``KAMENG_PII_PEPPER``,
-``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20).
+``KAMENG_LICENSE_RECHECK_SECONDS`` (default 5), ``KAMENG_DB_POOL_SIZE`` (default 20),
+``KAMENG_TRUSTED_PROXIES`` (CIDRs of the reverse proxies whose X-Forwarded-For is believed,
+comma-separated; default none), ``KAMENG_MAX_BODY_BYTES`` (largest request body, default
+1 MiB; larger ones get 413) and ``KAMENG_MAX_UPLOAD_BYTES`` (the same for the staff upload
+forms, HQ's card-key CSV import; default 16 MiB).
 
 HQ mode checks sub-sites' API tokens against the site-credential registry mounted at
 ``<secrets root>/site-credentials`` (``KAMENG_SITE_CREDENTIALS_DIR`` overrides; see
@@ -20,9 +24,19 @@ HQ mode checks sub-sites' API tokens against the site-credential registry mounte
 (PEM or base64, several comma-separated for rotation; default: ``hqPublicKey`` of the
 site config).
 
+Money: ``KAMENG_SANDBOX_PAYMENTS`` (HQ): ``enabled`` runs the sandbox payment channel, whose
+pay page confirms a payment with one unauthenticated click; anything but ``enabled`` or
+``disabled`` (the default) is refused, so a production install never runs it by accident.
+``KAMENG_DELIVERY_SWEEP_SECONDS`` (default 10): how often a shop re-drives paid orders;
+``KAMENG_DELIVERY_RETRY_SECONDS`` (default 5, doubling up to 600) and
+``KAMENG_DELIVERY_MAX_ATTEMPTS`` (default 12, about 50 minutes): transient delivery failures
+are retried that often, then the buyer is refunded.
+
+
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
-all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` bootstraps the password of the HQ
-``admin`` account / of sub-site members that have none yet.
+all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` (HQ mode only) bootstraps the password
+of HQ's ``admin`` account, which must replace it at first login; sub-site members have no
+bootstrap password: each redeems an invitation (``kubectl kameng invite``).
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ from kameng.contracts import pod
 from kameng.contracts.hq_auth import REGISTRY_DIR_ENV, REGISTRY_MOUNT
 from kameng.contracts.money import to_fen
 from kameng.contracts.siteconfig import SiteConfig, SiteConfigError, load_site_config
+
+from .web.forwarded import Network, parse_networks
 
 Mode = pod.Mode
 
@@ -93,10 +109,29 @@ class Settings:
     pool_size: int = 20
     min_withdrawal_fen: int = 10000
     pii_pepper: bytes = b""
+    sandbox_payments: bool = False
+    delivery_sweep_seconds: float = 10.0
+    delivery_retry_seconds: float = 5.0
+    delivery_max_attempts: int = 12
+    trusted_proxies: tuple[Network, ...] = ()
+    max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 16 << 20
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(mode={self.mode!r}, site={self.site.site!r}, url={self.public_url!r})"
+
+
+SANDBOX_PAYMENTS_ENV = "KAMENG_SANDBOX_PAYMENTS"
+
+
+def sandbox_enabled(env: Mapping[str, str]) -> bool:
+    """Only the exact word ``enabled`` turns the sandbox on: ``true``/``1``/typos are refused
+    rather than guessed, because guessing wrong either way is a production incident."""
+    value = env.get(SANDBOX_PAYMENTS_ENV, "").strip().lower()
+    if value not in ("", "enabled", "disabled"):
+        raise ConfigError(f"{SANDBOX_PAYMENTS_ENV} must be 'enabled' or 'disabled'")
+    return value == "enabled"
 
 
 def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -129,10 +164,35 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
             REGISTRY_MOUNT, env.get(pod.SECRETS_ROOT_ENV, pod.SECRETS_ROOT))) if not sub else "",
         hq_public_key=read_secret(pod.HQ_PUBLIC_KEY.env, env, required=False)
         or site.hq_public_key,
-        admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False),
+        admin_password=read_secret(pod.ADMIN_PASSWORD.env, env, required=False)
+        if not sub else None,
         catalog_sync_seconds=float(env.get("KAMENG_CATALOG_SYNC_SECONDS", "5")),
         license_recheck_seconds=float(env.get("KAMENG_LICENSE_RECHECK_SECONDS", "5")),
         pool_size=int(env.get("KAMENG_DB_POOL_SIZE", "20")),
         min_withdrawal_fen=to_fen(env.get("KAMENG_MIN_WITHDRAWAL", "100.00")),
         pii_pepper=env.get("KAMENG_PII_PEPPER", "").encode(),
+        sandbox_payments=sandbox_enabled(env),
+        delivery_sweep_seconds=float(env.get("KAMENG_DELIVERY_SWEEP_SECONDS", "10")),
+        delivery_retry_seconds=float(env.get("KAMENG_DELIVERY_RETRY_SECONDS", "5")),
+        delivery_max_attempts=int(env.get("KAMENG_DELIVERY_MAX_ATTEMPTS", "12")),
+        trusted_proxies=_networks(env.get(pod.TRUSTED_PROXIES_ENV, "")),
+        max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
+        max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
     )
+
+
+def _networks(spec: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{pod.TRUSTED_PROXIES_ENV}: {exc}") from None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of bytes") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -36,7 +36,7 @@ class AppState:
     settings: Settings
     cipher: DataCipher
     metrics: Metrics = field(default_factory=Metrics)
-    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    throttle: FailureThrottle = field(init=False)  # per site: its keys carry the site
     # Sub-site: the offline license guard. HQ has none (it is always "normal").
     license: LicenseGuard | None = None
     # HQ: the public keys that verify sub-sites' license tokens (several during rotation).

@@ -35,6 +35,9 @@ class Platform:
     postgres_port: int = 5432
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
+    # CIDRs of the ingress controller's pods, whose X-Forwarded-For the shops believe
+    # (comma-separated; empty: none, every client is the TCP peer).
+    trusted_proxies: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kameng.contracts import pod
+
 from .context import APP_NAME, SiteContext, meta
 
 ISSUER_ANNOTATION = "cert-manager.io/cluster-issuer"
@@ -19,7 +21,9 @@ def ingress(ctx: SiteContext) -> dict[str, Any]:
             "http": {"paths": [{
                 "path": "/",
                 "pathType": "Prefix",
-                "backend": {"service": {"name": APP_NAME, "port": {"name": "http"}}},
+                # Only the public port: probes and metrics ("ops") stay in the cluster.
+                "backend": {"service": {"name": APP_NAME,
+                                        "port": {"name": pod.HTTP_PORT.name}}},
             }]},
         }],
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from kameng.contracts import pod
+
 from .context import APP_NAME, SiteContext, meta
 
-STOREFRONT_PORT = 8080
+STOREFRONT_PORT = pod.HTTP_PORT.number  # the ingress controller reaches only this one
 
 
 def _peer_for(host: str) -> list[dict[str, Any]]:

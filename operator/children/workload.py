@@ -10,7 +10,6 @@ from typing import Any
 from kameng.contracts import pod
 
 from .context import APP_NAME, SITE_LABEL, SiteContext, labels, meta
-from .network import STOREFRONT_PORT
 
 CHECKSUM_ANNOTATION = "kameng.io/config-checksum"
 RUN_AS = 10001
@@ -48,7 +47,8 @@ def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def _probe(path: str, period: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+    # The ops port: probes and metrics are never on the public one (Ingress → "http").
+    return {"httpGet": {"path": path, "port": pod.OPS_PORT.name}, "periodSeconds": period,
             "timeoutSeconds": 2, "failureThreshold": 3}
 
 
@@ -59,9 +59,14 @@ def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
         "name": APP_NAME,
         "image": sf.image or ctx.platform.storefront_image,
         "command": ["kameng", "storefront"],
-        "ports": [{"name": "http", "containerPort": STOREFRONT_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": p.name, "containerPort": p.number, "protocol": "TCP"}
+            for p in (pod.HTTP_PORT, pod.OPS_PORT)
+        ],
         "env": [
             {"name": pod.MODE_ENV, "value": "subsite"},
+            {"name": pod.OPS_PORT_ENV, "value": str(pod.OPS_PORT.number)},
+            {"name": pod.TRUSTED_PROXIES_ENV, "value": ctx.platform.trusted_proxies},
             {"name": pod.PUBLIC_URL_ENV, "value": ctx.url},
             {"name": pod.SITE_CONFIG_FILE_ENV, "value": pod.DEFAULT_CONFIG_PATH},
             {"name": pod.SECRETS_ROOT_ENV, "value": pod.SECRETS_ROOT},
@@ -70,8 +75,8 @@ def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
             "requests": {"cpu": sf.resources.cpu, "memory": sf.resources.memory},
             "limits": {"memory": sf.resources.memory},
         },
-        "readinessProbe": _probe("/readyz", 5),
-        "livenessProbe": _probe("/healthz", 10),
+        "readinessProbe": _probe(pod.READYZ_PATH, 5),
+        "livenessProbe": _probe(pod.HEALTHZ_PATH, 10),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -123,7 +128,14 @@ def service(ctx: SiteContext) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(ctx),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            # The Ingress routes only "http"; "ops" (probes, metrics) is for in-cluster
+            # scrapers, and the NetworkPolicy keeps the ingress controller off it.
+            "ports": [
+                {"name": pod.HTTP_PORT.name, "port": 80, "targetPort": pod.HTTP_PORT.name,
+                 "protocol": "TCP"},
+                {"name": pod.OPS_PORT.name, "port": pod.OPS_PORT.number,
+                 "targetPort": pod.OPS_PORT.name, "protocol": "TCP"},
+            ],
         },
     }
 

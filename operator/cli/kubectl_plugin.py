@@ -1,14 +1,18 @@
-"""`kubectl kameng`: status, suspend, resume, renew, export, rotate-credentials.
+"""`kubectl kameng`: status, suspend, resume, renew, export, invite, rotate-credentials.
 
 kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
 patch of the License or a read, so what it does is visible in the audit log and in
-GitOps diffs exactly as if a person had edited the YAML.
+GitOps diffs exactly as if a person had edited the YAML. `invite` writes nothing: it
+reads the site's key copy in the operator's namespace (so it needs HQ's rights there)
+and prints one-time set-password links.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +23,8 @@ from kameng.api.common import GROUP, VERSION
 from kameng.api.conditions import READY, RECONCILING, STALLED, find
 from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
 from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
+from kameng.contracts import invitation
+from kameng.controller import keyvault
 from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
 
 _SINGULAR = {k.plural: k.singular for k in KINDS}
@@ -36,6 +42,7 @@ class Api:
 
         config.load_kube_config(context=context)
         self.co = client.CustomObjectsApi()
+        self.core = client.CoreV1Api()
         self._exc = client.ApiException
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
@@ -51,6 +58,19 @@ class Api:
 
     def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.co.patch_cluster_custom_object(GROUP, VERSION, plural, name, body)
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        try:
+            data = self.core.read_namespaced_secret(name, namespace).data or {}
+        except self._exc as e:
+            if e.status == 404:
+                raise PluginError(f"Secret {namespace}/{name} not found") from None
+            if e.status == 403:
+                raise PluginError(f"reading Secret {namespace}/{name} is forbidden: this "
+                                  "needs HQ's rights (get secrets in the operator's "
+                                  "namespace)") from None
+            raise
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
 def license_of(api: Api, site: str) -> dict[str, Any]:
@@ -177,6 +197,58 @@ def add_rotate_credentials(sub: Any) -> None:
     s.set_defaults(fn=cmd_rotate_credentials)
 
 
+def site_url(ss: dict[str, Any]) -> str:
+    """Where the shop is reached: the URL the operator reports, else its domain."""
+    url = (ss.get("status") or {}).get("url")
+    return url or f"https://{ss['spec']['domain']}"
+
+
+def cmd_invite(api: Api, args: argparse.Namespace) -> int:
+    """One-time set-password links for members of a sub-site, signed with a key derived
+    from the site's session secret (HQ's copy in the operator's namespace)."""
+    ss = api.get(SUBSITE.plural, args.site)
+    members = ss["spec"].get("members") or []
+    if args.all:
+        chosen = members
+    elif not args.member:
+        raise PluginError("name the member(s) to invite, or --all")
+    else:
+        chosen = []
+        for wanted in args.member:
+            m = next((m for m in members if wanted in (m["name"], m["email"])), None)
+            if m is None:
+                names = ", ".join(m["name"] for m in members) or "none"
+                raise PluginError(f"sub-site {args.site} has no member {wanted!r} "
+                                  f"(members: {names})")
+            chosen.append(m)
+    if not chosen:
+        raise PluginError(f"sub-site {args.site} has no members")
+    ttl = parse_duration(args.ttl).total_seconds()
+    secret = api.secret_data(args.namespace, keyvault.backup_name(args.site)).get(
+        keyvault.SESSION)
+    if not secret:
+        raise PluginError(f"the key copy of {args.site} has no session secret yet: is the "
+                          "site provisioned?")
+    base = args.url or site_url(ss)
+    out = []
+    for m in chosen:
+        token = invitation.issue(secret, args.site, m["name"], m["email"], ttl_seconds=ttl)
+        out.append({"member": m["name"], "email": m["email"], "role": m["role"],
+                    "url": invitation.invitation_url(base, token)})
+    expires = format_time(datetime.now(UTC).replace(microsecond=0)
+                          + parse_duration(args.ttl))
+    if args.output == "json":
+        print(json.dumps({"site": args.site, "expiresAt": expires, "invitations": out},
+                         indent=2, ensure_ascii=False))
+    else:
+        for row in out:
+            print(f"{row['member']}\t{row['email']}\t{row['url']}")
+    print(f"{len(out)} invitation(s) for {args.site}, valid once each until {expires}. "
+          "Each link lets its holder set that member's password: hand it over privately.",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubectl kameng", description=__doc__.split("\n")[0])
     p.add_argument("--context", help="kubeconfig context to use")
@@ -203,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     s.set_defaults(fn=cmd_export)
     add_rotate_credentials(sub)
+    s = sub.add_parser("invite", help="print one-time set-password links for members")
+    s.add_argument("site")
+    s.add_argument("member", nargs="*", help="member name or e-mail (several allowed)")
+    s.add_argument("--all", action="store_true", help="every member of the site")
+    s.add_argument("--ttl", default="72h", help="how long a link stays valid (max 30d)")
+    s.add_argument("--url", help="base URL of the shop (default: its status URL / domain)")
+    s.add_argument("--namespace", default=os.environ.get("KAMENG_NAMESPACE", "kameng-system"),
+                   help="the operator's namespace, where HQ keeps the site keys")
+    s.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    s.set_defaults(fn=cmd_invite)
     return p
 
 

@@ -44,6 +44,9 @@ EventType = Literal[
     "order.paid",
     "order.delivered",
     "order.refunded",
+    # A refund asked for after delivery: HQ decides it (the buyer holds the key, so the
+    # shop moves no money). Settlement holds the order's margin open until then.
+    "order.disputed",
     "withdrawal.requested",
     "topup",
 ]

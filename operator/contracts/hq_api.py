@@ -25,7 +25,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .money import MAX_FEN
 
 __all__ = [
     "AUTHORIZATION",
@@ -114,6 +116,17 @@ def bearer_token(authorization: str) -> str:
 class _Body(BaseModel):
     # Lax like the hand-written parsing it replaces: ids may arrive as numbers.
     model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # What no database column can hold is malformed input (a 400), not a 500 later:
+        # PostgreSQL text refuses NUL, bigint stops at MAX_FEN.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("NUL character")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FEN:
+            raise ValueError("number out of range")
+        return value
 
 
 class ApiError(_Body):

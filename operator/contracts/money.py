@@ -18,6 +18,9 @@ __all__ = [
 ]
 
 FEN_PER_UNIT = 100
+#: The largest amount any database column holds (PostgreSQL bigint): a wire amount above
+#: it is malformed input, refused with 4xx at the edge, never a 500 from the database.
+MAX_FEN = 2**63 - 1
 
 
 class MoneyError(ValueError):

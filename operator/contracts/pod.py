@@ -29,6 +29,27 @@ MODE_ENV = "KAMENG_MODE"
 PUBLIC_URL_ENV = "KAMENG_PUBLIC_URL"
 SITE_CONFIG_ENV = "KAMENG_SITE_CONFIG"  # the JSON inline (tests, local runs)
 SITE_CONFIG_FILE_ENV = "KAMENG_SITE_CONFIG_FILE"
+# CIDRs of the reverse proxies (ingress controller) whose X-Forwarded-For is believed;
+# comma-separated, default none: a client's own header never names its address.
+TRUSTED_PROXIES_ENV = "KAMENG_TRUSTED_PROXIES"
+OPS_PORT_ENV = "KAMENG_OPS_PORT"
+
+
+# --- the container's ports -------------------------------------------------------------
+@dataclass(frozen=True)
+class Port:
+    name: str
+    number: int
+
+
+#: The public app (shop pages, HQ API, payment notifications): the only port the
+#: Service's ``http`` port and so the Ingress reach.
+HTTP_PORT = Port("http", 8080)
+#: Probes and Prometheus metrics, on a port of their own: the Service exposes it under
+#: another name that the Ingress never routes to, and the NetworkPolicy admits the ingress
+#: controller only to :data:`HTTP_PORT`. The public app answers 404 for these paths.
+OPS_PORT = Port("ops", 9090)
+HEALTHZ_PATH, READYZ_PATH, METRICS_PATH = "/healthz", "/readyz", "/metrics"
 
 # --- the ConfigMap ------------------------------------------------------------------
 CONFIGMAP_NAME = "storefront-config"
@@ -89,9 +110,11 @@ DATA_KEYS = SecretKey(KEYS_SECRET, "data-key", "KAMENG_DATA_KEYS", BOTH,
                       "first = current")
 HQ_API_TOKEN = SecretKey(KEYS_SECRET, "hq-api-token", "KAMENG_HQ_API_TOKEN", ("subsite",),
                          "per-site token for HQ's fulfilment API")
-ADMIN_PASSWORD = SecretKey(KEYS_SECRET, "admin-password", "KAMENG_ADMIN_PASSWORD", BOTH,
-                           "bootstrap password of HQ's admin / of members without one",
-                           operator_writes=False)
+# HQ only: sub-site members have no shared bootstrap password; each gets a one-time
+# invitation (kameng.contracts.invitation) and chooses their own.
+ADMIN_PASSWORD = SecretKey(KEYS_SECRET, "admin-password", "KAMENG_ADMIN_PASSWORD", ("hq",),
+                           "bootstrap password of HQ's admin account, to be replaced at "
+                           "its first login", operator_writes=False)
 LICENSE_TOKEN = SecretKey(LICENSE_SECRET, "token", "KAMENG_LICENSE_TOKEN", ("subsite",),
                           "Ed25519-signed license token")
 HQ_SIGNING_KEY = SecretKey(HQ_KEYS_SECRET, "signing-key.pem", "", (),

@@ -48,6 +48,19 @@ def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def _after(t: datetime, duration: str) -> datetime:
+    """``t`` plus a duration the API server accepted. Its pattern has no upper bound
+    ("99999999999h"), so a sum past year 9999 means "never ends", not a crash that would
+    stop the site's reconcile and the License's status."""
+    try:
+        return t + parse_duration(duration)
+    except OverflowError:
+        return END_OF_TIME
+
+
 @dataclass(frozen=True)
 class Terms:
     """The facts the life cycle depends on; every time is aware UTC."""
@@ -63,7 +76,7 @@ class Terms:
     def from_spec(cls, spec: LicenseSpec) -> Terms:
         end = parse_time(spec.term.end)
         return cls(site=spec.sub_site, start=parse_time(spec.term.start), end=end,
-                   grace_until=end + parse_duration(spec.grace_period),
+                   grace_until=_after(end, spec.grace_period),
                    suspended=spec.suspended, suspend_reason=spec.suspend_reason)
 
     @classmethod

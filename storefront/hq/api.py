@@ -76,6 +76,8 @@ async def api_create_payment(request: Request) -> Response:
     await check_license(request, site, allow_read_only=False)
     req = PaymentRequest.model_validate(await request.json())
     state = state_of(request)
+    if not state.settings.sandbox_payments:  # the only channel: no payment nobody can pay
+        raise ApiRefused(503, "payments_unavailable")
     entry = site_credential(request, site)
     payment = await open_payment(state.pool, site, req, entry.urls if entry else [])
     pay_url = state.settings.public_url + hq_api.pay_page_path(payment["id"])

@@ -58,14 +58,39 @@ async def notify_payment(state: AppState, payment: Payment, attempts: int = 3) -
             log.warning(
                 "notification failed", extra={"payment": payment["id"], "error": type(exc).__name__}
             )
-        await asyncio.sleep(0.5 * (attempt + 1))
+        if attempt + 1 < attempts:
+            await asyncio.sleep(0.5 * (attempt + 1))
+    # Back off, so a site that never answers is re-sent ever more rarely (capped at an hour)
+    # and the sweep reaches every other payment first.
+    async with state.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE payments SET notify_attempts = notify_attempts + 1, next_notify_at = now()"
+            " + make_interval(secs => least(5 * power(2, least(notify_attempts, 12)), 3600))"
+            " WHERE id = %s",
+            (payment["id"],),
+        )
     return False
+
+
+# Due notifications, longest-waiting first, skipping rows another HQ replica is taking; the
+# claim pushes each row's next time ahead, so two replicas never send one at once.
+_CLAIM_DUE = """
+UPDATE payments p SET next_notify_at = now() + interval '60 seconds'
+FROM (
+    SELECT id FROM payments
+    WHERE status = 'paid' AND notified_at IS NULL AND paid_at < now() - interval '10 seconds'
+      AND coalesce(next_notify_at, paid_at) <= now()
+    ORDER BY coalesce(next_notify_at, paid_at), id
+    LIMIT 50
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE p.id = due.id
+RETURNING p.*
+"""
 
 
 async def notification_sweeper(state: AppState, interval: float = 5.0) -> None:
     """Re-send notifications of paid payments whose notification never got a 2xx."""
     await sweep_forever(
-        state, interval,
-        "SELECT * FROM payments WHERE status = 'paid' AND notified_at IS NULL"
-        " AND paid_at < now() - interval '10 seconds' LIMIT 50",
+        state, interval, _CLAIM_DUE,
         lambda st, row: notify_payment(st, row, attempts=1), "notification")

@@ -29,7 +29,17 @@ async def home(request: Request) -> Response:
     return render(request, "hq/index.html", products=catalog.products)
 
 
+def _sandbox_refused(request: Request) -> Response | None:
+    """The sandbox pay page runs only where a person enabled it (see announce_sandbox)."""
+    if state_of(request).settings.sandbox_payments:
+        return None
+    log.warning("sandbox pay page refused: KAMENG_SANDBOX_PAYMENTS is not enabled")
+    return error_page(request, 503, "sandbox_disabled")
+
+
 async def pay_page(request: Request) -> Response:
+    if refused := _sandbox_refused(request):
+        return refused
     payment = await get_payment(state_of(request).pool, request.path_params["pid"])
     if payment is None:
         return error_page(request, 404, "not_found")
@@ -37,6 +47,8 @@ async def pay_page(request: Request) -> Response:
 
 
 async def pay_confirm(request: Request) -> Response:
+    if refused := _sandbox_refused(request):
+        return refused
     form = await request.form()
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")

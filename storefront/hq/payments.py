@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from kameng.contracts.hq_api import PaymentRequest
+from kameng.contracts.refunds import refund_action
 
 from .site_urls import url_refusal
 
+if TYPE_CHECKING:
+    from ..state import AppState
+
+log = logging.getLogger("kameng.storefront.hq")
 Payment = dict[str, Any]  # a ``payments`` row
+
+
+def announce_sandbox(state: AppState) -> None:
+    """At start: say loudly whether the sandbox channel runs. Its pay page marks a payment
+    paid with one unauthenticated click, so it runs only where a person enabled it
+    (``KAMENG_SANDBOX_PAYMENTS=enabled``), and then the log, the metric and a banner on
+    every pay page say so."""
+    enabled = state.settings.sandbox_payments
+    state.metrics.sandbox_payments.set(1 if enabled else 0)
+    if enabled:
+        log.warning(
+            "SANDBOX PAYMENTS ENABLED: any visitor of a pay page can mark a payment paid"
+            " without paying. Never enable this where real goods are sold.",
+            extra={"setting": "KAMENG_SANDBOX_PAYMENTS"},
+        )
+    else:
+        log.info("sandbox payment channel disabled (KAMENG_SANDBOX_PAYMENTS)")
 
 
 class AmountMismatch(Exception):
@@ -53,14 +76,29 @@ async def open_payment(pool: AsyncConnectionPool, site: str, req: PaymentRequest
 
 
 async def refund_payment(pool: AsyncConnectionPool, site: str, payment_id: str) -> bool:
-    """Mark a paid payment of ``site`` refunded (idempotent). False if not refundable."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "UPDATE payments SET status = 'refunded' WHERE id = %s AND site = %s"
-            " AND status IN ('paid', 'refunded')",
-            (payment_id, site),
-        )
-    return bool(cur.rowcount)
+    """Mark a paid payment of ``site`` refunded (idempotent). False if not refundable: by
+    :func:`~kameng.contracts.refunds.refund_action`, a payment whose order got a key is
+    never refunded here (that is a dispute), whatever the site asks."""
+    async with pool.connection() as conn, conn.transaction():
+        row = await (
+            await conn.execute(
+                "SELECT p.status, EXISTS (SELECT 1 FROM card_keys k WHERE k.site = p.site"
+                "   AND k.order_ref = p.order_id AND k.status = 'sold') AS key_sold"
+                " FROM payments p WHERE p.id = %s AND p.site = %s FOR UPDATE",
+                (payment_id, site),
+            )
+        ).fetchone()
+        if row is None:
+            return False
+        if row["status"] == "refunded":
+            return True
+        if refund_action(row["status"], key_delivered=row["key_sold"]) != "refund":
+            log.warning("refund refused: a key was handed out for the order",
+                        extra={"site": site, "payment": payment_id})
+            return False
+        await conn.execute("UPDATE payments SET status = 'refunded' WHERE id = %s",
+                           (payment_id,))
+    return True
 
 
 async def get_payment(pool: AsyncConnectionPool, payment_id: str) -> Payment | None:

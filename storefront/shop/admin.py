@@ -10,17 +10,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from kameng.contracts import invitation
 from kameng.contracts.money import MoneyError, to_fen
 
 from ..state import state_of
-from ..web.auth import login_routes, requires
+from ..web.auth import invitation_routes, login_routes, requires
 from ..web.render import csrf_ok, error_page, render
-from ..web.staff import Staff, set_password
+from ..web.staff import Staff, manage_refusal, member_of, member_overview, reset_member
 from . import backoffice
 from .balance import finance_overview, request_withdrawal
 from .catalog import sync_catalog
 from .orders import refund
-from .payments import PaymentError
 
 log = logging.getLogger("kameng.storefront.admin")
 
@@ -74,10 +74,9 @@ async def order_refund(request: Request, staff: Staff) -> Response:
     if await _form(request) is None:
         return error_page(request, 400, "bad_request")
     oid = request.path_params["oid"]
-    try:
-        result = await refund(state_of(request), oid, reason=f"staff:{staff.email}")
-    except PaymentError:
-        return error_page(request, 502, "unavailable_body")
+    # The rule decides: refunded (before delivery), disputed (after: HQ decides),
+    # refund_pending (the channel failed: the sweep finishes it) or busy (delivery running).
+    result = await refund(state_of(request), oid, reason=f"staff:{staff.email}", by=staff.email)
     log.info("refund by staff", extra={"order": oid, "staff": staff.email, "result": result})
     return _done(f"refund+{result}")
 
@@ -170,16 +169,52 @@ async def settings_save(request: Request, staff: Staff) -> Response:
 
 
 @requires("members:manage")
-async def member_password(request: Request, staff: Staff) -> Response:
+async def members(request: Request, staff: Staff) -> Response:
+    return await _members_page(request, staff)
+
+
+async def _members_page(request: Request, staff: Staff, status_code: int = 200,
+                        **ctx: Any) -> Response:
+    state = state_of(request)
+    accounts = await member_overview(state)
+    rows = [
+        {"member": m, "role_permissions": sorted(state.settings.site.permissions_for(m.role)),
+         "has_password": bool(accounts.get(m.email.lower(), {}).get("has_password")),
+         "sessions": int(accounts.get(m.email.lower(), {}).get("sessions") or 0),
+         "refusal": manage_refusal(staff, m.email, state.settings.site.permissions_for(m.role))}
+        for m in state.settings.site.members
+    ]
+    response = render(request, "admin/page.html", status_code=status_code, me=staff,
+                      section="members", rows=rows,
+                      message=request.query_params.get("msg", ""), **ctx)
+    # The page may carry a one-time invitation link: no cache keeps a copy.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@requires("members:manage")
+async def member_reset(request: Request, staff: Staff) -> Response:
+    """Reset another member's credential: their sessions end, their password is removed,
+    and the manager gets a one-time invitation link to hand over. Refused (403, with the
+    reason) on one's own account and on anyone holding a permission the actor lacks."""
     form = await _form(request)
     if form is None:
         return error_page(request, 400, "bad_request")
-    email, password = str(form.get("email", "")), str(form.get("password", ""))
-    if len(password) < 10:
-        return _done("password+too+short")
-    ok = await set_password(state_of(request), email, password)
-    log.info("member password set", extra={"staff": staff.email, "member": email, "ok": ok})
-    return _done("password+set" if ok else "unknown+member")
+    state = state_of(request)
+    email = str(form.get("email", "")).strip().lower()
+    member = member_of(state, email)
+    if member is None:
+        return error_page(request, 404, "unknown_member")
+    refusal = manage_refusal(staff, member.email, state.settings.site.permissions_for(member.role))
+    if refusal:
+        log.warning("member reset refused", extra={"staff": staff.email, "member": email,
+                                                   "reason": refusal})
+        return error_page(request, 403, refusal)
+    token = await reset_member(state, member.email, invitation.DEFAULT_TTL_SECONDS)
+    log.info("member credential reset", extra={"staff": staff.email, "member": email})
+    link = invitation.invitation_url(state.settings.public_url, token)
+    return await _members_page(request, staff, reset_member_email=member.email,
+                               invitation_link=link)
 
 
 def routes() -> list[Route]:
@@ -199,6 +234,8 @@ def routes() -> list[Route]:
         Route("/reconcile", reconcile),
         Route("/settings", settings_page),
         Route("/settings", settings_save, methods=["POST"]),
-        Route("/members/password", member_password, methods=["POST"]),
+        Route("/members", members),
+        Route("/members/reset", member_reset, methods=["POST"]),
         *login_routes(),
+        *invitation_routes(),
     ]

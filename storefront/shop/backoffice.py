@@ -48,8 +48,10 @@ async def products_overview(state: AppState) -> tuple[list[Row], Row | None]:
 async def recent_orders(state: AppState) -> list[Row]:
     return await _all(
         state,
-        "SELECT id, product_id, amount_fen, status, risk_action, created_at FROM orders"
-        " ORDER BY created_at DESC LIMIT 200",
+        "SELECT o.id, o.product_id, o.amount_fen, o.status, o.risk_action, o.created_at,"
+        " o.last_error, d.status AS dispute FROM orders o"
+        " LEFT JOIN order_disputes d ON d.order_id = o.id"
+        " ORDER BY o.created_at DESC LIMIT 200",
     )
 
 

@@ -20,9 +20,19 @@ from kameng.contracts.hq_api import (
 class HqError(RuntimeError):
     """HQ could not be reached (``status`` None) or refused (``status`` = HTTP status)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
+
+    @classmethod
+    def refused(cls, what: str, r: httpx.Response) -> HqError:
+        """HQ's answer as an error, with the contract's ``{"error": code}`` when present
+        (callers tell a final refusal from a transient one by it)."""
+        try:
+            code = str(r.json().get("error", ""))[:64]
+        except Exception:  # not the contract's JSON (a proxy's page): no code
+            code = ""
+        return cls(f"{what} refused: HTTP {r.status_code}", r.status_code, code)
 
 
 @dataclass(frozen=True)
@@ -79,17 +89,17 @@ class HqClient:
     async def create_payment(self, req: PaymentRequest) -> PaymentCreated:
         r = await self._post(hq_api.PAYMENTS_PATH, req.model_dump(), seconds=10)
         if r.status_code != 200:
-            raise HqError(f"payment channel refused: HTTP {r.status_code}", r.status_code)
+            raise HqError.refused("payment channel", r)
         return PaymentCreated.model_validate_json(r.content)
 
     async def refund(self, payment_id: str) -> None:
         r = await self._post(hq_api.refund_path(payment_id), None, seconds=10)
         if r.status_code != 200:
-            raise HqError(f"refund refused: HTTP {r.status_code}", r.status_code)
+            raise HqError.refused("refund", r)
 
     async def fulfil(self, order_id: str, product_id: str) -> Fulfilment:
         body = FulfilRequest(order_id=order_id, product_id=product_id).model_dump()
         r = await self._post(hq_api.FULFIL_PATH, body, seconds=30)
         if r.status_code != 200:
-            raise HqError(f"fulfilment refused: HTTP {r.status_code}", r.status_code)
+            raise HqError.refused("fulfilment", r)
         return Fulfilment.model_validate_json(r.content)

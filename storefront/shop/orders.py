@@ -2,6 +2,19 @@
 
 Every state change and its event are written in one transaction (outbox); the event is
 published right after commit and re-published by the outbox loop if Redis was away.
+
+Money rules, each in one place:
+
+- What a refund request may do is :func:`kameng.contracts.refunds.refund_action` (after
+  delivery it opens a dispute, never a refund).
+- Only one worker of any replica acts on an order's money at a time: it *claims* the order
+  with a conditional UPDATE (:func:`_claim`) and every later write checks the claim.
+- Every paid order ends delivered or refunded: a final refusal by HQ refunds at once, a
+  transient one is retried with backoff up to a cap and then refunded
+  (:func:`after_failure`); the sweep takes due orders the longest-waiting first and skips
+  rows another replica holds, so failing rows never starve the others.
+- A coupon use is counted when the order is paid, never more than allowed; an order whose
+  coupon ran out meanwhile is refunded.
 """
 
 from __future__ import annotations
@@ -9,11 +22,15 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from psycopg import AsyncConnection, sql
 
 from kameng.contracts.events import Decision, EventType, OrderEvent, hash_pii
 from kameng.contracts.hq_api import NOTIFY_PATH, PaymentNotification
+from kameng.contracts.refunds import REFUNDABLE_STATUSES, refund_action
 
 from ..state import AppState
 from ..sweeps import sweep_forever
@@ -24,6 +41,44 @@ from .payments import PaymentError
 
 log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
+# How long a claim on an order lasts: longer than the slowest HQ call (30 s timeout), so
+# a live worker never loses it mid-call; a crashed worker's claim runs out after this.
+CLAIM_SECONDS = 120
+RETRY_CAP_SECONDS = 600.0
+# HQ refusals worth retrying: HQ away or overloaded, credentials or license being renewed,
+# resumed or rotated. Any other refusal (out of stock, out of the license's scope, unknown
+# product, ...) is final: the buyer is refunded at once.
+_TRANSIENT_CODES = frozenset({
+    "unauthenticated", "license_invalid", "license_suspended", "license_readOnly",
+    "license_superseded", "license_expired",
+})
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float
+
+
+@dataclass(frozen=True)
+class Refund:
+    reason: str
+
+
+def is_transient(status: int | None, code: str) -> bool:
+    """Whether an HQ answer may change by itself (``status`` None: HQ not reached)."""
+    return status is None or status >= 500 or status == 429 or code in _TRANSIENT_CODES
+
+
+def after_failure(status: int | None, code: str, attempts: int, max_attempts: int,
+                  base_seconds: float) -> Retry | Refund:
+    """What to do with a paid order after its ``attempts``-th failed delivery: a final
+    refusal refunds; a transient one is retried after ``base·2^(attempts-1)`` seconds
+    (capped), until ``max_attempts`` failures, then refunds: nobody waits forever."""
+    if not is_transient(status, code):
+        return Refund(f"refused:{code or status}")
+    if attempts >= max_attempts:
+        return Refund(f"gave_up:{code or status or 'unreachable'}")
+    return Retry(min(base_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS))
 
 
 class OrderRefused(Exception):
@@ -88,10 +143,12 @@ async def create_order(
         discount = 0
         code = (coupon or "").strip().upper() or None
         if code:
+            # Only checked here: the use is counted when the order is paid, so unpaid
+            # orders can never use a coupon up.
             row = await (
                 await conn.execute(
-                    "UPDATE coupons SET used = used + 1 WHERE code = %s AND active"
-                    " AND used < max_uses RETURNING percent_off",
+                    "SELECT percent_off FROM coupons WHERE code = %s AND active"
+                    " AND used < max_uses",
                     (code,),
                 )
             ).fetchone()
@@ -140,6 +197,19 @@ async def create_order(
     return order
 
 
+async def _use_coupon(conn: AsyncConnection, code: str) -> bool:
+    """Count one use of ``code`` if one is left: one conditional UPDATE, so concurrent
+    payments never count more uses than allowed."""
+    row = await (
+        await conn.execute(
+            "UPDATE coupons SET used = used + 1 WHERE code = %s AND used < max_uses"
+            " RETURNING used",
+            (code,),
+        )
+    ).fetchone()
+    return row is not None
+
+
 async def handle_notification(state: AppState, note: PaymentNotification) -> str:
     """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``."""
     if note.site != state.settings.site.site or note.status != "paid":
@@ -163,45 +233,124 @@ async def handle_notification(state: AppState, note: PaymentNotification) -> str
         if order["status"] != "created":
             return "unchanged"
         held = order["risk_action"] in HOLD_ACTIONS
+        coupon_used = bool(order["coupon_code"]) and await _use_coupon(conn, order["coupon_code"])
+        # Paid at a discount no longer available (the last use went to an order paid
+        # first): the buyer gets the money back rather than the coupon being overused.
+        refund_reason = (
+            "coupon_used_up" if order["coupon_code"] and not coupon_used else None
+        )
         order = await (
             await conn.execute(
-                "UPDATE orders SET status = %s, paid_at = now(), payment_id = %s"
+                "UPDATE orders SET status = %s, paid_at = now(), payment_id = %s,"
+                " coupon_used = %s, refund_reason = %s, next_attempt_at = now()"
                 " WHERE id = %s RETURNING *",
-                ("frozen" if held else "paid", note.payment_id, note.order_id),
+                ("frozen" if held and not refund_reason else "paid", note.payment_id,
+                 coupon_used, refund_reason, note.order_id),
             )
         ).fetchone()
         await enqueue(conn, _event(state, order, "order.paid"))
     state.metrics.orders.labels("paid").inc()
     await flush_outbox(state)
-    if not held:
+    if order["status"] == "paid":
         await deliver(state, note.order_id)
     return "paid"
 
 
+async def _claim(conn: AsyncConnection, order_id: str, statuses: tuple[str, ...]
+                 ) -> dict[str, Any] | None:
+    """Take the order for one worker if it is in ``statuses`` and nobody holds it. The
+    row, with its fresh ``claim_token``, or None: another worker (maybe in another
+    replica) is on it, or the order moved on."""
+    return await (
+        await conn.execute(
+            "UPDATE orders SET claim_token = %s,"
+            " claimed_until = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND status = ANY(%s)"
+            " AND (claimed_until IS NULL OR claimed_until < now()) RETURNING *",
+            (secrets.token_hex(12), CLAIM_SECONDS, order_id, list(statuses)),
+        )
+    ).fetchone()
+
+
+# The sweep's claim: due paid orders (and held ones whose refund is due), longest-waiting
+# first, skipping rows another replica is claiming right now (SKIP LOCKED) or holds
+# (claimed_until), each with its own token.
+_CLAIM_DUE = """
+UPDATE orders o SET claim_token = md5(random()::text || o.id),
+                    claimed_until = now() + make_interval(secs => %(claim)s)
+FROM (
+    SELECT id FROM orders
+    WHERE status IN ('paid', 'frozen')
+      -- a held order waits for its risk decision, unless it is to be refunded anyway
+      AND (refund_reason IS NOT NULL OR (status = 'paid'
+           AND (risk_action IS NULL OR risk_action NOT IN ('freeze', 'block'))))
+      AND next_attempt_at <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY next_attempt_at, id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE o.id = due.id
+RETURNING o.*
+"""
+
+
+async def claim_due(conn: AsyncConnection, batch: int = 50) -> list[dict[str, Any]]:
+    """Claim up to ``batch`` paid orders whose next attempt is due (the delivery sweep)."""
+    return await (await conn.execute(_CLAIM_DUE, {"claim": CLAIM_SECONDS, "batch": batch})
+                  ).fetchall()
+
+
+async def _release(state: AppState, order: dict[str, Any], **changes: Any) -> None:
+    """Give the claim back, writing ``changes`` (only while the claim is still ours)."""
+    sets = sql.SQL("").join(
+        sql.SQL(", {} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+    )
+    async with state.pool.connection() as conn:
+        await conn.execute(
+            sql.SQL("UPDATE orders SET claim_token = NULL, claimed_until = NULL{}"
+                    " WHERE id = %(id)s AND claim_token = %(token)s").format(sets),
+            {**changes, "id": order["id"], "token": order["claim_token"]},
+        )
+
+
 async def deliver(state: AppState, order_id: str) -> str:
-    """Ask HQ for the key of a paid order and store it encrypted. Returns the new status."""
-    order = await find_order(state, order_id)
-    if order is None or order["status"] != "paid" or order["risk_action"] in HOLD_ACTIONS:
-        return order["status"] if order else "missing"
+    """Deliver a paid order now, unless another worker holds it. Returns the status."""
+    async with state.pool.connection() as conn:
+        order = await _claim(conn, order_id, ("paid",))
+    if order is None:
+        current = await find_order(state, order_id)
+        if current is None:
+            return "missing"
+        return "busy" if current["status"] == "paid" else current["status"]
+    return await process_claimed(state, order)
+
+
+async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
+    """Drive a claimed paid order one step: refund it if a refund is due, else deliver."""
+    if order["refund_reason"]:
+        return await _refund_claimed(state, order, order["refund_reason"])
+    if order["risk_action"] in HOLD_ACTIONS:
+        await _release(state, order)
+        return "held"
     try:
-        secret = (await state.hq.fulfil(order_id, order["product_id"])).secret
+        secret = (await state.hq.fulfil(order["id"], order["product_id"])).secret
     except HqError as exc:
-        if exc.status == 409:  # out of stock: the customer gets their money back
-            return await refund(state, order_id, reason="out_of_stock")
-        if exc.status is None:
-            log.warning("fulfilment unreachable", extra={"order": order_id, "error": str(exc)})
-        else:
-            log.warning("fulfilment refused", extra={"order": order_id, "status": exc.status})
-        return "paid"
+        return await _delivery_failed(state, order, exc.status, exc.code)
+    except ValueError:  # an answer that is not the contract's (a gateway's page): retry
+        return await _delivery_failed(state, order, None, "bad_response")
     async with state.pool.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
-                "UPDATE orders SET status = 'delivered', key_enc = %s, delivered_at = now()"
-                " WHERE id = %s AND status = 'paid' RETURNING *",
-                (state.cipher.encrypt(secret, aad=order_id), order_id),
+                "UPDATE orders SET status = 'delivered', key_enc = %s, delivered_at = now(),"
+                " claim_token = NULL, claimed_until = NULL, last_error = NULL"
+                " WHERE id = %s AND status = 'paid' AND claim_token = %s RETURNING *",
+                (state.cipher.encrypt(secret, aad=order["id"]), order["id"],
+                 order["claim_token"]),
             )
         ).fetchone()
-        if row is None:  # frozen or refunded meanwhile: HQ keeps the key bound to this order
+        if row is None:  # frozen meanwhile: HQ keeps the key bound to this order
+            await _release(state, order)
             return "held"
         await enqueue(conn, _event(state, row, "order.delivered"))
     state.metrics.orders.labels("delivered").inc()
@@ -209,26 +358,123 @@ async def deliver(state: AppState, order_id: str) -> str:
     return "delivered"
 
 
-async def refund(state: AppState, order_id: str, reason: str) -> str:
+async def _delivery_failed(state: AppState, order: dict[str, Any], status: int | None,
+                           code: str) -> str:
+    attempts = order["attempts"] + 1
+    settings = state.settings
+    step = after_failure(status, code, attempts, settings.delivery_max_attempts,
+                         settings.delivery_retry_seconds)
+    log.warning(
+        "fulfilment failed",
+        extra={"order": order["id"], "status": status, "code": code,
+               "attempts": attempts, "next": type(step).__name__.lower()},
+    )
+    error = (code or str(status or "unreachable"))[:64]
+    if isinstance(step, Refund):
+        async with state.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE orders SET attempts = %s, last_error = %s, refund_reason = %s"
+                " WHERE id = %s AND claim_token = %s",
+                (attempts, error, step.reason, order["id"], order["claim_token"]),
+            )
+        return await _refund_claimed(state, {**order, "attempts": attempts}, step.reason)
+    await _release(state, order, attempts=attempts, last_error=error,
+                   next_attempt_at=datetime.now(UTC) + timedelta(seconds=step.delay))
+    return "paid"
+
+
+RefundResult = Literal["refunded", "refund_pending", "disputed", "busy", "missing", "none"]
+
+
+async def refund(state: AppState, order_id: str, reason: str, by: str = "system"
+                 ) -> RefundResult | str:
+    """A refund request (back office): whatever the rule allows for the order's state.
+
+    Before delivery the buyer is refunded; after delivery a dispute is recorded for HQ to
+    decide and no money moves. Returns what happened (or the unchanged status)."""
     order = await find_order(state, order_id)
-    if order is None or order["status"] not in ("paid", "delivered", "frozen"):
-        return order["status"] if order else "missing"
-    await state.payments.refund(order["payment_id"])
+    if order is None:
+        return "missing"
+    action = refund_action(order["status"])
+    if action == "dispute":
+        return await open_dispute(state, order_id, reason, by)
+    if action == "none":
+        return order["status"]
+    async with state.pool.connection() as conn:
+        claimed = await _claim(conn, order_id, REFUNDABLE_STATUSES)
+        if claimed is None:
+            return "busy"  # a delivery is in flight: its outcome decides, ask again after
+        await conn.execute(
+            "UPDATE orders SET refund_reason = %s WHERE id = %s AND claim_token = %s",
+            (reason[:200], order_id, claimed["claim_token"]),
+        )
+    return await _refund_claimed(state, claimed, reason)
+
+
+async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
+                          ) -> RefundResult:
+    """Refund a claimed, undelivered order. ``refund_reason`` is already stored, so if the
+    payment channel fails the sweep retries the refund (never a delivery)."""
+    try:
+        await state.payments.refund(order["payment_id"])
+    except PaymentError as exc:
+        attempts = order["attempts"] + 1
+        delay = min(state.settings.delivery_retry_seconds * 2 ** min(attempts, 16),
+                    RETRY_CAP_SECONDS)
+        log.error("refund failed, will retry",
+                  extra={"order": order["id"], "status": exc.status, "code": exc.code,
+                         "attempts": attempts})
+        changes: dict[str, Any] = {}
+        if exc.status == 409:
+            # HQ refuses because a key left for this order (its answer to us was lost): the
+            # rule makes that a delivery, so the next attempt fetches the same key.
+            changes["refund_reason"] = None
+        await _release(state, order, attempts=attempts,
+                       last_error=(f"refund:{exc.code or exc.status or 'unreachable'}")[:64],
+                       next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay), **changes)
+        return "refund_pending"
     async with state.pool.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
-                "UPDATE orders SET status = 'refunded', refunded_at = now() WHERE id = %s"
-                " AND status IN ('paid', 'delivered', 'frozen') RETURNING *",
-                (order_id,),
+                "UPDATE orders SET status = 'refunded', refunded_at = now(),"
+                " claim_token = NULL, claimed_until = NULL"
+                " WHERE id = %s AND status = ANY(%s) AND claim_token = %s"
+                " RETURNING *",
+                (order["id"], list(REFUNDABLE_STATUSES), order["claim_token"]),
             )
         ).fetchone()
         if row is None:
-            return "unchanged"
+            return "busy"
         await enqueue(conn, _event(state, row, "order.refunded"))
-    log.info("order refunded", extra={"order": order_id, "reason": reason})
+    log.info("order refunded", extra={"order": order["id"], "reason": reason})
     state.metrics.orders.labels("refunded").inc()
     await flush_outbox(state)
     return "refunded"
+
+
+async def open_dispute(state: AppState, order_id: str, reason: str, by: str) -> RefundResult:
+    """Record a refund request on a delivered order for HQ to decide (idempotent): a row in
+    ``order_disputes`` and, once, an ``order.disputed`` event on the site's stream, which is
+    how HQ learns of it. No money moves and the key stays the buyer's until HQ decides."""
+    async with state.pool.connection() as conn, conn.transaction():
+        fresh = await (
+            await conn.execute(
+                "INSERT INTO order_disputes (order_id, reason, opened_by) VALUES (%s, %s, %s)"
+                " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+                (order_id, reason[:200], by[:200]),
+            )
+        ).fetchone()
+        if fresh is not None:
+            order = await (
+                await conn.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
+            ).fetchone()
+            await enqueue(conn, _event(state, order, "order.disputed"))
+    if fresh is not None:
+        log.warning("refund after delivery refused: dispute opened for HQ",
+                    extra={"order": order_id, "by": by})
+        state.metrics.orders.labels("disputed").inc()
+        await flush_outbox(state)
+    return "disputed"
 
 
 async def apply_decision(state: AppState, decision: Decision) -> None:
@@ -239,7 +485,8 @@ async def apply_decision(state: AppState, decision: Decision) -> None:
                 "UPDATE orders SET risk_action = %s, risk_rule = %s,"
                 " status = CASE WHEN %s AND status = 'paid' THEN 'frozen'"
                 "               WHEN %s = 'allow' AND status = 'frozen' THEN 'paid'"
-                "               ELSE status END"
+                "               ELSE status END,"
+                " next_attempt_at = coalesce(next_attempt_at, now())"
                 " WHERE id = %s RETURNING status",
                 (
                     decision.action,
@@ -260,14 +507,12 @@ async def apply_decision(state: AppState, decision: Decision) -> None:
         await deliver(state, decision.order_id)
 
 
-async def delivery_sweeper(state: AppState, interval: float = 10.0) -> None:
-    """Retry delivery of paid orders whose fulfilment failed transiently."""
-    await sweep_forever(
-        state, interval,
-        "SELECT id FROM orders WHERE status = 'paid' AND (risk_action IS NULL"
-        " OR risk_action NOT IN ('freeze', 'block'))"
-        " AND paid_at < now() - interval '5 seconds' LIMIT 50",
-        lambda st, row: deliver(st, row["id"]), "delivery")
+async def delivery_sweeper(state: AppState) -> None:
+    """Re-drive paid orders: retries of transient failures, refunds that are due, and
+    orders whose worker died. Runs whatever the license says (a suspended shop still
+    refunds its buyers), in every replica: the claim splits the work between them."""
+    await sweep_forever(state, state.settings.delivery_sweep_seconds, claim_due,
+                        process_claimed, "delivery")
 
 
 async def find_order(state: AppState, order_id: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 
 from ..state import state_of
 from ..web.render import csrf_ok, error_page, locale_of, render
+from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_subject
 from .backoffice import latest_announcements
 from .catalog import visible_products
 from .orders import (
@@ -93,12 +94,13 @@ async def lookup_submit(request: Request) -> Response:
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
     state = state_of(request)
-    key = f"lookup:{client_ip(request)}"
-    if state.throttle.blocked(key):
-        return error_page(request, 429, "too_many_attempts")
     oid = str(form.get("order", "")).strip()
+    client = client_subject(client_ip(request))
+    checks = ((LOOKUP_PER_ORDER_CLIENT, (oid, client)), (LOOKUP_PER_CLIENT, (client,)))
+    if await state.throttle.blocked(state.redis, checks):
+        return error_page(request, 429, "too_many_attempts")
     if not await lookup_order(state, oid, str(form.get("contact", ""))):
-        state.throttle.failed(key)
+        await state.throttle.failed(state.redis, checks)
         return render(request, "shop/lookup.html", status_code=404, order_no=oid, failed=True)
     _remember(request, oid)
     return RedirectResponse(f"/order/{oid}", status_code=303)

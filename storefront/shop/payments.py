@@ -17,7 +17,12 @@ from .hq_client import HqClient, HqError
 
 
 class PaymentError(RuntimeError):
-    """The payment channel refused or failed a request."""
+    """The payment channel refused (``status``, ``code``) or could not be reached
+    (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class SandboxProvider:
             req = PaymentRequest(order_id=order_id, amount=amount_fen, currency=currency,
                                  notify_url=notify_url, return_url=return_url)
             created = await self._hq.create_payment(req)
-        except (HqError, ValueError) as exc:  # ValueError: a body HQ would refuse anyway
+        except HqError as exc:
+            raise PaymentError(str(exc), exc.status, exc.code) from exc
+        except ValueError as exc:  # a body HQ would refuse anyway
             raise PaymentError(str(exc)) from exc
         return PaymentSession(payment_id=created.payment_id, pay_url=created.pay_url)
 
@@ -67,4 +74,4 @@ class SandboxProvider:
         try:
             await self._hq.refund(payment_id)
         except HqError as exc:
-            raise PaymentError(str(exc)) from exc
+            raise PaymentError(str(exc), exc.status, exc.code) from exc

@@ -31,6 +31,11 @@ class Metrics:
             "kameng_storefront_license_mode", "1 for the current effective mode", ["mode"],
             registry=r,
         )
+        self.sandbox_payments = Gauge(
+            "kameng_storefront_sandbox_payments_enabled",
+            "1 while HQ's sandbox payment channel (one-click, no real money) is enabled",
+            registry=r,
+        )
         self.catalog_syncs = Counter(
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
         )

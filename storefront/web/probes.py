@@ -1,16 +1,25 @@
-"""Liveness, readiness and Prometheus endpoints (both modes)."""
+"""Liveness, readiness and Prometheus endpoints (both modes), on a port of their own.
+
+They are served by :func:`ops_app`, a second ASGI app on the ops port
+(:data:`kameng.contracts.pod.OPS_PORT`) sharing the public app's state; the public app
+(behind the Ingress) does not have these routes and answers 404: who can reach the shop
+cannot read its metrics or probe its database.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from kameng.contracts.pod import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+
 from ..state import state_of
 
-PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
+PROBE_PATHS = (HEALTHZ_PATH, READYZ_PATH, METRICS_PATH)
 
 
 async def healthz(request: Request) -> Response:
@@ -48,9 +57,16 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    healthz_path, readyz_path, metrics_path = PROBE_PATHS
     return [
-        Route(healthz_path, healthz),
-        Route(readyz_path, readyz),
-        Route(metrics_path, metrics_endpoint),
+        Route(HEALTHZ_PATH, healthz),
+        Route(READYZ_PATH, readyz),
+        Route(METRICS_PATH, metrics_endpoint),
     ]
+
+
+def ops_app(public: Starlette) -> Starlette:
+    """The probes-and-metrics app of ``public`` (the app from ``create_app``): same state,
+    no lifespan of its own (the public app's opens and closes the connections)."""
+    app = Starlette(routes=routes())
+    app.state.kameng = state_of(public)
+    return app

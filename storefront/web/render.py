@@ -60,7 +60,8 @@ def csrf_token(request: Request) -> str:
 def csrf_ok(request: Request, form: Any) -> bool:
     sent = str(form.get("csrf", ""))
     expected = request.session.get("csrf", "")
-    return bool(expected) and hmac.compare_digest(sent, expected)
+    # Bytes: compare_digest refuses non-ASCII str, and a form may carry anything.
+    return bool(expected) and hmac.compare_digest(sent.encode(), str(expected).encode())
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
@@ -76,7 +77,6 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
         app_mode=state.settings.mode,
         shop_mode=state.effective_mode(),
         csrf=csrf_token(request),
-        staff=request.session.get("staff"),
         **ctx,
     )
     return HTMLResponse(body, status_code=status_code)

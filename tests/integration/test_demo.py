@@ -67,3 +67,28 @@ def test_a_card_key_can_be_bought_in_the_demo_shop(demo: str) -> None:
                 break
             time.sleep(0.3)
         assert key, "the paid order was not delivered"
+
+
+def test_each_member_gets_their_own_invitation_and_can_log_in(demo: str) -> None:
+    # The shop runs on the operator's own Secrets: no shared password reaches it. Each
+    # member's link comes from `kubectl kameng invite`; redeeming it logs the member in.
+    assert "password of every demo account" not in demo
+    links = dict(re.findall(r"^\s+staff\s+(\S+@\S+)\s+role\s+\S+\s+invitation\s+(\S+)$",
+                            demo, re.M))
+    assert len(links) >= 2, demo
+    assert len(set(links.values())) == len(links), demo
+    email, link = next((e, u) for e, u in links.items() if "/admin/invite/" in u)
+    with httpx.Client(timeout=15) as browser:
+        page = browser.get(link)
+        assert page.status_code == 200, page.text[:300]
+        assert email in page.text
+        r = browser.post(link, data={"csrf": csrf_from(page.text), "password": "demo pass phrase 1",
+                                     "confirm": "demo pass phrase 1"})
+        assert r.status_code == 303, r.text[:300]
+        base = link.split("/admin/invite/")[0]
+        dash = browser.get(f"{base}/admin")
+        assert dash.status_code == 200
+        assert email in dash.text
+        # The link worked once.
+        again = browser.get(link)
+        assert again.status_code == 410

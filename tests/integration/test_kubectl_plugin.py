@@ -92,3 +92,70 @@ def test_export_is_clean_reappliable_yaml(devenv, kubectl, site):
     # What it prints applies back without changes.
     res = kubectl("apply", "--dry-run=server", "-f", "-", input=out.stdout)
     assert res.stdout.count("(server dry run)") == 3
+
+
+SESSION_SECRET = "plugin-check-session-secret"
+
+
+@pytest.fixture
+def key_copy(kubectl, site):
+    """HQ's copy of the site's keys, as the operator keeps it in its namespace."""
+    from kameng.controller import keyvault
+
+    name = keyvault.backup_name(site)
+    ns = kubectl("create", "namespace", "kameng-system", "--dry-run=client", "-o", "json").stdout
+    kubectl("apply", "-f", "-", input=ns)
+    secret = kubectl("create", "secret", "generic", name, "-n", "kameng-system",
+                     f"--from-literal={keyvault.SESSION}={SESSION_SECRET}",
+                     f"--from-literal={keyvault.DATA_KEY}=k1:unused",
+                     "--dry-run=client", "-o", "json").stdout
+    kubectl("apply", "-f", "-", input=secret)  # idempotent: a left-over copy is replaced
+    yield name
+    kubectl("delete", "secret", name, "-n", "kameng-system", "--ignore-not-found", check=False)
+
+
+def test_invite_prints_a_signed_one_time_link_per_member(devenv, kubectl, site, key_copy):
+    from kameng.contracts import invitation
+
+    out = plugin(devenv, "invite", site, "zhang-min")
+    assert out.returncode == 0, out.stderr
+    member, email, url = out.stdout.strip().split("\t")
+    assert (member, email) == ("zhang-min", "zhang.min@demo-partner.example")
+    # The shop's URL as the operator reports it, else its domain (no operator runs here,
+    # but one of another test may have reported this SubSite's status before).
+    ss = json.loads(kubectl("get", "subsite", SITE, "-o", "json").stdout)
+    base = (ss.get("status") or {}).get("url") or f"https://{SITE}.example"
+    assert url.startswith(f"{base}/admin/invite/")
+    claims = invitation.verify(url.rsplit("/", 1)[1],
+                               invitation.invitation_key(SESSION_SECRET), SITE)
+    assert (claims.member, claims.email) == ("zhang-min", "zhang.min@demo-partner.example")
+    assert 71 * 3600 < claims.exp - claims.iat <= 72 * 3600
+    assert "hand it over privately" in out.stderr
+    # Several at once, in JSON, with a chosen lifetime and base URL.
+    out = plugin(devenv, "invite", site, "--all", "--ttl", "2h", "--url",
+                 "http://127.0.0.1:9", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    invites = json.loads(out.stdout)["invitations"]
+    assert [i["member"] for i in invites] == ["li-wei", "zhang-min"]
+    tokens = [i["url"].removeprefix("http://127.0.0.1:9/admin/invite/") for i in invites]
+    assert len(set(tokens)) == 2
+    for t in tokens:
+        c = invitation.verify(t, invitation.invitation_key(SESSION_SECRET), SITE)
+        assert c.exp - c.iat == 7200
+
+
+def test_invite_errors_are_clear(devenv, site, key_copy, kubectl):
+    out = plugin(devenv, "invite", site, "nobody")
+    assert out.returncode == 1
+    assert "has no member 'nobody' (members: li-wei, zhang-min)" in out.stderr
+    out = plugin(devenv, "invite", site, "li-wei", "--ttl", "40d")
+    assert out.returncode == 1
+    assert "between 1 second and 30 days" in out.stderr
+    out = plugin(devenv, "invite", site)
+    assert out.returncode == 1
+    assert "--all" in out.stderr
+    kubectl("delete", "secret", key_copy, "-n", "kameng-system")
+    out = plugin(devenv, "invite", site, "li-wei")
+    assert out.returncode == 1
+    assert f"kameng-system/{key_copy} not found" in out.stderr
+    assert "Traceback" not in out.stderr

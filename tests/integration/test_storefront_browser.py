@@ -203,3 +203,58 @@ def test_hq_pages_and_partner_finance(stack, browser):
 
     for path in shots:
         assert path.stat().st_size > 5_000, path
+
+
+def _login(browser: WebDriver, base: str, email: str, password: str) -> None:
+    browser.get(f"{base}/admin/login")
+    browser.type("input[name=email]", email)
+    browser.type("input[name=password]", password)
+    browser.click("#login")
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
+
+
+def test_invitation_password_and_members_pages(stack, browser):
+    shots = []
+    _login(browser, stack.shop_url, stack.members["site-admin"], stack.password)
+    browser.get(f"{stack.shop_url}/admin/members?lang=en")
+    # site-admin lacks finance rights: no reset offered for the finance member.
+    assert "has rights you lack" in browser.text("main")
+    browser.click(f'tr[data-email="{stack.members["operations"]}"] button')
+    wait_for(lambda: browser.exists("#invitation-link"), timeout=15, interval=0.2)
+    link = browser.text("#invitation-link")
+    assert "/admin/invite/" in link
+    shots.append(browser.screenshot("12-admin-members-reset"))
+
+    browser.get(link)
+    assert browser.text("#invited-email") == stack.members["operations"]
+    # Long enough for the form's own check, too weak for the shop's rules.
+    browser.type("input[name=password]", "aaaaaaaaaaaaaaaa")
+    browser.type("input[name=confirm]", "aaaaaaaaaaaaaaaa")
+    shots.append(browser.screenshot("13-invitation-set-password"))
+    browser.click("#set-password")
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
+    shots.append(browser.screenshot("14-invitation-rule-broken"))
+    browser.type("input[name=password]", "operations own phrase")
+    browser.type("input[name=confirm]", "operations own phrase")
+    browser.click("#set-password")
+    wait_for(lambda: browser.url.endswith("/admin?msg=password+set"), timeout=15, interval=0.2)
+
+    browser.get(f"{stack.shop_url}/admin/password")
+    browser.type("input[name=current]", "not my password")
+    browser.type("input[name=new]", "a brand new phrase")
+    browser.type("input[name=confirm]", "a brand new phrase")
+    browser.click("#change-password")
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
+    shots.append(browser.screenshot("15-password-change-wrong-current"))
+    browser.type("input[name=current]", "operations own phrase")
+    browser.type("input[name=new]", "a brand new phrase")
+    browser.type("input[name=confirm]", "a brand new phrase")
+    browser.click("#change-password")
+    wait_for(lambda: browser.url.endswith("/admin?msg=password+changed"), timeout=15,
+             interval=0.2)
+
+    browser.get(link)  # used: the page says so
+    assert "already been used" in browser.text("#problem")
+    shots.append(browser.screenshot("16-invitation-used"))
+    for path in shots:
+        assert path.stat().st_size > 5_000, path

@@ -38,10 +38,10 @@ def _write(root: Path, rel: str, value: str) -> None:
     path.write_text(value, encoding="utf-8")
 
 
-def _start(mode: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def _start(mode: str, port: int, ops_port: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kameng.cli.main", "storefront", "--mode", mode,
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops_port)],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -50,6 +50,8 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
     master = "m" * 64
     hq_port, shop_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
+    hq_ops_port, shop_ops_port = free_port(), free_port()
+    hq_ops, shop_ops = f"http://127.0.0.1:{hq_ops_port}", f"http://127.0.0.1:{shop_ops_port}"
     now = datetime.now(UTC)
     token = sign_token(LicenseClaims(
         site="clisite", categories=["game"], regions=["CN-31"], nbf=now - timedelta(hours=1),
@@ -77,10 +79,10 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
             urls=[shop_url]).to_json())
         _write(shop_root, "license/token", token)
         procs = [
-            _start("hq", hq_port, {"KAMENG_SECRETS_ROOT": str(hq_root),
+            _start("hq", hq_port, hq_ops_port, {"KAMENG_SECRETS_ROOT": str(hq_root),
                                    "KAMENG_PUBLIC_URL": hq_url,
                                    "KAMENG_SITE_CONFIG_FILE": str(tmp_path / "none.json")}),
-            _start("subsite", shop_port, {
+            _start("subsite", shop_port, shop_ops_port, {
                 "KAMENG_SECRETS_ROOT": str(shop_root), "KAMENG_PUBLIC_URL": shop_url,
                 "KAMENG_SITE_CONFIG_FILE": str(shop_root / "config/site.json")}),
         ]
@@ -91,12 +93,17 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
                 except httpx.HTTPError:
                     return False
 
-            wait_for(lambda: ready(hq_url) and ready(shop_url), timeout=30, interval=0.3)
-            assert httpx.get(f"{shop_url}/readyz").json()["licenseMode"] == "normal"
+            wait_for(lambda: ready(hq_ops) and ready(shop_ops), timeout=30, interval=0.3)
+            assert httpx.get(f"{shop_ops}/readyz").json()["licenseMode"] == "normal"
+            # Probes and metrics live on the ops port only: the public port (what the
+            # Ingress reaches) does not serve them.
+            for base in (hq_url, shop_url):
+                for path in ("/healthz", "/readyz", "/metrics"):
+                    assert httpx.get(f"{base}{path}").status_code == 404, (base, path)
             assert httpx.get(f"{shop_url}/").status_code == 200
             # The sub-site authenticated to HQ with the derived token: a catalogue sync ran.
             wait_for(lambda: 'kameng_storefront_catalog_syncs_total{result="changed"} 1.0'
-                     in httpx.get(f"{shop_url}/metrics").text, timeout=15, interval=0.3)
+                     in httpx.get(f"{shop_ops}/metrics").text, timeout=15, interval=0.3)
         finally:
             for p in procs:
                 p.terminate()

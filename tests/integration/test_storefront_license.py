@@ -39,7 +39,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
 
 def _set(stack, token: str, expect_mode: str) -> None:
     stack.write_license(token)
-    wait_for(lambda: httpx.get(f"{stack.shop_url}/readyz").json()["licenseMode"] == expect_mode,
+    wait_for(lambda: httpx.get(f"{stack.shop_ops_url}/readyz").json()["licenseMode"] == expect_mode,
              timeout=10)
 
 
@@ -78,7 +78,7 @@ def test_suspended_is_503(stack):
         r = httpx.get(f"{stack.shop_url}{path}")
         assert r.status_code == 503
         assert 'id="unavailable"' in r.text
-    assert httpx.get(f"{stack.shop_url}/healthz").status_code == 200
+    assert httpx.get(f"{stack.shop_ops_url}/healthz").status_code == 200
 
 
 def test_past_grace_is_503(stack):

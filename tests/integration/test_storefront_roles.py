@@ -4,6 +4,8 @@ all-permission owner and a no-permission viewer."""
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 import psycopg
 import pytest
@@ -31,8 +33,10 @@ ACTIONS = [
     ("GET", "/admin/reconcile", "finance:reconcile", None),
     ("GET", "/admin/settings", "settings:write", None),
     ("POST", "/admin/settings", "settings:write", {"support_contact": "qq:{role}"}),
-    ("POST", "/admin/members/password", "members:manage",
-     {"email": "viewer@{site}.example", "password": "short"}),
+    ("GET", "/admin/members", "members:manage", None),
+    # A spare member with no permission: every manager may reset it, and resetting it
+    # ends no session the matrix still uses.
+    ("POST", "/admin/members/reset", "members:manage", {"email": "spare@{site}.example"}),
 ]
 
 
@@ -42,7 +46,11 @@ def test_every_permission_is_exercised():
 
 @pytest.fixture(scope="module")
 def stack(pg_admin_dsn, redis_url, tmp_path_factory):
-    with run_stack(pg_admin_dsn, redis_url, tmp_path_factory.mktemp("lic")) as st:
+    site = f"r{secrets.token_hex(4)}"
+    members = [{"name": "spare", "email": f"spare@{site}.example", "role": "viewer"},
+               *({"name": r, "email": f"{r}@{site}.example", "role": r} for r in ROLES)]
+    with run_stack(pg_admin_dsn, redis_url, tmp_path_factory.mktemp("lic"), site=site,
+                   config_overrides={"members": members}) as st:
         assert set(st.members) == set(ROLES)
         st.clients = {}  # type: ignore[attr-defined]
         yield st

@@ -4,11 +4,12 @@ benchmark. Each stack gets fresh databases, keys and a license.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,11 @@ import uvicorn
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from kameng.contracts import invitation
 from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
 from kameng.contracts.license_token import (
     LicenseClaims,
@@ -30,36 +35,53 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS, SiteConfig
-from kameng_storefront.app import create_app
+from kameng_storefront.app import create_app, create_ops_app
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
 from .net import free_port
 
 DEFAULT_PASSWORD = "correct-horse-battery"
+HQ_ADMIN = "admin@hq.local"
 
 
 class ServerThread:
-    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down."""
+    """uvicorn in a background thread (its own event loop); ``stop()`` shuts it down.
 
-    def __init__(self, app: Starlette, port: int) -> None:
+    With ``ops_port``, the app's probes and metrics are served on that port from the same
+    loop, as ``kameng storefront`` does (they share the app's connections, which belong to
+    one loop)."""
+
+    def __init__(self, app: Starlette, port: int, ops_port: int | None = None) -> None:
         self.port = port
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                           lifespan="on", access_log=False)
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # As in production (kameng_storefront.app.serve): forwarded headers are the
+        # TrustedProxies middleware's business, not uvicorn's.
+        common: dict[str, Any] = dict(host="127.0.0.1", log_level="warning",
+                                      access_log=False, proxy_headers=False)
+        self.servers = [uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on",
+                                                      **common))]
+        if ops_port is not None:
+            self.servers.append(uvicorn.Server(uvicorn.Config(
+                create_ops_app(app), port=ops_port, lifespan="off", **common)))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(s.serve() for s in self.servers))
+
+        asyncio.run(main())
 
     def start(self, timeout: float = 30) -> None:
         self.thread.start()
         deadline = time.monotonic() + timeout
-        while not self.server.started:
+        while not all(s.started for s in self.servers):
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"server on port {self.port} did not start")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        for s in self.servers:
+            s.should_exit = True
         self.thread.join(timeout=15)
 
 
@@ -94,6 +116,18 @@ class Stack:
     api_token: str  # the site's HQ API token
     members: dict[str, str] = field(default_factory=dict)  # role → email
     password: str = DEFAULT_PASSWORD
+    # Every replica of the shop (one database); shop_app is the first, the one HQ notifies.
+    shop_apps: list[Starlette] = field(default_factory=list)
+    shop_session_secret: str = ""
+    hq_bootstrap_password: str = ""
+    config: SiteConfig | None = None
+
+    def invite(self, email: str, **kwargs: Any) -> str:
+        """A fresh invitation token for the member with ``email``, minted as
+        ``kubectl kameng invite`` does (from the site's session secret)."""
+        assert self.config is not None
+        m = next(m for m in self.config.members if m.email == email)
+        return invitation.issue(self.shop_session_secret, self.site, m.name, m.email, **kwargs)
 
     def publish_credential(self, state: str = "active", token: str | None = None,
                            urls: list[str] | None = None, site: str | None = None) -> None:
@@ -109,6 +143,9 @@ class Stack:
         from kameng.contracts.hq_api import site_headers
 
         return site_headers(self.site, self.api_token, license_token)
+    # The ops ports (probes, metrics), never the public ones.
+    hq_ops_url: str = ""
+    shop_ops_url: str = ""
 
     def claims(self, **overrides: Any) -> LicenseClaims:
         now = datetime.now(UTC)
@@ -169,14 +206,17 @@ def site_config(site: str, hq_url: str, public_key: str, **overrides: Any) -> Si
 
 def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
                     credentials_dir: Path, master: str | None = None,
-                    pool_size: int = 20) -> Settings:
+                    pool_size: int = 20, admin_password: str = DEFAULT_PASSWORD,
+                    overrides: dict[str, Any] | None = None) -> Settings:
     return Settings(
         mode="hq", site=SiteConfig(site="hq", display_name="HQ"), database_url=dsn,
         redis_url=redis_url, session_secret=secrets.token_hex(32),
         data_keys=DataCipher.generate_spec("hq1"), public_url=url,
         hq_master_secret=master or secrets.token_hex(32), hq_public_key=public_key,
-        admin_password=DEFAULT_PASSWORD, pool_size=pool_size,
+        admin_password=admin_password, pool_size=pool_size,
         site_credentials_dir=str(credentials_dir),
+        # Tests pay through the sandbox: enabled explicitly, as a person must.
+        **{"sandbox_payments": True, **(overrides or {})},
     )
 
 
@@ -202,11 +242,22 @@ def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
+    set_passwords: bool = True, hq_overrides: dict[str, Any] | None = None,
+    shop_replicas: int = 1, shop_hq_url: str | None = None,
 ) -> Iterator[Stack]:
+    """HQ and a shop. With ``set_passwords`` (the default), HQ's admin has replaced its
+    bootstrap password with :data:`DEFAULT_PASSWORD` and every member has redeemed an
+    invitation with it, as people do on a new site; without, every account is as new.
+    ``shop_replicas`` > 1 runs more instances of the shop on the same database (as a
+    Deployment's replicas); ``shop_hq_url`` points the shop at something in front of HQ
+    (e.g. a :class:`HoldingProxy`) instead of HQ itself."""
     site = site or f"t{secrets.token_hex(4)}"
+    bootstrap = f"bootstrap-{secrets.token_hex(8)}"
+    shop_session = secrets.token_hex(32)
     key = generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
+    hq_ops_port, shop_ops_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
     token_file = tmp_dir / f"{site}-license.token"
     credentials_dir = tmp_dir / f"{site}-site-credentials"
@@ -215,12 +266,13 @@ def run_stack(
             temp_database(pg_admin_dsn, f"kameng_{site}") as shop_dsn:
         cfg = site_config(site, hq_url, public_key_to_b64(key), **(config_overrides or {}))
         hq_settings = hq_settings_for(hq_dsn, redis_url, hq_url, public_key_to_b64(key),
-                                      credentials_dir, master, pool_size)
+                                      credentials_dir, master, pool_size,
+                                      admin_password=bootstrap, overrides=hq_overrides)
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
-            session_secret=secrets.token_hex(32), data_keys=DataCipher.generate_spec("s1"),
-            public_url=shop_url, hq_url=hq_url, license_token_file=str(token_file),
-            hq_api_token=api_token, admin_password=DEFAULT_PASSWORD,
+            session_secret=shop_session, data_keys=DataCipher.generate_spec("s1"),
+            public_url=shop_url, hq_url=shop_hq_url or hq_url,
+            license_token_file=str(token_file), hq_api_token=api_token,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),
         )
@@ -229,21 +281,87 @@ def run_stack(
             shop_app=Starlette(), hq_dsn=hq_dsn, shop_dsn=shop_dsn,
             redis_url=redis_url, signing_key=key, token_file=token_file,
             credentials_dir=credentials_dir, api_token=api_token,
-            members={m.role: m.email for m in cfg.members},
+            members={m.role: m.email for m in cfg.members}, shop_session_secret=shop_session,
+            hq_bootstrap_password=bootstrap, config=cfg,
+            hq_ops_url=f"http://127.0.0.1:{hq_ops_port}",
+            shop_ops_url=f"http://127.0.0.1:{shop_ops_port}",
         )
         # The license and the site's registry entry exist before the shop starts, as the
         # operator's Secrets would.
         stack.publish_credential()
         stack.write_license(sign_token(stack.claims(**(license_overrides or {})), key))
-        stack.hq_app, stack.shop_app = create_app(hq_settings), create_app(shop_settings)
-        servers = [ServerThread(stack.hq_app, hq_port), ServerThread(stack.shop_app, shop_port)]
+        stack.hq_app = create_app(hq_settings)
+        stack.shop_apps = [create_app(shop_settings) for _ in range(shop_replicas)]
+        stack.shop_app = stack.shop_apps[0]
+        servers = [ServerThread(stack.hq_app, hq_port, hq_ops_port),
+                   ServerThread(stack.shop_app, shop_port, shop_ops_port),
+                   *(ServerThread(app, free_port(), free_port()) for app in stack.shop_apps[1:])]
         try:
             for s in servers:
                 s.start()
+            if set_passwords:
+                staff_client(hq_url, HQ_ADMIN, bootstrap, replace_bootstrap_with=DEFAULT_PASSWORD
+                             ).close()
+                for m in cfg.members:
+                    redeem_invitation(shop_url, stack.invite(m.email), DEFAULT_PASSWORD).close()
             yield stack
         finally:
             for s in reversed(servers):
                 s.stop()
+
+
+class HoldingProxy:
+    """An HTTP proxy in front of HQ that can hold requests to chosen paths until released,
+    counting them, or answer some with an error (``fail_with``): makes "two callers at
+    once" windows wide and observable, and failures selective, in tests of real apps
+    without touching HQ or the shop. ``target`` may be set after start."""
+
+    def __init__(self, hold_paths: tuple[str, ...] = ()) -> None:
+        self.target = ""
+        self.hold_paths = hold_paths
+        self.released = threading.Event()
+        self.released.set()
+        self.arrivals: list[tuple[str, bytes]] = []
+        # (path, body) → a status to answer instead of forwarding (a failing gateway).
+        self.fail_with: Callable[[str, bytes], int | None] | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = ServerThread(Starlette(routes=[
+            Route("/{path:path}", self._forward, methods=["GET", "POST"])]), self.port)
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        path = request.url.path
+        if path in self.hold_paths:
+            self.arrivals.append((path, body))
+            # The test releases from its own thread: wait for it off the event loop.
+            await asyncio.to_thread(self.released.wait, 60)
+        if self.fail_with and (status := self.fail_with(path, body)):
+            return Response("<html>gateway</html>", status_code=status, media_type="text/html")
+        if not self.target:
+            return Response(status_code=502)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
+                                                                                   "content-length")}
+        async with httpx.AsyncClient(timeout=60) as c:
+            r = await c.request(request.method, self.target + path, content=body,
+                                params=request.query_params, headers=headers)
+        return Response(r.content, status_code=r.status_code, headers={
+            k: v for k, v in r.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")})
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __enter__(self) -> HoldingProxy:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self._server.stop()
 
 
 # --- HTTP helpers shared by tests and the benchmark ----------------------------------------
@@ -258,13 +376,43 @@ def csrf_from(html: str) -> str:
     return m.group(1)
 
 
-def staff_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD) -> httpx.Client:
-    """A logged-in back-office client (HQ admin or a sub-site member)."""
+def staff_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD, *,
+                 replace_bootstrap_with: str | None = None) -> httpx.Client:
+    """A logged-in back-office client (HQ admin or a sub-site member). HQ's admin logging
+    in with its bootstrap password must choose its own first: ``replace_bootstrap_with``."""
     c = httpx.Client(base_url=base_url, timeout=30)
     token = csrf_from(c.get("/admin/login").text)
     r = c.post("/admin/login", data={"csrf": token, "email": email, "password": password})
     if r.status_code != 303:
         raise AssertionError(f"login of {email} failed: HTTP {r.status_code}")
+    if r.headers["location"] == "/admin/password":
+        if replace_bootstrap_with is None:
+            raise AssertionError(f"{email} must replace its bootstrap password first")
+        change_password(c, password, replace_bootstrap_with)
+    return c
+
+
+def change_password(client: httpx.Client, current: str, new: str) -> httpx.Response:
+    """Self-service change through the password page; asserts it succeeded."""
+    page = client.get("/admin/password")
+    r = client.post("/admin/password", data={"csrf": csrf_from(page.text), "current": current,
+                                             "new": new, "confirm": new})
+    if r.status_code != 303:
+        raise AssertionError(f"password change failed: HTTP {r.status_code}")
+    return r
+
+
+def redeem_invitation(base_url: str, token: str, password: str) -> httpx.Client:
+    """Open an invitation link, set ``password``; returns the now logged-in client."""
+    c = httpx.Client(base_url=base_url, timeout=30)
+    path = httpx.URL(invitation.invitation_url(base_url, token)).raw_path.decode()
+    page = c.get(path)
+    if page.status_code != 200:
+        raise AssertionError(f"invitation page: HTTP {page.status_code}")
+    r = c.post(path, data={"csrf": csrf_from(page.text), "password": password,
+                           "confirm": password})
+    if r.status_code != 303:
+        raise AssertionError(f"invitation not redeemed: HTTP {r.status_code}")
     return c
 
 

@@ -32,8 +32,9 @@ def test_deployment_is_restricted() -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "ops": 9090}
     assert c["resources"] == {"requests": {"cpu": "200m", "memory": "300Mi"},
                               "limits": {"memory": "300Mi"}}
     assert c["image"] == "example/sf:1"
@@ -90,3 +91,19 @@ def test_volumes_mounts_and_env_are_the_pod_contracts() -> None:
     assert env[pod.SITE_CONFIG_FILE_ENV] == pod.DEFAULT_CONFIG_PATH
     assert env[pod.SECRETS_ROOT_ENV] == pod.SECRETS_ROOT
     assert env[pod.MODE_ENV] == "subsite"
+
+
+def test_probes_and_metrics_are_never_behind_the_ingress() -> None:
+    """The Service exposes the ops port under its own name; the Ingress routes only http;
+    the NetworkPolicy lets the ingress controller reach only the public port."""
+    from kameng.children.ingress import ingress
+    from kameng.children.network import storefront_allow
+
+    svc = service(ctx())
+    assert [(p["name"], p["targetPort"]) for p in svc["spec"]["ports"]] == \
+        [("http", "http"), ("ops", "ops")]
+    backends = [p["backend"]["service"]["port"] for r in ingress(ctx())["spec"]["rules"]
+                for p in r["http"]["paths"]]
+    assert backends == [{"name": "http"}]
+    (rule,) = storefront_allow(ctx())["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]

@@ -144,7 +144,16 @@ def _app() -> Starlette:
     return app
 
 
-def test_requires_guards_each_route_once():
+def test_requires_guards_each_route_once(monkeypatch):
+    from kameng_storefront.web import staff as staff_mod
+
+    async def cookie_account(request: Request):
+        # Stands in for the database session lookup (covered by the integration tests);
+        # what is tested here is the guard and the config's roles.
+        email = request.session.get("staff")
+        return (email, False) if email else None
+
+    monkeypatch.setattr(staff_mod, "_session_account", cookie_account)
     app = _app()
     assert state_of(app).effective_mode() == "normal"  # no guard configured in this test
     with TestClient(app) as client:
@@ -163,7 +172,7 @@ def test_every_back_office_route_declares_its_permission():
     from kameng_storefront.shop import admin
     from kameng_storefront.web import auth
 
-    login = {r.endpoint for r in auth.login_routes()}
+    login = {r.endpoint for r in (*auth.login_routes(), *auth.invitation_routes())}
     declared = {
         r.path: r.endpoint.permission  # type: ignore[attr-defined]
         for r in admin.routes() if isinstance(r, _Route) and r.endpoint not in login
@@ -172,3 +181,56 @@ def test_every_back_office_route_declares_its_permission():
     assert declared["/orders/{oid}/refund"] == "orders:refund"
     assert declared["/withdrawals"] == "finance:withdraw"
     assert admin.dashboard.permission is None  # type: ignore[attr-defined]  # any staff
+
+
+def test_refund_rule_is_one_pure_function_of_the_order_state():
+    from kameng.contracts.refunds import REFUND_ACTIONS, REFUNDABLE_STATUSES, refund_action
+
+    assert set(REFUND_ACTIONS) == {"refund", "dispute", "none"}
+    assert set(REFUNDABLE_STATUSES) == {"paid", "frozen"}  # never "delivered"
+    # Before delivery: the buyer gets the money back.
+    assert refund_action("paid") == "refund"
+    assert refund_action("frozen") == "refund"
+    # After delivery the buyer holds the key: a dispute HQ decides, never a refund.
+    assert refund_action("delivered") == "dispute"
+    # HQ knows a key left for the order even when the shop never stored it.
+    assert refund_action("paid", key_delivered=True) == "dispute"
+    assert refund_action("frozen", key_delivered=True) == "dispute"
+    # Nothing paid, or already done, or a state nobody knows: no money moves.
+    for status in ("created", "refunded", "weird", ""):
+        assert refund_action(status) == "none"
+        assert refund_action(status, key_delivered=True) == "none"
+
+
+def test_delivery_failure_policy_retries_transient_with_backoff_then_refunds():
+    from kameng_storefront.shop.orders import RETRY_CAP_SECONDS, Refund, Retry, after_failure
+
+    # Final refusals refund at once, whatever the attempt.
+    for status, code in ((409, "out_of_stock"), (403, "out_of_license_scope"),
+                         (404, "unknown_product"), (400, "bad_request"), (403, "")):
+        step = after_failure(status, code, attempts=1, max_attempts=5, base_seconds=2)
+        assert isinstance(step, Refund), (status, code)
+        assert step.reason.startswith("refused:")
+    # Transient ones back off exponentially, capped, ...
+    delays = [after_failure(None, "", n, max_attempts=20, base_seconds=2) for n in (1, 2, 3)]
+    assert delays == [Retry(2), Retry(4), Retry(8)]
+    assert after_failure(503, "", 19, 20, 2) == Retry(RETRY_CAP_SECONDS)
+    for status, code in ((403, "license_suspended"), (403, "license_superseded"),
+                         (401, "unauthenticated"), (429, ""), (502, "")):
+        assert isinstance(after_failure(status, code, 1, 5, 1), Retry), (status, code)
+    # ... until the cap: then the buyer is refunded instead of waiting forever.
+    step = after_failure(403, "license_suspended", attempts=5, max_attempts=5, base_seconds=1)
+    assert step == Refund("gave_up:license_suspended")
+    assert after_failure(None, "", 5, 5, 1) == Refund("gave_up:unreachable")
+
+
+def test_sandbox_payments_need_an_explicit_enable():
+    from kameng_storefront.config import ConfigError, sandbox_enabled
+
+    assert sandbox_enabled({}) is False  # production default: off
+    assert sandbox_enabled({"KAMENG_SANDBOX_PAYMENTS": "disabled"}) is False
+    assert sandbox_enabled({"KAMENG_SANDBOX_PAYMENTS": "enabled"}) is True
+    assert sandbox_enabled({"KAMENG_SANDBOX_PAYMENTS": " Enabled "}) is True
+    for guess in ("true", "1", "yes", "enable"):
+        with pytest.raises(ConfigError, match="KAMENG_SANDBOX_PAYMENTS"):
+            sandbox_enabled({"KAMENG_SANDBOX_PAYMENTS": guess})

@@ -149,17 +149,13 @@ def test_log_formatter_redacts_secret_fields():
     assert out["order"] == "K1"
 
 
-def test_failure_throttle(monkeypatch):
+def test_failure_throttle_keys_are_short_and_per_site():
+    # Counting itself runs on real Redis (tests/integration/test_throttle.py); here: the
+    # keys stay under the site's ACL prefix, fixed-size whatever the subject.
     from kameng_storefront.web import throttle as mod
 
-    now = [1000.0]
-    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
-    t = mod.FailureThrottle(max_failures=3, window_seconds=60)
-    for _ in range(2):
-        t.failed("k")
-    assert not t.blocked("k")
-    t.failed("k")
-    assert t.blocked("k")
-    assert not t.blocked("other")
-    now[0] += 61
-    assert not t.blocked("k")
+    t = mod.FailureThrottle("demo")
+    long_key = t.key(mod.LOGIN_PER_ACCOUNT_CLIENT, ("x" * 10_000 + "\x00😀", "192.0.2.1"))
+    assert long_key.startswith("site:demo:throttle:login:")
+    assert len(long_key) == len(t.key(mod.LOGIN_PER_ACCOUNT_CLIENT, ("a", "b")))
+    assert t.key(mod.LOGIN_PER_CLIENT, ("a",)) != t.key(mod.LOOKUP_PER_CLIENT, ("a",))
