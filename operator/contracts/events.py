@@ -22,8 +22,10 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "DECISIONS_PREFIX",
     "DECISION_ACTIONS",
     "EVENT_TYPES",
+    "ORDERS_PREFIX",
     "SCHEMA_VERSION",
     "Decision",
     "DecisionAction",
@@ -57,12 +59,16 @@ class EventError(ValueError):
     """A stream entry that does not match the contract."""
 
 
+ORDERS_PREFIX = "kameng:orders:"
+DECISIONS_PREFIX = "kameng:decisions:"
+
+
 def orders_stream(site: str) -> str:
-    return f"kameng:orders:{_site(site)}"
+    return f"{ORDERS_PREFIX}{_site(site)}"
 
 
 def decisions_stream(site: str) -> str:
-    return f"kameng:decisions:{_site(site)}"
+    return f"{DECISIONS_PREFIX}{_site(site)}"
 
 
 def _site(site: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from kameng.api.holds import Hold
 from kameng.api.license import (
     ACTIVE,
     EXPIRED,
@@ -71,13 +72,15 @@ class Terms:
     grace_until: datetime
     suspended: bool = False
     suspend_reason: str | None = None
+    holds: tuple[Hold, ...] = ()
 
     @classmethod
-    def from_spec(cls, spec: LicenseSpec) -> Terms:
+    def from_spec(cls, spec: LicenseSpec, holds: tuple[Hold, ...] = ()) -> Terms:
         end = parse_time(spec.term.end)
         return cls(site=spec.sub_site, start=parse_time(spec.term.start), end=end,
                    grace_until=_after(end, spec.grace_period),
-                   suspended=spec.suspended, suspend_reason=spec.suspend_reason)
+                   suspended=spec.suspended, suspend_reason=spec.suspend_reason,
+                   holds=holds)
 
     @classmethod
     def from_claims(cls, claims: ClaimsLike) -> Terms:
@@ -102,12 +105,19 @@ class LifeCycle:
     def mode(self) -> Mode:
         return _MODES.get(self.state, "suspended")
 
+    @property
+    def payouts_held(self) -> bool:
+        """Whether HQ must hold the partner's payouts: suspended (by spec or a hold),
+        expired past grace, or any hold at all (a payout hold keeps the shop selling)."""
+        return self.state in (SUSPENDED, EXPIRED) or bool(self.terms.holds)
+
 
 def state_at(terms: Terms, now: datetime,
              expiring_soon: timedelta = EXPIRING_SOON_LEAD) -> LifeCycle:
     """The state at ``now``. Each boundary belongs to the later state: at exactly
     ``start`` a license is Active, at ``end - expiring_soon`` ExpiringSoon, at ``end``
-    in Grace and at ``grace_until`` Expired. Suspension wins at any time."""
+    in Grace and at ``grace_until`` Expired. Suspension (by the spec or by a hold that
+    suspends, see :mod:`kameng.api.holds`) wins at any time."""
     now = _utc(now)
     t = terms
     warn_from = t.end - expiring_soon
@@ -115,9 +125,15 @@ def state_at(terms: Terms, now: datetime,
     nxt = min(future) if future else None
     end, grace = format_time(t.end), format_time(t.grace_until)
     state: LifeCycleState
+    stops = [h for h in t.holds if h.suspends]
     if t.suspended:
         why = f": {t.suspend_reason}" if t.suspend_reason else ""
         state, message = SUSPENDED, f"suspended by HQ{why}"
+    elif stops:
+        h = stops[0]
+        why = f": {h.reason}" if h.reason else ""
+        state, message = SUSPENDED, (f"held ({h.kind}){why}; lift with "
+                                     f"`kubectl kameng release {t.site} --kind {h.kind}`")
     elif now < t.start:
         state, message = PENDING, f"term starts {format_time(t.start)}"
     elif now < warn_from:

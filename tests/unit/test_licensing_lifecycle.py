@@ -98,3 +98,28 @@ def test_the_life_cycle_and_the_token_import_nothing_above_them():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_suspending_hold_suspends_and_holds_payouts_a_payout_hold_only_holds_payouts():
+    from kameng.api.holds import Hold, holds_of
+
+    base = dict(site="demo", start=datetime(2026, 1, 1, tzinfo=UTC),
+                end=datetime(2027, 1, 1, tzinfo=UTC), grace_until=datetime(2027, 1, 4, tzinfo=UTC))
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    clean = state_at(Terms(**base), now)
+    assert clean.state == "Active"
+    assert not clean.payouts_held
+    risk = state_at(Terms(**base, holds=(Hold("risk", "fraud rate 9%"),)), now)
+    assert risk.state == "Suspended"
+    assert "fraud rate 9%" in risk.message
+    assert risk.payouts_held
+    payout = state_at(Terms(**base, holds=(Hold("payout", "audit"),)), now)
+    assert payout.state == "Active"
+    assert payout.payouts_held
+    expired = state_at(Terms(**base), datetime(2027, 2, 1, tzinfo=UTC))
+    assert expired.payouts_held
+    grace = state_at(Terms(**base), datetime(2027, 1, 2, tzinfo=UTC))
+    assert not grace.payouts_held
+    parsed = holds_of({"hold.kameng.io/risk": Hold("risk", "r", "t", "w").to_value(),
+                       "hold.kameng.io/payout": "by hand", "other": "x"})
+    assert [(h.kind, h.reason) for h in parsed] == [("payout", "by hand"), ("risk", "r")]
