@@ -21,12 +21,27 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = str(ROOT / "manifests" / "samples")
 
 
+def _drop_retained_moon(devenv: dict[str, str], kubectl: Kubectl) -> None:
+    """The moon sample retains its data (reclaimPolicy Retain), marked as the deleted
+    SubSite's: a later demo's new moon would be refused it (RetainedDataExists). Drop it as
+    a person would (docs/runbooks.md, "Retained data")."""
+    with psycopg.connect(devenv["pg_admin_dsn"], autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "kameng_moon" WITH (FORCE)')
+        conn.execute('DROP ROLE IF EXISTS "kameng_moon"')
+    kubectl("delete", "secret", "kameng-keys-moon", "-n", "kameng-system",
+            "--ignore-not-found", check=False)
+
+
 @pytest.fixture(scope="module")
 def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
     # In the tests' environment (conftest exported it), which the demo reuses. Afterwards
     # nothing of it may stay: a running operator would fight later tests' operators, and
     # sample SubSites left behind would be reconciled by them.
     devenv_cmd = str(ROOT / "hack" / "devenv")
+    # An earlier run that was interrupted before its clean-up may have left the samples'
+    # retained data in this (reused) environment.
+    if kubectl("get", "subsite", "moon", check=False).returncode != 0:
+        _drop_retained_moon(devenv, kubectl)
     try:
         proc = subprocess.run([str(ROOT / "hack" / "demo")], capture_output=True,
                               text=True, timeout=900, check=False)
@@ -41,14 +56,7 @@ def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
                 check=False, timeout=200)
         subprocess.run([devenv_cmd, "stop", "operator"], capture_output=True, timeout=120,
                        check=False)
-        # The moon sample retains its data (reclaimPolicy Retain), marked as the deleted
-        # SubSite's: a later demo's new moon would be refused it (RetainedDataExists).
-        # Drop it as a person would (docs/runbooks.md, "Retained data").
-        with psycopg.connect(devenv["pg_admin_dsn"], autocommit=True) as conn:
-            conn.execute('DROP DATABASE IF EXISTS "kameng_moon" WITH (FORCE)')
-            conn.execute('DROP ROLE IF EXISTS "kameng_moon"')
-        kubectl("delete", "secret", "kameng-keys-moon", "-n", "kameng-system",
-                "--ignore-not-found", check=False)
+        _drop_retained_moon(devenv, kubectl)
 
 
 def test_demo_ends_with_ready_samples_and_shop_urls(demo: str) -> None:
