@@ -53,9 +53,9 @@ def test_fen_to_str_always_two_places(fen, text):
 
 @pytest.mark.parametrize("bad", [True, 1.0, "12", None])
 def test_fen_amounts_must_be_int(bad):
-    with pytest.raises(MoneyError, match="^fen amounts are integers$"):
+    with pytest.raises(MoneyError, match=r"^fen amounts are integers$"):
         fen_to_decimal(bad)
-    with pytest.raises(MoneyError, match="^fen amounts are integers$"):
+    with pytest.raises(MoneyError, match=r"^fen amounts are integers$"):
         apply_markup(bad, "10")
 
 
@@ -82,11 +82,11 @@ def test_markup_rounds_up_to_the_fen_and_never_undercuts(cost, pct, price):
 
 
 def test_markup_refuses_negative_cost_and_float_markup():
-    with pytest.raises(MoneyError, match="^cost must not be negative$"):
+    with pytest.raises(MoneyError, match=r"^cost must not be negative$"):
         apply_markup(-1, "10")
     for bad in (1.5, True):
         with pytest.raises(MoneyError,
-                           match="^markup must be a decimal string, Decimal or int, never float$"):
+                           match=r"^markup must be a decimal string, Decimal or int, never float$"):
             apply_markup(100, bad)
 
 
