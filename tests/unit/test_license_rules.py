@@ -287,7 +287,8 @@ def test_renewal_at_exactly_the_end_restarts_from_now():
     before = end - timedelta(seconds=1)
     assert renew(Term(start, end), year, "FromNowIfExpired", before) == Term(start, end + year)
     assert renew(Term(start, end), year, "FromExpiry", end + year) == Term(start, end + year)
-    with pytest.raises(ValueError, match=r"^a renewal must extend the term by a positive duration$"):
+    with pytest.raises(ValueError,
+                       match=r"^a renewal must extend the term by a positive duration$"):
         renew(Term(start, end), timedelta(0), "FromExpiry", end)
     with pytest.raises(ValueError, match="unknown renewal strategy 'Later'"):
         renew(Term(start, end), year, "Later", end)
