@@ -4,18 +4,27 @@ duplicates, no rotated keys and no orphaned databases."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import psycopg
 import yaml
 
 from tests.support.operator import OperatorProcess
+from tests.support.wait import wait_until_quiet
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, secret_value, wait_for
 
 SITES = [f"it-rst-{i}" for i in range(6)]
 RP = "it-rst-rp"
+
+
+def _secrets(kubectl: Any) -> dict[tuple[str, str], dict[str, str]]:
+    """(site, Secret name) → data of every Secret the operator wrote for the sites."""
+    out = {}
+    for name in SITES:
+        for item in get(kubectl, "secrets", "-n", f"kameng-{name}")["items"]:
+            out[(name, item["metadata"]["name"])] = item.get("data", {})
+    return out
 
 
 def test_killed_mid_reconcile_converges_without_duplicates(
@@ -32,9 +41,14 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         fresh_start(kubectl, *SITES)
         before = op.api_writes()
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        # Kill as soon as the first children are being written: mid-reconcile.
-        wait_for(lambda: op.api_writes() >= before + 10, 15, "first writes")
+        # Kill mid-reconcile: once the first sites have their Secrets, long before all do.
+        wait_for(lambda: op.api_writes() >= before + 10 and _secrets(kubectl), 60,
+                 "first writes and Secrets")
         op.kill()
+        # Every Secret written before the kill (keys, passwords), to compare after the
+        # restart: a restart must reuse them, never rotate them.
+        before_kill = _secrets(kubectl)
+        assert before_kill
         ready = [n for n in SITES if get(kubectl, "subsite", n).get("status", {})
                  .get("phase") == "Ready"]
         assert len(ready) < len(SITES), "operator finished before it was killed"
@@ -60,11 +74,13 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             # passwords were reused, not regenerated).
             assert len(get(kubectl, "replicasets", "-n", ns)["items"]) == 1, name
             assert len(get(kubectl, "secrets", "-n", ns)["items"]) == 4
-        # Converged means quiet.
-        time.sleep(2)
-        writes = op.api_writes()
-        time.sleep(5)
-        assert op.api_writes() == writes
+        after = _secrets(kubectl)
+        for key, data in before_kill.items():
+            assert after.get(key) == data, f"{key} was rotated by the restart"
+        assert {name for _, name in after} == {"storefront-db", "storefront-redis",
+                                               "storefront-keys", "license"}
+        # Converged means quiet (polled: settling takes longer on a loaded machine).
+        wait_until_quiet(op.api_writes, quiet_for=5, timeout=60, what="API writes")
     finally:
         kubectl("delete", "subsite", *SITES, "--ignore-not-found", "--wait=true",
                 "--timeout=60s", timeout=90)

@@ -35,6 +35,7 @@ from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
 from .net import free_port
+from .wait import wait_for as _wait_for
 
 DEFAULT_PASSWORD = "correct-horse-battery"
 
@@ -225,11 +226,6 @@ def hq_import_keys(hq: httpx.Client, product: str, keys: list[str]) -> str:
 
 
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
+    """Kept for the storefront tests' call sites; the one implementation is
+    :func:`tests.support.wait.wait_for` (a deadline, never a fixed sleep)."""
+    return _wait_for(predicate, timeout=timeout, interval=interval)

@@ -79,7 +79,8 @@ def test_guard_refuses_another_sites_token_and_a_missing_one(caplog):
     assert g.allowed_categories() == set()
     assert g.allows_region("CN-31") is False
     assert g.allows_region("") is True  # a product without a region is not region-bound
-    refused = [r for r in caplog.records if r.getMessage() == "license token refused, shop suspended"]
+    refused = [r for r in caplog.records
+               if r.getMessage() == "license token refused, shop suspended"]
     assert len(refused) == 1
     assert (refused[0].levelno, refused[0].site, refused[0].reason) == (
         logging.ERROR, "demo", "license token is for another site")
