@@ -181,6 +181,23 @@ def run_stack(
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
+def forbidden_messages() -> set[str]:
+    """The permission-refused message in every shipped language (the page shows one)."""
+    import json
+    from importlib.resources import files
+
+    loc = files("kameng_storefront") / "locales"
+    return {json.loads((loc / f.name).read_text("utf-8"))["forbidden"]
+            for f in loc.iterdir() if f.name.endswith(".json")}
+
+
+def assert_forbidden_page(page: str) -> None:
+    """A 403 for a missing permission: the error card with the "forbidden" message — not
+    any error page (a CSRF, license or not-found page must not pass for it)."""
+    assert 'id="error"' in page, page[:500]
+    assert any(m in page for m in forbidden_messages()), page[:2000]
+
+
 def csrf_from(html: str) -> str:
     m = _CSRF.search(html)
     if not m:
