@@ -9,8 +9,9 @@ healthy one takes. Measured at load average ≥ 4 (docs/mutation.md, "Timing").
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,6 +38,24 @@ def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "",
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what or pred}; "
                                  f"last seen: {last!r:.500}")
         time.sleep(interval)
+
+
+async def async_wait_for(pred: Callable[[], Any], within: float = 30.0, what: str = "",
+                         interval: float = 0.05) -> Any:
+    """:func:`wait_for` inside an event loop: ``pred`` may be sync or return an awaitable,
+    and the loop keeps running (the thing waited for may be a task of the same loop)."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        last = pred()
+        if isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {within:g}s waiting for {what or pred}; "
+                                 f"last seen: {last!r:.500}")
+        await asyncio.sleep(interval)
 
 
 def wait_until_quiet(read: Callable[[], Any], quiet_for: float, timeout: float,
