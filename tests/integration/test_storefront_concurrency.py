@@ -110,18 +110,24 @@ async def _fulfil_storm(st) -> list[tuple[int, str | None]]:
         "Authorization": "Bearer " + state_of(st.shop_app).settings.hq_api_token,
         "X-Kameng-License": state_of(st.shop_app).license.token,
     }
-    async with httpx.AsyncClient(base_url=st.hq_url, headers=headers, timeout=120) as c:
-        async def one(i: int) -> tuple[int, str | None]:
+    # Enough connections that no request of a pair waits in the client's pool.
+    limits = httpx.Limits(max_connections=BUYERS * 2)
+    async with httpx.AsyncClient(base_url=st.hq_url, headers=headers, timeout=120,
+                                 limits=limits) as c:
+        async def one(i: int, together: asyncio.Barrier) -> tuple[int, str | None]:
+            await together.wait()  # both requests of order i leave at the same moment
             r = await c.post("/api/v1/fulfil", json={"order_id": f"X{i}",
                                                       "product_id": "direct-10"})
             return r.status_code, r.json().get("secret")
-        # Each order asked twice at once: a retry must get the same key, not a second one.
-        return await asyncio.gather(*(one(i % BUYERS) for i in range(BUYERS * 2)))
+        # Each order asked twice at once (both in flight together, released by a barrier):
+        # a retry must get the same key, not a second one. Results j and j+1 are order j//2.
+        pairs = [asyncio.Barrier(2) for _ in range(BUYERS)]
+        return await asyncio.gather(*(one(i, pairs[i]) for i in range(BUYERS) for _ in (0, 1)))
 
 
 def test_fulfilment_api_never_allocates_a_key_twice(stack):
     results = asyncio.run(_fulfil_storm(stack))
-    ok = [(i % BUYERS, s) for i, (code, s) in enumerate(results) if code == 200]
+    ok = [(j // 2, s) for j, (code, s) in enumerate(results) if code == 200]
     assert {code for code, _ in results} <= {200, 409}
     by_order: dict[int, set[str]] = {}
     for order, secret in ok:
