@@ -37,8 +37,22 @@ def parse(text: str) -> dict[str, str]:
 
 
 def documented(doc: str) -> set[str]:
-    """Mutant keys named (in backticks) in docs/mutation.md."""
-    return set(re.findall(r"`([^`\s]+__mutmut_\d+)`", doc))
+    """Mutant keys named (in backticks) in docs/mutation.md. On one line, a backticked
+    ``_<n>`` after a full key is another mutant of the same function; a backticked
+    ``x_<function>__mutmut_<n>`` or ``xǁ...`` after a full key is in the same module."""
+    keys: set[str] = set()
+    for line in doc.splitlines():
+        prefix = module = ""
+        for tok in re.findall(r"`([^`\s]+)`", line):
+            if m := re.fullmatch(r"(.+\.)(x[_ǁ].+__mutmut_)(\d+)", tok):
+                module, prefix = m[1], m[1] + m[2]
+                keys.add(tok)
+            elif module and (m := re.fullmatch(r"(x[_ǁ].+__mutmut_)(\d+)", tok)):
+                prefix = module + m[1]
+                keys.add(tok if "." in tok else module + tok)
+            elif prefix and (m := re.fullmatch(r"_(\d+)", tok)):
+                keys.add(prefix + m[1])
+    return keys
 
 
 def main(argv: list[str]) -> int:
