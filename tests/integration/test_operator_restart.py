@@ -18,6 +18,16 @@ SITES = [f"it-rst-{i}" for i in range(6)]
 RP = "it-rst-rp"
 
 
+def _configs(kubectl: Any) -> dict[str, dict[str, str]]:
+    """site → data of its storefront-config ConfigMap (where one exists)."""
+    out = {}
+    for name in SITES:
+        for item in get(kubectl, "configmaps", "-n", f"kameng-{name}")["items"]:
+            if item["metadata"]["name"] == "storefront-config":
+                out[name] = item.get("data", {})
+    return out
+
+
 def _secrets(kubectl: Any) -> dict[tuple[str, str], dict[str, str]]:
     """(site, Secret name) → data of every Secret the operator wrote for the sites."""
     out = {}
@@ -48,6 +58,7 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         # Every Secret written before the kill (keys, passwords), to compare after the
         # restart: a restart must reuse them, never rotate them.
         before_kill = _secrets(kubectl)
+        config_before = _configs(kubectl)
         assert before_kill
         ready = [n for n in SITES if get(kubectl, "subsite", n).get("status", {})
                  .get("phase") == "Ready"]
@@ -58,6 +69,15 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s",
                     timeout=60)
 
+        # First the inputs of the pod template: what the first operator wrote must be
+        # what the second kept (else the check below only sees a second ReplicaSet).
+        after = _secrets(kubectl)
+        for key, data in before_kill.items():
+            assert after.get(key) == data, f"{key} was rotated by the restart"
+        assert {name for _, name in after} == {"storefront-db", "storefront-redis",
+                                               "storefront-keys", "license"}
+        for key, cfg in config_before.items():
+            assert _configs(kubectl).get(key) == cfg, f"{key} changed across the restart"
         with psycopg.connect(devenv["pg_admin_dsn"]) as conn:
             dbs = [r[0] for r in conn.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE 'kameng_it_rst_%' "
@@ -74,11 +94,6 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             # passwords were reused, not regenerated).
             assert len(get(kubectl, "replicasets", "-n", ns)["items"]) == 1, name
             assert len(get(kubectl, "secrets", "-n", ns)["items"]) == 4
-        after = _secrets(kubectl)
-        for key, data in before_kill.items():
-            assert after.get(key) == data, f"{key} was rotated by the restart"
-        assert {name for _, name in after} == {"storefront-db", "storefront-redis",
-                                               "storefront-keys", "license"}
         # Converged means quiet (polled: settling takes longer on a loaded machine).
         wait_until_quiet(op.api_writes, quiet_for=5, timeout=60, what="API writes")
     finally:
