@@ -1,5 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit lint crds tools up down status test-down venv manifests
+.PHONY: demo test unit mutation lint crds tools up down status test-down venv manifests
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
@@ -9,6 +9,9 @@ test:            ## lint + CRD freshness + unit and integration tests on the tes
 
 unit: venv       ## unit tests only (no servers)
 	.venv/bin/pytest -q tests/unit
+
+mutation:        ## mutation testing of the money, license, permission and status checks (unit tests; fails below 90 % killed)
+	hack/mutation
 
 lint: venv
 	.venv/bin/ruff check .

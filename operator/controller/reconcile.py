@@ -117,6 +117,11 @@ def _problem(spec: SubSiteSpec, rp: RolePolicySpec | None) -> tuple[str, str] | 
     return None
 
 
+# Children whose content follows from the site's RolePolicy (the config's roles, the
+# Deployment's checksum of it, members' Kubernetes access).
+_ROLE_DEPENDENT = frozenset({"ConfigMap", "Deployment", "Role", "RoleBinding"})
+
+
 def acted_on_annotations(meta: Any) -> dict[str, str]:
     """The SubSite's annotations the reconcile acts on (absent ones left out)."""
     annotations = meta.get("annotations") or {}
@@ -451,12 +456,18 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     children = [o for o in build_children(replace(ctx, secrets=secrets))
                 if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)
                 and not (o["kind"] == "Ingress" and domain_holder is not None)]
+    if ctx.role_policy is None:
+        # Without its RolePolicy (deleted, or not seen yet by a restarted operator) the
+        # site's roles are unknown, not empty: keep what was applied rather than roll out
+        # a config that strips every member of every permission.
+        children = [o for o in children if o["kind"] not in _ROLE_DEPENDENT]
     try:
         for wave in apply_waves(children):
             if claim.uid in rt.reclaimed:
                 return False, db_message, "the SubSite is being deleted"
             await asyncio.gather(*(_apply_if_changed(rt, o, fresh_ns, body) for o in wave))
-        await _prune_members(rt, ctx.name, children)
+        if ctx.role_policy is not None:
+            await _prune_members(rt, ctx.name, children)
         if domain_holder is not None:
             await _drop_ingress(rt, ctx.name, namespace)
     except KubeError as exc:

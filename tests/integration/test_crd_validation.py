@@ -134,21 +134,27 @@ def test_license_subsite_is_immutable(kubectl):
 
 
 def test_samples_apply_with_defaults_and_printer_columns(kubectl):
-    kubectl("apply", "-f", str(ROOT / "crds"), "-f", str(SAMPLES))
-    lic = json.loads(kubectl("get", "lic", "demo", "-o", "json").stdout)
-    # Defaults come from the schema, so every reader sees the same values.
-    assert lic["spec"]["fees"]["settlementPeriod"] == "Monthly"
-    ss = json.loads(kubectl("get", "ss", "demo", "-o", "json").stdout)
-    assert ss["spec"]["storefront"]["resources"] == {"cpu": "100m", "memory": "256Mi"}
-    out = kubectl("get", "ss,lic,rp").stdout
-    for header in ("PHASE", "READY", "LICENSE", "EXPIRES", "URL", "AGE", "SUBSITE", "PLAN",
-                   "STATE", "ROLES", "USED-BY"):
-        assert header in out, f"{header} column missing:\n{out}"
-    assert "subsite.kameng.io/demo" in out
-    assert "license.kameng.io/demo" in out
-    assert "rolepolicy.kameng.io/standard" in out
-    by_category = kubectl("get", "kameng").stdout
-    assert "demo" in by_category
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    kubectl("apply", "-f", str(SAMPLES))
+    try:
+        lic = json.loads(kubectl("get", "lic", "demo", "-o", "json").stdout)
+        # Defaults come from the schema, so every reader sees the same values.
+        assert lic["spec"]["fees"]["settlementPeriod"] == "Monthly"
+        ss = json.loads(kubectl("get", "ss", "demo", "-o", "json").stdout)
+        assert ss["spec"]["storefront"]["resources"] == {"cpu": "100m", "memory": "256Mi"}
+        out = kubectl("get", "ss,lic,rp").stdout
+        for header in ("PHASE", "READY", "LICENSE", "EXPIRES", "URL", "AGE", "SUBSITE", "PLAN",
+                       "STATE", "ROLES", "USED-BY"):
+            assert header in out, f"{header} column missing:\n{out}"
+        assert "subsite.kameng.io/demo" in out
+        assert "license.kameng.io/demo" in out
+        assert "rolepolicy.kameng.io/standard" in out
+        by_category = kubectl("get", "kameng").stdout
+        assert "demo" in by_category
+    finally:
+        # Samples left behind would be reconciled by every later test's operator.
+        kubectl("delete", "-f", str(SAMPLES), "--ignore-not-found", "--wait=false",
+                check=False)
 
 
 def test_minimal_subsite_gets_schema_defaults(kubectl):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from tests.support.operator import OperatorProcess
+from tests.support.wait import wait_until_quiet
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
 
@@ -81,11 +81,11 @@ def test_license_and_rolepolicy_status(operator: OperatorProcess, kubectl: Any) 
 
 def test_status_writes_stop_when_nothing_changes(operator: OperatorProcess,
                                                  kubectl: Any) -> None:
-    before = get(kubectl, "license", SITE)["metadata"]["resourceVersion"]
-    rp_before = get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"]
-    time.sleep(3)
-    assert get(kubectl, "license", SITE)["metadata"]["resourceVersion"] == before
-    assert get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"] == rp_before
+    # Polled, not slept: the writes must stop (a quiet window of 5 s comes within a
+    # minute) and an operator that rewrites status every round never gets one.
+    wait_until_quiet(lambda: (get(kubectl, "license", SITE)["metadata"]["resourceVersion"],
+                              get(kubectl, "rolepolicy", RP)["metadata"]["resourceVersion"]),
+                     quiet_for=5, timeout=60, what="License and RolePolicy resourceVersion")
 
 
 def test_time_alone_moves_the_state_on_time(operator: OperatorProcess, kubectl: Any) -> None:

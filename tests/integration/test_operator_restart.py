@@ -4,18 +4,37 @@ duplicates, no rotated keys and no orphaned databases."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import psycopg
 import yaml
 
 from tests.support.operator import OperatorProcess
+from tests.support.wait import wait_until_quiet
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, secret_value, wait_for
 
 SITES = [f"it-rst-{i}" for i in range(6)]
 RP = "it-rst-rp"
+
+
+def _configs(kubectl: Any) -> dict[str, dict[str, str]]:
+    """site → data of its storefront-config ConfigMap (where one exists)."""
+    out = {}
+    for name in SITES:
+        for item in get(kubectl, "configmaps", "-n", f"kameng-{name}")["items"]:
+            if item["metadata"]["name"] == "storefront-config":
+                out[name] = item.get("data", {})
+    return out
+
+
+def _secrets(kubectl: Any) -> dict[tuple[str, str], dict[str, str]]:
+    """(site, Secret name) → data of every Secret the operator wrote for the sites."""
+    out = {}
+    for name in SITES:
+        for item in get(kubectl, "secrets", "-n", f"kameng-{name}")["items"]:
+            out[(name, item["metadata"]["name"])] = item.get("data", {})
+    return out
 
 
 def test_killed_mid_reconcile_converges_without_duplicates(
@@ -33,8 +52,15 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         before = op.api_writes()
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         # Kill as soon as the first children are being written: mid-reconcile.
-        wait_for(lambda: op.api_writes() >= before + 10, 15, "first writes")
+        # (Killing later, once a site's config is written, shows a defect reported with
+        # issue 15: the restarted operator rewrites storefront-config with "roles": {} —
+        # to be turned back on with its fix: wait for `_configs(kubectl)` here.)
+        wait_for(lambda: op.api_writes() >= before + 10, 60, "first writes")
         op.kill()
+        # Every Secret and site config written before the kill, to compare after the
+        # restart: a restart must reuse keys and passwords, never rotate them.
+        before_kill = _secrets(kubectl)
+        config_before = _configs(kubectl)
         ready = [n for n in SITES if get(kubectl, "subsite", n).get("status", {})
                  .get("phase") == "Ready"]
         assert len(ready) < len(SITES), "operator finished before it was killed"
@@ -44,6 +70,15 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s",
                     timeout=60)
 
+        # First the inputs of the pod template: what the first operator wrote must be
+        # what the second kept (else the check below only sees a second ReplicaSet).
+        after = _secrets(kubectl)
+        for key, data in before_kill.items():
+            assert after.get(key) == data, f"{key} was rotated by the restart"
+        assert {name for _, name in after} == {"storefront-db", "storefront-redis",
+                                               "storefront-keys", "license"}
+        for key, cfg in config_before.items():
+            assert _configs(kubectl).get(key) == cfg, f"{key} changed across the restart"
         with psycopg.connect(devenv["pg_admin_dsn"]) as conn:
             dbs = [r[0] for r in conn.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE 'kameng_it_rst_%' "
@@ -60,11 +95,8 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             # passwords were reused, not regenerated).
             assert len(get(kubectl, "replicasets", "-n", ns)["items"]) == 1, name
             assert len(get(kubectl, "secrets", "-n", ns)["items"]) == 4
-        # Converged means quiet.
-        time.sleep(2)
-        writes = op.api_writes()
-        time.sleep(5)
-        assert op.api_writes() == writes
+        # Converged means quiet (polled: settling takes longer on a loaded machine).
+        wait_until_quiet(op.api_writes, quiet_for=5, timeout=60, what="API writes")
     finally:
         kubectl("delete", "subsite", *SITES, "--ignore-not-found", "--wait=true",
                 "--timeout=60s", timeout=90)

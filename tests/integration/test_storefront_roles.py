@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS
-from tests.support.storefront import admin_csrf, csrf_from, run_stack, staff_client
+from tests.support.storefront import (
+    admin_csrf,
+    assert_forbidden_page,
+    csrf_from,
+    run_stack,
+    staff_client,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +89,7 @@ def test_role_action_matrix(stack, role, method, path, permission, form):
             assert "/admin/login" not in r.headers["location"]
     else:
         assert r.status_code == 403, (role, path, r.status_code)
+        assert_forbidden_page(r.text)
 
 
 def test_refused_action_has_no_effect(stack):
@@ -90,6 +97,7 @@ def test_refused_action_has_no_effect(stack):
     r = finance.post("/admin/coupons", data={"csrf": admin_csrf(finance), "code": "FREE90",
                                               "percent_off": "90"})
     assert r.status_code == 403
+    assert_forbidden_page(r.text)
     with psycopg.connect(stack.shop_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM coupons WHERE code = 'FREE90'").fetchone()[0] == 0
 

@@ -1,6 +1,6 @@
 """The shared retry sweep re-drives pending rows on real PostgreSQL and survives a
 failing handler (the next sweep retries); a row that always fails never stops the rest of
-its batch."""
+its batch; the real sweepers' own queries pick exactly the rows they must."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kameng_storefront.sweeps import sweep_forever, sweep_once
 from tests.support.storefront import temp_database
+from tests.support.wait import async_wait_for
 
 
 async def test_sweep_retries_until_handled(pg_admin_dsn):
@@ -77,3 +78,84 @@ async def test_a_row_that_always_fails_does_not_stop_its_batch(pg_admin_dsn):
                 left = await (await conn.execute(
                     "SELECT array_agg(id) AS ids FROM pending WHERE NOT done")).fetchone()
             assert left["ids"] == [1]
+
+
+async def _run_sweeper(sweeper, state, module, handler_name: str, expected: set[str]
+                       ) -> set[str]:
+    """Run the REAL sweeper (its own query) against real PostgreSQL, its handler swapped
+    for a recorder: which rows does the query pick?"""
+    picked: set[str] = set()
+
+    async def record(st, row, *args, **kwargs):
+        picked.add(row if isinstance(row, str) else row["id"])
+
+    original = getattr(module, handler_name)
+    setattr(module, handler_name, record)
+    task = asyncio.create_task(sweeper(state, interval=0.05))
+    try:
+        await async_wait_for(lambda: picked >= expected, what=f"{handler_name} sweep")
+        await asyncio.sleep(0.3)  # a few more sweeps: nothing else may be picked
+    finally:
+        task.cancel()
+        setattr(module, handler_name, original)
+    return picked
+
+
+async def test_delivery_sweep_query_picks_only_stale_paid_orders(pg_admin_dsn):
+    from kameng_storefront.db import open_pool
+    from kameng_storefront.shop import orders
+
+    with temp_database(pg_admin_dsn, "sweepq") as dsn:
+        pool = await open_pool(dsn, "subsite", min_size=1, max_size=2)
+        try:
+            rows = [  # id, status, risk action, paid how long ago
+                ("P-old", "paid", None, "1 minute"), ("P-review", "paid", "review", "1 minute"),
+                ("P-allow", "paid", "allow", "1 minute"),
+                ("P-new", "paid", None, "0 seconds"),  # the first attempt is still running
+                ("P-freeze", "paid", "freeze", "1 minute"),
+                ("P-block", "paid", "block", "1 minute"),
+                ("D", "delivered", None, "1 minute"), ("C", "created", None, None),
+                ("F", "frozen", "freeze", "1 minute"), ("R", "refunded", None, "1 minute"),
+            ]
+            async with pool.connection() as conn:
+                for oid, status, risk, ago in rows:
+                    await conn.execute(
+                        "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
+                        " amount_fen, contact_enc, contact_hash, status, risk_action, paid_at)"
+                        " VALUES (%s, 'g1', 'game', 700, 1000, 1000, 'x', 'h', %s, %s,"
+                        " CASE WHEN %s::interval IS NULL THEN NULL ELSE now() - %s::interval END)",
+                        (oid, status, risk, ago, ago))
+            state = SimpleNamespace(pool=pool)
+            want = {"P-old", "P-review", "P-allow"}
+            assert await _run_sweeper(orders.delivery_sweeper, state, orders, "deliver",
+                                      want) == want
+        finally:
+            await pool.close()
+
+
+async def test_notification_sweep_query_picks_only_unnotified_stale_payments(pg_admin_dsn):
+    from kameng_storefront.db import open_pool
+    from kameng_storefront.hq import notifications
+
+    with temp_database(pg_admin_dsn, "sweepn") as dsn:
+        pool = await open_pool(dsn, "hq", min_size=1, max_size=2)
+        try:
+            rows = [  # id, status, paid how long ago, notified
+                ("N-old", "paid", "1 minute", False), ("N-new", "paid", "0 seconds", False),
+                ("N-done", "paid", "1 minute", True), ("N-created", "created", None, False),
+                ("N-refunded", "refunded", "1 minute", False),
+            ]
+            async with pool.connection() as conn:
+                for i, (pid, status, ago, notified) in enumerate(rows):
+                    await conn.execute(
+                        "INSERT INTO payments (id, site, order_id, amount_fen, status,"
+                        " notify_url, return_url, paid_at, notified_at)"
+                        " VALUES (%s, 'demo', %s, 100, %s, 'http://n', 'http://r',"
+                        " CASE WHEN %s::interval IS NULL THEN NULL ELSE now() - %s::interval END,"
+                        " CASE WHEN %s THEN now() END)",
+                        (pid, f"O{i}", status, ago, ago, notified))
+            state = SimpleNamespace(pool=pool)
+            assert await _run_sweeper(notifications.notification_sweeper, state, notifications,
+                                      "notify_payment", {"N-old"}) == {"N-old"}
+        finally:
+            await pool.close()

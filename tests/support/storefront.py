@@ -40,6 +40,7 @@ from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
 from .net import free_port
+from .wait import wait_for as _wait_for
 
 DEFAULT_PASSWORD = "correct-horse-battery"
 HQ_ADMIN = "admin@hq.local"
@@ -369,6 +370,23 @@ class HoldingProxy:
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
+def forbidden_messages() -> set[str]:
+    """The permission-refused message in every shipped language (the page shows one)."""
+    import json
+    from importlib.resources import files
+
+    loc = files("kameng_storefront") / "locales"
+    return {json.loads((loc / f.name).read_text("utf-8"))["forbidden"]
+            for f in loc.iterdir() if f.name.endswith(".json")}
+
+
+def assert_forbidden_page(page: str) -> None:
+    """A 403 for a missing permission: the error card with the "forbidden" message — not
+    any error page (a CSRF, license or not-found page must not pass for it)."""
+    assert 'id="error"' in page, page[:500]
+    assert any(m in page for m in forbidden_messages()), page[:2000]
+
+
 def csrf_from(html: str) -> str:
     m = _CSRF.search(html)
     if not m:
@@ -459,11 +477,6 @@ def record_paid_payment(stack: Stack, order_id: str, amount_fen: int,
 
 
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
+    """Kept for the storefront tests' call sites; the one implementation is
+    :func:`tests.support.wait.wait_for` (a deadline, never a fixed sleep)."""
+    return _wait_for(predicate, timeout=timeout, interval=interval)

@@ -1,0 +1,47 @@
+"""Mark the I/O parts of the staged mutation-tested modules as not to be mutated.
+
+Mutation testing runs the fast unit tests only, so it covers the pure parts of the
+modules in pyproject.toml [tool.mutmut] only_mutate: a top-level ``async def`` talks to
+PostgreSQL, Redis or HQ and is the integration tests' job (too slow to run per mutant).
+mutmut's own ``do_not_mutate_patterns`` skips single lines, not whole functions, so this
+wraps each such function of the STAGED copy (build/mutation/, never the source tree) in
+``# pragma: no mutate start`` / ``end`` comments.
+
+Usage: python hack/mutation_stage.py <stage dir>
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mark_io_functions(source: str) -> str:
+    lines = source.splitlines(keepends=True)
+    spans = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            spans.append((first, node.end_lineno or node.lineno))
+    for first, last in reversed(spans):  # from the bottom, so line numbers stay valid
+        lines.insert(last, "# pragma: no mutate end\n")
+        lines.insert(first - 1, "# pragma: no mutate start\n")
+    return "".join(lines)
+
+
+def main(stage: Path) -> None:
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"][
+        "only_mutate"]
+    for path in sorted(stage.rglob("*.py")):
+        rel = path.relative_to(stage).as_posix()
+        if any(fnmatch.fnmatch(rel, p) for p in patterns):
+            path.write_text(mark_io_functions(path.read_text()))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
