@@ -303,7 +303,11 @@ def test_upgrading_clears_every_password_a_shop_stored_before(pg_admin_dsn):
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (v,))
             await conn.execute("INSERT INTO staff (email, name, password_hash) VALUES"
                                " ('a@x', 'a', 'argon2-hash-of-the-shared-password')")
-            assert await migrate(conn, "subsite") == ["subsite_0201_identities"]
+            applied = await migrate(conn, "subsite")
+            # 0201 and every later migration run; 0201 is the one that matters here.
+            assert applied[0] == "subsite_0201_identities"
+            assert applied == sorted(v for v, _ in migration_files("subsite")
+                                     if v >= "subsite_0201")
             row = await (await conn.execute(
                 "SELECT password_hash, credential_changed_at FROM staff")).fetchone()
             assert row[0] is None

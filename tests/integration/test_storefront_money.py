@@ -294,7 +294,7 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
         with psycopg.connect(st.hq_dsn) as conn:
             assert conn.execute("SELECT status FROM payments WHERE id = 'PSBX1'"
                                 ).fetchone()[0] == "created"
-        metrics = httpx.get(st.hq_url + "/metrics").text
+        metrics = httpx.get(st.hq_ops_url + "/metrics").text
         assert "kameng_storefront_sandbox_payments_enabled 0.0" in metrics
 
     with run_stack(pg_admin_dsn, redis_url, tmp_path) as st:  # enabled, as tests do
@@ -303,7 +303,7 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
         page = httpx.get(pay_url).text
         assert 'id="sandbox-banner"' in page
         assert 'id="pay"' in page
-        metrics = httpx.get(st.hq_url + "/metrics").text
+        metrics = httpx.get(st.hq_ops_url + "/metrics").text
         assert "kameng_storefront_sandbox_payments_enabled 1.0" in metrics
 
 
