@@ -298,7 +298,19 @@ async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) ->
         if order["status"] != "created":
             return order["status"]
         await wallet_debit(conn, customer.id, order["amount_fen"], order_id)
-        order = await _mark_paid(state, conn, order, f"wallet:{order_id}")
+        # HQ records the payment against the site's escrow (it hands out keys only against
+        # money it holds). Asked while the debit is uncommitted and the wallet row locked:
+        # a refusal rolls the debit back; a retry gets the same payment (one per order).
+        base = state.settings.public_url
+        try:
+            session = await state.payments.create_payment(
+                order_id, order["amount_fen"], "CNY", base + NOTIFY_PATH,
+                f"{base}/order/{order_id}", kind="wallet")
+        except PaymentError as exc:
+            log.warning("wallet payment refused by HQ",
+                        extra={"order": order_id, "status": exc.status, "code": exc.code})
+            raise WalletRefused("unavailable_body") from exc
+        order = await _mark_paid(state, conn, order, session.payment_id)
     state.metrics.orders.labels("paid").inc()
     await flush_outbox(state)
     if order["status"] == "paid":
@@ -465,12 +477,10 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
                           ) -> RefundResult:
     """Refund a claimed, undelivered order. ``refund_reason`` is already stored, so if the
     payment channel fails the sweep retries the refund (never a delivery). A wallet-paid
-    order's money goes back to the wallet, in the same transaction as the status change
-    (idempotent by order id), and HQ's channel is not asked: it never had that money."""
-    to_wallet = order["paid_via"] == "wallet"
+    order is refunded at HQ too (the money returns to the site's escrow) and then to the
+    customer's wallet, in the same transaction as the status change (once per order id)."""
     try:
-        if not to_wallet:
-            await state.payments.refund(order["payment_id"])
+        await state.payments.refund(order["payment_id"])
     except PaymentError as exc:
         attempts = order["attempts"] + 1
         delay = min(state.settings.delivery_retry_seconds * 2 ** min(attempts, 16),
@@ -499,7 +509,7 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
         ).fetchone()
         if row is None:
             return "busy"
-        if to_wallet:
+        if row["paid_via"] == "wallet":
             await wallet_credit(conn, row["customer_id"], row["amount_fen"], "refund", row["id"])
         await enqueue(conn, _event(state, row, "order.refunded"))
     log.info("order refunded", extra={"order": order["id"], "reason": reason})

@@ -243,7 +243,7 @@ async def open_topup(state: AppState, customer: Customer, amount_text: str, ip: 
     base = state.settings.public_url
     try:
         session = await state.payments.create_payment(
-            tid, amount, "CNY", base + NOTIFY_PATH, f"{base}/account"
+            tid, amount, "CNY", base + NOTIFY_PATH, f"{base}/account", kind="topup"
         )
     except PaymentError as exc:
         log.warning("top-up payment creation failed", extra={"topup": tid, "error": str(exc)})
