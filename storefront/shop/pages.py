@@ -28,7 +28,8 @@ from .wallet import WalletRefused, handle_topup_notification, is_topup_id
 
 log = logging.getLogger("kameng.storefront.shop")
 _MAX_SESSION_ORDERS = 20
-_REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, "out_of_stock": 409}
+_REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, "out_of_stock": 409,
+                   "wallet_busy": 409}
 
 
 async def index(request: Request) -> Response:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from psycopg.errors import UniqueViolation
+from psycopg.errors import LockNotAvailable, UniqueViolation
 
 from kameng.contracts.events import OrderEvent, hash_pii
 from kameng.contracts.hq_api import NOTIFY_PATH, PaymentNotification
@@ -43,6 +43,7 @@ TOPUP_PREFIX = "T"
 TOPUP_MIN_FEN = 100  # ¥1: below, the channel's fee is more than the money
 TOPUP_MAX_FEN = 500_000  # ¥5,000 per top-up: a bound on what one click can move
 CUSTOMER_SESSION_TTL = timedelta(days=7)
+WALLET_LOCK_WAIT_MS = 10_000  # longest wait for a busy wallet (HQ's call takes ≤ 10 s)
 EMAIL_MAX = 200
 
 MovementKind = Literal["topup", "payment", "refund"]
@@ -200,9 +201,15 @@ async def debit(conn: AsyncConnection[Any], customer_id: int, amount_fen: int, r
     locked first, so concurrent debits queue and each sees the balance the previous left;
     the UPDATE's condition and the CHECK make overdrawing impossible even so."""
     key = movement_key("payment", ref)
-    locked = await (await conn.execute(
-        "SELECT balance_fen FROM wallets WHERE customer_id = %s FOR UPDATE", (customer_id,)
-    )).fetchone()
+    # Payments of one wallet queue on its row, each holding a pooled connection while it
+    # waits: the bound keeps one customer's burst from holding the pool for long.
+    await conn.execute(f"SET LOCAL lock_timeout = '{WALLET_LOCK_WAIT_MS}ms'")
+    try:
+        locked = await (await conn.execute(
+            "SELECT balance_fen FROM wallets WHERE customer_id = %s FOR UPDATE", (customer_id,)
+        )).fetchone()
+    except LockNotAvailable:
+        raise WalletRefused("wallet_busy") from None
     if locked is None:
         raise WalletRefused("insufficient_balance")
     if await _already(conn, key):

@@ -27,6 +27,7 @@ from kameng.contracts.events import OrderEvent, hash_pii, orders_stream
 from kameng.contracts.hq_api import FULFIL_PATH, refund_path, sign_notification
 from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng.contracts.money import to_fen
+from kameng_storefront.shop.wallet import WALLET_LOCK_WAIT_MS
 from tests.support.storefront import (
     HoldingProxy,
     admin_csrf,
@@ -269,3 +270,17 @@ def test_concurrent_wallet_payments_never_overdraw(pg_admin_dsn, redis_url, tmp_
         assert _escrow(st) == topup_fen - afford * price
         wallet_paid = [e for e in _events(st) if e.event == "order.paid"]
         assert [e.funding for e in wallet_paid] == ["wallet"] * afford
+
+        # A wallet held for long (here by another connection) makes a payment wait a bounded
+        # time, then refuses it, instead of holding a pooled connection indefinitely.
+        with psycopg.connect(st.shop_dsn) as holder:
+            holder.execute("SELECT 1 FROM wallets FOR UPDATE")
+            t0 = time.monotonic()
+            page = buyer.get("/p/w2")
+            r = buyer.post("/checkout", timeout=WALLET_LOCK_WAIT_MS / 1000 + 10, data={
+                "csrf": csrf_from(page.text), "product": "w2", "contact": "", "coupon": "",
+                "pay_with": "wallet"})
+            waited = time.monotonic() - t0
+        assert r.status_code == 409
+        assert waited < WALLET_LOCK_WAIT_MS / 1000 + 5
+        assert _balance(buyer) == topup_fen - afford * price
