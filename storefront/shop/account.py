@@ -35,8 +35,9 @@ from .wallet import (
 log = logging.getLogger("kameng.storefront.account")
 ACCOUNT_PATH = "/account"
 ACCOUNT_LOGIN_PATH = "/account/login"
+# keep=None: a customer's login or logout leaves a staff session in the same browser alone.
 CUSTOMER_SESSIONS = SessionKind("customer_sessions", "customer_id", "cid", CUSTOMER_SESSION_TTL,
-                                keep=("lang", "orders"))
+                                keep=None)
 
 
 async def current_customer(request: Request) -> Customer | None:

@@ -129,9 +129,11 @@ class SessionKind:
     owner_column: str
     cookie_key: str
     ttl: timedelta
-    # Cookie entries that survive a login (everything else, the CSRF token included, is
-    # dropped, so nothing planted before login is carried into the session).
-    keep: tuple[str, ...] = ("lang",)
+    # Cookie entries that survive a login or logout (everything else, the CSRF token
+    # included, is dropped, so nothing planted before login is carried into the session).
+    # ``None``: the session shares the cookie with others (a shop customer beside a staff
+    # member in one browser), so only this kind's key and the CSRF token change.
+    keep: tuple[str, ...] | None = ("lang",)
 
 
 STAFF_SESSIONS = SessionKind("staff_sessions", "email", SESSION_KEY, SESSION_TTL)
@@ -161,9 +163,7 @@ async def open_session(request: Request, kind: SessionKind, owner: Any) -> None:
                 table, col),
             (_hash_sid(sid), owner, now + kind.ttl),
         )
-    kept = {k: request.session[k] for k in kind.keep if k in request.session}
-    request.session.clear()
-    request.session.update(kept)
+    _drop(request, kind)
     request.session[kind.cookie_key] = sid
 
 
@@ -175,6 +175,14 @@ async def close_session(request: Request, kind: SessionKind) -> None:
             await conn.execute(
                 sql.SQL("DELETE FROM {} WHERE id_hash = %s").format(sql.Identifier(kind.table)),
                 (old,))
+    _drop(request, kind)
+
+
+def _drop(request: Request, kind: SessionKind) -> None:
+    if kind.keep is None:
+        request.session.pop(kind.cookie_key, None)
+        request.session.pop("csrf", None)  # a fresh token after every change of identity
+        return
     kept = {k: request.session[k] for k in kind.keep if k in request.session}
     request.session.clear()
     request.session.update(kept)

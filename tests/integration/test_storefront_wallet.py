@@ -214,6 +214,18 @@ def test_wallet_topup_pay_refund_dispute_and_back_office(pg_admin_dsn, redis_url
         assert to_fen(re.search(r'id="balance">([0-9.]+)<', detail.text).group(1)) == (
             TOPUP - price)
         assert detail.text.count("<tr>") == 1 + 4  # header + topup, payment ×2, refund
+        # One browser, two identities: a customer's login and logout leave staff logged in.
+        page = staff.get("/account/signup")
+        r = staff.post("/account/signup", data={"csrf": csrf_from(page.text),
+                                                "email": "staff-as-buyer@example.com",
+                                                "password": "a buyer's own phrase",
+                                                "confirm": "a buyer's own phrase"})
+        assert r.status_code == 303
+        assert staff.get("/admin").status_code == 200
+        assert staff.get("/account").status_code == 200
+        staff.post("/account/logout", data={"csrf": csrf_from(staff.get("/account").text)})
+        assert staff.get("/account").status_code == 303
+        assert staff.get("/admin").status_code == 200
         finance = staff_client(st.shop_url, st.members["finance"])
         assert finance.get(f"/admin/customers/{cid}/wallet").status_code == 403
 
