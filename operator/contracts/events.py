@@ -25,12 +25,14 @@ __all__ = [
     "DECISIONS_PREFIX",
     "DECISION_ACTIONS",
     "EVENT_TYPES",
+    "FUNDINGS",
     "ORDERS_PREFIX",
     "SCHEMA_VERSION",
     "Decision",
     "DecisionAction",
     "EventError",
     "EventType",
+    "Funding",
     "OrderEvent",
     "decisions_stream",
     "hash_pii",
@@ -51,6 +53,12 @@ EventType = Literal[
     "topup",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+# How the money of an order event moved: through HQ's payment channel, or from the
+# customer's wallet at the shop (its top-up already came through the channel, as a
+# ``topup`` event, so settlement must not count it twice). Empty in entries written before
+# the field existed; readers treat that as ``channel``.
+Funding = Literal["", "channel", "wallet"]
+FUNDINGS: tuple[str, ...] = Funding.__args__  # type: ignore[attr-defined]
 DecisionAction = Literal["allow", "review", "freeze", "block"]
 DECISION_ACTIONS: tuple[str, ...] = DecisionAction.__args__  # type: ignore[attr-defined]
 
@@ -149,6 +157,9 @@ class OrderEvent(_StreamModel):
     amount: int = Field(ge=0)
     currency: str = "CNY"
     ts: datetime = Field(default_factory=_now)
+    # Added in schema 1 without a version bump: optional with a default, and older
+    # readers ignore unknown fields (``extra="ignore"``).
+    funding: Funding = ""
 
     @classmethod
     def for_order(cls, event: EventType, **kw: Any) -> OrderEvent:

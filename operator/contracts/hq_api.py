@@ -23,7 +23,7 @@ import hmac
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,6 +38,7 @@ __all__ = [
     "LICENSE_HEADER",
     "NOTIFY_PATH",
     "PAYMENTS_PATH",
+    "PAYMENT_KINDS",
     "PAY_PAGE_PATH",
     "REFUND_PATH",
     "SIGNATURE_HEADER",
@@ -51,6 +52,7 @@ __all__ = [
     "Fulfilment",
     "NotificationError",
     "PaymentCreated",
+    "PaymentKind",
     "PaymentNotification",
     "PaymentRequest",
     "bearer_token",
@@ -164,12 +166,22 @@ class Catalog(_Body):
         return '"' + hashlib.sha256(self.to_json()).hexdigest()[:32] + '"'
 
 
+# What a payment pays for. ``order``: a customer pays an order through the channel.
+# ``topup``: a customer pays money into their wallet at the site; HQ holds it in escrow for
+# the site and never hands a key out against it. ``wallet``: an order paid from a wallet;
+# HQ records it paid at once if the site's escrow (paid top-ups − wallet payments not
+# refunded) covers it, so a key still leaves HQ only against money HQ holds.
+PaymentKind = Literal["order", "topup", "wallet"]
+PAYMENT_KINDS: tuple[str, ...] = PaymentKind.__args__  # type: ignore[attr-defined]
+
+
 class PaymentRequest(_Body):
     order_id: str
     amount: int = Field(gt=0)  # fen
     currency: str = "CNY"
     notify_url: str
     return_url: str
+    kind: PaymentKind = "order"  # absent from older sites' requests: an order payment
 
 
 class PaymentCreated(_Body):

@@ -19,7 +19,7 @@ from ..state import state_of
 from .catalog import etag_matches, load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
-from .payments import AmountMismatch, BadSiteUrl, open_payment, refund_payment
+from .payments import AmountMismatch, BadSiteUrl, EscrowShort, open_payment, refund_payment
 from .site_auth import ApiRefused, authenticate_site, check_license, site_credential
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -44,6 +44,8 @@ def json_api(handler: Endpoint) -> Endpoint:
             return _error(409, "out_of_stock")
         except AmountMismatch:
             return _error(409, "amount_mismatch")
+        except EscrowShort:
+            return _error(402, "escrow_short")
         except BadSiteUrl as exc:
             return _error(400, f"bad_{exc.field}")
 

@@ -50,6 +50,8 @@ def refusal(site: str, order_id: str, product: Mapping[str, Any] | None,
         return "out_of_license_scope"
     if payment is None or payment["site"] != site or payment["order_id"] != order_id:
         return "payment_not_found"
+    if payment.get("kind", "order") == "topup":  # escrow for a wallet, never a key's price
+        return "payment_not_found"
     if payment["status"] != "paid":
         return "payment_not_paid"
     if payment["currency"] != CATALOG_CURRENCY:

@@ -42,6 +42,26 @@ class AmountMismatch(Exception):
     """The order already has a payment for another amount."""
 
 
+class EscrowShort(Exception):
+    """A wallet payment the site's escrow does not cover."""
+
+
+# Advisory-lock namespace of a site's escrow: wallet payments of one site are serialised
+# so two of them cannot spend one escrow (hashtext gives the per-site second key).
+ESCROW_LOCK_NS = 8011
+
+
+async def site_escrow_fen(conn: Any, site: str) -> int:
+    """What HQ holds for ``site``'s customer wallets: paid top-ups − wallet payments not
+    refunded (a refunded wallet payment went back to the customer's wallet)."""
+    row = await (await conn.execute(
+        "SELECT coalesce(sum(amount_fen) FILTER (WHERE kind = 'topup' AND status = 'paid'), 0)"
+        " - coalesce(sum(amount_fen) FILTER (WHERE kind = 'wallet' AND status = 'paid'), 0)"
+        " AS escrow FROM payments WHERE site = %s AND kind <> 'order'", (site,),
+    )).fetchone()
+    return int(row["escrow"])
+
+
 class BadSiteUrl(Exception):
     """``notify_url`` or ``return_url`` is not on the site's registered public URL."""
 
@@ -59,18 +79,33 @@ async def open_payment(pool: AsyncConnectionPool, site: str, req: PaymentRequest
         if reason is not None:
             raise BadSiteUrl(name, reason)
     pid = "P" + secrets.token_hex(10)
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
+        if req.kind == "wallet":
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                               (ESCROW_LOCK_NS, site))
+            existing = await (await conn.execute(
+                "SELECT 1 FROM payments WHERE site = %s AND order_id = %s",
+                (site, req.order_id))).fetchone()
+            if existing is None and await site_escrow_fen(conn, site) < req.amount:
+                log.warning("wallet payment refused: escrow short",
+                            extra={"site": site, "order": req.order_id})
+                raise EscrowShort(req.order_id)
+        # A wallet payment is paid when opened (the money is in escrow already) and needs
+        # no notification: the site gets the answer to this very request.
+        wallet = req.kind == "wallet"
         row = await (
             await conn.execute(
                 "INSERT INTO payments (id, site, order_id, amount_fen, currency, notify_url,"
-                " return_url) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " return_url, kind, status, paid_at, notified_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                "  CASE WHEN %s THEN now() END, CASE WHEN %s THEN now() END)"
                 " ON CONFLICT (site, order_id) DO UPDATE SET site = EXCLUDED.site"
                 " RETURNING *",
                 (pid, site, req.order_id, req.amount, req.currency, req.notify_url,
-                 req.return_url),
+                 req.return_url, req.kind, "paid" if wallet else "created", wallet, wallet),
             )
         ).fetchone()
-    if row["amount_fen"] != req.amount:
+    if row["amount_fen"] != req.amount or row["kind"] != req.kind:
         raise AmountMismatch(req.order_id)
     return row
 
@@ -82,7 +117,7 @@ async def refund_payment(pool: AsyncConnectionPool, site: str, payment_id: str) 
     async with pool.connection() as conn, conn.transaction():
         row = await (
             await conn.execute(
-                "SELECT p.status, EXISTS (SELECT 1 FROM card_keys k WHERE k.site = p.site"
+                "SELECT p.status, p.kind, EXISTS (SELECT 1 FROM card_keys k WHERE k.site = p.site"
                 "   AND k.order_ref = p.order_id AND k.status = 'sold') AS key_sold"
                 " FROM payments p WHERE p.id = %s AND p.site = %s FOR UPDATE",
                 (payment_id, site),
@@ -92,6 +127,11 @@ async def refund_payment(pool: AsyncConnectionPool, site: str, payment_id: str) 
             return False
         if row["status"] == "refunded":
             return True
+        if row["kind"] == "topup":
+            # Top-up money sits in a customer's wallet at the site: it leaves through a
+            # wallet payment or not at all, never back through the channel from here.
+            log.warning("refund refused: a top-up", extra={"site": site, "payment": payment_id})
+            return False
         if refund_action(row["status"], key_delivered=row["key_sold"]) != "refund":
             log.warning("refund refused: a key was handed out for the order",
                         extra={"site": site, "payment": payment_id})

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import admin, pages
+from . import account, admin, pages
 
 
 def routes() -> list[BaseRoute]:
     return [
         *pages.routes(),
+        *account.routes(),
         Route("/admin", admin.dashboard),
         Mount("/admin", routes=admin.routes()),
     ]

@@ -17,7 +17,7 @@ from ..state import state_of
 from ..web.auth import invitation_routes, login_routes, requires
 from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff, manage_refusal, member_of, member_overview, reset_member
-from . import backoffice
+from . import backoffice, wallet
 from .balance import finance_overview, request_withdrawal
 from .catalog import sync_catalog
 from .orders import refund
@@ -83,8 +83,23 @@ async def order_refund(request: Request, staff: Staff) -> Response:
 
 @requires("customers:read")
 async def customers(request: Request, staff: Staff) -> Response:
-    people = await backoffice.customers(state_of(request))
-    return _page(request, staff, "customers", people=people)
+    state = state_of(request)
+    people = await backoffice.customers(state)
+    # Masked like the contacts above: the back office needs to tell accounts apart and
+    # see their money, not to collect addresses.
+    wallets = [{**w, "email": backoffice.mask_contact(w["email"])}
+               for w in await wallet.wallets_overview(state)]
+    return _page(request, staff, "customers", people=people, wallets=wallets)
+
+
+@requires("customers:read")
+async def customer_wallet(request: Request, staff: Staff) -> Response:
+    try:
+        cid = int(request.path_params["cid"])
+    except ValueError:
+        return error_page(request, 404, "not_found")
+    balance, moves = await wallet.wallet_of(state_of(request), cid, limit=200)
+    return _page(request, staff, "wallet", cid=cid, balance=balance, moves=moves)
 
 
 @requires("customers:manage")
@@ -225,6 +240,7 @@ def routes() -> list[Route]:
         Route("/orders", orders_list),
         Route("/orders/{oid}/refund", order_refund, methods=["POST"]),
         Route("/customers", customers),
+        Route("/customers/{cid}/wallet", customer_wallet),
         Route("/customers/block", customer_block, methods=["POST"]),
         Route("/marketing", marketing),
         Route("/coupons", coupon_create, methods=["POST"]),

@@ -38,6 +38,9 @@ from .bus import enqueue, flush_outbox
 from .catalog import visible_products
 from .hq_client import HqError
 from .payments import PaymentError
+from .wallet import Customer, WalletRefused
+from .wallet import credit as wallet_credit
+from .wallet import debit as wallet_debit
 
 log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
@@ -110,16 +113,23 @@ def _event(state: AppState, order: dict[str, Any], event: EventType) -> OrderEve
         category=order["category"],
         product=order["product_id"],
         amount=order["amount_fen"],
+        funding=order["paid_via"],
     )
 
 
 async def create_order(
-    state: AppState, product_id: str, contact: str, ip: str, coupon: str | None
+    state: AppState, product_id: str, contact: str, ip: str, coupon: str | None,
+    wallet_customer: Customer | None = None,
 ) -> dict[str, Any]:
+    """Place an order. Paid through HQ's channel (the row has ``pay_url``), or, with
+    ``wallet_customer``, from that customer's wallet at once (:func:`pay_from_wallet`; the
+    contact is then the account's e-mail, so risk sees one customer)."""
+    if wallet_customer is not None:
+        contact = wallet_customer.email
     contact = contact.strip()
     if not contact or len(contact) > 200:
         raise OrderRefused("bad_request")
-    if "sandbox" not in state.settings.site.payments.methods:
+    if wallet_customer is None and "sandbox" not in state.settings.site.payments.methods:
         # The only provider implemented; a site configured without it cannot take money.
         log.warning("no supported payment method configured", extra={"order_product": product_id})
         raise OrderRefused("unavailable_body")
@@ -159,8 +169,9 @@ async def create_order(
         order = await (
             await conn.execute(
                 "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
-                " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+                " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash,"
+                " paid_via, customer_id)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
                 (
                     oid,
                     product.id,
@@ -173,12 +184,17 @@ async def create_order(
                     state.cipher.encrypt(contact, aad=oid),
                     contact_hash,
                     hash_pii(ip, pepper),
+                    "wallet" if wallet_customer else "channel",
+                    wallet_customer.id if wallet_customer else None,
                 ),
             )
         ).fetchone()
         await enqueue(conn, _event(state, order, "order.created"))
     state.metrics.orders.labels("created").inc()
     await flush_outbox(state)
+    if wallet_customer is not None:
+        await pay_from_wallet(state, oid, wallet_customer)
+        return order
     base = state.settings.public_url
     try:
         session = await state.payments.create_payment(
@@ -227,33 +243,79 @@ async def handle_notification(state: AppState, note: PaymentNotification) -> str
         order = await (
             await conn.execute("SELECT * FROM orders WHERE id = %s FOR UPDATE", (note.order_id,))
         ).fetchone()
-        if order is None or order["amount_fen"] != note.amount:
+        # A wallet-paid order has no payment at HQ: a notification for it is not ours.
+        if order is None or order["amount_fen"] != note.amount or order["paid_via"] != "channel":
             log.warning("notification does not match an order", extra={"order": note.order_id})
             raise ValueError("notification does not match an order")
         if order["status"] != "created":
             return "unchanged"
-        held = order["risk_action"] in HOLD_ACTIONS
-        coupon_used = bool(order["coupon_code"]) and await _use_coupon(conn, order["coupon_code"])
-        # Paid at a discount no longer available (the last use went to an order paid
-        # first): the buyer gets the money back rather than the coupon being overused.
-        refund_reason = (
-            "coupon_used_up" if order["coupon_code"] and not coupon_used else None
-        )
-        order = await (
-            await conn.execute(
-                "UPDATE orders SET status = %s, paid_at = now(), payment_id = %s,"
-                " coupon_used = %s, refund_reason = %s, next_attempt_at = now()"
-                " WHERE id = %s RETURNING *",
-                ("frozen" if held and not refund_reason else "paid", note.payment_id,
-                 coupon_used, refund_reason, note.order_id),
-            )
-        ).fetchone()
-        await enqueue(conn, _event(state, order, "order.paid"))
+        order = await _mark_paid(state, conn, order, note.payment_id)
     state.metrics.orders.labels("paid").inc()
     await flush_outbox(state)
     if order["status"] == "paid":
         await deliver(state, note.order_id)
     return "paid"
+
+
+async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, Any],
+                     payment_id: str) -> dict[str, Any]:
+    """``created`` → ``paid`` (or ``frozen`` when risk holds it) with its ``order.paid``
+    event, inside the caller's transaction with the order row locked: the one step every
+    way of paying shares."""
+    held = order["risk_action"] in HOLD_ACTIONS
+    coupon_used = bool(order["coupon_code"]) and await _use_coupon(conn, order["coupon_code"])
+    # Paid at a discount no longer available (the last use went to an order paid
+    # first): the buyer gets the money back rather than the coupon being overused.
+    refund_reason = (
+        "coupon_used_up" if order["coupon_code"] and not coupon_used else None
+    )
+    order = await (
+        await conn.execute(
+            "UPDATE orders SET status = %s, paid_at = now(), payment_id = %s,"
+            " coupon_used = %s, refund_reason = %s, next_attempt_at = now()"
+            " WHERE id = %s RETURNING *",
+            ("frozen" if held and not refund_reason else "paid", payment_id,
+             coupon_used, refund_reason, order["id"]),
+        )
+    ).fetchone()
+    await enqueue(conn, _event(state, order, "order.paid"))
+    return order
+
+
+async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) -> str:
+    """Pay a created order from the customer's wallet: the debit, the order's change to
+    paid and its ``order.paid`` event (``funding=wallet``) commit together or not at all.
+    Raises :class:`~.wallet.WalletRefused` (``insufficient_balance``); delivers after."""
+    async with state.pool.connection() as conn, conn.transaction():
+        order = await (
+            await conn.execute(
+                "SELECT * FROM orders WHERE id = %s AND customer_id = %s"
+                " AND paid_via = 'wallet' FOR UPDATE", (order_id, customer.id),
+            )
+        ).fetchone()
+        if order is None:
+            raise WalletRefused("not_found")
+        if order["status"] != "created":
+            return order["status"]
+        await wallet_debit(conn, customer.id, order["amount_fen"], order_id)
+        # HQ records the payment against the site's escrow (it hands out keys only against
+        # money it holds). Asked while the debit is uncommitted and the wallet row locked:
+        # a refusal rolls the debit back; a retry gets the same payment (one per order).
+        base = state.settings.public_url
+        try:
+            session = await state.payments.create_payment(
+                order_id, order["amount_fen"], "CNY", base + NOTIFY_PATH,
+                f"{base}/order/{order_id}", kind="wallet")
+        except PaymentError as exc:
+            log.warning("wallet payment refused by HQ",
+                        extra={"order": order_id, "status": exc.status, "code": exc.code})
+            raise WalletRefused("unavailable_body") from exc
+        order = await _mark_paid(state, conn, order, session.payment_id)
+    state.metrics.orders.labels("paid").inc()
+    await flush_outbox(state)
+    if order["status"] == "paid":
+        return await deliver(state, order_id)
+    return order["status"]
 
 
 async def _claim(conn: AsyncConnection, order_id: str, statuses: tuple[str, ...]
@@ -414,7 +476,9 @@ async def refund(state: AppState, order_id: str, reason: str, by: str = "system"
 async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
                           ) -> RefundResult:
     """Refund a claimed, undelivered order. ``refund_reason`` is already stored, so if the
-    payment channel fails the sweep retries the refund (never a delivery)."""
+    payment channel fails the sweep retries the refund (never a delivery). A wallet-paid
+    order is refunded at HQ too (the money returns to the site's escrow) and then to the
+    customer's wallet, in the same transaction as the status change (once per order id)."""
     try:
         await state.payments.refund(order["payment_id"])
     except PaymentError as exc:
@@ -445,6 +509,8 @@ async def _refund_claimed(state: AppState, order: dict[str, Any], reason: str
         ).fetchone()
         if row is None:
             return "busy"
+        if row["paid_via"] == "wallet":
+            await wallet_credit(conn, row["customer_id"], row["amount_fen"], "refund", row["id"])
         await enqueue(conn, _event(state, row, "order.refunded"))
     log.info("order refunded", extra={"order": order["id"], "reason": reason})
     state.metrics.orders.labels("refunded").inc()

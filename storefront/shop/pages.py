@@ -13,6 +13,7 @@ from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 from ..state import state_of
 from ..web.render import csrf_ok, error_page, locale_of, render
 from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_subject
+from .account import ACCOUNT_LOGIN_PATH, current_customer
 from .backoffice import latest_announcements
 from .catalog import visible_products
 from .orders import (
@@ -23,10 +24,12 @@ from .orders import (
     lookup_order,
     revealed_key,
 )
+from .wallet import WalletRefused, handle_topup_notification, is_topup_id
 
 log = logging.getLogger("kameng.storefront.shop")
 _MAX_SESSION_ORDERS = 20
-_REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, "out_of_stock": 409}
+_REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, "out_of_stock": 409,
+                   "wallet_busy": 409}
 
 
 async def index(request: Request) -> Response:
@@ -40,7 +43,8 @@ async def product_page(request: Request) -> Response:
     products = await visible_products(state_of(request), request.path_params["pid"])
     if not products:
         return error_page(request, 404, "not_found")
-    return render(request, "shop/product.html", p=products[0])
+    return render(request, "shop/product.html", p=products[0],
+                  customer=await current_customer(request))
 
 
 async def checkout(request: Request) -> Response:
@@ -50,14 +54,24 @@ async def checkout(request: Request) -> Response:
         return error_page(request, 400, "bad_request")
     if state.effective_mode() != "normal":
         return error_page(request, 403, "read_only")
+    customer = None
+    if form.get("pay_with") == "wallet":
+        customer = await current_customer(request)
+        if customer is None:
+            return RedirectResponse(ACCOUNT_LOGIN_PATH, status_code=303)
     try:
         order = await create_order(
             state, str(form.get("product", "")), str(form.get("contact", "")), client_ip(request),
-            str(form.get("coupon", "")) or None,
+            str(form.get("coupon", "")) or None, wallet_customer=customer,
         )
     except OrderRefused as exc:
         return error_page(request, _REFUSAL_STATUS.get(exc.code, 400), exc.code)
+    except WalletRefused as exc:
+        # The order stays unpaid (like an abandoned checkout); the customer sees why.
+        return error_page(request, _REFUSAL_STATUS.get(exc.code, 402), exc.code)
     _remember(request, order["id"])
+    if customer is not None:
+        return RedirectResponse(f"/order/{order['id']}", status_code=303)
     return RedirectResponse(order["pay_url"], status_code=303)
 
 
@@ -117,7 +131,10 @@ async def payment_notify(request: Request) -> Response:
         log.warning("payment notification rejected", extra={"reason": str(exc)})
         return JSONResponse({"error": "rejected"}, status_code=401)
     try:
-        result = await handle_notification(state, note)
+        if is_topup_id(note.order_id):
+            result = await handle_topup_notification(state, note)
+        else:
+            result = await handle_notification(state, note)
     except ValueError:
         state.metrics.notifications.labels("mismatch").inc()
         return JSONResponse({"error": "mismatch"}, status_code=409)

@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from kameng.contracts.hq_api import PaymentNotification, PaymentRequest, verify_notification
+from kameng.contracts.hq_api import (
+    PaymentKind,
+    PaymentNotification,
+    PaymentRequest,
+    verify_notification,
+)
 from kameng.contracts.hq_auth import notification_key, token_digest
 
 from .hq_client import HqClient, HqError
@@ -33,7 +38,8 @@ class PaymentSession:
 
 class PaymentProvider(Protocol):
     async def create_payment(
-        self, order_id: str, amount_fen: int, currency: str, notify_url: str, return_url: str
+        self, order_id: str, amount_fen: int, currency: str, notify_url: str, return_url: str,
+        kind: PaymentKind = "order",
     ) -> PaymentSession: ...
 
     def verify_notification(
@@ -51,11 +57,12 @@ class SandboxProvider:
         self._hq = hq
 
     async def create_payment(
-        self, order_id: str, amount_fen: int, currency: str, notify_url: str, return_url: str
+        self, order_id: str, amount_fen: int, currency: str, notify_url: str, return_url: str,
+        kind: PaymentKind = "order",
     ) -> PaymentSession:
         try:
             req = PaymentRequest(order_id=order_id, amount=amount_fen, currency=currency,
-                                 notify_url=notify_url, return_url=return_url)
+                                 notify_url=notify_url, return_url=return_url, kind=kind)
             created = await self._hq.create_payment(req)
         except HqError as exc:
             raise PaymentError(str(exc), exc.status, exc.code) from exc

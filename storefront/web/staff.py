@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from starlette.requests import Request
 
 from kameng.contracts import invitation
@@ -119,39 +119,84 @@ def staff_for(state: AppState, email: str, must_change_password: bool = False) -
     return Staff(email, role, perms, name, must_change_password)
 
 
-async def start_session(request: Request, email: str) -> None:
-    """A new server-side session for ``email``; the cookie's old content (a pre-login
-    CSRF token, an older session id) is not carried over, except the language."""
+@dataclass(frozen=True)
+class SessionKind:
+    """Where one kind of database session lives: staff and shop customers share the
+    mechanism (random id in the signed cookie, its SHA-256 in ``table``), not the table
+    or the cookie key, so one never stands for the other."""
+
+    table: str
+    owner_column: str
+    cookie_key: str
+    ttl: timedelta
+    # Cookie entries that survive a login or logout (everything else, the CSRF token
+    # included, is dropped, so nothing planted before login is carried into the session).
+    # ``None``: the session shares the cookie with others (a shop customer beside a staff
+    # member in one browser), so only this kind's key and the CSRF token change.
+    keep: tuple[str, ...] | None = ("lang",)
+
+
+STAFF_SESSIONS = SessionKind("staff_sessions", "email", SESSION_KEY, SESSION_TTL)
+
+
+def session_id(request: Request, kind: SessionKind) -> str | None:
+    """The session id hash the cookie names for ``kind``, ``None`` without one."""
+    sid = request.session.get(kind.cookie_key)
+    return _hash_sid(sid) if isinstance(sid, str) and sid else None
+
+
+async def open_session(request: Request, kind: SessionKind, owner: Any) -> None:
+    """A new server-side session of ``kind`` for ``owner``; the cookie keeps only
+    ``kind.keep``."""
     state = state_of(request)
     sid = secrets.token_urlsafe(32)
     now = _now()
+    table, col = sql.Identifier(kind.table), sql.Identifier(kind.owner_column)
     async with state.pool.connection() as conn:
         # Bounded table: expired rows go whenever someone logs in.
-        await conn.execute("DELETE FROM staff_sessions WHERE expires_at <= %s", (now,))
-        old = request.session.get(SESSION_KEY)
-        if isinstance(old, str) and old:
-            await conn.execute("DELETE FROM staff_sessions WHERE id_hash = %s", (_hash_sid(old),))
+        await conn.execute(sql.SQL("DELETE FROM {} WHERE expires_at <= %s").format(table), (now,))
+        old = session_id(request, kind)
+        if old:
+            await conn.execute(sql.SQL("DELETE FROM {} WHERE id_hash = %s").format(table), (old,))
         await conn.execute(
-            "INSERT INTO staff_sessions (id_hash, email, expires_at) VALUES (%s, %s, %s)",
-            (_hash_sid(sid), email, now + SESSION_TTL),
+            sql.SQL("INSERT INTO {} (id_hash, {}, expires_at) VALUES (%s, %s, %s)").format(
+                table, col),
+            (_hash_sid(sid), owner, now + kind.ttl),
         )
-    lang = request.session.get("lang")
+    _drop(request, kind)
+    request.session[kind.cookie_key] = sid
+
+
+async def close_session(request: Request, kind: SessionKind) -> None:
+    """End the cookie's session of ``kind`` (the row goes, so a copied cookie is dead)."""
+    old = session_id(request, kind)
+    if old:
+        async with state_of(request).pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE id_hash = %s").format(sql.Identifier(kind.table)),
+                (old,))
+    _drop(request, kind)
+
+
+def _drop(request: Request, kind: SessionKind) -> None:
+    if kind.keep is None:
+        request.session.pop(kind.cookie_key, None)
+        request.session.pop("csrf", None)  # a fresh token after every change of identity
+        return
+    kept = {k: request.session[k] for k in kind.keep if k in request.session}
     request.session.clear()
-    request.session[SESSION_KEY] = sid
-    if lang:
-        request.session["lang"] = lang
+    request.session.update(kept)
+
+
+async def start_session(request: Request, email: str) -> None:
+    """A new server-side session for ``email``; the cookie's old content (a pre-login
+    CSRF token, an older session id) is not carried over, except the language."""
+    await open_session(request, STAFF_SESSIONS, email)
     request.state.staff = False  # recomputed on next use
 
 
 async def end_session(request: Request) -> None:
-    sid = request.session.get(SESSION_KEY)
-    if isinstance(sid, str) and sid:
-        async with state_of(request).pool.connection() as conn:
-            await conn.execute("DELETE FROM staff_sessions WHERE id_hash = %s", (_hash_sid(sid),))
-    lang = request.session.get("lang")
-    request.session.clear()
-    if lang:
-        request.session["lang"] = lang
+    await close_session(request, STAFF_SESSIONS)
 
 
 async def bootstrap_staff(state: AppState) -> None:

@@ -260,3 +260,69 @@ def test_invitation_password_and_members_pages(stack, browser):
     shots.append(browser.screenshot("16-invitation-used"))
     for path in shots:
         assert path.stat().st_size > 5_000, path
+
+
+def test_wallet_pages(stack, browser):
+    """A customer signs up, tops up through HQ's sandbox page, pays from the balance and
+    sees the movements; the back office sees the wallet."""
+    shots = []
+    browser.get(f"{stack.shop_url}/account/signup?lang=en")
+    browser.type("#email", "wallet-buyer@example.com")
+    browser.type("#password", "wallet buyer phrase")
+    browser.type("#confirm", "wallet buyer phrase")
+    shots.append(browser.screenshot("17-customer-signup"))
+    browser.click("#submit")
+    wait_for(lambda: browser.url.endswith("/account"), timeout=15, interval=0.2)
+    assert browser.text("#balance") == "0.00"
+    browser.type("#topup-amount", "abc")
+    browser.click("#topup")
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
+    shots.append(browser.screenshot("18-wallet-topup-refused"))
+    browser.type("#topup-amount", "60")
+    browser.click("#topup")
+    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"), timeout=15, interval=0.2)
+    assert "60.00" in browser.text("#amount")
+    shots.append(browser.screenshot("19-hq-topup-payment"))
+    browser.click("#pay")
+    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/account"), timeout=15,
+             interval=0.2)
+
+    def credited() -> bool:
+        browser.get(f"{stack.shop_url}/account")
+        return browser.text("#balance") == "60.00"
+
+    wait_for(credited, timeout=20, interval=0.5)
+    browser.get(f"{stack.shop_url}/p/cmcc-50")
+    assert browser.exists("#pay-wallet")
+    shots.append(browser.screenshot("20-product-pay-from-balance"))
+    browser.click("#pay-wallet")
+    wait_for(lambda: "/order/" in browser.url, timeout=15, interval=0.2)
+    order_url = browser.url
+
+    def delivered() -> bool:
+        browser.get(order_url)
+        return browser.exists("#card-key")
+
+    wait_for(delivered, timeout=20, interval=0.5)
+    assert browser.text("#card-key") == "CMCC-0001"
+    browser.get(f"{stack.shop_url}/account")
+    assert browser.text("#balance") == "8.55"  # 60.00 − 51.45 (cost 49.00 + 5 %)
+    assert len(browser._cmd("POST", "/elements", {"using": "css selector",
+                                                  "value": "#movements tr"})) == 3
+    shots.append(browser.screenshot("21-wallet-movements"))
+
+    browser.get(f"{stack.shop_url}/p/steam-100")  # 101.75 > 8.55: refused, said why
+    browser.click("#pay-wallet")
+    wait_for(lambda: "balance" in browser.text("main").lower(), timeout=15, interval=0.2)
+    shots.append(browser.screenshot("22-wallet-insufficient"))
+
+    _login(browser, stack.shop_url, stack.members["site-admin"], stack.password)
+    browser.get(f"{stack.shop_url}/admin/customers")
+    assert "wa***om" in browser.text("#wallets")  # masked like every contact there
+    shots.append(browser.screenshot("23-admin-customer-wallets"))
+    browser.click("#wallets a")
+    wait_for(lambda: browser.url.endswith("/wallet"), timeout=15, interval=0.2)
+    assert browser.text("#balance") == "8.55"
+    shots.append(browser.screenshot("24-admin-customer-wallet"))
+    for path in shots:
+        assert path.stat().st_size > 5_000, path

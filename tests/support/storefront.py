@@ -410,6 +410,20 @@ def staff_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD, *,
     return c
 
 
+def customer_client(base_url: str, email: str, password: str = DEFAULT_PASSWORD, *,
+                    sign_up: bool = True) -> httpx.Client:
+    """A shop customer with their own cookies, signed up (or logged in) with ``email``."""
+    c = httpx.Client(base_url=base_url, timeout=30)
+    path = "/account/signup" if sign_up else "/account/login"
+    data = {"csrf": csrf_from(c.get(path).text), "email": email, "password": password}
+    if sign_up:
+        data["confirm"] = password
+    r = c.post(path, data=data)
+    if r.status_code != 303:
+        raise AssertionError(f"customer {email} not in: HTTP {r.status_code}")
+    return c
+
+
 def change_password(client: httpx.Client, current: str, new: str) -> httpx.Response:
     """Self-service change through the password page; asserts it succeeded."""
     page = client.get("/admin/password")
