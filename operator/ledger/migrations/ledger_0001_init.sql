@@ -1,0 +1,150 @@
+-- The settlement ledger, in HQ's database, schema `ledger`, with its own migrations.
+-- Money is integer minor units (fen) with a currency. Entries are immutable and balanced:
+-- the database, not only the code, refuses an unbalanced entry (deferred constraint
+-- trigger, checked at COMMIT) and any UPDATE or DELETE of a posting.
+CREATE SCHEMA IF NOT EXISTS ledger;
+
+CREATE TABLE ledger.accounts (
+    id        bigserial PRIMARY KEY,
+    name      text NOT NULL,           -- hq:escrow, site:<s>:payable, ...
+    currency  text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    site      text,                    -- NULL for HQ's own accounts
+    -- Running balance (debits positive), kept by the posting trigger in the same
+    -- transaction, so a balance read is one row and "never negative" can be enforced.
+    balance   bigint NOT NULL DEFAULT 0,
+    -- For a liability that must never be overdrawn (a partner's payable): the credit
+    -- balance may not become a debit balance.
+    no_overdraft boolean NOT NULL DEFAULT false,
+    UNIQUE (name, currency),
+    CHECK (NOT no_overdraft OR balance <= 0)
+);
+
+CREATE TABLE ledger.entries (
+    id          bigserial PRIMARY KEY,
+    -- The idempotency key (the event id, or a derived key for the worker's own entries)
+    -- and a hash of the inputs: same key + same hash = no-op, different hash = refused.
+    key         text NOT NULL UNIQUE,
+    input_hash  text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('sale', 'refund', 'withdrawal.hold',
+                                              'withdrawal.paid', 'withdrawal.void', 'fee')),
+    site        text NOT NULL,
+    order_id    text NOT NULL DEFAULT '',
+    category    text NOT NULL DEFAULT '',
+    currency    text NOT NULL,
+    amount      bigint NOT NULL CHECK (amount >= 0),
+    -- HQ's revenue share taken (sale) or given back (refund) by this entry.
+    share       bigint NOT NULL DEFAULT 0 CHECK (share >= 0),
+    -- The rates in force when the entry was made (share per category, base fee,
+    -- period, license generation): a statement re-computes from these, never from
+    -- today's License.
+    rates       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    event_at    timestamptz NOT NULL,
+    posted_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- The statement period the entry counts in; a late event (its own period closed)
+    -- lands in the next open one as an adjustment.
+    period_start timestamptz NOT NULL,
+    adjustment  boolean NOT NULL DEFAULT false
+);
+CREATE INDEX entries_site_period ON ledger.entries (site, period_start);
+CREATE INDEX entries_order ON ledger.entries (site, order_id);
+
+CREATE TABLE ledger.postings (
+    entry_id   bigint NOT NULL REFERENCES ledger.entries (id),
+    account_id bigint NOT NULL REFERENCES ledger.accounts (id),
+    currency   text NOT NULL,
+    amount     bigint NOT NULL CHECK (amount <> 0),  -- debit > 0, credit < 0
+    PRIMARY KEY (entry_id, account_id)
+);
+CREATE INDEX postings_account ON ledger.postings (account_id);
+
+-- Idempotency conflicts (same key, other inputs): kept for people and for alarms.
+CREATE TABLE ledger.conflicts (
+    id         bigserial PRIMARY KEY,
+    key        text NOT NULL,
+    stored_hash text NOT NULL,
+    offered_hash text NOT NULL,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Withdrawals: a hold (pending) becomes paid or voided; never both.
+CREATE TABLE ledger.withdrawals (
+    key        text PRIMARY KEY,          -- the withdrawal.requested event id
+    site       text NOT NULL,
+    withdrawal_id text NOT NULL,          -- the shop's id (W<n>)
+    currency   text NOT NULL,
+    amount     bigint NOT NULL CHECK (amount > 0),
+    input_hash text NOT NULL,
+    status     text NOT NULL CHECK (status IN ('pending', 'held', 'paid', 'voided')),
+    reason     text NOT NULL DEFAULT '',
+    provider_ref text,
+    requested_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX withdrawals_open ON ledger.withdrawals (site) WHERE status IN ('pending', 'held');
+
+-- Closed statements: figures frozen as JSON; `kameng ledger verify` re-computes them.
+CREATE TABLE ledger.statements (
+    site         text NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end   timestamptz NOT NULL,
+    currency     text NOT NULL,
+    figures      jsonb NOT NULL,
+    closed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site, period_start)
+);
+
+-- A posting keeps its account's running balance (and the overdraft CHECK) current.
+CREATE FUNCTION ledger.apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE ledger.accounts SET balance = balance + NEW.amount
+     WHERE id = NEW.account_id AND currency = NEW.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'posting currency % does not match account %', NEW.currency, NEW.account_id;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER postings_apply AFTER INSERT ON ledger.postings
+    FOR EACH ROW EXECUTE FUNCTION ledger.apply_posting();
+
+-- Balanced at COMMIT: the legs of every entry touched sum to zero per currency, and an
+-- entry has at least two legs.
+CREATE FUNCTION ledger.check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE bad record;
+BEGIN
+    SELECT entry_id, currency, sum(amount) AS s, count(*) AS n INTO bad
+      FROM ledger.postings WHERE entry_id = NEW.entry_id
+     GROUP BY entry_id, currency HAVING sum(amount) <> 0 OR count(*) < 2 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger entry % is unbalanced in %: legs sum to %',
+            bad.entry_id, bad.currency, bad.s USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER postings_balanced AFTER INSERT ON ledger.postings
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger.check_balanced();
+
+-- An entry without postings is caught too: every entry must have legs at COMMIT.
+CREATE FUNCTION ledger.check_has_legs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ledger.postings WHERE entry_id = NEW.id) THEN
+        RAISE EXCEPTION 'ledger entry % has no postings', NEW.id USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER entries_have_legs AFTER INSERT ON ledger.entries
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger.check_has_legs();
+
+-- Immutable history: postings, entries and closed statements are never rewritten.
+CREATE FUNCTION ledger.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% on ledger.% is not allowed: the ledger is append-only',
+        TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE TRIGGER postings_immutable BEFORE UPDATE OR DELETE ON ledger.postings
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER entries_immutable BEFORE UPDATE OR DELETE ON ledger.entries
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER statements_immutable BEFORE UPDATE OR DELETE ON ledger.statements
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER truncate_refused BEFORE TRUNCATE ON ledger.postings
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
