@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from kameng.contracts.events import ORDERS_PREFIX
 from kameng.workers.streams import ConsumerConfig
 
 
@@ -26,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between payout and statement rounds")
     p.add_argument("--claim-idle-ms", type=int, default=15_000,
                    help="a pending entry idle this long is taken over from its replica")
+    p.add_argument("--stream-prefix", default=ORDERS_PREFIX,
+                   help="streams read: <prefix><site> (tests and benchmarks isolate by it)")
     p.add_argument("--payout-limit-fen", type=int, default=5_000_000_00,
                    help="sandbox payout provider: refuse transfers above this")
 
@@ -54,6 +57,7 @@ async def _main(args: argparse.Namespace) -> int:
         args.dsn, redis, LicenseBook(kube),
         SandboxPayoutProvider(lambda: AsyncConnection.connect(args.dsn), args.payout_limit_fen),
         ConsumerConfig(group=GROUP, batch=args.batch, claim_idle_ms=args.claim_idle_ms,
+                       prefix=args.stream_prefix,
                        required_groups=(GROUP,)),
         interval=args.interval)
     stop = asyncio.Event()

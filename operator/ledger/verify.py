@@ -4,7 +4,8 @@
 2. every account's running balance equals the sum of its postings, and all balances
    together sum to zero per currency (the trial balance);
 3. per site, escrow received in the ledger (sales − refunds) equals HQ's ``payments``
-   table (the source of truth for money received: paid and not refunded);
+   table (the source of truth for money received: paid, less partial refunds
+   ``refunded_fen``; a payment marked refunded counts nothing);
 4. every closed statement re-computes to the same figures.
 """
 
@@ -46,8 +47,8 @@ async def verify(conn: AsyncConnection, check_payments: bool = True) -> list[str
                 "WITH l AS (SELECT site, currency, sum(CASE kind WHEN 'sale' THEN amount"
                 "   ELSE -amount END) AS fen FROM ledger.entries"
                 "   WHERE kind IN ('sale', 'refund') GROUP BY 1, 2),"
-                " p AS (SELECT site, currency, sum(amount_fen) AS fen FROM payments"
-                "   WHERE status = 'paid' GROUP BY 1, 2)"
+                " p AS (SELECT site, currency, sum(amount_fen - refunded_fen) AS fen"
+                "   FROM payments WHERE status = 'paid' GROUP BY 1, 2)"
                 " SELECT coalesce(l.site, p.site), coalesce(l.currency, p.currency),"
                 "   coalesce(l.fen, 0), coalesce(p.fen, 0)"
                 " FROM l FULL JOIN p ON l.site = p.site AND l.currency = p.currency"

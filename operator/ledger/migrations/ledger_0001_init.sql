@@ -12,11 +12,11 @@ CREATE TABLE ledger.accounts (
     -- Running balance (debits positive), kept by the posting trigger in the same
     -- transaction, so a balance read is one row and "never negative" can be enforced.
     balance   bigint NOT NULL DEFAULT 0,
-    -- For a liability that must never be overdrawn (a partner's payable): the credit
-    -- balance may not become a debit balance.
+    -- A partner's payable: a withdrawal hold may never turn its credit balance into a
+    -- debit (the available balance never goes negative). The base fee may: then the
+    -- partner owes HQ, and no withdrawal passes until sales cover it.
     no_overdraft boolean NOT NULL DEFAULT false,
-    UNIQUE (name, currency),
-    CHECK (NOT no_overdraft OR balance <= 0)
+    UNIQUE (name, currency)
 );
 
 CREATE TABLE ledger.entries (
@@ -95,11 +95,18 @@ CREATE TABLE ledger.statements (
 
 -- A posting keeps its account's running balance (and the overdraft CHECK) current.
 CREATE FUNCTION ledger.apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE b bigint; guarded boolean;
 BEGIN
     UPDATE ledger.accounts SET balance = balance + NEW.amount
-     WHERE id = NEW.account_id AND currency = NEW.currency;
+     WHERE id = NEW.account_id AND currency = NEW.currency
+     RETURNING balance, no_overdraft INTO b, guarded;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'posting currency % does not match account %', NEW.currency, NEW.account_id;
+    END IF;
+    IF guarded AND NEW.amount > 0 AND b > 0 AND EXISTS (
+        SELECT 1 FROM ledger.entries WHERE id = NEW.entry_id AND kind = 'withdrawal.hold') THEN
+        RAISE EXCEPTION 'withdrawal hold of entry % would overdraw account %', NEW.entry_id,
+            NEW.account_id USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
 END $$;
