@@ -131,3 +131,48 @@ async def close(conn: AsyncConnection, site: str, rates: Rates, start: datetime,
             "INSERT INTO ledger.statements (site, period_start, period_end, currency, figures)"
             " VALUES (%s, %s, %s, %s, %s)", (site, s, end, rates.currency, Jsonb(figures)))
         return figures
+
+
+async def find(conn: AsyncConnection, site: str, rates: Rates | None, at: datetime
+               ) -> tuple[datetime, datetime, dict[str, Any], bool]:
+    """The statement of the period holding ``at``: the closed one if it exists (frozen
+    figures), else a draft of the open period (needs ``rates``). Last item: closed."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT period_start, period_end, figures FROM ledger.statements"
+                      " WHERE site = %s AND period_start <= %s AND %s < period_end",
+                      (site, at, at))
+    row = await cur.fetchone()
+    if row:
+        return row["period_start"], row["period_end"], row["figures"], True
+    if rates is None:
+        raise LookupError(f"no closed statement of {site} covers {at:%Y-%m-%d} and no License "
+                          "to draft one")
+    start, end, figures = await draft(conn, site, rates, at)
+    return start, end, figures, False
+
+
+def to_csv(site: str, start: datetime, end: datetime, figures: dict[str, Any],
+           closed: bool) -> str:
+    """The statement as CSV (amounts in yuan with two decimals): a summary block, then one
+    row per order. The one CSV writer: the terminal and both back offices use it."""
+    import csv
+    import io
+
+    from kameng.contracts.money import fen_to_str
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["site", site, "period", f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}",
+                "closed" if closed else "draft"])
+    for k in ("opening", "gross", "refunds"):
+        w.writerow([k, fen_to_str(figures[k])])
+    for cat, fen in figures["revenue_share"].items():
+        w.writerow([f"revenue_share:{cat}", fen_to_str(fen)])
+    for k in ("base_fee", "adjustments", "net_payable", "withdrawals", "closing"):
+        w.writerow([k, fen_to_str(figures[k])])
+    w.writerow([])
+    w.writerow(["order_id", "category", "gross", "refunded", "share", "net"])
+    for o in figures["orders"]:
+        w.writerow([o["order_id"], o["category"], fen_to_str(o["gross"]),
+                    fen_to_str(o["refunded"]), fen_to_str(o["share"]), fen_to_str(o["net"])])
+    return buf.getvalue()

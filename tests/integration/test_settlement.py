@@ -321,3 +321,39 @@ async def test_statement_with_two_categories_and_a_base_fee_matches_the_hand_com
     figs = await _one(dsn, "SELECT figures FROM ledger.statements ORDER BY period_start")
     assert figs[1][0]["adjustments"] == 920
     assert figs[1][0]["opening"] == 4346
+
+
+async def test_kubectl_kameng_statement_prints_the_closed_statement_as_csv(
+        dsn, rp, kubectl, kubeconfig):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    await setup_ledger(dsn)
+    client, prefix = rp
+    site = f"stmt-{uuid.uuid4().hex[:6]}"
+    lic = license_obj(site, shares={"game-cards": "10"}, fee="0")
+    lic["metadata"] = {"name": site}
+    kubectl("apply", "-f", "-", input=json.dumps(lic))
+    try:
+        book = LicenseBook()
+        book.set([license_obj(site, shares={"game-cards": "10"}, fee="0")])
+        w = _worker(dsn, rp, book)
+        await client.xadd(prefix + site, event("order.paid", site, "O1", 12345, ts=OCT))
+        await _drain(w)
+        await w.housekeeping(now=datetime(2026, 11, 1, tzinfo=UTC))
+        plugin = Path(sys.executable).parent / "kubectl-kameng"
+        out = subprocess.run([str(plugin),  # noqa: ASYNC221  (the CLI as a person runs it) "statement", site, "--period", "2026-10-20",
+                              "--dsn", dsn], capture_output=True, text=True, timeout=60,
+                             env={"KUBECONFIG": kubeconfig, "PATH": "/usr/bin:/bin"},
+                             check=False)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"{site},period,2026-10-01,2026-11-01,closed".replace(
+            f"{site},", f"site,{site},")
+        assert "gross,123.45" in lines
+        assert "revenue_share:game-cards,12.35" in lines
+        assert "net_payable,111.10" in lines
+        assert "O1,game-cards,123.45,0.00,12.35,111.10" in lines
+    finally:
+        kubectl("delete", "license", site, "--wait=false", check=False)
