@@ -209,8 +209,12 @@ def cmd_statement(api: Api, args: argparse.Namespace) -> int:
 
     if not args.dsn:
         raise PluginError("statement needs HQ's database: --dsn or KAMENG_HQ_DATABASE_URL")
-    lic = license_of(api, args.site)
-    rates = Rates.from_fees(lic["spec"].get("fees", {}), license=lic["metadata"]["name"])
+    # By spec.subSite, not through the SubSite: a terminated site's statements stay
+    # readable, and without any License the closed ones still are.
+    lic = next((x for x in api.list(LICENSE.plural)
+                if x.get("spec", {}).get("subSite") == args.site), None)
+    rates = Rates.from_fees(lic["spec"].get("fees", {}), license=lic["metadata"]["name"]) \
+        if lic else None
     at = datetime.fromisoformat(args.period).replace(tzinfo=UTC) if args.period \
         else datetime.now(UTC)
 

@@ -210,29 +210,34 @@ async def test_withdrawal_beyond_available_balance_is_voided_at_once(dsn, rp):
 
 async def test_database_refuses_unbalanced_entries_and_rewrites(dsn):
     await setup_ledger(dsn)
+    entry = ("INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
+             " event_at, period_start) VALUES (%s, 'h', 'sale', 's', 'CNY', 5, now(), now())")
+    legs = ("INSERT INTO ledger.postings SELECT currval('ledger.entries_id_seq'), id, 'CNY',"
+            " CASE name WHEN 'a' THEN 5 ELSE %s END FROM ledger.accounts")
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         await conn.execute("INSERT INTO ledger.accounts (name, currency) VALUES"
                            " ('a', 'CNY'), ('b', 'CNY')")
         await conn.commit()
-        await conn.execute(
-            "INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
-            " event_at, period_start) VALUES ('k', 'h', 'sale', 's', 'CNY', 5, now(), now())")
-        await conn.execute("INSERT INTO ledger.postings SELECT currval('ledger.entries_id_seq'),"
-                           " id, 'CNY', 5 FROM ledger.accounts WHERE name = 'a'")
-        await conn.execute("INSERT INTO ledger.postings SELECT currval('ledger.entries_id_seq'),"
-                           " id, 'CNY', -4 FROM ledger.accounts WHERE name = 'b'")
+        await conn.execute(entry, ("k1",))
         with pytest.raises(psycopg.errors.CheckViolation, match="unbalanced"):
-            await conn.commit()
+            await conn.execute(legs, (-4,))
         await conn.rollback()
-        await conn.execute(
-            "INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
-            " event_at, period_start) VALUES ('k', 'h', 'sale', 's', 'CNY', 5, now(), now())")
-        await conn.execute("INSERT INTO ledger.postings SELECT currval('ledger.entries_id_seq'),"
-                           " id, 'CNY', CASE name WHEN 'a' THEN 5 ELSE -5 END"
-                           " FROM ledger.accounts")
+        await conn.execute(entry, ("k2",))  # an entry without any legs
+        with pytest.raises(psycopg.errors.CheckViolation, match="no postings"):
+            await conn.commit()
+        await conn.execute(entry, ("k3",))
+        await conn.execute(legs, (-5,))
         await conn.commit()
+        # A leg added later to a balanced entry unbalances it: refused.
+        await conn.execute("INSERT INTO ledger.accounts (name, currency) VALUES ('c', 'CNY')")
+        with pytest.raises(psycopg.errors.CheckViolation, match="unbalanced"):
+            await conn.execute("INSERT INTO ledger.postings SELECT max(p.entry_id), c.id, 'CNY',"
+                               " 1 FROM ledger.postings p, ledger.accounts c WHERE c.name = 'c'"
+                               " GROUP BY c.id")
+        await conn.rollback()
         for sql in ("UPDATE ledger.postings SET amount = amount * 2",
-                    "DELETE FROM ledger.postings", "UPDATE ledger.entries SET amount = 1"):
+                    "DELETE FROM ledger.postings", "UPDATE ledger.entries SET amount = 1",
+                    "UPDATE ledger.accounts SET balance = 0"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 await conn.execute(sql)
             await conn.rollback()
@@ -343,8 +348,10 @@ async def test_kubectl_kameng_statement_prints_the_closed_statement_as_csv(
         await _drain(w)
         await w.housekeeping(now=datetime(2026, 11, 1, tzinfo=UTC))
         plugin = Path(sys.executable).parent / "kubectl-kameng"
-        out = subprocess.run([str(plugin),  # noqa: ASYNC221  (the CLI as a person runs it) "statement", site, "--period", "2026-10-20",
-                              "--dsn", dsn], capture_output=True, text=True, timeout=60,
+        # The CLI as a person runs it (blocking is fine in this test).
+        out = subprocess.run([str(plugin), "statement", site,  # noqa: ASYNC221
+                              "--period", "2026-10-20", "--dsn", dsn],
+                             capture_output=True, text=True, timeout=60,
                              env={"KUBECONFIG": kubeconfig, "PATH": "/usr/bin:/bin"},
                              check=False)
         assert out.returncode == 0, out.stderr

@@ -1,7 +1,7 @@
 -- The settlement ledger, in HQ's database, schema `ledger`, with its own migrations.
 -- Money is integer minor units (fen) with a currency. Entries are immutable and balanced:
--- the database, not only the code, refuses an unbalanced entry (deferred constraint
--- trigger, checked at COMMIT) and any UPDATE or DELETE of a posting.
+-- the database, not only the code, refuses an unbalanced entry (checked per INSERT of
+-- postings; an entry left without legs is refused at COMMIT) and any UPDATE or DELETE.
 CREATE SCHEMA IF NOT EXISTS ledger;
 
 CREATE TABLE ledger.accounts (
@@ -93,42 +93,45 @@ CREATE TABLE ledger.statements (
     PRIMARY KEY (site, period_start)
 );
 
--- A posting keeps its account's running balance (and the overdraft CHECK) current.
-CREATE FUNCTION ledger.apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE b bigint; guarded boolean;
-BEGIN
-    UPDATE ledger.accounts SET balance = balance + NEW.amount
-     WHERE id = NEW.account_id AND currency = NEW.currency
-     RETURNING balance, no_overdraft INTO b, guarded;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'posting currency % does not match account %', NEW.currency, NEW.account_id;
-    END IF;
-    IF guarded AND NEW.amount > 0 AND b > 0 AND EXISTS (
-        SELECT 1 FROM ledger.entries WHERE id = NEW.entry_id AND kind = 'withdrawal.hold') THEN
-        RAISE EXCEPTION 'withdrawal hold of entry % would overdraw account %', NEW.entry_id,
-            NEW.account_id USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER postings_apply AFTER INSERT ON ledger.postings
-    FOR EACH ROW EXECUTE FUNCTION ledger.apply_posting();
-
--- Balanced at COMMIT: the legs of every entry touched sum to zero per currency, and an
--- entry has at least two legs.
-CREATE FUNCTION ledger.check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Balanced, per INSERT statement on postings: every entry touched must sum to zero per
+-- currency over ALL its postings, with at least two legs. So an entry's legs go in one
+-- statement, and no later statement can add a leg to an old entry. Statement-level with a
+-- transition table: one check per batch, not one per leg (a batch holds thousands).
+-- The same trigger keeps each account's running balance (one UPDATE per account per
+-- statement, not per leg: a hot account like escrow is touched once per batch) and
+-- refuses a withdrawal hold that would overdraw a partner's payable.
+CREATE FUNCTION ledger.apply_postings() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE bad record;
 BEGIN
-    SELECT entry_id, currency, sum(amount) AS s, count(*) AS n INTO bad
-      FROM ledger.postings WHERE entry_id = NEW.entry_id
-     GROUP BY entry_id, currency HAVING sum(amount) <> 0 OR count(*) < 2 LIMIT 1;
+    SELECT p.entry_id, p.currency, sum(p.amount) AS s, count(*) AS n INTO bad
+      FROM ledger.postings p
+     WHERE p.entry_id IN (SELECT DISTINCT entry_id FROM new_rows)
+     GROUP BY p.entry_id, p.currency HAVING sum(p.amount) <> 0 OR count(*) < 2 LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'ledger entry % is unbalanced in %: legs sum to %',
-            bad.entry_id, bad.currency, bad.s USING ERRCODE = 'check_violation';
+        RAISE EXCEPTION 'ledger entry % is unbalanced in %: legs sum to % (% legs)',
+            bad.entry_id, bad.currency, bad.s, bad.n USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT n.account_id, n.currency INTO bad FROM new_rows n
+      JOIN ledger.accounts a ON a.id = n.account_id WHERE a.currency <> n.currency LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'posting currency % does not match account %', bad.currency,
+            bad.account_id USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE ledger.accounts a SET balance = a.balance + d.s
+      FROM (SELECT account_id, sum(amount) AS s FROM new_rows GROUP BY 1) d
+     WHERE a.id = d.account_id;
+    SELECT a.name INTO bad FROM ledger.accounts a
+     WHERE a.no_overdraft AND a.balance > 0 AND a.id IN (
+        SELECT n.account_id FROM new_rows n JOIN ledger.entries e ON e.id = n.entry_id
+         WHERE e.kind = 'withdrawal.hold' AND n.amount > 0) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a withdrawal hold would overdraw %', bad.name
+            USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
 END $$;
-CREATE CONSTRAINT TRIGGER postings_balanced AFTER INSERT ON ledger.postings
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger.check_balanced();
+CREATE TRIGGER postings_apply AFTER INSERT ON ledger.postings
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.apply_postings();
 
 -- An entry without postings is caught too: every entry must have legs at COMMIT.
 CREATE FUNCTION ledger.check_has_legs() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -155,3 +158,18 @@ CREATE TRIGGER statements_immutable BEFORE UPDATE OR DELETE ON ledger.statements
     FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
 CREATE TRIGGER truncate_refused BEFORE TRUNCATE ON ledger.postings
     FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+
+-- An account's running balance moves only with its postings (the posting trigger runs at
+-- trigger depth 2); its name, currency and site never change.
+CREATE FUNCTION ledger.guard_account() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.name <> OLD.name OR NEW.currency <> OLD.currency
+       OR NEW.site IS DISTINCT FROM OLD.site
+       OR (NEW.balance <> OLD.balance AND pg_trigger_depth() < 2) THEN
+        RAISE EXCEPTION 'accounts change only through postings'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER accounts_guarded BEFORE UPDATE OR DELETE ON ledger.accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger.guard_account();
