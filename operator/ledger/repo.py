@@ -294,12 +294,14 @@ async def _insert(conn: AsyncConnection, entries: list[_Entry],
                   accounts: dict[tuple[str, str], dict[str, Any]]) -> None:
     if not entries:
         return
+    # %b: arrays go in binary; psycopg's text array dumper escapes every element with a
+    # regex, which cost more than the database's own work for a batch.
     rows = await (await conn.execute(
         "INSERT INTO ledger.entries (key, input_hash, kind, site, order_id, category,"
         " currency, amount, share, rates, event_at, period_start, adjustment)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::jsonb[],"
-        " %s::timestamptz[], %s::timestamptz[], %s::bool[]) RETURNING id, key",
+        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+        " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::jsonb[],"
+        " %b::timestamptz[], %b::timestamptz[], %b::bool[]) RETURNING id, key",
         ([e.key for e in entries], [e.hash for e in entries], [e.kind for e in entries],
          [e.site for e in entries], [e.order_id for e in entries],
          [e.category for e in entries], [e.currency for e in entries],
@@ -316,7 +318,7 @@ async def _insert(conn: AsyncConnection, entries: list[_Entry],
             amts.append(amt)
     await conn.execute(
         "INSERT INTO ledger.postings (entry_id, account_id, currency, amount)"
-        " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[])",
+        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::bigint[])",
         (e_ids, a_ids, curs, amts))
 
 
