@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from kameng.contracts.events import OrderEvent
 
@@ -347,9 +347,11 @@ async def post_single(conn: AsyncConnection, *, key: str, kind: str, site: str,
 
 
 async def available_fen(conn: AsyncConnection, site: str, currency: str = "CNY") -> int:
-    row = await (await conn.execute(
-        "SELECT -balance FROM ledger.accounts WHERE name = %s AND currency = %s",
-        (rules.payable(site), currency))).fetchone()
+    # tuple_row: callers' connections may have any row factory (the storefront's: dicts).
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT -balance FROM ledger.accounts WHERE name = %s AND currency = %s",
+                      (rules.payable(site), currency))
+    row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
