@@ -17,7 +17,7 @@ from kameng.payouts import SandboxPayoutProvider
 from kameng.workers.settlement.licenses import LicenseBook
 from kameng_storefront.state import state_of
 from tests.support.ledger import event, license_obj, setup_ledger
-from tests.support.storefront import run_stack
+from tests.support.storefront import run_stack, staff_client
 
 pytestmark = pytest.mark.integration
 OCT = datetime(2026, 10, 5, tzinfo=UTC)
@@ -65,3 +65,23 @@ def test_shop_sees_withdrawal_outcomes_and_statements_through_hq(pg_admin_dsn, r
         assert httpx.get(st.hq_url + STATEMENT_CSV_PATH.format(period="2026-09-01"),
                          headers=headers).status_code == 404
         assert httpx.get(st.hq_url + SETTLEMENT_PATH).status_code == 401
+        # The partner's finance page shows HQ's outcome of each withdrawal, and the
+        # statements with their CSV; roles without finance see none of it.
+        with psycopg.connect(st.shop_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO withdrawals (id, amount_fen, requested_by) VALUES"
+                         " (1, 3000, 'finance'), (2, 1000, 'finance')")
+        fin = staff_client(st.shop_url, st.members["finance"])
+        page = fin.get("/admin/finance")
+        assert page.status_code == 200
+        html = page.text
+        assert 'data-id="W1"' in html
+        assert "<strong>voided</strong>" in html
+        assert "<strong>held</strong>" in html
+        assert 'id="hq-available">80.00' in html
+        dl = fin.get("/admin/statements/2026-10-01.csv")
+        assert dl.status_code == 200
+        assert "O1,game-cards,100.00,0.00,10.00,90.00" in dl.text
+        assert fin.get("/admin/statements/2026-09-01.csv").status_code == 404
+        ops = staff_client(st.shop_url, st.members["operations"])
+        assert ops.get("/admin/finance").status_code == 403
+        assert ops.get("/admin/statements/2026-10-01.csv").status_code == 403
