@@ -82,6 +82,20 @@ def test_shop_sees_withdrawal_outcomes_and_statements_through_hq(pg_admin_dsn, r
         assert dl.status_code == 200
         assert "O1,game-cards,100.00,0.00,10.00,90.00" in dl.text
         assert fin.get("/admin/statements/2026-09-01.csv").status_code == 404
+        # HQ's back office: the list, the statement with its per-order breakdown, the CSV.
+        hq = staff_client(st.hq_url, "admin@hq.local")
+        listing = hq.get("/admin/statements")
+        assert listing.status_code == 200
+        assert f"/admin/statements/{site}/2026-10-01" in listing.text
+        detail = hq.get(f"/admin/statements/{site}/2026-10-01")
+        assert detail.status_code == 200
+        assert 'data-k="gross">100.00' in detail.text
+        assert 'data-k="share-game-cards">10.00' in detail.text
+        assert 'data-k="closing">50.00' in detail.text  # 90.00 net − 40.00 held in October (the void of W1 counts when it happened)
+        assert hq.get(f"/admin/statements/{site}/2026-10-01.csv").text == csv.text
+        assert hq.get(f"/admin/statements/{site}/nonsense").status_code == 404
+        assert httpx.get(st.hq_url + "/admin/statements",
+                         follow_redirects=False).status_code in (302, 303, 401)
         ops = staff_client(st.shop_url, st.members["operations"])
         assert ops.get("/admin/finance").status_code == 403
         assert ops.get("/admin/statements/2026-10-01.csv").status_code == 403
