@@ -91,7 +91,8 @@ def test_shop_sees_withdrawal_outcomes_and_statements_through_hq(pg_admin_dsn, r
         assert detail.status_code == 200
         assert 'data-k="gross">100.00' in detail.text
         assert 'data-k="share-game-cards">10.00' in detail.text
-        assert 'data-k="closing">50.00' in detail.text  # 90.00 net − 40.00 held in October (the void of W1 counts when it happened)
+        # 90.00 net − 40.00 held in October (W1's void counts in the period it happened).
+        assert 'data-k="closing">50.00' in detail.text
         assert hq.get(f"/admin/statements/{site}/2026-10-01.csv").text == csv.text
         assert hq.get(f"/admin/statements/{site}/nonsense").status_code == 404
         assert httpx.get(st.hq_url + "/admin/statements",
