@@ -364,3 +364,29 @@ async def test_kubectl_kameng_statement_prints_the_closed_statement_as_csv(
         assert "O1,game-cards,123.45,0.00,12.35,111.10" in lines
     finally:
         kubectl("delete", "license", site, "--wait=false", check=False)
+
+
+async def test_a_dead_letter_raises_an_event_on_the_license(dsn, rp, kubectl, kubeconfig):
+    import asyncio
+
+    await setup_ledger(dsn)
+    client, prefix = rp
+    site = f"dead-{uuid.uuid4().hex[:6]}"
+    lic = license_obj(site)
+    lic["metadata"] = {"name": site}
+    kubectl("apply", "-f", "-", input=json.dumps(lic))
+    kube = Kube.from_environment(kubeconfig)
+    try:
+        w = _worker(dsn, rp, LicenseBook(kube, ttl=0.0))
+        await client.xadd(prefix + site, event("order.refunded", site, "NOPE", 100))
+        for _ in range(4):  # delivered, retried once (max_deliveries=2), dead-lettered
+            await w.consumer.step()
+            await asyncio.sleep(0.25)
+        assert await client.xlen(dead_letter_stream(w.consumer.cfg.group)) == 1
+        out = kubectl("get", "events", "-n", "default", "-o", "json",
+                      "--field-selector", f"involvedObject.name={site}").stdout
+        reasons = [e["reason"] for e in json.loads(out)["items"]]
+        assert "SettlementDeadLetter" in reasons
+    finally:
+        await kube.close()
+        kubectl("delete", "license", site, "--wait=false", check=False)

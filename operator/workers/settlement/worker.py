@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
 
+from kameng.api.common import API_VERSION
 from kameng.contracts.events import OrderEvent
 from kameng.ledger import repo, statements
 from kameng.ledger import rules as ledger_rules
 from kameng.ledger.payouts import settle_withdrawals
 from kameng.payouts import PayoutProvider
-from kameng.workers.streams import ConsumerConfig, Entry, StreamConsumer
+from kameng.workers.streams import ConsumerConfig, Entry, StreamConsumer, dead_letter_stream
 
 from . import metrics
 from .licenses import LicenseBook
@@ -76,7 +77,20 @@ class Settlement:
                     break
 
     async def on_dead_letter(self, entry: Entry, reason: str) -> None:
+        """An Event on the site's License, so `kubectl describe lic` shows that money
+        did not post (the metric and the dead-letter stream have the details)."""
         log.error("settlement dead letter", extra={"site": entry.site, "id": entry.id})
+        kube = self.book.kube
+        rates = self.book.rates(entry.site)
+        if kube is None or rates is None or not rates.license:
+            return
+        from kameng.kube import events
+        await events.post(kube, {"apiVersion": API_VERSION, "kind": "License",
+                                 "metadata": {"name": rates.license}},
+                          "Warning", "SettlementDeadLetter",
+                          f"event {entry.fields.get('event_id', '?')} of stream "
+                          f"{entry.stream} was not posted: {reason[:300]}; it is in "
+                          f"{dead_letter_stream(self.consumer.cfg.group)}")
 
     async def housekeeping(self, now: datetime | None = None) -> None:
         await self.book.refresh()
