@@ -129,14 +129,16 @@ async def _lock_accounts(conn: AsyncConnection, names: set[tuple[str, str]]
 
 async def _site_periods(conn: AsyncConnection, sites: list[str]) -> dict[str, datetime | None]:
     """Take each site's shared statement lock (sorted) and return its closed-until time."""
-    out: dict[str, datetime | None] = {}
-    for site in sorted(sites):
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))",
-                           (site_lock_key(site),))
+    # One round trip for all of them, taken in a fixed order (no lock-order deadlock
+    # with another batch); the closer takes the same key exclusively.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtext(k))"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+        ([site_lock_key(s) for s in sorted(sites)],))
     rows = await (await conn.execute(
         "SELECT site, max(period_end) FROM ledger.statements WHERE site = ANY(%s) GROUP BY site",
         (sorted(sites),))).fetchall()
-    out = dict.fromkeys(sites)
+    out: dict[str, datetime | None] = dict.fromkeys(sites)
     out.update({r[0]: r[1] for r in rows})
     return out
 
