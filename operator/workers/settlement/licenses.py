@@ -64,7 +64,14 @@ class LicenseBook:
         if self.kube is None or (not force and time.monotonic() - self._at < self.ttl):
             return
         from kameng.kube.client import path_for
-        self.set(await self.kube.list(path_for(API_VERSION, "License")))
+        try:
+            self.set(await self.kube.list(path_for(API_VERSION, "License")))
+        except Exception as exc:
+            # The API server away for a while must not turn good events into dead
+            # letters: keep what was read last (Licenses change rarely) and try again.
+            self._at = time.monotonic()
+            log.warning("licenses could not be listed; using the last copy",
+                        extra={"error": type(exc).__name__, "known": len(self._by_site)})
 
     def get(self, site: str) -> LicenseView | None:
         return self._by_site.get(site)
