@@ -100,7 +100,7 @@ class _Entry:
     currency: str
     amount: int
     share: int
-    rates: dict[str, Any]
+    rates: dict[str, Any] | str  # or already serialised JSON
     event_at: datetime
     period_start: datetime
     adjustment: bool
@@ -223,6 +223,8 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                              currency=r["currency"])
                 else:
                     o["refunded"] += r["amount"]
+        # Serialised once per site and batch, not once per entry.
+        rates_json = {site: json.dumps(rates[site].to_json()) for site in sites}
         entries: list[_Entry] = []
         holds: list[OrderEvent] = []
         voided: list[tuple[OrderEvent, str]] = []
@@ -231,7 +233,7 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
             period_start, adjustment = place(r.period, ev.ts, closed[ev.site])
             base = dict(key=ev.event_id, hash=known[ev.event_id], site=ev.site,
                         order_id=ev.order_id, currency=ev.currency, amount=ev.amount,
-                        rates=r.to_json(), event_at=ev.ts, period_start=period_start,
+                        rates=rates_json[ev.site], event_at=ev.ts, period_start=period_start,
                         adjustment=adjustment)
             if ev.event == "order.paid":
                 if ev.amount <= 0:
@@ -308,7 +310,8 @@ async def _insert(conn: AsyncConnection, entries: list[_Entry],
          [e.site for e in entries], [e.order_id for e in entries],
          [e.category for e in entries], [e.currency for e in entries],
          [e.amount for e in entries], [e.share for e in entries],
-         [json.dumps(e.rates) for e in entries], [e.event_at for e in entries],
+         [e.rates if isinstance(e.rates, str) else json.dumps(e.rates) for e in entries],
+         [e.event_at for e in entries],
          [e.period_start for e in entries], [e.adjustment for e in entries]))).fetchall()
     ids = {k: i for i, k in rows}
     e_ids, a_ids, curs, amts = [], [], [], []
