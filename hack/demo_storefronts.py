@@ -203,6 +203,15 @@ def start_hq(core: client.CoreV1Api) -> str:
     return url
 
 
+def start_settlement() -> str:
+    """The settlement worker on HQ's database: paid orders → ledger, payouts, statements."""
+    dsn = ensure_database(os.environ["KAMENG_PG_ADMIN_DSN"], "kameng_hq_demo")
+    subprocess.run([str(ROOT / "hack" / "devenv"), "run", "settlement", "--",
+                    KAMENG, "settlement", "--metrics-port", "0"],
+                   env={**os.environ, "KAMENG_HQ_DATABASE_URL": dsn}, check=True)
+    return dsn
+
+
 def start_site(core: client.CoreV1Api, site: str, namespace: str, hq_url: str) -> str:
     root = STATE / site
     cm = core.read_namespaced_config_map(pod.CONFIGMAP_NAME, namespace)
@@ -260,6 +269,7 @@ def main() -> int:
     core = client.CoreV1Api()
     co = client.CustomObjectsApi()
     hq_url = start_hq(core)
+    start_settlement()
     bootstrap = (STATE / "hq-bootstrap-password").read_text()
     print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}"
           f"   first password {bootstrap} (you choose your own at first login)")
@@ -278,6 +288,9 @@ def main() -> int:
                   f"invitation {inv['url']}")
     print("Each member sets their own password through their one-time invitation link "
           "(valid 72h; a new one: kubectl kameng invite <site> <member>).")
+    print(f"Settlement: statements in {hq_url}/admin/statements, or after a purchase: "
+          "KAMENG_HQ_DATABASE_URL=... kubectl kameng statement demo "
+          f"(HQ's DSN is in {STATE / 'hq' / 'secrets'})")
     return 0
 
 

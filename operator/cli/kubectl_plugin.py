@@ -197,6 +197,55 @@ def add_rotate_credentials(sub: Any) -> None:
     s.set_defaults(fn=cmd_rotate_credentials)
 
 
+def cmd_statement(api: Api, args: argparse.Namespace) -> int:
+    """A site's statement from HQ's ledger: the closed one of the period holding
+    ``--period`` (a date), or a draft of the open period."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from kameng.ledger import statements
+    from kameng.ledger.rules import Rates
+
+    if not args.dsn:
+        raise PluginError("statement needs HQ's database: --dsn or KAMENG_HQ_DATABASE_URL")
+    # By spec.subSite, not through the SubSite: a terminated site's statements stay
+    # readable, and without any License the closed ones still are.
+    lic = next((x for x in api.list(LICENSE.plural)
+                if x.get("spec", {}).get("subSite") == args.site), None)
+    rates = Rates.from_fees(lic["spec"].get("fees", {}), license=lic["metadata"]["name"]) \
+        if lic else None
+    at = datetime.fromisoformat(args.period).replace(tzinfo=UTC) if args.period \
+        else datetime.now(UTC)
+
+    async def fetch() -> tuple[datetime, datetime, dict[str, Any], bool]:
+        async with await AsyncConnection.connect(args.dsn) as conn:
+            return await statements.find(conn, args.site, rates, at)
+
+    try:
+        start, end, figures, closed = asyncio.run(fetch())
+    except LookupError as e:
+        raise PluginError(str(e)) from None
+    if args.output == "json":
+        print(json.dumps({"site": args.site, "periodStart": start.isoformat(),
+                          "periodEnd": end.isoformat(), "closed": closed, **figures},
+                         indent=2))
+    else:
+        print(statements.to_csv(args.site, start, end, figures, closed), end="")
+    return 0
+
+
+def add_statement(sub: Any) -> None:
+    s = sub.add_parser("statement", help="a sub-site's settlement statement (CSV or JSON)")
+    s.add_argument("site")
+    s.add_argument("--period", help="a date in the period, e.g. 2026-10-01 (default: now, "
+                   "the open period as a draft)")
+    s.add_argument("--dsn", default=os.environ.get("KAMENG_HQ_DATABASE_URL", ""),
+                   help="HQ's PostgreSQL (env KAMENG_HQ_DATABASE_URL)")
+    s.add_argument("-o", "--output", choices=("csv", "json"), default="csv")
+    s.set_defaults(fn=cmd_statement)
+
+
 def site_url(ss: dict[str, Any]) -> str:
     """Where the shop is reached: the URL the operator reports, else its domain."""
     url = (ss.get("status") or {}).get("url")
@@ -275,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     s.set_defaults(fn=cmd_export)
     add_rotate_credentials(sub)
+    add_statement(sub)
     s = sub.add_parser("invite", help="print one-time set-password links for members")
     s.add_argument("site")
     s.add_argument("member", nargs="*", help="member name or e-mail (several allowed)")

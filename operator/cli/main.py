@@ -12,7 +12,11 @@ from collections.abc import Callable
 # `kameng` itself never imports.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("kameng.cli.crds_cmd", "write the CRDs in crds/ from the typed models"),
+    "ledger": ("kameng.cli.ledger_cmd", "verify the settlement ledger (or apply its "
+                                        "migrations)"),
     "operator": ("kameng.cli.operator_cmd", "run the kopf operator"),
+    "settlement": ("kameng.cli.settlement_cmd", "run the settlement worker (order events "
+                                                "into the ledger, payouts, statements)"),
     "storefront": ("kameng_storefront.cli", "run the storefront (hq or subsite), or import "
                                             "HQ's products and card keys"),
 }

@@ -69,6 +69,10 @@ CATALOG_PATH = "/api/v1/catalog"
 FULFIL_PATH = "/api/v1/fulfil"
 PAYMENTS_PATH = "/api/v1/payments"
 REFUND_PATH = "/api/v1/payments/{pid}/refund"
+# The site's money at HQ: available balance, withdrawal outcomes, statements (GET);
+# one statement as CSV (GET, ``{period}`` = the period's first day, YYYY-MM-DD).
+SETTLEMENT_PATH = "/api/v1/settlement"
+STATEMENT_CSV_PATH = "/api/v1/settlement/statements/{period}.csv"
 PAY_PAGE_PATH = "/pay/{pid}"
 NOTIFY_PATH = "/api/payments/notify"
 
@@ -198,6 +202,34 @@ class Fulfilment(_Body):
     order_id: str
     key_id: int
     secret: str
+
+
+class WithdrawalOutcome(_Body):
+    """What became of a withdrawal at HQ: ``pending`` (on hold, not paid yet), ``held``
+    (payouts held by the license), ``paid`` or ``voided`` (``reason`` says why)."""
+
+    withdrawal_id: str
+    amount: int
+    currency: str = "CNY"
+    status: Literal["pending", "held", "paid", "voided"]
+    reason: str = ""
+
+
+class StatementSummary(_Body):
+    period_start: str  # YYYY-MM-DD
+    period_end: str
+    closed: bool
+    net_payable: int
+    closing: int
+
+
+class SettlementView(_Body):
+    """``GET SETTLEMENT_PATH``: the site's money as HQ's ledger has it (fen)."""
+
+    currency: str = "CNY"
+    available: int
+    withdrawals: list[WithdrawalOutcome]
+    statements: list[StatementSummary]
 
 
 class NotificationError(ValueError):

@@ -24,11 +24,12 @@ from .hq_api import (
     PaymentCreated,
     PaymentNotification,
     PaymentRequest,
+    SettlementView,
 )
 
 _REF = "#/components/schemas/{model}"
 _MODELS = (ApiError, Catalog, Fulfilment, FulfilRequest, PaymentCreated, PaymentNotification,
-           PaymentRequest)
+           PaymentRequest, SettlementView)
 
 
 def _ref(model: type) -> dict[str, str]:
@@ -91,6 +92,20 @@ def document(hq_url: str = "", shop_url: str = "", ops_url: str = "") -> dict[st
                                          "schema": {"type": "string", "maxLength": 64}}],
             "responses": {"200": {"description": "refunded"},
                           **_errors(400, 401, 404, 409, 413)}}},
+        hq_api.SETTLEMENT_PATH: {"servers": hq, "get": {
+            "operationId": "hqSettlement",
+            "summary": "the site's available balance, withdrawal outcomes and statements",
+            "security": [{"siteToken": []}], "parameters": _SITE_AUTH,
+            "responses": {"200": _json(SettlementView, "the site's money at HQ"),
+                          **_errors(400, 401)}}},
+        hq_api.STATEMENT_CSV_PATH: {"servers": hq, "get": {
+            "operationId": "hqStatementCsv", "summary": "one closed statement as CSV",
+            "security": [{"siteToken": []}],
+            "parameters": [*_SITE_AUTH, {"name": "period", "in": "path", "required": True,
+                                         "schema": {"type": "string", "format": "date"}}],
+            "responses": {"200": {"description": "the statement",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404)}}},
         hq_api.NOTIFY_PATH: {"servers": shop, "post": {
             "operationId": "shopPaymentNotify",
             "summary": "HQ's signed payment notification (HMAC over timestamp and body)",

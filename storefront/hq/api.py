@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import date
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +22,7 @@ from .fulfilment import fulfil
 from .inventory import OutOfStock
 from .payments import AmountMismatch, BadSiteUrl, EscrowShort, open_payment, refund_payment
 from .site_auth import ApiRefused, authenticate_site, check_license, site_credential
+from .statements import settlement_view, statement_csv
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -95,6 +97,25 @@ async def api_refund(request: Request) -> Response:
     return JSONResponse({"status": "refunded"})
 
 
+@json_api
+async def api_settlement(request: Request) -> Response:
+    # A suspended site still sees its money and why its payouts wait.
+    site = authenticate_site(request, allow_suspended=True)
+    view = await settlement_view(state_of(request).pool, site)
+    return JSONResponse(view.model_dump())
+
+
+@json_api
+async def api_statement_csv(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    period = date.fromisoformat(request.path_params["period"])  # ValueError → 400
+    body = await statement_csv(state_of(request).pool, site, period)
+    if body is None:
+        return _error(404, "no_statement")
+    return Response(body, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="statement-{site}-{period}.csv"'})
+
+
 API_PREFIX = "/api/v1"
 
 
@@ -109,4 +130,6 @@ def routes() -> list[Route]:
         Route(_under_mount(hq_api.FULFIL_PATH), api_fulfil, methods=["POST"]),
         Route(_under_mount(hq_api.PAYMENTS_PATH), api_create_payment, methods=["POST"]),
         Route(_under_mount(hq_api.REFUND_PATH), api_refund, methods=["POST"]),
+        Route(_under_mount(hq_api.SETTLEMENT_PATH), api_settlement),
+        Route(_under_mount(hq_api.STATEMENT_CSV_PATH), api_statement_csv),
     ]

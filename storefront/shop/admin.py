@@ -21,6 +21,7 @@ from . import backoffice, wallet
 from .balance import finance_overview, request_withdrawal
 from .catalog import sync_catalog
 from .orders import refund
+from .settlement import hq_settlement, hq_statement_csv
 
 log = logging.getLogger("kameng.storefront.admin")
 
@@ -143,8 +144,21 @@ async def announcement_create(request: Request, staff: Staff) -> Response:
 async def finance(request: Request, staff: Staff) -> Response:
     state = state_of(request)
     balance, withdrawals = await finance_overview(state)
+    settlement = await hq_settlement(state)
     return _page(request, staff, "finance", balance=balance, withdrawals=withdrawals,
-                 min_withdrawal=state.settings.min_withdrawal_fen)
+                 min_withdrawal=state.settings.min_withdrawal_fen, settlement=settlement,
+                 outcomes={w.withdrawal_id: w for w in settlement.withdrawals}
+                 if settlement else {})
+
+
+@requires("finance:read")
+async def statement_download(request: Request, staff: Staff) -> Response:
+    period = request.path_params["period"]
+    body = await hq_statement_csv(state_of(request), period)  # checks the period's form
+    if body is None:
+        return error_page(request, 404, "not_found")
+    return Response(body, media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="statement-{period}.csv"'})
 
 
 @requires("finance:withdraw")
@@ -246,6 +260,7 @@ def routes() -> list[Route]:
         Route("/coupons", coupon_create, methods=["POST"]),
         Route("/announcements", announcement_create, methods=["POST"]),
         Route("/finance", finance),
+        Route("/statements/{period:str}.csv", statement_download),
         Route("/withdrawals", withdraw, methods=["POST"]),
         Route("/reconcile", reconcile),
         Route("/settings", settings_page),

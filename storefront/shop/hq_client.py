@@ -14,6 +14,7 @@ from kameng.contracts.hq_api import (
     FulfilRequest,
     PaymentCreated,
     PaymentRequest,
+    SettlementView,
 )
 
 
@@ -96,6 +97,28 @@ class HqClient:
         r = await self._post(hq_api.refund_path(payment_id), None, seconds=10)
         if r.status_code != 200:
             raise HqError.refused("refund", r)
+
+    async def _get(self, path: str, seconds: float) -> httpx.Response:
+        try:
+            return await self._http.get(self._hq + path, headers=self._headers(licensed=False),
+                                        timeout=seconds)
+        except httpx.HTTPError as exc:
+            raise HqError(f"HQ unreachable: {type(exc).__name__}") from exc
+
+    async def settlement(self) -> SettlementView:
+        """The site's money as HQ's ledger has it (balance, withdrawal outcomes, statements)."""
+        r = await self._get(hq_api.SETTLEMENT_PATH, seconds=10)
+        if r.status_code != 200:
+            raise HqError.refused("settlement", r)
+        return SettlementView.model_validate_json(r.content)
+
+    async def statement_csv(self, period: str) -> bytes | None:
+        r = await self._get(hq_api.STATEMENT_CSV_PATH.format(period=period), seconds=10)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise HqError.refused("statement", r)
+        return r.content
 
     async def fulfil(self, order_id: str, product_id: str) -> Fulfilment:
         body = FulfilRequest(order_id=order_id, product_id=product_id).model_dump()

@@ -1,0 +1,368 @@
+"""The ledger in PostgreSQL: migrations, batch posting with idempotency, withdrawals.
+
+One transaction per batch of events. Inside it, accounts are locked in id order
+(``SELECT … FOR UPDATE ORDER BY id``) before any leg is written, so two replicas
+posting to the same accounts queue instead of deadlocking; a per-site shared advisory
+lock keeps a statement from closing under a batch that assigns entries to its period.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row, tuple_row
+
+from kameng.contracts.events import OrderEvent
+
+from . import rules
+from .rules import PostingError, Rates
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x6C6564676572  # "ledger": only has to differ from other migration locks
+POSTED_EVENTS = ("order.paid", "order.refunded", "withdrawal.requested")
+
+
+def site_lock_key(site: str) -> str:
+    return f"kameng-ledger:{site}"
+
+
+def migration_files() -> list[tuple[str, str]]:
+    out = []
+    for entry in resources.files("kameng.ledger").joinpath("migrations").iterdir():
+        if entry.name.startswith("ledger_") and entry.name.endswith(".sql"):
+            out.append((entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+async def migrate(conn: AsyncConnection) -> list[str]:
+    """Apply the ledger's pending migrations (own table, own lock). Returns versions."""
+    applied: list[str] = []
+    await conn.set_autocommit(True)
+    await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS ledger_migrations ("
+                           " version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r[0] for r in await (await conn.execute(
+            "SELECT version FROM ledger_migrations")).fetchall()}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)  # type: ignore[arg-type]  # trusted package file
+                await conn.execute("INSERT INTO ledger_migrations (version) VALUES (%s)",
+                                   (version,))
+            applied.append(version)
+            log.info("ledger migration applied", extra={"version": version})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+@dataclass(frozen=True)
+class Conflict:
+    key: str
+    stored_hash: str
+    offered_hash: str
+
+
+@dataclass
+class Outcome:
+    posted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    withdrawals: list[str] = field(default_factory=list)  # keys of new withdrawal holds
+
+
+def event_hash(ev: OrderEvent) -> str:
+    """The inputs that decide an event's entry. Not the rates (they come from the License
+    at posting time) and not ``ts``: a re-publication of the same event is the same event."""
+    return rules.input_hash(event=ev.event, site=ev.site, order_id=ev.order_id,
+                            amount=ev.amount, currency=ev.currency, category=ev.category)
+
+
+@dataclass
+class _Entry:
+    key: str
+    hash: str
+    kind: str
+    site: str
+    order_id: str
+    category: str
+    currency: str
+    amount: int
+    share: int
+    rates: dict[str, Any] | str  # or already serialised JSON
+    event_at: datetime
+    period_start: datetime
+    adjustment: bool
+    legs: list[rules.Leg]
+
+
+async def _lock_accounts(conn: AsyncConnection, names: set[tuple[str, str]]
+                         ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Create missing accounts, then lock all of them in id order."""
+    pairs = sorted(names)
+    await conn.execute(
+        "INSERT INTO ledger.accounts (name, currency, site, no_overdraft)"
+        " SELECT n, c, s, o FROM unnest(%s::text[], %s::text[], %s::text[], %s::bool[])"
+        "   AS t(n, c, s, o) ON CONFLICT (name, currency) DO NOTHING",
+        ([n for n, _ in pairs], [c for _, c in pairs],
+         [n.split(":")[1] if n.startswith("site:") else None for n, _ in pairs],
+         [n.endswith(":payable") for n, _ in pairs]))
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT a.id, a.name, a.currency, a.balance FROM ledger.accounts a"
+        " JOIN unnest(%s::text[], %s::text[]) AS t(n, c) ON a.name = t.n AND a.currency = t.c"
+        " ORDER BY a.id FOR UPDATE OF a",
+        ([n for n, _ in pairs], [c for _, c in pairs]))
+    return {(r["name"], r["currency"]): r for r in await cur.fetchall()}
+
+
+async def _site_periods(conn: AsyncConnection, sites: list[str]) -> dict[str, datetime | None]:
+    """Take each site's shared statement lock (sorted) and return its closed-until time."""
+    # One round trip for all of them, taken in a fixed order (no lock-order deadlock
+    # with another batch); the closer takes the same key exclusively.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtext(k))"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+        ([site_lock_key(s) for s in sorted(sites)],))
+    rows = await (await conn.execute(
+        "SELECT site, max(period_end) FROM ledger.statements WHERE site = ANY(%s) GROUP BY site",
+        (sorted(sites),))).fetchall()
+    out: dict[str, datetime | None] = dict.fromkeys(sites)
+    out.update({r[0]: r[1] for r in rows})
+    return out
+
+
+def place(period: str, event_at: datetime, closed_until: datetime | None
+          ) -> tuple[datetime, bool]:
+    """The period an entry counts in: its own, or (closed already) the first open one."""
+    start, _ = rules.period_bounds(period, event_at)
+    if closed_until is not None and start < closed_until:
+        return rules.period_bounds(period, closed_until)[0], True
+    return start, False
+
+
+async def post_events(conn: AsyncConnection, events: list[OrderEvent],
+                      rates: dict[str, Rates]) -> Outcome:
+    """Post a batch of order events in ONE transaction (the caller's, if one is open).
+
+    ``rates`` holds the License terms in force per site. A duplicate (same key, same
+    inputs) is skipped; the same key with other inputs is a :class:`Conflict`, recorded
+    and returned, never posted. A refund beyond what was paid, or of an order never
+    paid, raises :class:`PostingError` and the whole batch applies nothing.
+    """
+    out = Outcome()
+    todo = [ev for ev in events if ev.event in POSTED_EVENTS]
+    out.ignored = len(events) - len(todo)
+    if not todo:
+        return out
+    async with conn.transaction():
+        keys = [ev.event_id for ev in todo]
+        known: dict[str, str] = {}
+        for table in ("ledger.entries", "ledger.withdrawals"):
+            rows = await (await conn.execute(
+                f"SELECT key, input_hash FROM {table} WHERE key = ANY(%s)",  # noqa: S608
+                (keys,))).fetchall()
+            known.update({r[0]: r[1] for r in rows})
+        fresh: list[OrderEvent] = []
+        for ev in todo:
+            h = event_hash(ev)
+            if ev.event_id in known:
+                if known[ev.event_id] == h:
+                    out.duplicates += 1
+                else:
+                    out.conflicts.append(Conflict(ev.event_id, known[ev.event_id], h))
+                continue
+            known[ev.event_id] = h
+            fresh.append(ev)
+        if out.conflicts:
+            await conn.execute(
+                "INSERT INTO ledger.conflicts (key, stored_hash, offered_hash)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])",
+                ([c.key for c in out.conflicts], [c.stored_hash for c in out.conflicts],
+                 [c.offered_hash for c in out.conflicts]))
+        if not fresh:
+            return out
+        sites = sorted({ev.site for ev in fresh})
+        for site in sites:
+            if site not in rates:
+                raise PostingError(f"no License in force for site {site!r}")
+        closed = await _site_periods(conn, sites)
+        names: set[tuple[str, str]] = set()
+        for ev in fresh:
+            names |= {(rules.ESCROW, ev.currency), (rules.REVENUE_SHARE, ev.currency),
+                      (rules.payable(ev.site), ev.currency),
+                      (rules.withdrawals(ev.site), ev.currency)}
+        accounts = await _lock_accounts(conn, names)
+        balance = {k: int(v["balance"]) for k, v in accounts.items()}
+        # What earlier entries did to each order refunded in this batch.
+        orders: dict[tuple[str, str], dict[str, Any]] = {}
+        refunded = [(ev.site, ev.order_id) for ev in fresh if ev.event == "order.refunded"]
+        if refunded:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT e.site, e.order_id, e.kind, e.amount, e.share, e.category, e.currency"
+                " FROM ledger.entries e JOIN unnest(%s::text[], %s::text[]) AS t(s, o)"
+                "   ON e.site = t.s AND e.order_id = t.o WHERE e.kind IN ('sale', 'refund')",
+                ([s for s, _ in refunded], [o for _, o in refunded]))
+            for r in await cur.fetchall():
+                o = orders.setdefault((r["site"], r["order_id"]), {
+                    "paid": 0, "share": 0, "refunded": 0, "category": "", "currency": ""})
+                if r["kind"] == "sale":
+                    o.update(paid=r["amount"], share=r["share"], category=r["category"],
+                             currency=r["currency"])
+                else:
+                    o["refunded"] += r["amount"]
+        # Serialised once per site and batch, not once per entry.
+        rates_json = {site: json.dumps(rates[site].to_json()) for site in sites}
+        entries: list[_Entry] = []
+        holds: list[OrderEvent] = []
+        voided: list[tuple[OrderEvent, str]] = []
+        for ev in fresh:
+            r = rates[ev.site]
+            period_start, adjustment = place(r.period, ev.ts, closed[ev.site])
+            base = dict(key=ev.event_id, hash=known[ev.event_id], site=ev.site,
+                        order_id=ev.order_id, currency=ev.currency, amount=ev.amount,
+                        rates=rates_json[ev.site], event_at=ev.ts, period_start=period_start,
+                        adjustment=adjustment)
+            if ev.event == "order.paid":
+                if ev.amount <= 0:
+                    raise PostingError(f"paid amount of {ev.event_id} must be positive")
+                if ev.currency != r.currency:
+                    raise PostingError(f"{ev.event_id}: currency {ev.currency} is not the "
+                                       f"License's {r.currency}")
+                share = rules.share_of(ev.amount, r.share_bp.get(ev.category, 0))
+                legs = rules.sale_legs(ev.site, ev.amount, share)
+                entries.append(_Entry(kind="sale", category=ev.category, share=share,
+                                      legs=legs, **base))
+                orders[(ev.site, ev.order_id)] = {"paid": ev.amount, "share": share,
+                                                  "refunded": 0, "category": ev.category,
+                                                  "currency": ev.currency}
+            elif ev.event == "order.refunded":
+                o = orders.get((ev.site, ev.order_id))
+                if not o or not o["paid"]:
+                    raise PostingError(f"{ev.event_id}: refund of an order the ledger has "
+                                       "no payment for (yet)")
+                if o["currency"] != ev.currency:
+                    raise PostingError(f"{ev.event_id}: refund currency differs from payment")
+                back = rules.refund_share(o["share"], o["paid"], o["refunded"], ev.amount)
+                o["refunded"] += ev.amount
+                legs = rules.refund_legs(ev.site, ev.amount, back)
+                entries.append(_Entry(kind="refund", category=o["category"], share=back,
+                                      legs=legs, **base))
+            else:  # withdrawal.requested
+                if ev.amount <= 0:
+                    voided.append((ev, "amount must be positive"))
+                    continue
+                available = -balance[(rules.payable(ev.site), ev.currency)]
+                if ev.amount > available:
+                    # Never overdrawn: refused at once, recorded, visible to the shop.
+                    voided.append((ev, f"exceeds the available balance ({available} fen)"))
+                    continue
+                legs = rules.hold_legs(ev.site, ev.amount)
+                entries.append(_Entry(kind="withdrawal.hold", category="", share=0,
+                                      legs=legs, **base))
+                holds.append(ev)
+            for name, amt in entries[-1].legs:
+                balance[(name, ev.currency)] += amt
+        await _insert(conn, entries, accounts)
+        if holds or voided:
+            rows = [(ev, "pending", "") for ev in holds] + [(ev, "voided", why)
+                                                            for ev, why in voided]
+            await conn.execute(
+                "INSERT INTO ledger.withdrawals (key, input_hash, site, withdrawal_id,"
+                " currency, amount, status, reason, requested_at)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::text[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[])",
+                ([e.event_id for e, _, _ in rows], [known[e.event_id] for e, _, _ in rows],
+                 [e.site for e, _, _ in rows], [e.order_id for e, _, _ in rows],
+                 [e.currency for e, _, _ in rows], [e.amount for e, _, _ in rows],
+                 [s for _, s, _ in rows], [w for _, _, w in rows],
+                 [e.ts for e, _, _ in rows]))
+        out.posted = len(entries)
+        out.withdrawals = [ev.event_id for ev in holds]
+    return out
+
+
+async def _insert(conn: AsyncConnection, entries: list[_Entry],
+                  accounts: dict[tuple[str, str], dict[str, Any]]) -> None:
+    if not entries:
+        return
+    # %b: arrays go in binary; psycopg's text array dumper escapes every element with a
+    # regex, which cost more than the database's own work for a batch.
+    rows = await (await conn.execute(
+        "INSERT INTO ledger.entries (key, input_hash, kind, site, order_id, category,"
+        " currency, amount, share, rates, event_at, period_start, adjustment)"
+        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+        " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::jsonb[],"
+        " %b::timestamptz[], %b::timestamptz[], %b::bool[]) RETURNING id, key",
+        ([e.key for e in entries], [e.hash for e in entries], [e.kind for e in entries],
+         [e.site for e in entries], [e.order_id for e in entries],
+         [e.category for e in entries], [e.currency for e in entries],
+         [e.amount for e in entries], [e.share for e in entries],
+         [e.rates if isinstance(e.rates, str) else json.dumps(e.rates) for e in entries],
+         [e.event_at for e in entries],
+         [e.period_start for e in entries], [e.adjustment for e in entries]))).fetchall()
+    ids = {k: i for i, k in rows}
+    e_ids, a_ids, curs, amts = [], [], [], []
+    for e in entries:
+        for name, amt in e.legs:
+            e_ids.append(ids[e.key])
+            a_ids.append(accounts[(name, e.currency)]["id"])
+            curs.append(e.currency)
+            amts.append(amt)
+    await conn.execute(
+        "INSERT INTO ledger.postings (entry_id, account_id, currency, amount)"
+        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::bigint[])",
+        (e_ids, a_ids, curs, amts))
+
+
+async def post_single(conn: AsyncConnection, *, key: str, kind: str, site: str,
+                      currency: str, amount: int, legs: list[rules.Leg], rates: Rates,
+                      event_at: datetime, order_id: str = "", inputs: dict[str, Any]
+                      ) -> bool:
+    """One entry the worker makes itself (payout, void, base fee), idempotent by ``key``.
+    Returns False when it exists already with the same inputs; raises on a conflict."""
+    h = rules.input_hash(**inputs)
+    row = await (await conn.execute("SELECT input_hash FROM ledger.entries WHERE key = %s",
+                                    (key,))).fetchone()
+    if row:
+        if row[0] != h:
+            raise PostingError(f"entry {key} exists with other inputs")
+        return False
+    closed = await _site_periods(conn, [site])
+    period_start, adjustment = place(rates.period, event_at, closed[site])
+    accounts = await _lock_accounts(conn, {(n, currency) for n, _ in legs})
+    await _insert(conn, [_Entry(key=key, hash=h, kind=kind, site=site, order_id=order_id,
+                                category="", currency=currency, amount=amount, share=0,
+                                rates=rates.to_json(), event_at=event_at,
+                                period_start=period_start, adjustment=adjustment,
+                                legs=legs)], accounts)
+    return True
+
+
+async def available_fen(conn: AsyncConnection, site: str, currency: str = "CNY") -> int:
+    # tuple_row: callers' connections may have any row factory (the storefront's: dicts).
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT -balance FROM ledger.accounts WHERE name = %s AND currency = %s",
+                      (rules.payable(site), currency))
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def withdrawal_status(conn: AsyncConnection, site: str) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT withdrawal_id, amount, currency, status, reason, requested_at,"
+                      " updated_at FROM ledger.withdrawals WHERE site = %s"
+                      " ORDER BY requested_at DESC", (site,))
+    return await cur.fetchall()

@@ -1,0 +1,1 @@
+"""The settlement worker: order events → the ledger; withdrawals → payouts; statements."""

@@ -1,0 +1,137 @@
+"""The settlement worker: one replica of the ``settlement`` consumer group.
+
+* Events: each batch the shared machinery hands over becomes ONE ledger transaction
+  (:func:`kameng.ledger.repo.post_events`), committed before the ``XACK``; a failed batch
+  is retried entry by entry by the machinery, a poison entry ends in the dead letters.
+* An event whose id was posted with other inputs is refused: counted, logged and moved to
+  the dead-letter stream at once (retrying cannot make it right).
+* Housekeeping every ``interval``: withdrawals are paid, voided or held; periods that
+  have ended are closed into statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from psycopg import AsyncConnection
+
+from kameng.api.common import API_VERSION
+from kameng.contracts.events import OrderEvent
+from kameng.ledger import repo, statements
+from kameng.ledger import rules as ledger_rules
+from kameng.ledger.payouts import settle_withdrawals
+from kameng.payouts import PayoutProvider
+from kameng.workers.streams import ConsumerConfig, Entry, StreamConsumer, dead_letter_stream
+
+from . import metrics
+from .licenses import LicenseBook
+
+log = logging.getLogger(__name__)
+
+GROUP = "settlement"
+
+
+class Settlement:
+    def __init__(self, dsn: str, redis, book: LicenseBook, provider: PayoutProvider,
+                 config: ConsumerConfig | None = None, interval: float = 2.0) -> None:
+        self.dsn = dsn
+        self.book = book
+        self.provider = provider
+        self.interval = interval
+        self.consumer = StreamConsumer(redis, config or ConsumerConfig(group=GROUP),
+                                       self.handle, self.on_dead_letter)
+        self._conns: dict[str, AsyncConnection] = {}
+
+    async def _conn(self, role: str) -> AsyncConnection:
+        conn = self._conns.get(role)
+        if conn is None or conn.closed or conn.broken:
+            conn = await AsyncConnection.connect(self.dsn, autocommit=True)
+            self._conns[role] = conn
+        return conn
+
+    async def handle(self, batch: list[Entry]) -> None:
+        await self.book.refresh()
+        events = [OrderEvent.from_fields(e.fields) for e in batch]
+        rates = {}
+        for ev in events:
+            r = self.book.rates(ev.site)
+            if r is not None:
+                rates[ev.site] = r
+        conn = await self._conn("post")
+        out = await repo.post_events(conn, events, rates)
+        metrics.POSTINGS.inc(out.posted)
+        if out.duplicates:
+            metrics.DUPLICATES.inc(out.duplicates)
+        for c in out.conflicts:
+            metrics.CONFLICTS.inc()
+            log.error("event refused: its id was posted with other inputs",
+                      extra={"key": c.key, "stored": c.stored_hash[:12],
+                             "offered": c.offered_hash[:12]})
+            for e, ev in zip(batch, events, strict=True):
+                if ev.event_id == c.key and ev.event_id:
+                    await self.consumer.dead_letter(
+                        e, f"IdempotencyConflict: {c.key} was posted with other inputs")
+                    break
+
+    async def on_dead_letter(self, entry: Entry, reason: str) -> None:
+        """An Event on the site's License, so `kubectl describe lic` shows that money
+        did not post (the metric and the dead-letter stream have the details)."""
+        log.error("settlement dead letter", extra={"site": entry.site, "id": entry.id})
+        kube = self.book.kube
+        rates = self.book.rates(entry.site)
+        if kube is None or rates is None or not rates.license:
+            return
+        from kameng.kube import events
+        await events.post(kube, {"apiVersion": API_VERSION, "kind": "License",
+                                 "metadata": {"name": rates.license}},
+                          "Warning", "SettlementDeadLetter",
+                          f"event {entry.fields.get('event_id', '?')} of stream "
+                          f"{entry.stream} was not posted: {reason[:300]}; it is in "
+                          f"{dead_letter_stream(self.consumer.cfg.group)}")
+
+    async def housekeeping(self, now: datetime | None = None) -> None:
+        await self.book.refresh()
+        conn = await self._conn("house")
+        rnd = await settle_withdrawals(conn, self.provider, self.book.held, self.book.rates)
+        metrics.HELD_PAYOUTS.set(rnd.held)
+        if rnd.paid:
+            metrics.PAYOUTS.labels("paid").inc(rnd.paid)
+        if rnd.voided:
+            metrics.PAYOUTS.labels("voided").inc(rnd.voided)
+        await self.close_due(conn, now or datetime.now(UTC))
+
+    async def close_due(self, conn: AsyncConnection, now: datetime) -> int:
+        """Close every period that has ended, oldest first per site."""
+        rows = await (await conn.execute(
+            "SELECT DISTINCT e.site, e.period_start FROM ledger.entries e"
+            " WHERE NOT EXISTS (SELECT 1 FROM ledger.statements s WHERE s.site = e.site"
+            "   AND s.period_start = e.period_start) ORDER BY 1, 2")).fetchall()
+        closed = 0
+        for site, start in rows:
+            r = self.book.rates(site)
+            if r is None:
+                continue
+            _, end = ledger_rules.period_bounds(r.period, start)
+            if end <= now:
+                await statements.close(conn, site, r, start)
+                closed += 1
+        return closed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async def house() -> None:
+            while not stop.is_set():
+                try:
+                    await self.housekeeping()
+                except Exception:
+                    log.exception("settlement housekeeping failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
+
+        try:
+            await asyncio.gather(self.consumer.run(stop), house())
+        finally:
+            for c in self._conns.values():
+                await c.close()
