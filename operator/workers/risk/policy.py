@@ -51,7 +51,12 @@ class CompiledRule:
     def evaluate(self, activation: Mapping[str, Any]) -> bool:
         """True when the rule hits. A runtime error (say, a missing feature) raises, and
         the caller records it against this rule only."""
-        out = self.program.evaluate(activation)
+        try:
+            out = self.program.evaluate(activation)
+        except celpy.CELEvalError as exc:
+            raise RuleError(self.name, _short(exc)) from None
+        except Exception as exc:  # cel-python surfaces some errors as Python ones
+            raise RuleError(self.name, _short(exc)) from None
         if isinstance(out, celpy.CELEvalError):
             raise RuleError(self.name, str(out.args[0] if out.args else out))
         if not isinstance(out, celtypes.BoolType | bool):
@@ -106,7 +111,7 @@ def to_cel(value: Any) -> Any:
     return celpy.json_to_cel(value)
 
 
-def activation(event: Mapping[str, Any], features: Mapping[str, float]) -> dict[str, Any]:
+def activation(event: Mapping[str, Any], features: Mapping[str, int]) -> dict[str, Any]:
     return {"event": to_cel(dict(event)), "features": to_cel(dict(features))}
 
 
@@ -118,16 +123,27 @@ def compile_rule(name: str, expression: str, action: str, reason: str, shadow: b
     try:
         ast = _ENV.compile(expression)
         program = _ENV.program(ast)
-    except Exception as exc:  # CELParseError and friends: the message says where
-        raise RuleError(name, _short(exc)) from None
+    except Exception as exc:  # CELParseError: its text is the line with a caret under
+        # the offending column, which a one-line status cannot show: say the column.
+        raise RuleError(name, _parse_error(exc)) from None
     rule = CompiledRule(name, expression, action, reason, shadow, program)
     # Trial evaluation: catches unknown fields/features and non-boolean results.
     rule.evaluate(activation(SAMPLE_EVENT, dict.fromkeys(feature_names, 0)))
     return rule
 
 
+def _parse_error(exc: BaseException) -> str:
+    lines = str(exc.args[0] if exc.args else exc).split("\n")
+    if len(lines) >= 2 and "^" in lines[1]:
+        col = lines[1].index("^") + 1
+        return f"syntax error at column {col} of {lines[0].strip()[:200]!r}"
+    return _short(exc)
+
+
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    if isinstance(exc, celpy.CELEvalError) and exc.args:
+        exc = exc.args[0] if isinstance(exc.args[0], str) else exc
+    text = " ".join(str(exc if not isinstance(exc, str) else exc).split())
     return text[:300] or type(exc).__name__
 
 
@@ -193,7 +209,7 @@ def strongest(hits: list[Hit] | tuple[Hit, ...]) -> tuple[str, str]:
 
 
 def evaluate(policies: list[CompiledPolicy], event: Mapping[str, Any],
-             features: Mapping[str, Mapping[str, float]]) -> Verdict:
+             features: Mapping[str, Mapping[str, int]]) -> Verdict:
     """Every rule of every policy evaluated; ``features`` is per policy name."""
     hits: list[Hit] = []
     for p in policies:
