@@ -13,7 +13,16 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from .common import DNS_LABEL_RE, DURATION_RE, Condition, KModel, cel, checked, conditions_field, rule
+from .common import (
+    DNS_LABEL_RE,
+    DURATION_RE,
+    Condition,
+    KModel,
+    cel,
+    checked,
+    conditions_field,
+    rule,
+)
 
 # Strongest first: block > freeze > review > allow (the worker takes the maximum).
 RiskAction = Literal["allow", "review", "freeze", "block"]
@@ -94,13 +103,11 @@ class SiteEscalation(KModel):
 
 
 class RiskPolicySpec(KModel):
-    model_config = ConfigDict(json_schema_extra=cel(
-        rule("self.rules.all(r, self.rules.exists_one(o, o.name == r.name))",
-             "rule names must be unique", field_path=".rules"),
-    ))
-
-    mode: Annotated[RiskMode, Field(description="enforce: decisions go to the shops; "
-                                    "shadow: every hit is stored, nothing is acted on.")] = "enforce"
+    # Rule and feature names are unique by the list-map keys below.
+    mode: Annotated[
+        RiskMode, Field(description="enforce: decisions go to the shops; shadow: every hit "
+                        "is stored, nothing is acted on."),
+    ] = "enforce"
     sites: Annotated[
         list[Annotated[str, Field(max_length=56)]],
         Field(max_length=1024, description="SubSites this policy applies to (all when "

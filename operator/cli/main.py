@@ -13,6 +13,8 @@ from collections.abc import Callable
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("kameng.cli.crds_cmd", "write the CRDs in crds/ from the typed models"),
     "operator": ("kameng.cli.operator_cmd", "run the kopf operator"),
+    "risk": ("kameng.workers.risk.cli", "run the risk worker (rules on every order stream), "
+                                        "or backtest a RiskPolicy"),
     "storefront": ("kameng_storefront.cli", "run the storefront (hq or subsite), or import "
                                             "HQ's products and card keys"),
 }

@@ -9,6 +9,7 @@ and error) and, if an earlier version of the same rule compiled, that one keeps 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,9 +142,10 @@ def _parse_error(exc: BaseException) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    if isinstance(exc, celpy.CELEvalError) and exc.args:
-        exc = exc.args[0] if isinstance(exc.args[0], str) else exc
-    text = " ".join(str(exc if not isinstance(exc, str) else exc).split())
+    raw: object = exc
+    if isinstance(exc, celpy.CELEvalError) and exc.args and isinstance(exc.args[0], str):
+        raw = exc.args[0]  # the message without the tuple of Python types around it
+    text = " ".join(str(raw).split())
     return text[:300] or type(exc).__name__
 
 
@@ -166,12 +168,10 @@ def compile_policy(name: str, spec: Mapping[str, Any], generation: int = 0,
             errors.append(exc)
             old = prev.get(r.name)
             if old is not None:
-                try:
-                    # The old version must still work with the new features.
+                # The old version must still work with the new features.
+                with contextlib.suppress(RuleError):
                     rules.append(compile_rule(old.name, old.expression, old.action,
                                               old.reason, old.shadow, names))
-                except RuleError:
-                    pass
     esc = None
     if model.site_escalation is not None:
         e = model.site_escalation

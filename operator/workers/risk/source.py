@@ -10,6 +10,7 @@ are identical and the "no write when nothing changed" check stops the second one
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from kameng.api.common import API_VERSION, format_time
@@ -39,7 +40,6 @@ def status_of(policy: CompiledPolicy, old: dict[str, Any] | None) -> dict[str, A
                  if c.get("type") == RULES_COMPILED), None)
     ltt = prev.get("lastTransitionTime") if prev and prev.get("status") == cond_status \
         else None
-    from datetime import UTC, datetime
     return {
         "ruleCount": policy.rule_count,
         "activeRules": len(policy.rules),
@@ -85,6 +85,9 @@ class KubeSource:
             await self._write_status(obj, cp)
         self.compiled = compiled
         into.policies = sorted(compiled.values(), key=lambda p: p.name)
+        await self.refresh_licences(into)
+
+    async def refresh_licences(self, into: Policies) -> None:
         licences: dict[str, dict[str, Any]] = {}
         for lic in await self.kube.list(path_for(API_VERSION, LICENSE.kind)):
             spec = lic.get("spec") or {}

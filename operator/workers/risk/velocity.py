@@ -63,8 +63,9 @@ def key_value(event: Mapping[str, Any], key: str) -> str:
 
 
 class Velocity:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
+        self.prefix = prefix  # a backtest counts in its own scratch space
         self._script = redis.register_script(_SCRIPT)
         self.large = 0  # counters seen above LARGE (exported by the worker)
 
@@ -88,7 +89,7 @@ class Velocity:
             names.append(f.name)
             # Policy name in the key: two policies' features never share counters, so a
             # feature's meaning can change in one without touching the other.
-            keys.append(f"{PREFIX}{policy.name}:{f.name}:{kv}")
+            keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
             argv += [f.window_s * 1000, f.aggregate,
                      "1" if record and f.applies(str(event["event"])) else "0"]
         if keys:

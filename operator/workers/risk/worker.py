@@ -35,6 +35,7 @@ from prometheus_client import Counter, Histogram
 from kameng.contracts.events import Decision, EventError, OrderEvent, decisions_stream
 
 from ..streams import ConsumerConfig, Entry, StreamConsumer
+from .escalation import Escalation
 from .policy import CompiledPolicy, Verdict, evaluate
 from .velocity import Velocity
 
@@ -82,7 +83,7 @@ def event_view(ev: OrderEvent, licence: Mapping[str, Any] | None) -> dict[str, A
     return {
         "event": ev.event, "eventId": ev.event_id, "site": ev.site, "orderId": ev.order_id,
         "customer": ev.customer, "ip": ev.ip, "category": ev.category,
-        "product": ev.product, "region": getattr(ev, "region", "") or "",
+        "product": ev.product, "region": ev.region,
         "amount": ev.amount, "currency": ev.currency,
         "ts": int(ev.ts.timestamp() * 1000),
         "licenseCategories": list(lic.get("categories") or []),
@@ -107,6 +108,7 @@ def record_of(view: Mapping[str, Any], verdict: Verdict, decided_at: float) -> d
         "eventId": view["eventId"], "site": view["site"], "orderId": view["orderId"],
         "event": view["event"], "customer": view["customer"], "ip": view["ip"],
         "amount": view["amount"], "category": view["category"], "ts": view["ts"],
+        "product": view["product"], "region": view["region"],
         "action": verdict.action, "rule": verdict.rule,
         "decidedAt": int(decided_at * 1000),
         "hits": [{"policy": h.policy, "rule": h.rule, "action": h.action,
@@ -118,8 +120,10 @@ def record_of(view: Mapping[str, Any], verdict: Verdict, decided_at: float) -> d
 class RiskWorker:
     def __init__(self, redis: aioredis.Redis, policies: Policies,
                  config: ConsumerConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 escalation: Escalation | None = None) -> None:
         self.redis = redis
+        self.escalation = escalation
         self.policies = policies
         self.velocity = Velocity(redis)
         self._commit = redis.register_script(_COMMIT)
@@ -143,6 +147,19 @@ class RiskWorker:
                 raise
             view, verdict = await self.decide(ev)
             await self.commit(view, verdict, e.id)
+            await self.escalate(view, verdict)
+
+    async def escalate(self, view: Mapping[str, Any], verdict: Verdict) -> None:
+        if self.escalation is None:
+            return
+        # Also on a redelivery: the counters are keyed by event id, so counting again is
+        # harmless, and a crash between commit and here must not lose the count.
+        pol = next((p for p in self.policies.for_site(view["site"]) if p.escalation), None)
+        if pol is None or pol.escalation is None:
+            return
+        await self.escalation.observe(view["site"], view["eventId"], view["event"],
+                                      verdict.action, view["ts"], pol.escalation,
+                                      self.policies.licences.get(view["site"]))
 
     async def commit(self, view: Mapping[str, Any], verdict: Verdict,
                      entry_id: str = "") -> bool:
