@@ -93,9 +93,9 @@ class SiteEscalation(KModel):
              "does not flap between suspended and released", field_path=".liftAt"),
     ))
 
-    raise_at: Annotated[float, Field(gt=0, le=1, description="Fraud rate (blocked + "
+    raise_at: Annotated[float, Field(ge=0.001, le=1, description="Fraud rate (blocked + "
                                      "charge-backs over orders) that suspends the site.")]
-    lift_at: Annotated[float, Field(ge=0, lt=1, description="Fraud rate below which a "
+    lift_at: Annotated[float, Field(ge=0, le=1, description="Fraud rate below which a "
                                     "person may lift the hold (hysteresis).")]
     window: Duration = "24h"
     min_orders: Annotated[int, Field(ge=1, le=1_000_000, description="No escalation "
