@@ -266,13 +266,13 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
     n = 3000
     async with client.pipeline(transaction=False) as pipe:
         for i in range(n):
-            pipe.xadd(f"kameng:orders:{site}",
+            pipe.xadd(f"ktest:{tag}:orders:{site}",
                       _ev(tag, site, "order.paid", i, customer=f"k{tag}-{i % 50}").to_fields())
         await pipe.execute()
     env = {**os.environ, "KAMENG_REDIS_URL": redis_url}
     cmd = [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
            "--metrics-port", "0", "--policy-file", str(policy), "--batch", "200",
-           "--claim-idle-ms", "300"]
+           "--claim-idle-ms", "300", "--prefix", f"ktest:{tag}:orders:"]
 
     async def decided() -> int:
         return int(await client.xlen(decisions_stream(site)))
@@ -296,7 +296,7 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
         try:
             for _ in range(1500):
                 if await decided() >= n:
-                    pending = await client.xpending(f"kameng:orders:{site}", "risk")
+                    pending = await client.xpending(f"ktest:{tag}:orders:{site}", "risk")
                     if not pending["pending"]:
                         break
                 await asyncio.sleep(0.05)

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from kameng.contracts.events import ORDERS_PREFIX
+
 from .policy import parse_duration
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--policy-file", action="append", default=[],
                    help="a RiskPolicy YAML to use besides (or, with --no-kube, instead of) "
                    "the cluster's")
+    r.add_argument("--prefix", default=os.environ.get("KAMENG_RISK_STREAM_PREFIX",
+                                                      ORDERS_PREFIX),
+                   help="stream prefix to consume (default: %(default)s; tests and "
+                   "benchmarks use their own)")
     r.add_argument("-v", "--verbose", action="store_true")
     b = sub.add_parser("backtest", help="replay stored events through a policy")
     b.add_argument("policy", help="RiskPolicy name (or the name in --file)")
@@ -94,7 +100,7 @@ async def _run(args: argparse.Namespace) -> int:
     policies = Policies(policies=list(files))
     source = KubeSource(kube) if kube else None
     worker = RiskWorker(redis, policies,
-                        ConsumerConfig(group=GROUP, batch=args.batch,
+                        ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
                                        claim_idle_ms=args.claim_idle_ms),
                         escalation=Escalation(redis, kube))
     stop = asyncio.Event()
