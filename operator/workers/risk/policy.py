@@ -1,10 +1,12 @@
 """Compiling a RiskPolicy's rules with CEL, keeping the last valid version of each rule.
 
-A rule "compiles" when cel-python parses it *and* a trial evaluation over a canonical
-event and every declared feature yields a bool: cel-python has no static type checker,
-so an unknown field or feature, or an expression that is not a predicate, is caught here
-instead of on the first real order. A rule that does not compile is reported (rule name
-and error) and, if an earlier version of the same rule compiled, that one keeps running.
+CEL is Google's own runtime (``cel-expr-python``, the C++ implementation Kubernetes'
+sibling projects use; see docs/architecture.md "Risk" for why not the pure-Python one): a
+rule is parsed and type-checked against ``event`` (map of string to dyn) and ``features``
+(map of string to int). A rule "compiles" when that succeeds *and* a trial evaluation over
+a canonical event with every declared feature yields a bool, which also catches unknown
+event fields and features. A rule that does not compile is reported (rule name and error)
+and, if an earlier version of the same rule compiled, that one keeps running.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import celpy
-from celpy import celtypes
+from cel_expr_python import cel
 
 from kameng.api.riskpolicy import ACTION_RANK, RiskPolicySpec
 
+_T = cel.Type
+_BOOL, _ERROR = _T.BOOL, _T.ERROR
+_ENV = cel.NewEnv(variables={"event": _T.Map(_T.STRING, _T.DYN),
+                             "features": _T.Map(_T.STRING, _T.INT)})
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 # Every field a rule may read on `event`; the trial evaluation uses these values.
@@ -49,20 +54,19 @@ class CompiledRule:
     shadow: bool
     program: Any = field(compare=False, repr=False)
 
-    def evaluate(self, activation: Mapping[str, Any]) -> bool:
+    def evaluate(self, activation: Any) -> bool:
         """True when the rule hits. A runtime error (say, a missing feature) raises, and
         the caller records it against this rule only."""
         try:
-            out = self.program.evaluate(activation)
-        except celpy.CELEvalError as exc:
+            out = self.program.eval(activation)
+        except Exception as exc:  # the runtime reports most errors as values, not these
             raise RuleError(self.name, _short(exc)) from None
-        except Exception as exc:  # cel-python surfaces some errors as Python ones
-            raise RuleError(self.name, _short(exc)) from None
-        if isinstance(out, celpy.CELEvalError):
-            raise RuleError(self.name, str(out.args[0] if out.args else out))
-        if not isinstance(out, celtypes.BoolType | bool):
-            raise RuleError(self.name, f"result is {type(out).__name__}, not a bool")
-        return bool(out)
+        kind = out.type()
+        if kind == _BOOL:
+            return bool(out.value())
+        if kind == _ERROR:
+            raise RuleError(self.name, _short(out.value()))
+        raise RuleError(self.name, f"the result is {kind.name().lower()}, not a bool")
 
 
 class RuleError(Exception):
@@ -108,44 +112,44 @@ class CompiledPolicy:
         return not self.sites or site in self.sites
 
 
-def to_cel(value: Any) -> Any:
-    return celpy.json_to_cel(value)
-
-
-def activation(event: Mapping[str, Any], features: Mapping[str, int]) -> dict[str, Any]:
-    return {"event": to_cel(dict(event)), "features": to_cel(dict(features))}
-
-
-_ENV = celpy.Environment()
+def activation(event: Mapping[str, Any], features: Mapping[str, int]) -> Any:
+    """One activation per event and policy, shared by all its rules (building it is the
+    expensive part; evaluating a rule over it is cheap)."""
+    return _ENV.Activation({"event": dict(event), "features": dict(features)})
 
 
 def compile_rule(name: str, expression: str, action: str, reason: str, shadow: bool,
                  feature_names: list[str]) -> CompiledRule:
     try:
-        ast = _ENV.compile(expression)
-        program = _ENV.program(ast)
-    except Exception as exc:  # CELParseError: its text is the line with a caret under
-        # the offending column, which a one-line status cannot show: say the column.
+        program = _ENV.compile(expression)
+    except Exception as exc:  # RuntimeError carrying the parser's or checker's message
         raise RuleError(name, _parse_error(exc)) from None
+    ret = program.return_type()
+    if ret != _BOOL and ret != _T.DYN:
+        raise RuleError(name, f"the expression gives {ret.name().lower()}, not a bool")
     rule = CompiledRule(name, expression, action, reason, shadow, program)
     # Trial evaluation: catches unknown fields/features and non-boolean results.
     rule.evaluate(activation(SAMPLE_EVENT, dict.fromkeys(feature_names, 0)))
     return rule
 
 
+_POSITION = re.compile(r"<input>:(\d+):(\d+):\s*")
+
+
 def _parse_error(exc: BaseException) -> str:
-    lines = str(exc.args[0] if exc.args else exc).split("\n")
-    if len(lines) >= 2 and "^" in lines[1]:
-        col = lines[1].index("^") + 1
-        return f"syntax error at column {col} of {lines[0].strip()[:200]!r}"
-    return _short(exc)
+    """"INVALID_ARGUMENT: ERROR: <input>:1:15: Syntax error: …" (then the source with a
+    caret) → "column 15: Syntax error: …": one line a status condition can show."""
+    first = str(exc).split("\n", 1)[0]
+    m = _POSITION.search(first)
+    if m:
+        line, col = m.groups()
+        where = f"column {col}" if line == "1" else f"line {line}, column {col}"
+        return _short(f"{where}: {first[m.end():]}")
+    return _short(first)
 
 
-def _short(exc: BaseException) -> str:
-    raw: object = exc
-    if isinstance(exc, celpy.CELEvalError) and exc.args and isinstance(exc.args[0], str):
-        raw = exc.args[0]  # the message without the tuple of Python types around it
-    text = " ".join(str(raw).split())
+def _short(exc: object) -> str:
+    text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
 
 

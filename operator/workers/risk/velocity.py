@@ -12,9 +12,11 @@ silently truncated.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from .policy import CompiledPolicy
 
@@ -58,6 +60,19 @@ return out
 """
 
 
+@dataclass
+class Call:
+    names: list[str]
+    args: list[Any]
+    keys: list[str]
+    zeros: dict[str, int]
+
+
+LARGE_COUNTERS = Counter("kameng_risk_velocity_large_total",
+                         f"Velocity reads over a counter holding more than {LARGE} events "
+                         "(never capped: this says a window or key is too coarse).")
+
+
 def key_value(event: Mapping[str, Any], key: str) -> str:
     return str(event.get(key) or "")
 
@@ -69,33 +84,47 @@ class Velocity:
         self._script = redis.register_script(_SCRIPT)
         self.large = 0  # counters seen above LARGE (exported by the worker)
 
-    async def features(self, policy: CompiledPolicy, event: Mapping[str, Any],
-                       record: bool = True) -> dict[str, int]:
-        """Record the event in each feature it counts for and read every feature.
-
-        A feature whose key is empty on this event (no customer on a withdrawal, say)
-        reads 0 and records nothing: an empty key would lump unrelated events together.
-        """
-        keys: list[str] = []
-        argv: list[Any] = [f"{event['eventId']}|{int(event.get('amount') or 0)}",
-                           int(event["ts"])]
-        names: list[str] = []
-        out: dict[str, int] = {}
+    def prepare(self, policy: CompiledPolicy, event: Mapping[str, Any],
+                record: bool = True) -> Call:
+        """The script call that records ``event`` in each feature it counts for and reads
+        every feature. A feature whose key is empty on this event (no customer on a
+        withdrawal, say) reads 0 and records nothing: an empty key would lump unrelated
+        events together."""
+        call = Call([], [f"{event['eventId']}|{int(event.get('amount') or 0)}",
+                         int(event["ts"])], [], {})
         for f in policy.features:
             kv = key_value(event, f.key)
             if not kv:
-                out[f.name] = 0
+                call.zeros[f.name] = 0
                 continue
-            names.append(f.name)
+            call.names.append(f.name)
             # Policy name in the key: two policies' features never share counters, so a
             # feature's meaning can change in one without touching the other.
-            keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
-            argv += [f.window_s * 1000, f.aggregate,
-                     "1" if record and f.applies(str(event["event"])) else "0"]
-        if keys:
-            res = await self._script(keys=keys, args=argv)
-            for i, name in enumerate(names):
-                out[name] = int(res[2 * i])
-                if int(res[2 * i + 1]) > LARGE:
-                    self.large += 1
+            call.keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
+            call.args += [f.window_s * 1000, f.aggregate,
+                          "1" if record and f.applies(str(event["event"])) else "0"]
+        return call
+
+    async def queue(self, call: Call, pipe: Any) -> bool:
+        """Queue the call on a pipeline; False when there is nothing to ask Redis."""
+        if not call.keys:
+            return False
+        # Awaiting a script call on a pipeline only queues it (and loads the script).
+        await self._script(keys=call.keys, args=call.args, client=pipe)
+        return True
+
+    def parse(self, call: Call, res: Any) -> dict[str, int]:
+        out = dict(call.zeros)
+        for i, name in enumerate(call.names):
+            out[name] = int(res[2 * i])
+            if int(res[2 * i + 1]) > LARGE:
+                self.large += 1
+                LARGE_COUNTERS.inc()
         return out
+
+    async def features(self, policy: CompiledPolicy, event: Mapping[str, Any],
+                       record: bool = True) -> dict[str, int]:
+        call = self.prepare(policy, event, record)
+        if not call.keys:
+            return dict(call.zeros)
+        return self.parse(call, await self._script(keys=call.keys, args=call.args))

@@ -32,7 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
-from kameng.contracts.events import Decision, EventError, OrderEvent, decisions_stream
+from kameng.contracts.events import Decision, OrderEvent, decisions_stream
 
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
@@ -138,15 +138,32 @@ class RiskWorker:
         return view, evaluate(pols, view, feats)
 
     async def handle(self, entries: list[Entry]) -> None:
-        for e in entries:
-            try:
-                ev = OrderEvent.from_fields(e.fields)
-            except EventError:
-                # A malformed entry raises: the shared machinery retries it alone and
-                # dead-letters it; it never decides anything.
-                raise
-            view, verdict = await self.decide(ev)
-            await self.commit(view, verdict, e.id)
+        """A batch in three Redis round trips: every velocity call pipelined in stream
+        order (each is atomic and sees the ones before it), the rules in process, then
+        every once-only commit pipelined. A malformed entry raises: the shared machinery
+        retries entries one by one and dead-letters that one; it never decides anything."""
+        events = [OrderEvent.from_fields(e.fields) for e in entries]
+        views = [event_view(ev, self.policies.licences.get(ev.site)) for ev in events]
+        plans = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for view in views:
+                pols = self.policies.for_site(view["site"])
+                calls = [(p, self.velocity.prepare(p, view)) for p in pols]
+                plans.append([(p, c, await self.velocity.queue(c, pipe)) for p, c in calls])
+            results = iter(await pipe.execute())
+        verdicts = []
+        for view, plan in zip(views, plans, strict=True):
+            feats = {p.name: self.velocity.parse(c, next(results)) if queued
+                     else dict(c.zeros) for p, c, queued in plan}
+            verdicts.append(evaluate([p for p, _, _ in plan], view, feats))
+        now = self.clock()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for view, verdict in zip(views, verdicts, strict=True):
+                await self._queue_commit(pipe, view, verdict, now)
+            done = await pipe.execute()
+        for e, view, verdict, fresh in zip(entries, views, verdicts, done, strict=True):
+            if fresh:
+                self._count(verdict, e.id, now)
             await self.escalate(view, verdict)
 
     async def escalate(self, view: Mapping[str, Any], verdict: Verdict) -> None:
@@ -161,22 +178,20 @@ class RiskWorker:
                                       verdict.action, view["ts"], pol.escalation,
                                       self.policies.licences.get(view["site"]))
 
-    async def commit(self, view: Mapping[str, Any], verdict: Verdict,
-                     entry_id: str = "") -> bool:
-        now = self.clock()
-        rec = record_of(view, verdict, now)
+    async def _queue_commit(self, pipe: Any, view: Mapping[str, Any], verdict: Verdict,
+                      now: float) -> None:
+        rec = json.dumps(record_of(view, verdict, now), separators=(",", ":"))
         publish = verdict.action != "allow"
         dec = Decision(order_id=view["orderId"], action=verdict.action,  # type: ignore[arg-type]
                        rule=verdict.rule, ts=datetime.fromtimestamp(now, UTC)).to_fields()
         pairs = [x for kv in dec.items() for x in kv]
-        hit_json = json.dumps(rec, separators=(",", ":")) if verdict.hits else ""
-        done = await self._commit(
+        await self._commit(
             keys=[RECORD_PREFIX + view["eventId"], decisions_stream(view["site"]),
                   HITS_STREAM],
-            args=[json.dumps(rec, separators=(",", ":")), RECORD_TTL_S,
-                  "1" if publish else "0", len(dec), *pairs, hit_json, HITS_MAXLEN])
-        if not done:
-            return False  # decided before (redelivery): nothing published twice
+            args=[rec, RECORD_TTL_S, "1" if publish else "0", len(dec), *pairs,
+                  rec if verdict.hits else "", HITS_MAXLEN], client=pipe)
+
+    def _count(self, verdict: Verdict, entry_id: str, now: float) -> None:
         DECISIONS.labels(verdict.action).inc()
         for h in verdict.hits:
             if h.error:
@@ -186,7 +201,17 @@ class RiskWorker:
         if entry_id:
             ms = int(entry_id.split("-", 1)[0])
             LATENCY.observe(max(0.0, now - ms / 1000))
-        return True
+
+    async def commit(self, view: Mapping[str, Any], verdict: Verdict,
+                     entry_id: str = "") -> bool:
+        """Store one outcome once (and publish its decision); False on a redelivery."""
+        now = self.clock()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._queue_commit(pipe, view, verdict, now)
+            (done,) = await pipe.execute()
+        if done:
+            self._count(verdict, entry_id, now)
+        return bool(done)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.run(stop)
