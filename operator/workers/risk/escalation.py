@@ -67,18 +67,24 @@ class Escalation:
         self.kube = kube
         self._script = redis.register_script(_SCRIPT)
 
-    async def observe(self, site: str, event_id: str, event_type: str, action: str,
-                      ts_ms: int, esc: EscalationDef,
-                      licence: Mapping[str, Any] | None) -> str:
-        """Count one event; returns "raised" when this call suspended the site."""
+    @staticmethod
+    def counts_for(event_type: str, action: str) -> tuple[bool, bool] | None:
         is_order = event_type == "order.paid"
         is_fraud = action == "block" or event_type == "order.disputed"
-        if not (is_order or is_fraud):
-            return ""
-        orders, fraud = await self._script(
-            keys=[f"{PREFIX}{site}:orders", f"{PREFIX}{site}:fraud"],
-            args=[ts_ms, esc.window_s * 1000, event_id, int(is_order), int(is_fraud)])
-        orders, fraud = int(orders), int(fraud)
+        return (is_order, is_fraud) if is_order or is_fraud else None
+
+    async def queue(self, pipe: Any, site: str, event_id: str, ts_ms: int,
+                    esc: EscalationDef, kinds: tuple[bool, bool]) -> None:
+        """Queue the counting on the worker's commit pipeline (one round trip a batch)."""
+        await self._script(keys=[f"{PREFIX}{site}:orders", f"{PREFIX}{site}:fraud"],
+                           args=[ts_ms, esc.window_s * 1000, event_id, int(kinds[0]),
+                                 int(kinds[1])], client=pipe)
+
+    async def judge(self, site: str, counts: Any, esc: EscalationDef,
+                    licence: Mapping[str, Any] | None) -> str:
+        """Given the window's (orders, fraud): raise the hold when due. Returns "raised"
+        when this call suspended the site."""
+        orders, fraud = int(counts[0]), int(counts[1])
         rate = fraud / orders if orders else 0.0
         FRAUD_RATE.labels(site).set(rate)
         disarm = f"{PREFIX}{site}:disarmed"

@@ -36,7 +36,7 @@ from kameng.contracts.events import Decision, OrderEvent, decisions_stream
 
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
-from .policy import CompiledPolicy, Verdict, evaluate
+from .policy import CompiledPolicy, EscalationDef, Verdict, evaluate
 from .velocity import Velocity
 
 log = logging.getLogger(__name__)
@@ -157,26 +157,36 @@ class RiskWorker:
                      else dict(c.zeros) for p, c, queued in plan}
             verdicts.append(evaluate([p for p, _, _ in plan], view, feats))
         now = self.clock()
+        escalating = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for view, verdict in zip(views, verdicts, strict=True):
                 await self._queue_commit(pipe, view, verdict, now)
-            done = await pipe.execute()
-        for e, view, verdict, fresh in zip(entries, views, verdicts, done, strict=True):
-            if fresh:
+                # Counted also on a redelivery: the counters are keyed by event id, so
+                # counting again is harmless, and a crash between commit and here must
+                # not lose the count.
+                esc = await self._queue_escalation(pipe, view, verdict)
+                escalating.append(esc)
+            results = iter(await pipe.execute())
+        for e, view, verdict, esc in zip(entries, views, verdicts, escalating, strict=True):
+            if next(results):
                 self._count(verdict, e.id, now)
-            await self.escalate(view, verdict)
+            if esc is not None and self.escalation is not None:
+                await self.escalation.judge(view["site"], next(results), esc,
+                                            self.policies.licences.get(view["site"]))
 
-    async def escalate(self, view: Mapping[str, Any], verdict: Verdict) -> None:
+    async def _queue_escalation(self, pipe: Any, view: Mapping[str, Any],
+                                verdict: Verdict) -> EscalationDef | None:
         if self.escalation is None:
-            return
-        # Also on a redelivery: the counters are keyed by event id, so counting again is
-        # harmless, and a crash between commit and here must not lose the count.
+            return None
+        kinds = self.escalation.counts_for(view["event"], verdict.action)
+        if kinds is None:
+            return None
         pol = next((p for p in self.policies.for_site(view["site"]) if p.escalation), None)
         if pol is None or pol.escalation is None:
-            return
-        await self.escalation.observe(view["site"], view["eventId"], view["event"],
-                                      verdict.action, view["ts"], pol.escalation,
-                                      self.policies.licences.get(view["site"]))
+            return None
+        await self.escalation.queue(pipe, view["site"], view["eventId"], view["ts"],
+                                    pol.escalation, kinds)
+        return pol.escalation
 
     async def _queue_commit(self, pipe: Any, view: Mapping[str, Any], verdict: Verdict,
                       now: float) -> None:
