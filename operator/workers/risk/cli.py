@@ -49,6 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stream prefix to consume (default: %(default)s; tests and "
                    "benchmarks use their own)")
     r.add_argument("-v", "--verbose", action="store_true")
+    v = sub.add_parser("review", help="a reviewer allows or blocks an order (recorded "
+                       "with who and when; a blocked paid order is refunded by the shop)")
+    v.add_argument("site")
+    v.add_argument("order")
+    v.add_argument("action", choices=("allow", "block"))
+    v.add_argument("--by", required=True, help="the reviewer")
+    v.add_argument("--note", default="")
+    z = sub.add_parser("snooze", help="act on nothing for one customer or IP for a while "
+                       "(hits are still stored)")
+    z.add_argument("key", choices=("customer", "ip"))
+    z.add_argument("value", help="the hashed value as in the events")
+    z.add_argument("--for", dest="duration", default="7d", help="7d, 24h, 30m")
+    z.add_argument("--by", required=True)
+    z.add_argument("--reason", default="")
     b = sub.add_parser("backtest", help="replay stored events through a policy")
     b.add_argument("policy", help="RiskPolicy name (or the name in --file)")
     b.add_argument("--since", default="7d", help="how far back: 7d, 24h, 30m")
@@ -186,4 +200,28 @@ def run(args: argparse.Namespace) -> int:
 
             start_http_server(args.metrics_port)
         return asyncio.run(_run(args))
+    if args.risk_command in ("review", "snooze"):
+        return asyncio.run(_review(args))
     return asyncio.run(_backtest(args))
+
+
+async def _review(args: argparse.Namespace) -> int:
+    from . import review
+
+    redis = _redis()
+    try:
+        if args.risk_command == "snooze":
+            await review.snooze(redis, args.key, args.value, since_seconds(args.duration),
+                                args.by, args.reason)
+            print(f"{args.key} {args.value[:12]}… snoozed for {args.duration} by {args.by}")
+            return 0
+        if await review.review(redis, args.site, args.order, args.action, args.by,
+                               args.note):
+            print(f"order {args.order}: {args.action} by {args.by}")
+            return 0
+        prior = await review.reviewed(redis, args.order) or {}
+        print(f"order {args.order} was already reviewed: {prior.get('action')} by "
+              f"{prior.get('by')} at {prior.get('at')}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()

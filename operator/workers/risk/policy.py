@@ -199,6 +199,7 @@ class Verdict:
     action: str  # strongest enforced action; "allow" when nothing enforced hit
     rule: str  # the rule that set it ("" when allow)
     hits: tuple[Hit, ...]
+    snoozed: bool = False  # a live snooze of the customer or IP turned it into allow
 
 
 def strongest(hits: list[Hit] | tuple[Hit, ...]) -> tuple[str, str]:

@@ -37,6 +37,7 @@ from kameng.contracts.events import Decision, OrderEvent, decisions_stream
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
 from .policy import CompiledPolicy, EscalationDef, Verdict, evaluate
+from .review import snooze_keys_of
 from .velocity import Velocity
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def record_of(view: Mapping[str, Any], verdict: Verdict, decided_at: float) -> d
         "amount": view["amount"], "category": view["category"], "ts": view["ts"],
         "product": view["product"], "region": view["region"],
         "action": verdict.action, "rule": verdict.rule,
-        "decidedAt": int(decided_at * 1000),
+        "decidedAt": int(decided_at * 1000), "snoozed": verdict.snoozed,
         "hits": [{"policy": h.policy, "rule": h.rule, "action": h.action,
                   "reason": h.reason, "shadow": h.shadow, "error": h.error}
                  for h in verdict.hits],
@@ -150,12 +151,22 @@ class RiskWorker:
                 pols = self.policies.for_site(view["site"])
                 calls = [(p, self.velocity.prepare(p, view)) for p in pols]
                 plans.append([(p, c, await self.velocity.queue(c, pipe)) for p, c in calls])
+                # Live snoozes of this event's customer or IP (0 when none).
+                keys = snooze_keys_of(view)
+                if keys:
+                    pipe.exists(*keys)
+                else:
+                    pipe.echo("0")
             results = iter(await pipe.execute())
         verdicts = []
         for view, plan in zip(views, plans, strict=True):
             feats = {p.name: self.velocity.parse(c, next(results)) if queued
                      else dict(c.zeros) for p, c, queued in plan}
-            verdicts.append(evaluate([p for p, _, _ in plan], view, feats))
+            verdict = evaluate([p for p, _, _ in plan], view, feats)
+            if int(next(results)) and verdict.action != "allow":
+                # Snoozed entity: every hit is still stored, nothing is acted on.
+                verdict = Verdict("allow", "", verdict.hits, snoozed=True)
+            verdicts.append(verdict)
         now = self.clock()
         escalating = []
         async with self.redis.pipeline(transaction=False) as pipe:
