@@ -83,7 +83,8 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
             check=False)
     try:
         helm("install", "kameng-it", str(CHART), "--namespace", NS, "--skip-crds",
-             "--set", "standardRolePolicy=false", "--wait", "--timeout", "90s")
+             "--set", "standardRolePolicy=false", "--set", "risk.defaultPolicy=false",
+             "--wait", "--timeout", "90s")
         kubectl("wait", "-n", NS, "--for=condition=Available", "deployment/kameng-operator",
                 "--timeout=60s", timeout=70)
         pod = json.loads(kubectl("get", "pods", "-n", NS, "-l",

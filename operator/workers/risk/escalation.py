@@ -73,20 +73,23 @@ class Escalation:
         is_fraud = action == "block" or event_type == "order.disputed"
         return (is_order, is_fraud) if is_order or is_fraud else None
 
-    async def queue(self, pipe: Any, site: str, event_id: str, ts_ms: int,
+    async def queue(self, pipe: Any, policy: str, site: str, event_id: str, ts_ms: int,
                     esc: EscalationDef, kinds: tuple[bool, bool]) -> None:
-        """Queue the counting on the worker's commit pipeline (one round trip a batch)."""
-        await self._script(keys=[f"{PREFIX}{site}:orders", f"{PREFIX}{site}:fraud"],
+        """Queue the counting on the worker's commit pipeline (one round trip a batch).
+        Counters are per policy: each policy's thresholds apply over its own window."""
+        base = f"{PREFIX}{site}:{policy}"
+        await self._script(keys=[f"{base}:orders", f"{base}:fraud"],
                            args=[ts_ms, esc.window_s * 1000, event_id, int(kinds[0]),
                                  int(kinds[1])], client=pipe)
 
-    async def judge(self, site: str, counts: Any, esc: EscalationDef,
+    async def judge(self, policy: str, site: str, counts: Any, esc: EscalationDef,
                     licence: Mapping[str, Any] | None) -> str:
         """Given the window's (orders, fraud): raise the hold when due. Returns "raised"
         when this call suspended the site."""
         orders, fraud = int(counts[0]), int(counts[1])
         rate = fraud / orders if orders else 0.0
         FRAUD_RATE.labels(site).set(rate)
+        # One disarm key per site, whichever policy raised: one hold, one Event.
         disarm = f"{PREFIX}{site}:disarmed"
         if rate < esc.lift_at:
             await self.redis.delete(disarm)  # re-armed

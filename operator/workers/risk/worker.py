@@ -181,23 +181,27 @@ class RiskWorker:
         for e, view, verdict, esc in zip(entries, views, verdicts, escalating, strict=True):
             if next(results):
                 self._count(verdict, e.id, now)
-            if esc is not None and self.escalation is not None:
-                await self.escalation.judge(view["site"], next(results), esc,
+            for name, esc_def in esc:
+                assert self.escalation is not None
+                await self.escalation.judge(name, view["site"], next(results), esc_def,
                                             self.policies.licences.get(view["site"]))
 
     async def _queue_escalation(self, pipe: Any, view: Mapping[str, Any],
-                                verdict: Verdict) -> EscalationDef | None:
+                                verdict: Verdict) -> list[tuple[str, EscalationDef]]:
+        """Count the event for every applicable policy with a siteEscalation (each over
+        its own window); returns what was queued, in order."""
         if self.escalation is None:
-            return None
+            return []
         kinds = self.escalation.counts_for(view["event"], verdict.action)
         if kinds is None:
-            return None
-        pol = next((p for p in self.policies.for_site(view["site"]) if p.escalation), None)
-        if pol is None or pol.escalation is None:
-            return None
-        await self.escalation.queue(pipe, view["site"], view["eventId"], view["ts"],
-                                    pol.escalation, kinds)
-        return pol.escalation
+            return []
+        out = []
+        for pol in self.policies.for_site(view["site"]):
+            if pol.escalation is not None:
+                await self.escalation.queue(pipe, pol.name, view["site"], view["eventId"],
+                                            view["ts"], pol.escalation, kinds)
+                out.append((pol.name, pol.escalation))
+        return out
 
     async def _queue_commit(self, pipe: Any, view: Mapping[str, Any], verdict: Verdict,
                       now: float) -> None:
