@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from .common import GROUP
 from .license import LicenseSpec, LicenseStatus
 from .names import RESERVED_PREFIXES, RESERVED_SITE_NAMES
+from .riskpolicy import RiskPolicySpec, RiskPolicyStatus
 from .rolepolicy import RolePolicySpec, RolePolicyStatus
 from .subsite import SubSiteSpec, SubSiteStatus
 
@@ -119,4 +120,23 @@ ROLEPOLICY = Kind(
     ),
 )
 
-KINDS: tuple[Kind, ...] = (SUBSITE, LICENSE, ROLEPOLICY)
+RISKPOLICY = Kind(
+    kind="RiskPolicy",
+    plural="riskpolicies",
+    singular="riskpolicy",
+    short_names=("risk",),
+    spec=RiskPolicySpec,
+    status=RiskPolicyStatus,
+    description="Velocity features and CEL rules the risk worker applies to every order "
+    "stream; site escalation thresholds.",
+    columns=(
+        _col("Mode", ".spec.mode", description="enforce or shadow"),
+        _col("Rules", ".status.ruleCount", "integer", "Rules in the policy"),
+        _col("Active", ".status.activeRules", "integer", "Rules compiled and running"),
+        _col("Compiled", '.status.conditions[?(@.type=="RulesCompiled")].status',
+             description="Every rule compiles"),
+        _AGE,
+    ),
+)
+
+KINDS: tuple[Kind, ...] = (SUBSITE, LICENSE, ROLEPOLICY, RISKPOLICY)

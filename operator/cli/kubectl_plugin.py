@@ -1,4 +1,5 @@
-"""`kubectl kameng`: status, suspend, resume, renew, export, invite, rotate-credentials.
+"""`kubectl kameng`: status, suspend, resume, renew, export, invite, rotate-credentials,
+release, risk backtest.
 
 kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
 patch of the License or a read, so what it does is visible in the audit log and in
@@ -21,6 +22,7 @@ import yaml
 
 from kameng.api.common import GROUP, VERSION
 from kameng.api.conditions import READY, RECONCILING, STALLED, find
+from kameng.api.holds import HOLD_KINDS, HOLD_PREFIX, holds_of
 from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
 from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
 from kameng.contracts import invitation
@@ -102,6 +104,8 @@ def cmd_status(api: Api, args: argparse.Namespace) -> int:
                     for c in st.get("conditions", []) if _is_problem(c)]
         if lic.get("spec", {}).get("suspended"):
             problems.insert(0, f"suspended: {lic['spec'].get('suspendReason') or 'no reason'}")
+        for h in holds_of(lic.get("metadata", {}).get("annotations")):
+            problems.insert(0, f"held ({h.kind}): {h.reason or 'no reason'}")
         rows.append((ss["metadata"]["name"], st.get("phase", "-"),
                      _cond(ss, READY).get("status", "-"), ss["spec"]["licenseRef"],
                      lst.get("state", "-"), lst.get("expiresAt", lic.get("spec", {})
@@ -246,6 +250,55 @@ def add_statement(sub: Any) -> None:
     s.set_defaults(fn=cmd_statement)
 
 
+def cmd_release(api: Api, args: argparse.Namespace) -> int:
+    """Lift a hold (``hold.kameng.io/<kind>``) from the site's License: the one way a risk
+    suspension ends. Only the annotation is removed; the spec Git owns is not touched."""
+    lic = license_of(api, args.site)
+    name = lic["metadata"]["name"]
+    key = HOLD_PREFIX + args.kind
+    held = {h.kind: h for h in holds_of(lic["metadata"].get("annotations"))}
+    if args.kind not in held:
+        print(f"license.{GROUP}/{name}: no {args.kind} hold; nothing to release")
+        return 0
+    # A merge patch with null removes the annotation and nothing else.
+    api.patch(LICENSE.plural, name, {"metadata": {"annotations": {key: None}}})
+    h = held[args.kind]
+    print(f"license.{GROUP}/{name}: {args.kind} hold released (placed {h.since or '?'} by "
+          f"{h.by or '?'}: {h.reason or 'no reason'}); sub-site {args.site} "
+          + ("is restored" if h.suspends else "payouts resume"))
+    return 0
+
+
+def add_release(sub: Any) -> None:
+    s = sub.add_parser("release", help="lift a risk or payout hold from a sub-site")
+    s.add_argument("site")
+    s.add_argument("--kind", choices=HOLD_KINDS, default="risk",
+                   help="which hold (default: %(default)s)")
+    s.set_defaults(fn=cmd_release)
+
+
+def cmd_risk_backtest(api: Api, args: argparse.Namespace) -> int:
+    """Replay the stored decisions through a RiskPolicy (needs KAMENG_REDIS_URL: the risk
+    worker's Redis, e.g. through a port-forward)."""
+    import asyncio
+
+    from kameng.workers.risk import cli as risk_cli
+
+    return asyncio.run(risk_cli._backtest(args))
+
+
+def add_risk(sub: Any) -> None:
+    s = sub.add_parser("risk", help="risk engine: backtest a RiskPolicy")
+    rsub = s.add_subparsers(dest="risk_verb", required=True)
+    b = rsub.add_parser("backtest", help="replay stored events through a policy and print "
+                        "what it would have decided beside what was decided")
+    b.add_argument("policy")
+    b.add_argument("--since", default="7d", help="how far back: 7d, 24h, 30m")
+    b.add_argument("--file", help="a RiskPolicy YAML (a version not applied yet)")
+    b.add_argument("--all", action="store_true", help="every event, not only the changes")
+    b.set_defaults(fn=cmd_risk_backtest)
+
+
 def site_url(ss: dict[str, Any]) -> str:
     """Where the shop is reached: the URL the operator reports, else its domain."""
     url = (ss.get("status") or {}).get("url")
@@ -325,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_export)
     add_rotate_credentials(sub)
     add_statement(sub)
+    add_release(sub)
+    add_risk(sub)
     s = sub.add_parser("invite", help="print one-time set-password links for members")
     s.add_argument("site")
     s.add_argument("member", nargs="*", help="member name or e-mail (several allowed)")

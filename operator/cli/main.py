@@ -17,6 +17,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kameng.cli.operator_cmd", "run the kopf operator"),
     "settlement": ("kameng.cli.settlement_cmd", "run the settlement worker (order events "
                                                 "into the ledger, payouts, statements)"),
+    "risk": ("kameng.workers.risk.cli", "run the risk worker (rules on every order stream), "
+                                        "or backtest a RiskPolicy"),
     "storefront": ("kameng_storefront.cli", "run the storefront (hq or subsite), or import "
                                             "HQ's products and card keys"),
 }

@@ -154,6 +154,10 @@ class OrderEvent(_StreamModel):
     ip: str = ""  # hash_pii(ip)
     category: str = ""
     product: str = ""
+    # The product's sale region (License regions vocabulary, e.g. "CN-BJ"); "" when the
+    # product has none. Added in place (schema v1): readers that predate it ignore it and
+    # an entry without it reads as "".
+    region: str = ""
     amount: int = Field(ge=0)
     currency: str = "CNY"
     ts: datetime = Field(default_factory=_now)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
+from kameng.api.holds import Hold, holds_of
 from kameng.api.license import EXPIRED as EXPIRED_STATE
 from kameng.api.license import GRACE, PENDING, SUSPENDED, LicenseSpec
 from kameng.api.resources import LICENSE, ROLEPOLICY
@@ -31,13 +32,14 @@ _WARN_STATES = {GRACE, EXPIRED_STATE, SUSPENDED}
 MAX_CLOCK_SLEEP = 3600.0
 
 
-def license_lifecycle(spec: dict[str, Any], now: datetime) -> LifeCycle:
-    return state_at(Terms.from_spec(LicenseSpec.model_validate(spec)), now)
+def license_lifecycle(spec: dict[str, Any], now: datetime,
+                      holds: tuple[Hold, ...] = ()) -> LifeCycle:
+    return state_at(Terms.from_spec(LicenseSpec.model_validate(spec), holds), now)
 
 
 def license_status(spec: dict[str, Any], generation: int, previous: dict[str, Any] | None,
-                   now: datetime) -> dict[str, Any]:
-    lc = license_lifecycle(spec, now)
+                   now: datetime, holds: tuple[Hold, ...] = ()) -> dict[str, Any]:
+    lc = license_lifecycle(spec, now, holds)
     out: dict[str, Any] = {
         "expiresAt": format_time(lc.terms.end), "graceUntil": format_time(lc.terms.grace_until),
         "observedGeneration": generation,
@@ -155,7 +157,8 @@ class Agreements:
         meta = body["metadata"]
         try:
             desired = license_status(body.get("spec") or {}, int(meta.get("generation", 1)),
-                                     body.get("status"), now)
+                                     body.get("status"), now,
+                                     holds_of(meta.get("annotations")))
         except ValueError as e:  # the schema admits nothing this rejects; be safe anyway
             log.warning("License %s: cannot evaluate: %s", meta["name"], e)
             return

@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from kameng.api.common import GROUP, VERSION
+from kameng.api.holds import holds_of
 from kameng.api.kinds import CHILDREN
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
 from kameng.children.context import MANAGED_BY, SITE_LABEL
@@ -88,7 +89,10 @@ def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 
 @kopf.index(GROUP, VERSION, LICENSE.plural)
 def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
-    return {name: (int(meta.get("generation", 1)), dict(spec))}
+    # Holds are annotations beside the spec Git owns (kameng.api.holds); they change no
+    # generation, but every License event pokes the sites of that License.
+    return {name: (int(meta.get("generation", 1)), dict(spec),
+                   holds_of(meta.get("annotations")))}
 
 
 @kopf.index(GROUP, VERSION, ROLEPOLICY.plural)

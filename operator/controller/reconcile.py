@@ -291,7 +291,7 @@ def being_deleted(rt: Runtime, body: dict[str, Any]) -> bool:
 
 
 async def reconcile(rt: Runtime, body: dict[str, Any],
-                    license_entry: tuple[int, dict[str, Any]] | None,
+                    license_entry: tuple[Any, ...] | None,
                     rolepolicy: dict[str, Any] | None,
                     domain_claims: list[domains.DomainClaim] | None = None) -> float:
     """Reconcile once; return seconds until the next unprompted run.
@@ -309,7 +309,7 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
 
 
 async def _reconcile(rt: Runtime, body: dict[str, Any],
-                     license_entry: tuple[int, dict[str, Any]] | None,
+                     license_entry: tuple[Any, ...] | None,
                      rolepolicy: dict[str, Any] | None,
                      domain_claims: list[domains.DomainClaim]) -> float:
     started = time.monotonic()
@@ -343,7 +343,8 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
     else:
         # The token's sequence is set when it is signed (`token_for`), never from the
         # License's generation, which restarts when a License is re-created.
-        verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now)
+        holds = license_entry[2] if license_entry and len(license_entry) > 2 else ()
+        verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now, holds)
         problem = _problem(spec, rp)
         replicas = spec.storefront.replicas
         ctx = SiteContext(

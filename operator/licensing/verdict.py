@@ -12,6 +12,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kameng.api.conditions import R_LICENSE_FOR_OTHER_SITE, R_LICENSE_NOT_FOUND
+from kameng.api.holds import Hold
 from kameng.api.license import LicenseSpec, LifeCycleState
 from kameng.contracts.license_token import LicenseClaims, LicenseMode, sign_token
 
@@ -33,15 +34,17 @@ class LicenseVerdict:
 
 
 def claims_for(terms: Terms, spec: LicenseSpec, sequence: int) -> LicenseClaims:
+    # A suspending hold is a suspension the shop must see in its signed token too.
+    suspended = terms.suspended or any(h.suspends for h in terms.holds)
     return LicenseClaims(
         site=terms.site, plan=spec.plan, categories=list(spec.categories),
         regions=list(spec.regions), nbf=terms.start, exp=terms.end,
-        graceUntil=terms.grace_until, suspended=terms.suspended, seq=sequence,
+        graceUntil=terms.grace_until, suspended=suspended, seq=sequence,
     )
 
 
 def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence: int,
-                now: datetime) -> LicenseVerdict:
+                now: datetime, holds: tuple[Hold, ...] = ()) -> LicenseVerdict:
     if spec is None:
         return LicenseVerdict(False, R_LICENSE_NOT_FOUND,
                               f"License {license_ref!r} does not exist")
@@ -49,7 +52,7 @@ def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence:
         return LicenseVerdict(False, R_LICENSE_FOR_OTHER_SITE,
                               f"License {license_ref!r} is for sub-site {spec.sub_site!r}, "
                               f"not {site!r}")
-    terms = Terms.from_spec(spec)
+    terms = Terms.from_spec(spec, holds)
     lc = state_at(terms, now)
     return LicenseVerdict(
         valid=lc.selling, reason=f"License{lc.reason}", message=f"License {lc.message}",

@@ -44,6 +44,7 @@ from .wallet import debit as wallet_debit
 
 log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
+RISK_BLOCKED = "risk_blocked"  # refund reason of an order risk (or a reviewer) blocked
 # How long a claim on an order lasts: longer than the slowest HQ call (30 s timeout), so
 # a live worker never loses it mid-call; a crashed worker's claim runs out after this.
 CLAIM_SECONDS = 120
@@ -269,6 +270,9 @@ async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, An
     refund_reason = (
         "coupon_used_up" if order["coupon_code"] and not coupon_used else None
     )
+    if order["risk_action"] == "block":
+        # Blocked by risk before the money arrived: it goes straight back.
+        refund_reason = refund_reason or RISK_BLOCKED
     order = await (
         await conn.execute(
             "UPDATE orders SET status = %s, paid_at = now(), payment_id = %s,"
@@ -552,6 +556,11 @@ async def apply_decision(state: AppState, decision: Decision) -> None:
                 " status = CASE WHEN %s AND status = 'paid' THEN 'frozen'"
                 "               WHEN %s = 'allow' AND status = 'frozen' THEN 'paid'"
                 "               ELSE status END,"
+                # A block of a paid, undelivered order refunds it (the refund rule's
+                # statuses; the sweep drives the refund through the one refund path).
+                " refund_reason = CASE WHEN %s = 'block' AND status = ANY(%s)"
+                "                      THEN coalesce(refund_reason, %s)"
+                "                      ELSE refund_reason END,"
                 " next_attempt_at = coalesce(next_attempt_at, now())"
                 " WHERE id = %s RETURNING status",
                 (
@@ -559,6 +568,9 @@ async def apply_decision(state: AppState, decision: Decision) -> None:
                     decision.rule,
                     decision.action in HOLD_ACTIONS,
                     decision.action,
+                    decision.action,
+                    list(REFUNDABLE_STATUSES),
+                    RISK_BLOCKED,
                     decision.order_id,
                 ),
             )

@@ -83,10 +83,13 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
             check=False)
     try:
         helm("install", "kameng-it", str(CHART), "--namespace", NS, "--skip-crds",
-             "--set", "standardRolePolicy=false", "--wait", "--timeout", "90s")
+             "--set", "standardRolePolicy=false", "--set", "risk.defaultPolicy=false",
+             "--wait", "--timeout", "90s")
         kubectl("wait", "-n", NS, "--for=condition=Available", "deployment/kameng-operator",
                 "--timeout=60s", timeout=70)
-        pod = json.loads(kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"][0]
+        pod = json.loads(kubectl("get", "pods", "-n", NS, "-l",
+                                 "app.kubernetes.io/component=operator", "-o", "json")
+                         .stdout)["items"][0]
         container = pod["spec"]["containers"][0]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert "--peering=kameng" in container["args"]  # peering is on by default

@@ -1,0 +1,224 @@
+"""Risk worker benchmark on the dev environment's Redis.
+
+Measured in one run, on the same Redis:
+
+* the denominator: ``redis-benchmark``'s XADD rate (50 clients, no pipelining, the tool's
+  defaults), i.e. how fast this Redis on this machine takes stream entries at all;
+* throughput: N order events of the default RiskPolicy's shape (7 velocity features, 11
+  rules) pre-filled on one site stream, then one ``kameng risk run`` process started;
+  events/s = N / time until the group has read and acknowledged all of them;
+* latency at a fixed offered load (half the throughput target, 0.05 × XADD/s, unless
+  ``--rate``): events XADDed at that pace by a paced producer while one worker runs;
+  latency = decision record's ``decidedAt`` − the entry id's millisecond time (both on this
+  machine's clock), p50/p99 over every event.
+
+Targets: throughput ≥ 0.1 × XADD/s per worker process; p99 ≤ 20 ms at half that load.
+Usage: python bench/risk_bench.py [--events 20000] [--seconds 20] [--rate R] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import redis.asyncio as aioredis  # noqa: E402
+
+from kameng.contracts.events import OrderEvent  # noqa: E402
+
+POLICY = ROOT / "manifests" / "samples" / "riskpolicy-default.yaml"
+
+
+def redis_url() -> str:
+    url = os.environ.get("KAMENG_REDIS_URL")
+    if url:
+        return url
+    out = subprocess.run([str(ROOT / "hack" / "devenv"), "up"], check=True,
+                         capture_output=True, text=True).stdout
+    m = re.search(r"KAMENG_REDIS_URL='([^']+)'", out)
+    if not m:
+        raise SystemExit("no KAMENG_REDIS_URL and hack/devenv up printed none")
+    return m.group(1)
+
+
+def xadd_rate(url: str, requests: int) -> float:
+    u = urlparse(url)
+    key = f"bench:xadd:{uuid.uuid4().hex[:8]}"
+    cmd = ["redis-benchmark", "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 6379),
+           "-n", str(requests), "-q", "XADD", key, "*", "event", "order.paid",
+           "amount", "5000"]
+    env = {**os.environ}
+    if u.password:
+        # This redis-benchmark reads no REDISCLI_AUTH: the dev environment's loopback
+        # password goes on its command line for the few seconds it runs.
+        cmd[1:1] = ["-a", u.password]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    if proc.returncode:  # the message, never the command line (it holds the password)
+        raise SystemExit(f"redis-benchmark failed: {proc.stderr[-500:]}")
+    out = proc.stdout
+    try:
+        m = re.findall(r"([0-9.]+) requests per second", out)
+        return float(m[-1])
+    finally:
+        import redis
+
+        redis.Redis.from_url(url).delete(key)
+
+
+def event(site: str, i: int, tag: str) -> dict[str, str]:
+    # Normal-looking traffic over 500 customers and 200 IPs: every feature is read and
+    # recorded, every rule evaluated.
+    kind = ("order.created", "order.paid", "order.paid", "topup")[i % 4]
+    return OrderEvent.for_order(kind, site=site, order_id=f"b{tag}-{i}",
+                                customer=f"c{tag}-{i % 500}", ip=f"i{tag}-{i % 200}",
+                                category="game-cards", region="CN-BJ",
+                                amount=1000 + (i % 50) * 100).to_fields()
+
+
+def start_worker(url: str, prefix: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KAMENG_REDIS_URL": url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
+         "--metrics-port", "0", "--policy-file", str(POLICY), "--prefix", prefix],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+async def acked(r: aioredis.Redis, stream: str) -> int:
+    try:
+        groups = await r.xinfo_groups(stream)
+    except Exception:
+        return 0
+    for g in groups:
+        if g["name"] in (b"risk", "risk"):
+            read = int(g.get("entries-read") or 0)
+            return read - int(g.get("pending", 0))
+    return 0
+
+
+async def throughput(url: str, n: int, log: Path) -> dict[str, Any]:
+    r = aioredis.from_url(url)
+    tag = uuid.uuid4().hex[:8]
+    prefix, site = f"bench:{tag}:orders:", f"bench{tag}"
+    stream = prefix + site
+    async with r.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.xadd(stream, event(site, i, tag))
+        await pipe.execute()
+    proc = start_worker(url, prefix, log)
+    try:
+        # Start-up (imports, policy) is not counted. Polling Redis is the measurement.
+        while await acked(r, stream) == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        t0 = time.perf_counter()
+        first = await acked(r, stream)
+        while (done := await acked(r, stream)) < n:
+            if proc.poll() is not None:
+                raise SystemExit(f"worker exited {proc.returncode}; see {log}")
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        await cleanup(r, tag, site)
+        await r.aclose()
+    return {"events": n, "seconds": round(elapsed, 3),
+            "events_per_s": round((done - first) / elapsed, 1)}
+
+
+async def latency(url: str, rate: float, seconds: float, log: Path) -> dict[str, Any]:
+    r = aioredis.from_url(url, decode_responses=True)
+    tag = uuid.uuid4().hex[:8]
+    prefix, site = f"bench:{tag}:orders:", f"bench{tag}"
+    stream = prefix + site
+    await r.xadd(stream, event(site, -1, tag))  # the worker joins the stream
+    proc = start_worker(url, prefix, log)
+    ids: list[tuple[str, str]] = []
+    try:
+        while await acked(r, stream) < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        n = int(rate * seconds)
+        t0 = time.perf_counter()
+        for i in range(n):
+            # Paced against the start time: a late send does not shift the rest.
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            fields = event(site, i, tag)
+            ids.append((await r.xadd(stream, fields), fields["event_id"]))
+        while await acked(r, stream) < n + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        achieved = n / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    lat = []
+    async with r.pipeline(transaction=False) as pipe:
+        for _, eid in ids:
+            pipe.get(f"kameng:risk:d:{eid}")
+        recs = await pipe.execute()
+    for (entry_id, _), raw in zip(ids, recs, strict=True):
+        if raw:
+            lat.append(json.loads(raw)["decidedAt"] - int(entry_id.split("-")[0]))
+    await cleanup(r, tag, site)
+    await r.aclose()
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return float(lat[min(len(lat) - 1, int(p * len(lat)))]) if lat else float("nan")
+
+    return {"offered_per_s": round(rate, 1), "achieved_per_s": round(achieved, 1),
+            "events": len(ids), "decided": len(lat), "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "max_ms": float(lat[-1]) if lat else float("nan")}
+
+
+async def cleanup(r: aioredis.Redis, tag: str, site: str) -> None:
+    for pattern in (f"bench:{tag}:*", f"kameng:risk:d:b{tag}-*", f"kameng:risk:v:*{tag}*",
+                    f"kameng:decisions:{site}", f"kameng:risk:esc:{site}:*"):
+        keys = [k async for k in r.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            await r.delete(*keys[i:i + 500])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="offered load of the latency run (default: 0.05 × XADD/s)")
+    ap.add_argument("--requests", type=int, default=100000, help="redis-benchmark -n")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    url = redis_url()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"risk-bench-{os.getpid()}.log"
+    xadd = xadd_rate(url, args.requests)
+    tp = asyncio.run(throughput(url, args.events, log))
+    rate = args.rate or 0.05 * xadd
+    lt = asyncio.run(latency(url, rate, args.seconds, log))
+    out = {"redis_benchmark_xadd_per_s": xadd, "throughput": tp, "latency": lt,
+           "ratio": round(tp["events_per_s"] / xadd, 3),
+           "targets": {"ratio_min": 0.1, "p99_ms_max": 20}}
+    print(f"redis-benchmark XADD: {xadd:,.0f}/s")
+    print(f"one worker: {tp['events_per_s']:,.0f} events/s "
+          f"({out['ratio']} × XADD; target ≥ 0.1)")
+    print(f"latency at {lt['achieved_per_s']:,.0f}/s offered: p50 {lt['p50_ms']:.0f} ms, "
+          f"p99 {lt['p99_ms']:.0f} ms, max {lt['max_ms']:.0f} ms (target p99 ≤ 20 ms); "
+          f"{lt['decided']}/{lt['events']} decided")
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

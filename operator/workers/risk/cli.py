@@ -1,0 +1,227 @@
+"""`kameng risk`: run the risk worker, or backtest a policy.
+
+``kameng risk run`` reads RiskPolicies and Licenses from the Kubernetes API (KUBECONFIG or
+the pod's service account) and every ``kameng:orders:<site>`` stream from Redis
+(``KAMENG_REDIS_URL``, from a Secret: never a flag, so it stays out of process listings).
+``kameng risk backtest <policy> --since 7d`` replays the stored decisions through the
+policy as it is now in the cluster (or ``--file policy.yaml``) and prints both columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from kameng.contracts.events import ORDERS_PREFIX
+
+from .policy import parse_duration
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="risk_command", required=True)
+    r = sub.add_parser("run", help="run one replica of the risk worker")
+    r.add_argument("--metrics-port", type=int,
+                   default=int(os.environ.get("KAMENG_METRICS_PORT", "8080")),
+                   help="port of /metrics (0 disables)")
+    r.add_argument("--refresh-seconds", type=float,
+                   default=float(os.environ.get("KAMENG_RISK_REFRESH_SECONDS", "10")),
+                   help="how often policies and licenses are re-read")
+    r.add_argument("--batch", type=int, default=int(os.environ.get("KAMENG_RISK_BATCH", "200")))
+    r.add_argument("--claim-idle-ms", type=int,
+                   default=int(os.environ.get("KAMENG_RISK_CLAIM_IDLE_MS", "15000")),
+                   help="pending entries idle this long are taken over from a dead replica")
+    r.add_argument("--no-kube", action="store_true",
+                   help="policies from --policy-file only; no escalation (benchmarks)")
+    r.add_argument("--policy-file", action="append", default=[],
+                   help="a RiskPolicy YAML to use besides (or, with --no-kube, instead of) "
+                   "the cluster's")
+    r.add_argument("--prefix", default=os.environ.get("KAMENG_RISK_STREAM_PREFIX",
+                                                      ORDERS_PREFIX),
+                   help="stream prefix to consume (default: %(default)s; tests and "
+                   "benchmarks use their own)")
+    r.add_argument("-v", "--verbose", action="store_true")
+    v = sub.add_parser("review", help="a reviewer allows or blocks an order (recorded "
+                       "with who and when; a blocked paid order is refunded by the shop)")
+    v.add_argument("site")
+    v.add_argument("order")
+    v.add_argument("action", choices=("allow", "block"))
+    v.add_argument("--by", required=True, help="the reviewer")
+    v.add_argument("--note", default="")
+    z = sub.add_parser("snooze", help="act on nothing for one customer or IP for a while "
+                       "(hits are still stored)")
+    z.add_argument("key", choices=("customer", "ip"))
+    z.add_argument("value", help="the hashed value as in the events")
+    z.add_argument("--for", dest="duration", default="7d", help="7d, 24h, 30m")
+    z.add_argument("--by", required=True)
+    z.add_argument("--reason", default="")
+    b = sub.add_parser("backtest", help="replay stored events through a policy")
+    b.add_argument("policy", help="RiskPolicy name (or the name in --file)")
+    b.add_argument("--since", default="7d", help="how far back: 7d, 24h, 30m")
+    b.add_argument("--file", help="a RiskPolicy YAML (a version not applied yet)")
+    b.add_argument("--all", action="store_true", help="print every event, not only changes")
+
+
+def since_seconds(text: str) -> int:
+    if text.endswith("d") and text[:-1].isdigit():
+        return int(text[:-1]) * 86400
+    return parse_duration(text)
+
+
+def _redis() -> Any:
+    import redis.asyncio as aioredis
+
+    url = os.environ.get("KAMENG_REDIS_URL", "")
+    if not url:
+        raise SystemExit("KAMENG_REDIS_URL is required")
+    return aioredis.from_url(url, socket_connect_timeout=5)
+
+
+def _load_file(path: str) -> Any:
+    import yaml
+
+    from .policy import compile_policy
+
+    with open(path, encoding="utf-8") as fh:
+        obj = yaml.safe_load(fh)
+    md = obj.get("metadata") or {}
+    return compile_policy(md.get("name", "file"), obj.get("spec") or {},
+                          int(md.get("generation", 0)))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from kameng.kube.client import Kube
+
+    from ..streams import ConsumerConfig
+    from .escalation import Escalation
+    from .source import KubeSource
+    from .worker import GROUP, Policies, RiskWorker
+
+    redis = _redis()
+    kube = None if args.no_kube else Kube.from_environment()
+    files = [_load_file(p) for p in args.policy_file]
+    for cp in files:
+        for e in cp.errors:
+            log.error("rule does not compile: %s", e)
+    policies = Policies(policies=list(files))
+    source = KubeSource(kube) if kube else None
+    worker = RiskWorker(redis, policies,
+                        ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
+                                       claim_idle_ms=args.claim_idle_ms),
+                        escalation=Escalation(redis, kube))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def refresh() -> None:
+        while not stop.is_set():
+            try:
+                if source is not None:
+                    await source.refresh(policies)
+                    policies.policies = sorted([*policies.policies, *files],
+                                               key=lambda p: p.name)
+            except Exception as exc:  # keep the last policies; retry next round
+                log.warning("could not refresh policies: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.refresh_seconds)
+
+    if source is not None:
+        await source.refresh(policies)  # start deciding only with the policies loaded
+        policies.policies = sorted([*policies.policies, *files], key=lambda p: p.name)
+    task = asyncio.create_task(refresh())
+    log.info("risk worker running", extra={"policies": [p.name for p in policies.policies]})
+    try:
+        await worker.run(stop)
+    finally:
+        stop.set()
+        await task
+        await redis.aclose()
+        if kube is not None:
+            await kube.close()
+    return 0
+
+
+async def _backtest(args: argparse.Namespace) -> int:
+    from kameng.api.common import API_VERSION
+    from kameng.api.resources import RISKPOLICY
+    from kameng.kube.client import Kube, path_for
+
+    from . import backtest
+    from .policy import compile_policy
+    from .source import KubeSource
+    from .worker import Policies
+
+    redis = _redis()
+    kube = Kube.from_environment()
+    try:
+        if args.file:
+            policy = _load_file(args.file)
+        else:
+            obj = await kube.get(path_for(API_VERSION, RISKPOLICY.kind, args.policy))
+            if obj is None:
+                print(f"RiskPolicy {args.policy!r} not found", file=sys.stderr)
+                return 1
+            policy = compile_policy(args.policy, obj.get("spec") or {})
+        for e in policy.errors:
+            print(f"warning: rule {e.rule!r} does not compile: {e.error}", file=sys.stderr)
+        ctx = Policies()
+        await KubeSource(kube).refresh_licences(ctx)
+        since = int((time.time() - since_seconds(args.since)) * 1000)
+        rows = await backtest.replay(redis, policy, await backtest.stored_events(redis, since),
+                                     ctx.licences)
+    finally:
+        await redis.aclose()
+        await kube.close()
+    print(f"{'TIME':<20} {'SITE':<16} {'ORDER':<24} {'EVENT':<20} {'DECIDED':<8} "
+          f"{'WOULD':<8} RULE")
+    for r in rows:
+        if args.all or r.decided != r.would:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.ts / 1000))
+            print(f"{ts:<20} {r.site:<16} {r.order_id:<24} {r.event:<20} {r.decided:<8} "
+                  f"{r.would:<8} {r.would_rule}")
+    print(backtest.summary(rows))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    if args.risk_command == "run":
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port)
+        return asyncio.run(_run(args))
+    if args.risk_command in ("review", "snooze"):
+        return asyncio.run(_review(args))
+    return asyncio.run(_backtest(args))
+
+
+async def _review(args: argparse.Namespace) -> int:
+    from . import review
+
+    redis = _redis()
+    try:
+        if args.risk_command == "snooze":
+            await review.snooze(redis, args.key, args.value, since_seconds(args.duration),
+                                args.by, args.reason)
+            print(f"{args.key} {args.value[:12]}… snoozed for {args.duration} by {args.by}")
+            return 0
+        if await review.review(redis, args.site, args.order, args.action, args.by,
+                               args.note):
+            print(f"order {args.order}: {args.action} by {args.by}")
+            return 0
+        prior = await review.reviewed(redis, args.order) or {}
+        print(f"order {args.order} was already reviewed: {prior.get('action')} by "
+              f"{prior.get('by')} at {prior.get('at')}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()

@@ -1,0 +1,127 @@
+"""Site escalation: a site whose fraud rate crosses ``raiseAt`` is suspended with a hold.
+
+Fraud rate = (orders blocked by risk + charge-backs, i.e. ``order.disputed``) / paid orders,
+over the policy's window, counted only from ``minOrders`` paid orders on. Counters are
+sorted sets keyed by event id, so a redelivered event counts once.
+
+Crossing ``raiseAt`` puts the ``hold.kameng.io/risk`` annotation on the site's License —
+metadata beside the spec Git owns, never the spec, so Argo CD shows no drift — plus one
+Kubernetes Event and a metric. Only a person lifts it (``kubectl kameng release``). The
+hysteresis: after raising, the site is *disarmed* and is raised again only once its rate
+has fallen below ``liftAt`` and then crossed ``raiseAt`` anew, so a person's release is not
+undone by the very orders that caused the hold, and nothing flaps. The disarm key doubles
+as the lock between replicas: the one whose ``SET NX`` wins places the hold and posts the
+Event; the others do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge
+
+from kameng.api.common import API_VERSION, format_time
+from kameng.api.holds import Hold, holds_of
+from kameng.api.resources import LICENSE
+from kameng.kube import events
+from kameng.kube.client import Kube, path_for
+
+from .policy import EscalationDef
+
+log = logging.getLogger(__name__)
+
+PREFIX = "kameng:risk:esc:"
+ESCALATIONS = Counter("kameng_risk_site_escalations_total",
+                      "Sites suspended by the risk worker.", ["site"])
+FRAUD_RATE = Gauge("kameng_risk_site_fraud_rate", "Fraud rate over the escalation window.",
+                   ["site"])
+
+_SCRIPT = """
+-- KEYS: orders zset, fraud zset. ARGV: now_ms, window_ms, member, is_order, is_fraud
+local now = tonumber(ARGV[1]); local window = tonumber(ARGV[2])
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[1], now, ARGV[3]) end
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[2], now, ARGV[3]) end
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window))
+  redis.call('PEXPIRE', key, window * 2)
+  out[i] = redis.call('ZCARD', key)
+end
+return out
+"""
+
+
+def _human(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+class Escalation:
+    def __init__(self, redis: aioredis.Redis, kube: Kube | None) -> None:
+        self.redis = redis
+        self.kube = kube
+        self._script = redis.register_script(_SCRIPT)
+
+    @staticmethod
+    def counts_for(event_type: str, action: str) -> tuple[bool, bool] | None:
+        is_order = event_type == "order.paid"
+        is_fraud = action == "block" or event_type == "order.disputed"
+        return (is_order, is_fraud) if is_order or is_fraud else None
+
+    async def queue(self, pipe: Any, policy: str, site: str, event_id: str, ts_ms: int,
+                    esc: EscalationDef, kinds: tuple[bool, bool]) -> None:
+        """Queue the counting on the worker's commit pipeline (one round trip a batch).
+        Counters are per policy: each policy's thresholds apply over its own window."""
+        base = f"{PREFIX}{site}:{policy}"
+        await self._script(keys=[f"{base}:orders", f"{base}:fraud"],
+                           args=[ts_ms, esc.window_s * 1000, event_id, int(kinds[0]),
+                                 int(kinds[1])], client=pipe)
+
+    async def judge(self, policy: str, site: str, counts: Any, esc: EscalationDef,
+                    licence: Mapping[str, Any] | None) -> str:
+        """Given the window's (orders, fraud): raise the hold when due. Returns "raised"
+        when this call suspended the site."""
+        orders, fraud = int(counts[0]), int(counts[1])
+        rate = fraud / orders if orders else 0.0
+        FRAUD_RATE.labels(site).set(rate)
+        # One disarm key per site, whichever policy raised: one hold, one Event.
+        disarm = f"{PREFIX}{site}:disarmed"
+        if rate < esc.lift_at:
+            await self.redis.delete(disarm)  # re-armed
+            return ""
+        if orders < esc.min_orders or rate < esc.raise_at:
+            return ""
+        if licence is None or self.kube is None:
+            return ""
+        if any(h.kind == "risk" for h in holds_of(licence.get("annotations"))):
+            return ""
+        if not await self.redis.set(disarm, "1", nx=True):
+            return ""
+        await self.raise_hold(site, licence, rate, fraud, orders, esc)
+        return "raised"
+
+    async def raise_hold(self, site: str, licence: Mapping[str, Any], rate: float,
+                         fraud: int, orders: int, esc: EscalationDef) -> None:
+        assert self.kube is not None
+        reason = (f"fraud rate {rate:.1%} ({fraud} blocked or disputed of {orders} orders "
+                  f"in the last {_human(esc.window_s)}) crossed {esc.raise_at:.1%}")
+        hold = Hold("risk", reason, format_time(datetime.now(UTC)), "risk-worker")
+        name = licence["name"]
+        # metadata.annotations only: the spec and every Git-owned field stay untouched.
+        await self.kube.merge_patch(path_for(API_VERSION, LICENSE.kind, name),
+                                    {"metadata": {"annotations": {hold.annotation:
+                                                                  hold.to_value()}}},
+                                    kind=LICENSE.kind)
+        obj = dict(licence.get("object") or {"apiVersion": API_VERSION, "kind": LICENSE.kind,
+                                              "metadata": {"name": name}})
+        obj.setdefault("kind", LICENSE.kind)
+        await events.post(self.kube, obj, "Warning", "RiskHoldRaised",
+                          f"site {site} suspended by risk: {reason}; lift with "
+                          f"`kubectl kameng release {site}`")
+        ESCALATIONS.labels(site).inc()
+        log.warning("site suspended by risk escalation", extra={"site": site, "rate": rate})

@@ -1,0 +1,231 @@
+"""Compiling a RiskPolicy's rules with CEL, keeping the last valid version of each rule.
+
+CEL is Google's own runtime (``cel-expr-python``, the C++ implementation Kubernetes'
+sibling projects use; see docs/architecture.md "Risk" for why not the pure-Python one): a
+rule is parsed and type-checked against ``event`` (map of string to dyn) and ``features``
+(map of string to int). A rule "compiles" when that succeeds *and* a trial evaluation over
+a canonical event with every declared feature yields a bool, which also catches unknown
+event fields and features. A rule that does not compile is reported (rule name and error)
+and, if an earlier version of the same rule compiled, that one keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cel_expr_python import cel
+
+from kameng.api.riskpolicy import ACTION_RANK, RiskPolicySpec
+
+_T = cel.Type
+_BOOL, _ERROR = _T.BOOL, _T.ERROR
+_ENV = cel.NewEnv(variables={"event": _T.Map(_T.STRING, _T.DYN),
+                             "features": _T.Map(_T.STRING, _T.INT)})
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+# Every field a rule may read on `event`; the trial evaluation uses these values.
+SAMPLE_EVENT: dict[str, Any] = {
+    "event": "order.paid", "eventId": "sample:order.paid", "site": "sample",
+    "orderId": "sample", "customer": "c", "ip": "i", "category": "game-cards",
+    "product": "p", "region": "CN-BJ", "amount": 100, "currency": "CNY", "ts": 0,
+    "licenseCategories": ["game-cards"], "licenseRegions": ["CN-BJ"],
+}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of '1h30m'-style durations (the CRD's DURATION_RE)."""
+    m = _DURATION.match(text or "")
+    if not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {text!r}")
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    expression: str
+    action: str
+    reason: str
+    shadow: bool
+    program: Any = field(compare=False, repr=False)
+
+    def evaluate(self, activation: Any) -> bool:
+        """True when the rule hits. A runtime error (say, a missing feature) raises, and
+        the caller records it against this rule only."""
+        try:
+            out = self.program.eval(activation)
+        except Exception as exc:  # the runtime reports most errors as values, not these
+            raise RuleError(self.name, _short(exc)) from None
+        kind = out.type()
+        if kind == _BOOL:
+            return bool(out.value())
+        if kind == _ERROR:
+            raise RuleError(self.name, _short(out.value()))
+        raise RuleError(self.name, f"the result is {kind.name().lower()}, not a bool")
+
+
+class RuleError(Exception):
+    def __init__(self, rule: str, error: str) -> None:
+        super().__init__(f"{rule}: {error}")
+        self.rule = rule
+        self.error = error
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    name: str
+    key: str
+    aggregate: str
+    window_s: int
+    events: frozenset[str]
+
+    def applies(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True)
+class EscalationDef:
+    raise_at: float
+    lift_at: float
+    window_s: int
+    min_orders: int
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    name: str
+    generation: int
+    mode: str
+    sites: frozenset[str]
+    features: tuple[FeatureDef, ...]
+    rules: tuple[CompiledRule, ...]
+    errors: tuple[RuleError, ...]
+    rule_count: int
+    escalation: EscalationDef | None = None
+
+    def applies_to(self, site: str) -> bool:
+        return not self.sites or site in self.sites
+
+
+def activation(event: Mapping[str, Any], features: Mapping[str, int]) -> Any:
+    """One activation per event and policy, shared by all its rules (building it is the
+    expensive part; evaluating a rule over it is cheap)."""
+    return _ENV.Activation({"event": dict(event), "features": dict(features)})
+
+
+def compile_rule(name: str, expression: str, action: str, reason: str, shadow: bool,
+                 feature_names: list[str]) -> CompiledRule:
+    try:
+        program = _ENV.compile(expression)
+    except Exception as exc:  # RuntimeError carrying the parser's or checker's message
+        raise RuleError(name, _parse_error(exc)) from None
+    ret = program.return_type()
+    if ret != _BOOL and ret != _T.DYN:
+        raise RuleError(name, f"the expression gives {ret.name().lower()}, not a bool")
+    rule = CompiledRule(name, expression, action, reason, shadow, program)
+    # Trial evaluation: catches unknown fields/features and non-boolean results.
+    rule.evaluate(activation(SAMPLE_EVENT, dict.fromkeys(feature_names, 0)))
+    return rule
+
+
+_POSITION = re.compile(r"<input>:(\d+):(\d+):\s*")
+
+
+def _parse_error(exc: BaseException) -> str:
+    """"INVALID_ARGUMENT: ERROR: <input>:1:15: Syntax error: …" (then the source with a
+    caret) → "column 15: Syntax error: …": one line a status condition can show."""
+    first = str(exc).split("\n", 1)[0]
+    m = _POSITION.search(first)
+    if m:
+        line, col = m.groups()
+        where = f"column {col}" if line == "1" else f"line {line}, column {col}"
+        return _short(f"{where}: {first[m.end():]}")
+    return _short(first)
+
+
+def _short(exc: object) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def compile_policy(name: str, spec: Mapping[str, Any], generation: int = 0,
+                   previous: CompiledPolicy | None = None) -> CompiledPolicy:
+    """Compile a RiskPolicy spec (wire form). ``previous`` supplies the last valid version
+    of rules that no longer compile."""
+    model = RiskPolicySpec.model_validate(dict(spec))
+    features = tuple(FeatureDef(f.name, f.key, f.aggregate, parse_duration(f.window),
+                                frozenset(f.events)) for f in model.features)
+    names = [f.name for f in features]
+    prev = {r.name: r for r in (previous.rules if previous else ())}
+    rules: list[CompiledRule] = []
+    errors: list[RuleError] = []
+    for r in model.rules:
+        shadow = (r.mode or model.mode) == "shadow"
+        try:
+            rules.append(compile_rule(r.name, r.expression, r.action, r.reason, shadow, names))
+        except RuleError as exc:
+            errors.append(exc)
+            old = prev.get(r.name)
+            if old is not None:
+                # The old version must still work with the new features.
+                with contextlib.suppress(RuleError):
+                    rules.append(compile_rule(old.name, old.expression, old.action,
+                                              old.reason, old.shadow, names))
+    esc = None
+    if model.site_escalation is not None:
+        e = model.site_escalation
+        esc = EscalationDef(e.raise_at, e.lift_at, parse_duration(e.window), e.min_orders)
+    return CompiledPolicy(name, generation, model.mode, frozenset(model.sites), features,
+                          tuple(rules), tuple(errors), len(model.rules), esc)
+
+
+@dataclass(frozen=True)
+class Hit:
+    policy: str
+    rule: str
+    action: str
+    reason: str
+    shadow: bool
+    error: str = ""  # set when the rule failed at run time (counted, never acted on)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # strongest enforced action; "allow" when nothing enforced hit
+    rule: str  # the rule that set it ("" when allow)
+    hits: tuple[Hit, ...]
+    snoozed: bool = False  # a live snooze of the customer or IP turned it into allow
+
+
+def strongest(hits: list[Hit] | tuple[Hit, ...]) -> tuple[str, str]:
+    """block > freeze > review > allow, over enforced hits only; ties go to the first."""
+    action, rule = "allow", ""
+    for h in hits:
+        if h.shadow or h.error:
+            continue
+        if ACTION_RANK[h.action] > ACTION_RANK[action]:
+            action, rule = h.action, f"{h.policy}/{h.rule}"
+    return action, rule
+
+
+def evaluate(policies: list[CompiledPolicy], event: Mapping[str, Any],
+             features: Mapping[str, Mapping[str, int]]) -> Verdict:
+    """Every rule of every policy evaluated; ``features`` is per policy name."""
+    hits: list[Hit] = []
+    for p in policies:
+        act = activation(event, features.get(p.name, {}))
+        for r in p.rules:
+            try:
+                if r.evaluate(act):
+                    hits.append(Hit(p.name, r.name, r.action, r.reason, r.shadow))
+            except RuleError as exc:
+                # One broken rule must never decide (or decline) everything: it is
+                # recorded and skipped, the other rules still run.
+                hits.append(Hit(p.name, r.name, r.action, r.reason, r.shadow, exc.error))
+    action, rule = strongest(hits)
+    return Verdict(action, rule, tuple(hits))

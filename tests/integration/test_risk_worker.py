@@ -1,0 +1,347 @@
+"""The risk worker on real Redis: the default policy's rules on crafted sequences and on
+normal traffic, shadow rules, broken rules, and a worker killed mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import yaml
+
+from kameng.contracts.events import Decision, OrderEvent, decisions_stream
+from kameng.workers.risk.policy import compile_policy
+from kameng.workers.risk.worker import RECORD_PREFIX, Policies, RiskWorker
+from kameng.workers.streams import ConsumerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = yaml.safe_load((ROOT / "manifests/samples/riskpolicy-default.yaml").read_text())
+
+
+@pytest.fixture
+async def r(redis_url):
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    tag = uuid.uuid4().hex[:8]
+    yield client, tag
+    for pattern in (f"ktest:{tag}:*", f"kameng:decisions:rt{tag}*", f"kameng:orders:rt{tag}*",
+                    f"kameng:risk:*{tag}*"):
+        async for key in client.scan_iter(match=pattern):
+            await client.delete(key)
+    await client.aclose()
+
+
+def _worker(client, tag: str, policies: list, licences: dict | None = None) -> RiskWorker:
+    cfg = ConsumerConfig(group="risk", consumer="t", prefix=f"ktest:{tag}:orders:", batch=100,
+                         block_ms=20, claim_seconds=3600, discover_seconds=0,
+                         trim_seconds=3600)
+    return RiskWorker(client, Policies(policies=policies, licences=licences or {}), cfg)
+
+
+async def _feed(client, tag: str, site: str, events: list[OrderEvent],
+                worker: RiskWorker) -> None:
+    for ev in events:
+        await client.xadd(f"ktest:{tag}:orders:{site}", ev.to_fields())
+    decided = 0
+    for _ in range(200):
+        decided += await worker.consumer.step()
+        if decided >= len(events):
+            return
+    raise AssertionError(f"only {decided}/{len(events)} events decided")
+
+
+async def _record(client, ev: OrderEvent) -> dict:
+    raw = await client.get(RECORD_PREFIX + ev.event_id)
+    assert raw, f"no decision record for {ev.event_id}"
+    return json.loads(raw)
+
+
+async def _decisions(client, site: str) -> list[Decision]:
+    return [Decision.from_fields(f) for _, f in await client.xrange(decisions_stream(site))]
+
+
+def _ev(tag: str, site: str, kind: str, n: int, **kw) -> OrderEvent:
+    kw.setdefault("customer", f"cust-{tag}")
+    kw.setdefault("ip", f"ip-{tag}")
+    kw.setdefault("category", "game-cards")
+    kw.setdefault("amount", 5000)
+    oid = f"o-{tag}-{kind}-{n}-{uuid.uuid4().hex[:6]}"
+    return OrderEvent.for_order(kind, site=site, order_id=oid, **kw)
+
+
+def _default(name: str = "default", **spec_overrides):
+    spec = {**DEFAULT["spec"], **spec_overrides}
+    return compile_policy(f"{name}", spec)
+
+
+CASES = {
+    # rule → (event sequence builder, the rules the sequence may hit)
+    "topup-burst": (lambda t, s: [_ev(t, s, "topup", i, customer=f"tb{t}") for i in range(6)],
+                    {"topup-burst"}),
+    "topup-flood": (lambda t, s: [_ev(t, s, "topup", i, customer=f"tf{t}") for i in range(21)],
+                    {"topup-burst", "topup-flood"}),
+    "large-withdrawal": (lambda t, s: [_ev(t, s, "withdrawal.requested", 0, customer=f"lw{t}",
+                                           amount=600000)], {"large-withdrawal"}),
+    "very-large-withdrawal": (lambda t, s: [_ev(t, s, "withdrawal.requested", 0,
+                                                customer=f"vw{t}", amount=6_000_000)],
+                              {"large-withdrawal", "very-large-withdrawal"}),
+    "customer-amount-24h": (lambda t, s: [_ev(t, s, "order.paid", i, customer=f"ca{t}",
+                                              ip=f"ca-ip{t}-{i}", amount=800000)
+                                          for i in range(3)], {"customer-amount-24h"}),
+    "customer-velocity-10m": (lambda t, s: [_ev(t, s, "order.paid", i, customer=f"cv{t}",
+                                                ip=f"cv-ip{t}-{i}") for i in range(11)],
+                              {"customer-velocity-10m"}),
+    "ip-velocity-10m": (lambda t, s: [_ev(t, s, "order.paid", i, customer=f"iv{t}-{i}",
+                                          ip=f"iv{t}") for i in range(31)],
+                        {"ip-velocity-10m"}),
+    "ip-amount-24h": (lambda t, s: [_ev(t, s, "order.paid", i, customer=f"ia{t}-{i}",
+                                        ip=f"ia{t}", amount=900000) for i in range(6)],
+                      {"ip-amount-24h"}),
+    "refund-rate": (lambda t, s: [
+        *[_ev(t, s, "order.paid", i, customer=f"rr{t}", ip=f"rr-ip{t}-{i}") for i in range(4)],
+        *[_ev(t, s, "order.refunded", i, customer=f"rr{t}", ip=f"rr-ip{t}-{i}")
+          for i in range(3)],
+        _ev(t, s, "order.paid", 9, customer=f"rr{t}", ip=f"rr-ip{t}-9")], {"refund-rate"}),
+    "category-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"co{t}",
+                                                   category="gift-cards")],
+                                 {"category-outside-license"}),
+    "region-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"ro{t}",
+                                                 region="US-NY")],
+                               {"region-outside-license"}),
+}
+
+
+def test_every_default_rule_has_a_case():
+    assert {r["name"] for r in DEFAULT["spec"]["rules"]} == set(CASES)
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+async def test_default_rule_fires_on_its_sequence(r, rule):
+    client, tag = r
+    site = f"rt{tag}"
+    lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
+    w = _worker(client, tag, [_default()], lic)
+    build, allowed = CASES[rule]
+    events = build(tag, site)
+    await _feed(client, tag, site, events, w)
+    hit = set()
+    for ev in events:
+        rec = await _record(client, ev)
+        hit |= {h["rule"] for h in rec["hits"]}
+    assert rule in hit
+    assert hit <= allowed, f"{rule}'s sequence also hit {hit - allowed}"
+    last = await _record(client, events[-1])
+    want = max((x["action"] for x in DEFAULT["spec"]["rules"] if x["name"] in hit),
+               key=["allow", "review", "freeze", "block"].index)
+    assert last["action"] == want
+    published = await _decisions(client, site)
+    assert published
+    assert published[-1].order_id == events[-1].order_id
+    assert published[-1].action == want
+
+
+async def test_normal_traffic_hits_nothing(r):
+    client, tag = r
+    site = f"rt{tag}"
+    lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
+    w = _worker(client, tag, [_default()], lic)
+    events = []
+    for c in range(40):  # 40 customers, each: a top-up, two small orders, one refund in 10
+        cust, ip = f"n{tag}-{c}", f"nip{tag}-{c % 20}"
+        events.append(_ev(tag, site, "topup", c, customer=cust, ip=ip, amount=10000))
+        for k in range(2):
+            events.append(_ev(tag, site, "order.created", c * 10 + k, customer=cust, ip=ip,
+                              region="CN-BJ"))
+            events.append(_ev(tag, site, "order.paid", c * 10 + k, customer=cust, ip=ip,
+                              region="CN-BJ", amount=3000 + 100 * k))
+        if c % 10 == 0:
+            events.append(_ev(tag, site, "order.refunded", c, customer=cust, ip=ip))
+        events.append(_ev(tag, site, "withdrawal.requested", c, customer=cust, ip=ip,
+                          amount=20000))
+    await _feed(client, tag, site, events, w)
+    for ev in events:
+        rec = await _record(client, ev)
+        assert rec["hits"] == [], rec
+        assert rec["action"] == "allow", rec
+    assert await _decisions(client, site) == []
+
+
+async def test_strongest_action_wins_and_shadow_rules_never_act(r):
+    client, tag = r
+    site = f"rt{tag}"
+    enforce = compile_policy("p-enforce", {"rules": [
+        {"name": "rev", "expression": "event.amount > 100", "action": "review"},
+        {"name": "frz", "expression": "event.amount > 1000", "action": "freeze"},
+        {"name": "shadow-block", "expression": "event.amount > 0", "action": "block",
+         "mode": "shadow"}]})
+    shadow = compile_policy("p-shadow", {"mode": "shadow", "rules": [
+        {"name": "blk", "expression": "true", "action": "block"}]})
+    w = _worker(client, tag, [enforce, shadow])
+    big, small, tiny = (_ev(tag, site, "order.paid", i, amount=a)
+                        for i, a in enumerate((5000, 500, 50)))
+    await _feed(client, tag, site, [big, small, tiny], w)
+    assert (await _record(client, big))["action"] == "freeze"
+    assert (await _record(client, small))["action"] == "review"
+    rec = await _record(client, tiny)
+    # Both shadow rules hit and are stored, and neither acted.
+    assert {(h["rule"], h["shadow"]) for h in rec["hits"]} == {("shadow-block", True),
+                                                               ("blk", True)}
+    assert rec["action"] == "allow"
+    assert [(d.order_id, d.action) for d in await _decisions(client, site)] == [
+        (big.order_id, "freeze"), (small.order_id, "review")]
+
+
+async def test_broken_rule_is_reported_and_the_others_run(r):
+    client, tag = r
+    site = f"rt{tag}"
+    spec = {"features": [{"name": "n", "key": "customer", "window": "1h"}], "rules": [
+        {"name": "good", "expression": "event.amount > 100", "action": "review"},
+        {"name": "syntax", "expression": "event.amount >", "action": "block"},
+        {"name": "typo", "expression": "event.amout > 1", "action": "block"},
+        {"name": "later-bad", "expression": "features.n > 0", "action": "freeze"}]}
+    v1 = compile_policy("p", spec, 1)
+    assert [e.rule for e in v1.errors] == ["syntax", "typo"]
+    assert v1.errors[0].error.startswith("column 15: Syntax error")
+    assert "amout" in v1.errors[1].error
+    # v2 breaks a rule that compiled in v1: its last valid version keeps running.
+    spec2 = {**spec, "rules": [*spec["rules"][:3],
+                               {"name": "later-bad", "expression": "features.n >",
+                                "action": "freeze"}]}
+    v2 = compile_policy("p", spec2, 2, previous=v1)
+    assert {e.rule for e in v2.errors} == {"syntax", "typo", "later-bad"}
+    assert {x.name for x in v2.rules} == {"good", "later-bad"}
+    w = _worker(client, tag, [v2])
+    ev = _ev(tag, site, "order.paid", 0, amount=500)
+    await _feed(client, tag, site, [ev], w)
+    rec = await _record(client, ev)
+    assert rec["action"] == "freeze"
+    assert {h["rule"] for h in rec["hits"]} == {"good", "later-bad"}
+
+
+async def test_rule_failing_at_run_time_does_not_decide(r):
+    client, tag = r
+    site = f"rt{tag}"
+    pol = compile_policy("p", {"rules": [
+        {"name": "ok", "expression": "event.amount > 100", "action": "review"},
+        # Compiles against the sample (int/int) but divides by zero on a zero amount.
+        {"name": "div", "expression": "100 / event.amount > 1", "action": "block"}]})
+    w = _worker(client, tag, [pol])
+    ev = _ev(tag, site, "order.paid", 0, amount=0)
+    ev2 = _ev(tag, site, "order.paid", 1, amount=500)
+    await _feed(client, tag, site, [ev, ev2], w)
+    rec = await _record(client, ev)
+    assert rec["action"] == "allow"
+    assert [h["rule"] for h in rec["hits"] if h["error"]] == ["div"]
+    assert (await _record(client, ev2))["action"] == "review"
+
+
+async def test_redelivered_event_is_decided_once(r):
+    client, tag = r
+    site = f"rt{tag}"
+    pol = compile_policy("p", {"features": [
+        {"name": "n", "key": "customer", "window": "1h"}], "rules": [
+        {"name": "second", "expression": "features.n >= 2", "action": "review"}]})
+    w = _worker(client, tag, [pol])
+    ev = _ev(tag, site, "order.paid", 0)
+    # The same event twice (a re-published outbox entry): counted once, decided once.
+    await _feed(client, tag, site, [ev, ev], w)
+    assert (await _record(client, ev))["action"] == "allow"
+    assert await _decisions(client, site) == []
+
+
+async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis_url,
+                                                                        tmp_path):
+    client, tag = r
+    site = f"rt{tag}"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump({"metadata": {"name": f"kill{tag}"}, "spec": {
+        "sites": [site],
+        "features": [{"name": "n", "key": "customer", "window": "1h"}],
+        "rules": [{"name": "every", "expression": "event.amount > 0", "action": "review"}]}}))
+    n = 3000
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.xadd(f"ktest:{tag}:orders:{site}",
+                      _ev(tag, site, "order.paid", i, customer=f"k{tag}-{i % 50}").to_fields())
+        await pipe.execute()
+    env = {**os.environ, "KAMENG_REDIS_URL": redis_url}
+    cmd = [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
+           "--metrics-port", "0", "--policy-file", str(policy), "--batch", "200",
+           "--claim-idle-ms", "300", "--prefix", f"ktest:{tag}:orders:"]
+
+    async def decided() -> int:
+        return int(await client.xlen(decisions_stream(site)))
+
+    log = (tmp_path / "worker.log").open("wb")
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(*cmd, env=env, stdout=log, stderr=log)
+
+    first = await start()
+    try:
+        for _ in range(600):
+            if await decided() >= n // 4:
+                break
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)  # mid-batch: no chance to acknowledge anything
+        await asyncio.wait_for(first.wait(), 10)
+        at_kill = await decided()
+        assert 0 < at_kill < n, f"{at_kill} decided when killed"
+        second = await start()
+        try:
+            for _ in range(1500):
+                if await decided() >= n:
+                    pending = await client.xpending(f"ktest:{tag}:orders:{site}", "risk")
+                    if not pending["pending"]:
+                        break
+                await asyncio.sleep(0.05)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(second.wait(), 20)
+    finally:
+        if first.returncode is None:
+            first.kill()
+        log.close()
+    orders = [Decision.from_fields(f).order_id
+              for _, f in await client.xrange(decisions_stream(site))]
+    assert len(orders) == n, f"{len(orders)} decisions for {n} events"
+    assert len(set(orders)) == n, "an event was decided twice"
+    async for key in client.scan_iter(match=f"kameng:risk:v:kill{tag}:*"):
+        await client.delete(key)
+
+
+async def test_backtest_replays_stored_events_through_another_version(r):
+    from kameng.workers.risk import backtest
+
+    client, tag = r
+    site = f"rt{tag}"
+    live = compile_policy(f"bt{tag}", {"sites": [site], "features": [
+        {"name": "n", "key": "customer", "window": "1h"}], "rules": [
+        {"name": "big", "expression": "event.amount > 1000", "action": "review"}]})
+    w = _worker(client, tag, [live])
+    events = [_ev(tag, site, "order.paid", i, customer=f"bt{tag}", amount=a)
+              for i, a in enumerate((500, 5000, 500))]
+    await _feed(client, tag, site, events, w)
+    # The new version: velocity instead of amount. Its counters are rebuilt in scratch
+    # keys from the stored events, in order, and the live counters are left alone.
+    new = compile_policy(f"bt{tag}", {"sites": [site], "features": [
+        {"name": "n", "key": "customer", "window": "1h"}], "rules": [
+        {"name": "third", "expression": "features.n >= 3", "action": "block"}]})
+    live_keys = sorted([k async for k in client.scan_iter(match=f"kameng:risk:v:bt{tag}:*")])
+    since = min(int(e.ts.timestamp() * 1000) for e in events) - 1
+    rows = await backtest.replay(client, new, [
+        rec for rec in await backtest.stored_events(client, since) if rec["site"] == site])
+    assert [(x.order_id, x.decided, x.would) for x in rows] == [
+        (events[0].order_id, "allow", "allow"), (events[1].order_id, "review", "allow"),
+        (events[2].order_id, "allow", "block")]
+    assert "decided review → would allow  1" in backtest.summary(rows)
+    assert sorted([k async for k in client.scan_iter(match=f"kameng:risk:v:bt{tag}:*")]) \
+        == live_keys
+    assert not [k async for k in client.scan_iter(match="kameng:risk:bt:*")]
+    for key in live_keys:
+        await client.delete(key)
