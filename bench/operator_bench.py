@@ -42,7 +42,7 @@ from kameng.api.subsite import SubSiteSpec  # noqa: E402
 from kameng.children.build import build_children  # noqa: E402
 from kameng.children.context import SiteContext, SiteSecrets  # noqa: E402
 from kameng.kube.client import Kube, path_for  # noqa: E402
-from tests.support.operator import OperatorProcess  # noqa: E402
+from tests.support.operator import OperatorProcess, batch_objects, subsite_spec  # noqa: E402
 
 MANAGED = {*(r.plural for r in CHILDREN), SUBSITE.plural, resource("Event").plural}
 WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY", "CREATE", "UPDATE"}
@@ -89,36 +89,6 @@ def apiserver_writes(kubectl: list[str]) -> tuple[float, float]:
                     and not lab.get("subresource"):
                 kopf += float(value)
     return total, kopf
-
-
-def objects(prefix: str, n: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [{
-        "apiVersion": API_VERSION, "kind": "RolePolicy",
-        "metadata": {"name": f"{prefix}-rp"},
-        "spec": {"roles": [{"name": "site-admin", "permissions": ["catalog:read"],
-                            "kubernetes": {"access": "view"}}]}}]
-    for i in range(n):
-        name = f"{prefix}-{i:04d}"
-        docs.append({"apiVersion": API_VERSION, "kind": "License",
-                     "metadata": {"name": name},
-                     "spec": {"subSite": name, "plan": "basic", "categories": ["game-cards"],
-                              "term": {"start": "2026-01-01T00:00:00Z",
-                                       "end": "2036-01-01T00:00:00Z"},
-                              # Explicit: the CRD's revenueShare rule needs the key.
-                              "fees": {"revenueShare": [{"category": "game-cards",
-                                                         "percent": "5"}]}}})
-        docs.append({"apiVersion": API_VERSION, "kind": "SubSite",
-                     "metadata": {"name": name}, "spec": subsite_spec(name, prefix)})
-    return docs
-
-
-def subsite_spec(name: str, prefix: str) -> dict[str, Any]:
-    return {"displayName": name, "owner": {"name": "Bench", "email": "b@bench.example"},
-            "licenseRef": name, "rolePolicyRef": f"{prefix}-rp",
-            "domain": f"{name}.bench.example",
-            "members": [{"name": "admin", "email": "a@bench.example", "role": "site-admin",
-                         "kubernetesUser": f"{name}-admin"}],
-            "storefront": {"replicas": 1}, "database": {"reclaimPolicy": "Delete"}}
 
 
 async def create_all(kube: Kube, docs: list[dict[str, Any]], parallel: int = 50) -> None:
@@ -198,7 +168,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(2)
         op_w0, (api_w0, kopf_w0) = op.api_writes(), apiserver_writes(kubectl)
         started = time.monotonic()
-        await create_all(kube, objects(prefix, args.count))
+        await create_all(kube, batch_objects(prefix, args.count))
         fig["create_seconds"] = round(time.monotonic() - started, 2)
         ready = 0
         while ready < args.count:

@@ -57,6 +57,9 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
+    ag: agreements.Agreements | None = memo.get("agreements")
+    if ag is not None:
+        ag.close()
     lease: exclusive.Lease | None = memo.get("lease")
     if lease is not None:
         await lease.release()

@@ -64,6 +64,24 @@ def is_subset(desired: Any, live: Any, parent: str = "") -> bool:
     return bool(desired == live)
 
 
+def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
+    """The path of the first field of ``desired`` that ``live`` lacks or differs in (for
+    the debug log that says why a child is applied again); None when it is a subset."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for k, v in desired.items():
+            if k not in live:
+                return f"{path}.{k} (missing)"
+            if not is_subset(v, live[k], k):
+                return first_difference(v, live[k], f"{path}.{k}") or f"{path}.{k}"
+        return None
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        for i, (d, x) in enumerate(zip(desired, live, strict=True)):
+            if not is_subset(d, x, path.rsplit(".", 1)[-1]):
+                return first_difference(d, x, f"{path}[{i}]") or f"{path}[{i}]"
+        return None
+    return None if desired == live else path or "."
+
+
 def needs_apply(desired_hashed: dict[str, Any], live: dict[str, Any] | None) -> bool:
     """``desired_hashed`` is the output of :func:`with_hash`."""
     if live is None:
