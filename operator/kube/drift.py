@@ -36,6 +36,12 @@ def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _omitted(value: Any) -> bool:
+    """Values the API server leaves out of what it returns (``omitempty``): absent in
+    the live object is the same as set to one of these."""
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
 def _same_quantity(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -54,9 +60,9 @@ def is_subset(desired: Any, live: Any, parent: str = "") -> bool:
             return False
         quantities = parent in _QUANTITY_PARENTS
         return all(
-            k in live and (
-                _same_quantity(v, live[k]) if quantities and isinstance(v, str)
-                and isinstance(live[k], str) else is_subset(v, live[k], k))
+            (_omitted(v) if k not in live else
+             _same_quantity(v, live[k]) if quantities and isinstance(v, str)
+             and isinstance(live[k], str) else is_subset(v, live[k], k))
             for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(live, list) and len(desired) == len(live)
@@ -70,6 +76,8 @@ def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
     if isinstance(desired, dict) and isinstance(live, dict):
         for k, v in desired.items():
             if k not in live:
+                if _omitted(v):
+                    continue
                 return f"{path}.{k} (missing)"
             if not is_subset(v, live[k], k):
                 return first_difference(v, live[k], f"{path}.{k}") or f"{path}.{k}"
