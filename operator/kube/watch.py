@@ -39,6 +39,10 @@ def _key(obj: dict[str, Any]) -> tuple[str, str]:
     return md.get("namespace") or "", md.get("name") or ""
 
 
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
 async def _call(handler: Handler, type_: str | None, obj: dict[str, Any]) -> None:
     result = handler(type_, obj)
     if result is not None:
@@ -65,7 +69,9 @@ class Watcher:
                  handler: Handler) -> None:
         self.kube, self.api_version, self.kind = kube, api_version, kind
         self.path, self.selector, self.handler = path, selector, handler
-        self.known: set[tuple[str, str]] = set()
+        # Labels of every object seen, so one that vanished while no watch was open can
+        # be reported (with its labels) after the next listing.
+        self.known: dict[tuple[str, str], dict[str, str]] = {}
         self.synced = asyncio.Event()  # set after the first complete listing
 
     def _typed(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -76,14 +82,15 @@ class Watcher:
 
     async def relist(self) -> str:
         items, version = await list_all(self.kube, self.path, self.selector)
-        seen = set()
+        seen: dict[tuple[str, str], dict[str, str]] = {}
         for obj in items:
-            seen.add(_key(self._typed(obj)))
+            seen[_key(self._typed(obj))] = _labels(obj)
             await _call(self.handler, None, obj)
-        for ns, name in self.known - seen:  # gone while we were not watching
-            await _call(self.handler, "DELETED", {
-                "apiVersion": self.api_version, "kind": self.kind,
-                "metadata": {"namespace": ns or None, "name": name}})
+        for (ns, name), labels in self.known.items():
+            if (ns, name) not in seen:  # gone while we were not watching
+                await _call(self.handler, "DELETED", {
+                    "apiVersion": self.api_version, "kind": self.kind,
+                    "metadata": {"namespace": ns or None, "name": name, "labels": labels}})
         self.known = seen
         self.synced.set()
         return version
@@ -104,9 +111,9 @@ class Watcher:
                 continue
             self._typed(obj)
             if type_ == "DELETED":
-                self.known.discard(_key(obj))
+                self.known.pop(_key(obj), None)
             else:
-                self.known.add(_key(obj))
+                self.known[_key(obj)] = _labels(obj)
             await _call(self.handler, type_, obj)
         return version
 
