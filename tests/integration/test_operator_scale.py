@@ -18,8 +18,10 @@ from tests.support.operator import OperatorProcess, batch_objects
 
 PREFIX = "it-scale"
 COUNT = 24
-# Writes per site until Ready the issue allows (the children are 15 objects).
-MAX_WRITES_PER_SITE = 28
+# Writes per site until Ready. The issue asks for 18; the floor today is 21 (17 children,
+# the License's and the SubSite's status, the key copy, the HQ credential entry) plus the
+# phase Events. Measured: 30.5 before this test existed, 24.3 after.
+MAX_WRITES_PER_SITE = 25
 
 
 def _subsites(kubectl: Any) -> list[dict[str, Any]]:
@@ -81,6 +83,9 @@ def test_writes_proportional_to_changes(converged: dict[str, float]) -> None:
     # One RolePolicy: its usage count may change many times while the batch lands, but
     # its status is written a bounded number of times, not once per site.
     assert converged.get("RolePolicy", 0) <= 4, converged
+    # Each child is applied once: a value the server omits (`value: ""`) is not drift
+    # (before: 2-4 Deployment applies per site).
+    assert converged.get("Deployment", 0) <= COUNT * 1.1, converged
     total = sum(converged.values())
     assert total / COUNT <= MAX_WRITES_PER_SITE, converged
 
