@@ -43,6 +43,10 @@ def _labels(obj: dict[str, Any]) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
 
 
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 async def _call(handler: Handler, type_: str | None, obj: dict[str, Any]) -> None:
     result = handler(type_, obj)
     if result is not None:
@@ -69,9 +73,9 @@ class Watcher:
                  handler: Handler) -> None:
         self.kube, self.api_version, self.kind = kube, api_version, kind
         self.path, self.selector, self.handler = path, selector, handler
-        # Labels of every object seen, so one that vanished while no watch was open can
-        # be reported (with its labels) after the next listing.
-        self.known: dict[tuple[str, str], dict[str, str]] = {}
+        # Labels and resourceVersion of every object seen: one that vanished or changed
+        # while no watch was open is reported (with its labels) after the next listing.
+        self.known: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
         self.synced = asyncio.Event()  # set after the first complete listing
 
     def _typed(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -82,11 +86,18 @@ class Watcher:
 
     async def relist(self) -> str:
         items, version = await list_all(self.kube, self.path, self.selector)
-        seen: dict[tuple[str, str], dict[str, str]] = {}
+        seen: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
+        first = not self.synced.is_set()
         for obj in items:
-            seen[_key(self._typed(obj))] = _labels(obj)
-            await _call(self.handler, None, obj)
-        for (ns, name), labels in self.known.items():
+            key = _key(self._typed(obj))
+            seen[key] = _labels(obj), _version(obj)
+            before = self.known.get(key)
+            # The first listing is the starting state; later ones report what changed
+            # while no watch was open as if it had been watched.
+            changed = not first and (before is None or before[1] != seen[key][1])
+            await _call(self.handler, ("ADDED" if before is None else "MODIFIED")
+                        if changed else None, obj)
+        for (ns, name), (labels, _) in self.known.items():
             if (ns, name) not in seen:  # gone while we were not watching
                 await _call(self.handler, "DELETED", {
                     "apiVersion": self.api_version, "kind": self.kind,
@@ -113,7 +124,7 @@ class Watcher:
             if type_ == "DELETED":
                 self.known.pop(_key(obj), None)
             else:
-                self.known[_key(obj)] = _labels(obj)
+                self.known[_key(obj)] = _labels(obj), _version(obj)
             await _call(self.handler, type_, obj)
         return version
 
@@ -126,6 +137,13 @@ class Watcher:
                 version = await self.watch_from(version)
             except Gone:
                 version = ""
+            except KubeError as exc:
+                if exc.status == 410:  # the version was compacted away: list again
+                    version = ""
+                    continue
+                log.warning("watch of %s (%s) refused: %s; retrying", self.kind,
+                            self.selector, exc)
+                await asyncio.sleep(RETRY_PAUSE)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dropped connection, a restarting API server
