@@ -66,6 +66,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         rt.closing = True
         await rt.kube.close()
         await rt.redis.close()
+        await rt.postgres.close()
 
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
