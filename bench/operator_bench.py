@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shlex
 import subprocess
@@ -42,7 +43,7 @@ from kameng.api.subsite import SubSiteSpec  # noqa: E402
 from kameng.children.build import build_children  # noqa: E402
 from kameng.children.context import SiteContext, SiteSecrets  # noqa: E402
 from kameng.kube.client import Kube, path_for  # noqa: E402
-from tests.support.operator import OperatorProcess  # noqa: E402
+from tests.support.operator import OperatorProcess, batch_objects, subsite_spec  # noqa: E402
 
 MANAGED = {*(r.plural for r in CHILDREN), SUBSITE.plural, resource("Event").plural}
 WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY", "CREATE", "UPDATE"}
@@ -89,36 +90,6 @@ def apiserver_writes(kubectl: list[str]) -> tuple[float, float]:
                     and not lab.get("subresource"):
                 kopf += float(value)
     return total, kopf
-
-
-def objects(prefix: str, n: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [{
-        "apiVersion": API_VERSION, "kind": "RolePolicy",
-        "metadata": {"name": f"{prefix}-rp"},
-        "spec": {"roles": [{"name": "site-admin", "permissions": ["catalog:read"],
-                            "kubernetes": {"access": "view"}}]}}]
-    for i in range(n):
-        name = f"{prefix}-{i:04d}"
-        docs.append({"apiVersion": API_VERSION, "kind": "License",
-                     "metadata": {"name": name},
-                     "spec": {"subSite": name, "plan": "basic", "categories": ["game-cards"],
-                              "term": {"start": "2026-01-01T00:00:00Z",
-                                       "end": "2036-01-01T00:00:00Z"},
-                              # Explicit: the CRD's revenueShare rule needs the key.
-                              "fees": {"revenueShare": [{"category": "game-cards",
-                                                         "percent": "5"}]}}})
-        docs.append({"apiVersion": API_VERSION, "kind": "SubSite",
-                     "metadata": {"name": name}, "spec": subsite_spec(name, prefix)})
-    return docs
-
-
-def subsite_spec(name: str, prefix: str) -> dict[str, Any]:
-    return {"displayName": name, "owner": {"name": "Bench", "email": "b@bench.example"},
-            "licenseRef": name, "rolePolicyRef": f"{prefix}-rp",
-            "domain": f"{name}.bench.example",
-            "members": [{"name": "admin", "email": "a@bench.example", "role": "site-admin",
-                         "kubernetesUser": f"{name}-admin"}],
-            "storefront": {"replicas": 1}, "database": {"reclaimPolicy": "Delete"}}
 
 
 async def create_all(kube: Kube, docs: list[dict[str, Any]], parallel: int = 50) -> None:
@@ -198,7 +169,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(2)
         op_w0, (api_w0, kopf_w0) = op.api_writes(), apiserver_writes(kubectl)
         started = time.monotonic()
-        await create_all(kube, objects(prefix, args.count))
+        await create_all(kube, batch_objects(prefix, args.count))
         fig["create_seconds"] = round(time.monotonic() - started, 2)
         ready = 0
         while ready < args.count:
@@ -235,23 +206,95 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if v - by_kind0.get(k, 0.0) > 0}
         fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
 
+        # One more SubSite at a time while the others exist: apply → Ready latency.
+        lat = []
+        for i in range(args.singles):
+            docs = batch_objects(f"{prefix}s{i}", 1)
+            docs[2]["spec"]["rolePolicyRef"] = f"{prefix}-rp"
+            t0 = time.monotonic()
+            await create_all(kube, docs[1:])
+            while await count_ready(kube, f"{prefix}s{i}") < 1:
+                if time.monotonic() - t0 > args.timeout:
+                    raise SystemExit(f"single SubSite not Ready after {args.timeout}s")
+                await asyncio.sleep(0.1)
+            lat.append(time.monotonic() - t0)
+        lat.sort()
+        if lat:
+            fig["single_apply_to_ready_p50_s"] = round(lat[len(lat) // 2], 2)
+            fig["single_apply_to_ready_p99_s"] = round(
+                lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2)
+
+        # Random spec edits (replicas, title) converge: every edited site Ready again at
+        # its new generation.
+        rng = random.Random(args.count)
+        t0 = time.monotonic()
+        edited = {}
+        for i in range(args.edits):
+            name = f"{prefix}-{rng.randrange(args.count):04d}"
+            edited[name] = await kube.merge_patch(
+                path_for(API_VERSION, "SubSite", name),
+                {"spec": {"branding": {"title": f"edit {i}"},
+                          "storefront": {"replicas": rng.choice([1, 2])}}}, kind="SubSite")
+        while True:
+            items = {o["metadata"]["name"]: o for o in
+                     await kube.list(path_for(API_VERSION, "SubSite"))}
+            if all((items[n].get("status") or {}).get("observedGeneration")
+                   == items[n]["metadata"]["generation"]
+                   and items[n]["status"].get("phase") == "Ready" for n in edited):
+                break
+            if time.monotonic() - t0 > args.timeout:
+                raise SystemExit("edits did not converge")
+            await asyncio.sleep(0.5)
+        fig["random_edits"] = args.edits
+        fig["random_edits_converged_s"] = round(time.monotonic() - t0, 2)
+
         raw_prefix = f"x{args.count}r{run_id}"
         raw_n, raw_s = await raw_loop(kube, raw_prefix, args.count)
         fig["raw_loop_objects"] = raw_n
         fig["raw_loop_seconds"] = round(raw_s, 2)
         fig["writes_ratio_operator_to_raw"] = round(
             fig["operator_writes_until_ready"] / raw_n, 2)
+        fig["ready_time_ratio_to_raw_loop"] = round(
+            fig["seconds_until_all_ready"] / max(raw_s, 1e-6), 2)
+        fig["operator_writes_per_subsite"] = round(
+            fig["operator_writes_until_ready"] / args.count, 1)
         await delete_prefix(kube, "Namespace", "v1", f"kameng-{raw_prefix}-")
     finally:
         if not args.keep:
-            await delete_prefix(kube, "SubSite", API_VERSION, prefix + "-")
+            # The batch is `prefix-NNNN`, the single ones `prefixsN-0000`.
+            await delete_prefix(kube, "SubSite", API_VERSION, prefix)
             fig["cleanup_complete"] = await wait_gone(
-                kube, "SubSite", API_VERSION, prefix + "-", args.timeout)
-            await delete_prefix(kube, "License", API_VERSION, prefix + "-")
+                kube, "SubSite", API_VERSION, prefix, args.timeout)
+            await delete_prefix(kube, "License", API_VERSION, prefix)
             await delete_prefix(kube, "RolePolicy", API_VERSION, prefix + "-")
         op.stop()
         await kube.close()
     return fig
+
+
+def table(fig: dict[str, Any]) -> str:
+    """The issue's rows, measured in this run, next to their targets."""
+    n = fig["subsites"]
+    rows = [
+        (f"{n} SubSites → all Ready",
+         f"{fig['seconds_until_all_ready']} s; raw POST loop {fig['raw_loop_seconds']} s "
+         f"({fig['ready_time_ratio_to_raw_loop']}×)", "≤ 1.3× the raw loop"),
+        ("operator API writes per SubSite until Ready",
+         f"{fig['operator_writes_per_subsite']} ({fig['raw_loop_objects'] // n} objects)",
+         "≤ 18"),
+        ("operator writes in an idle window",
+         f"{fig['operator_writes_while_idle']} in {fig['idle_seconds']:.0f} s", "0"),
+        (f"operator memory at {n} sites", f"{fig['operator_peak_rss_mib']} MiB (peak RSS)",
+         "≤ 200 MiB"),
+        ("one SubSite apply → Ready",
+         f"p50 {fig.get('single_apply_to_ready_p50_s')} s, "
+         f"p99 {fig.get('single_apply_to_ready_p99_s')} s", "p50 ≤ 2 s, p99 ≤ 5 s"),
+        (f"{fig.get('random_edits')} random spec edits converge",
+         f"{fig.get('random_edits_converged_s')} s", "(converge)"),
+    ]
+    out = ["| | measured | target |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -260,6 +303,9 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=32)
     p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--singles", type=int, default=20,
+                   help="SubSites applied one at a time after the batch (latency)")
+    p.add_argument("--edits", type=int, default=100, help="random spec edits after the batch")
     p.add_argument("--keep", action="store_true", help="leave the SubSites in place")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -268,6 +314,8 @@ def main() -> int:
     width = max(len(k) for k in fig)
     for k, v in fig.items():
         print(f"{k:<{width}}  {v}")
+    print()
+    print(table(fig))
     if args.json:
         print(json.dumps(fig))
     return 0

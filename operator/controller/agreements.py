@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 _WARN_STATES = {GRACE, EXPIRED_STATE, SUSPENDED}
 # Longest sleep of the clock: a bound on the damage of a wrong system clock.
 MAX_CLOCK_SLEEP = 3600.0
+# A RolePolicy's usage count changes with every SubSite that lands: written once the
+# count has been quiet this long (or at the latest after USAGE_MAX_DELAY), so a batch of
+# a thousand SubSites costs a handful of status writes, not a thousand.
+USAGE_QUIET = 2.0
+USAGE_MAX_DELAY = 10.0
 
 
 def license_lifecycle(spec: dict[str, Any], now: datetime,
@@ -77,6 +82,9 @@ class Agreements:
         self.policies: dict[str, dict[str, Any]] = {}
         self.used_by: dict[str, int] = {}
         self.changed = asyncio.Event()  # wakes the clock: a License was added or edited
+        self._usage_dirty: set[str] = set()  # policies whose usedBy waits to be written
+        self._usage_kick = asyncio.Event()
+        self._usage_task: asyncio.Task[None] | None = None
 
     async def license_seen(self, body: dict[str, Any], now: datetime | None = None) -> None:
         name = body["metadata"]["name"]
@@ -91,18 +99,50 @@ class Agreements:
         name = body["metadata"]["name"]
         self.policies[name] = body
         self.used_by[name] = used_by
-        await self._sync_policy(body, datetime.now(UTC))
+        status = body.get("status") or {}
+        if status.get("observedGeneration") != body["metadata"].get("generation", 1) or \
+                "usedBy" not in status:
+            await self._sync_policy(body, datetime.now(UTC))  # new or edited: at once
+        elif status.get("usedBy") != used_by:
+            self._usage_changed(name)
 
     def policy_gone(self, name: str) -> None:
         self.policies.pop(name, None)
         self.used_by.pop(name, None)
+        self._usage_dirty.discard(name)
 
     async def policy_usage(self, counts: Iterable[tuple[str, int]]) -> None:
         for name, n in counts:
-            body = self.policies.get(name)
-            if body is not None and self.used_by.get(name) != n:
+            if name in self.policies and self.used_by.get(name) != n:
                 self.used_by[name] = n
-                await self._sync_policy(body, datetime.now(UTC))
+                self._usage_changed(name)
+
+    def _usage_changed(self, name: str) -> None:
+        self._usage_dirty.add(name)
+        self._usage_kick.set()
+        if self._usage_task is None or self._usage_task.done():
+            self._usage_task = asyncio.create_task(self._write_usage())
+
+    async def _write_usage(self) -> None:
+        """Write the usage counts once they have settled (see USAGE_QUIET)."""
+        loop = asyncio.get_running_loop()
+        while self._usage_dirty:
+            first = loop.time()
+            while loop.time() - first < USAGE_MAX_DELAY:
+                self._usage_kick.clear()
+                try:
+                    await asyncio.wait_for(self._usage_kick.wait(), USAGE_QUIET)
+                except TimeoutError:
+                    break
+            names, self._usage_dirty = self._usage_dirty, set()
+            for name in sorted(names):
+                body = self.policies.get(name)
+                if body is not None:
+                    await self._sync_policy(body, datetime.now(UTC))
+
+    def close(self) -> None:
+        if self._usage_task is not None:
+            self._usage_task.cancel()
 
     def next_change(self, now: datetime) -> datetime | None:
         """When the first known License changes state by time alone."""

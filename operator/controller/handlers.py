@@ -16,17 +16,14 @@ import kopf
 
 from kameng.api.common import GROUP, VERSION
 from kameng.api.holds import holds_of
-from kameng.api.kinds import CHILDREN
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
-from kameng.children.context import MANAGED_BY, SITE_LABEL
 
-from . import agreements, deletion, domains, exclusive, metrics, reconcile
+from . import agreements, children_watch, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
 from .runtime import Runtime, create_runtime
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.05
-_MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 # What lives in kopf's memo (set up by `kameng operator` and the startup handler):
 #   memo.config      OperatorConfig
@@ -45,7 +42,8 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     kube = memo.runtime.kube
     metrics.publish_phases(())
     memo.agreements = agreements.Agreements(kube)
-    memo.tasks = [asyncio.create_task(memo.agreements.run_clock())]
+    memo.tasks = [asyncio.create_task(memo.agreements.run_clock()),
+                  *children_watch.start(memo.runtime)]
     lease = memo.get("lease")
     if lease is not None:  # standalone: keep telling others that this one is active
         memo.tasks.append(asyncio.create_task(lease.keep()))
@@ -58,6 +56,9 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
+    ag: agreements.Agreements | None = memo.get("agreements")
+    if ag is not None:
+        ag.close()
     lease: exclusive.Lease | None = memo.get("lease")
     if lease is not None:
         await lease.release()
@@ -66,6 +67,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         rt.closing = True
         await rt.kube.close()
         await rt.redis.close()
+        await rt.postgres.close()
 
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
@@ -160,29 +162,6 @@ async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, mem
             ag.policy_gone(name)
         else:
             await ag.policy_seen(dict(body), len(subsites_by_rolepolicy.get(name, [])))
-
-
-def _child_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo,
-                 **_: Any) -> None:
-    rt: Runtime | None = memo.get("runtime")
-    if rt is None:
-        return
-    raw = dict(body)
-    if event.get("type") == "DELETED":
-        rt.cache.remove((raw["kind"], raw["metadata"].get("namespace") or "",
-                         raw["metadata"]["name"]))
-    else:
-        rt.cache.put(raw)
-    site = labels.get(SITE_LABEL)
-    if site and event.get("type") is not None:  # None: initial listing, nothing changed
-        log.debug("wake %s: %s %s/%s", site, event.get("type"), raw["kind"],
-                  raw["metadata"]["name"])
-        rt.triggers.poke(site)
-
-
-for _child in CHILDREN:
-    kopf.on.event(_child.group, _child.version, _child.plural, labels=_MANAGED,
-                  id=f"child-{_child.plural}")(_child_event)
 
 
 # --- the reconcile loop and deletion ---------------------------------------------------

@@ -36,7 +36,7 @@ from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, LICENSE_SECRET, LICENSE
 from kameng.kube import events
 from kameng.kube.cache import key_of
 from kameng.kube.client import KubeError, path_for, path_of
-from kameng.kube.drift import foreign_fields, needs_apply, with_hash
+from kameng.kube.drift import first_difference, foreign_fields, needs_apply, with_hash
 from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
 from kameng.provision.ownership import Claim, NotOurs, judge
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
@@ -92,6 +92,9 @@ async def _apply_if_changed(rt: Runtime, obj: dict[str, Any],
         return True
     if not needs_apply(desired, live):
         return False
+    if live is not None and log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s/%s applied again: %s", obj["kind"], obj["metadata"].get("namespace"),
+                  obj["metadata"]["name"], first_difference(desired, live))
     rt.cache.put(await rt.kube.apply(desired))
     metrics.CHILDREN_APPLIED.labels(kind=obj["kind"]).inc()
     return True

@@ -11,6 +11,7 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,13 @@ class Kube:
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
         )
+        # Watches hold a connection each for minutes: a pool of their own, so they never
+        # take the connections reconciles need.
+        self._streams = httpx.AsyncClient(
+            base_url=base_url, verify=verify, timeout=httpx.Timeout(None, connect=10.0),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=8),
+        )
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, counted: bool = True) -> Kube:
@@ -116,6 +124,24 @@ class Kube:
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._streams.aclose()
+
+    async def raw_get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET with query parameters (a paged, label-selected LIST)."""
+        resp = await self._request("GET", path, params=params)
+        self._raise_for(resp, "")
+        return dict(resp.json())
+
+    async def stream_lines(self, path: str, params: dict[str, str]) -> AsyncIterator[str]:
+        """The lines of a streaming GET (a WATCH), as they arrive."""
+        async with self._streams.stream("GET", path, params=params,
+                                        headers=self._auth.header()) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                self._raise_for(resp, "")
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    yield line
 
     async def _request(self, method: str, path: str, *, body: Any = None,
                        params: dict[str, str] | None = None,

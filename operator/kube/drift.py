@@ -36,6 +36,12 @@ def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _omitted(value: Any) -> bool:
+    """Values the API server leaves out of what it returns (``omitempty``): absent in
+    the live object is the same as set to one of these."""
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
 def _same_quantity(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -54,14 +60,34 @@ def is_subset(desired: Any, live: Any, parent: str = "") -> bool:
             return False
         quantities = parent in _QUANTITY_PARENTS
         return all(
-            k in live and (
-                _same_quantity(v, live[k]) if quantities and isinstance(v, str)
-                and isinstance(live[k], str) else is_subset(v, live[k], k))
+            (_omitted(v) if k not in live else
+             _same_quantity(v, live[k]) if quantities and isinstance(v, str)
+             and isinstance(live[k], str) else is_subset(v, live[k], k))
             for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(live, list) and len(desired) == len(live)
                 and all(is_subset(d, x, parent) for d, x in zip(desired, live, strict=True)))
     return bool(desired == live)
+
+
+def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
+    """The path of the first field of ``desired`` that ``live`` lacks or differs in (for
+    the debug log that says why a child is applied again); None when it is a subset."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for k, v in desired.items():
+            if k not in live:
+                if _omitted(v):
+                    continue
+                return f"{path}.{k} (missing)"
+            if not is_subset(v, live[k], k):
+                return first_difference(v, live[k], f"{path}.{k}") or f"{path}.{k}"
+        return None
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        for i, (d, x) in enumerate(zip(desired, live, strict=True)):
+            if not is_subset(d, x, path.rsplit(".", 1)[-1]):
+                return first_difference(d, x, f"{path}[{i}]") or f"{path}[{i}]"
+        return None
+    return None if desired == live else path or "."
 
 
 def needs_apply(desired_hashed: dict[str, Any], live: dict[str, Any] | None) -> bool:

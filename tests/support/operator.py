@@ -14,7 +14,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from kameng.api.common import API_VERSION
 from tests.support.net import free_port
 
 
@@ -67,6 +69,15 @@ class OperatorProcess:
         return sum(float(v) for v in re.findall(
             r'^kameng_api_writes_total\{[^}]*\} ([0-9.e+]+)$', self.metrics(), re.M))
 
+    def writes_by_kind(self) -> dict[str, float]:
+        """The operator's own write counter, summed per kind of object written."""
+        out: dict[str, float] = {}
+        for labels, value in re.findall(r'^kameng_api_writes_total\{([^}]*)\} ([0-9.e+]+)$',
+                                        self.metrics(), re.M):
+            kind = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("kind", "unknown")
+            out[kind] = out.get(kind, 0.0) + float(value)
+        return out
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, like a crashed pod."""
         if self.proc and self.proc.poll() is None:
@@ -89,3 +100,35 @@ class OperatorProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+
+def batch_objects(prefix: str, n: int) -> list[dict[str, Any]]:
+    """One RolePolicy, then a License and a SubSite per site (names `prefix-0000`...):
+    the batch the benchmark and the scale test create."""
+    docs: list[dict[str, Any]] = [{
+        "apiVersion": API_VERSION, "kind": "RolePolicy",
+        "metadata": {"name": f"{prefix}-rp"},
+        "spec": {"roles": [{"name": "site-admin", "permissions": ["catalog:read"],
+                            "kubernetes": {"access": "view"}}]}}]
+    for i in range(n):
+        name = f"{prefix}-{i:04d}"
+        docs.append({"apiVersion": API_VERSION, "kind": "License",
+                     "metadata": {"name": name},
+                     "spec": {"subSite": name, "plan": "basic", "categories": ["game-cards"],
+                              "term": {"start": "2026-01-01T00:00:00Z",
+                                       "end": "2036-01-01T00:00:00Z"},
+                              # Explicit: the CRD's revenueShare rule needs the key.
+                              "fees": {"revenueShare": [{"category": "game-cards",
+                                                         "percent": "5"}]}}})
+        docs.append({"apiVersion": API_VERSION, "kind": "SubSite",
+                     "metadata": {"name": name}, "spec": subsite_spec(name, prefix)})
+    return docs
+
+
+def subsite_spec(name: str, prefix: str) -> dict[str, Any]:
+    return {"displayName": name, "owner": {"name": "Bench", "email": "b@bench.example"},
+            "licenseRef": name, "rolePolicyRef": f"{prefix}-rp",
+            "domain": f"{name}.bench.example",
+            "members": [{"name": "admin", "email": "a@bench.example", "role": "site-admin",
+                         "kubernetesUser": f"{name}-admin"}],
+            "storefront": {"replicas": 1}, "database": {"reclaimPolicy": "Delete"}}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import copy
 
 from kameng.api.kinds import APPLIED_HASH_ANNOTATION
-from kameng.kube.drift import is_subset, needs_apply, with_hash
+from kameng.kube.drift import first_difference, is_subset, needs_apply, with_hash
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap",
       "metadata": {"name": "c", "namespace": "n", "labels": {"a": "b"}},
@@ -65,3 +65,24 @@ def test_object_being_deleted_is_left_alone() -> None:
     live["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     live["data"]["k"] = "other"
     assert not needs_apply(d, live)
+
+
+def test_empty_values_the_server_omits_are_not_drift() -> None:
+    """The API server drops empty strings, lists and maps (omitempty): an env var with
+    ``value: ""`` comes back without ``value``. Seen as drift, every reconcile applied
+    the Deployment again (2-4 applies per site until Ready in the scale test)."""
+    desired = with_hash({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": "s", "namespace": "n"},
+                         "spec": {"template": {"spec": {"containers": [{
+                             "name": "c", "env": [{"name": "A", "value": ""},
+                                                  {"name": "B", "value": "1"}],
+                             "args": []}]}}}})
+    live = copy.deepcopy(desired)
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    del container["env"][0]["value"]
+    del container["args"]
+    assert not needs_apply(desired, live)
+    container["env"][1]["value"] = "2"  # a real edit still is drift
+    assert needs_apply(desired, live)
+    assert first_difference(desired, live) == \
+        ".spec.template.spec.containers[0].env[1].value"

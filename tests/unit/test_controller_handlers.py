@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import kopf
 import pytest
 
-from kameng.controller import handlers
+from kameng.controller import children_watch, handlers
 from kameng.controller.runtime import SiteState, Triggers
 from kameng.kube.cache import ChildCache
 
@@ -41,15 +41,15 @@ async def test_child_event_updates_cache_and_wakes_its_site(
             "metadata": {"name": "storefront-config", "namespace": "kameng-demo",
                          "resourceVersion": "5", "managedFields": [{"x": 1}],
                          "labels": {"kameng.io/subsite": "demo"}}}
-    handlers._child_event(event={"type": "MODIFIED"}, body=body,
-                          labels=body["metadata"]["labels"], memo=memo)
+    children_watch.child_seen(fake_runtime, None, body)  # the listing wakes nobody
+    assert not flag.is_set()
+    children_watch.child_seen(fake_runtime, "MODIFIED", body)
     cached = fake_runtime.cache.get(("ConfigMap", "kameng-demo", "storefront-config"))
     assert cached is not None
     assert "managedFields" not in cached["metadata"]
     assert flag.is_set()
     flag.clear()
-    handlers._child_event(event={"type": "DELETED"}, body=body,
-                          labels=body["metadata"]["labels"], memo=memo)
+    children_watch.child_seen(fake_runtime, "DELETED", body)
     assert fake_runtime.cache.get(("ConfigMap", "kameng-demo", "storefront-config")) is None
     assert flag.is_set()
     await asyncio.sleep(0)

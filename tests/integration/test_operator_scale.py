@@ -1,0 +1,108 @@
+"""The scale test, small: a batch of SubSites sharing one RolePolicy converges, the
+operator's writes stay proportional to what changed (not to the number of sites), an
+idle window writes nothing, and random spec edits converge. Deadlines are generous:
+this is not a timed test (`bench/operator_bench.py` prints the figures)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.operator import OperatorProcess, batch_objects
+
+PREFIX = "it-scale"
+COUNT = 24
+# Writes per site until Ready. The issue asks for 18; the floor today is 21 (17 children,
+# the License's and the SubSite's status, the key copy, the HQ credential entry) plus the
+# phase Events. Measured alone: 30.5 before the fixes, 24.3 after; a loaded machine adds
+# transient retries (their status writes and Events), hence the margin.
+MAX_WRITES_PER_SITE = 28
+
+
+def _subsites(kubectl: Any) -> list[dict[str, Any]]:
+    items = json.loads(kubectl("get", "subsites", "-o", "json").stdout)["items"]
+    return [o for o in items if o["metadata"]["name"].startswith(PREFIX + "-")]
+
+
+def _converged(kubectl: Any) -> bool:
+    sites = _subsites(kubectl)
+    return len(sites) == COUNT and all(
+        (o.get("status") or {}).get("phase") == "Ready" and
+        (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+        for o in sites)
+
+
+def _wait(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _delete_batch(kubectl: Any) -> None:
+    names = [f"{PREFIX}-{i:04d}" for i in range(COUNT)]
+    kubectl("delete", "subsite", *names, "--ignore-not-found", "--wait=true",
+            "--timeout=300s", timeout=330)
+    kubectl("delete", "license", *names, "--ignore-not-found")
+    kubectl("delete", "rolepolicy", f"{PREFIX}-rp", "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def operator(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(devenv["kubeconfig"], devenv["pg_admin_dsn"], devenv["redis_url"],
+                         tmp_path_factory.mktemp("op") / "operator.log").start()
+    _delete_batch(kubectl)  # leftovers of an interrupted run
+    try:
+        yield op
+    finally:
+        _delete_batch(kubectl)
+        op.stop()
+
+
+@pytest.fixture(scope="module")
+def converged(operator: OperatorProcess, kubectl: Any) -> dict[str, float]:
+    before = operator.writes_by_kind()
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(batch_objects(PREFIX, COUNT)),
+            timeout=120)
+    _wait(lambda: _converged(kubectl), 600, f"{COUNT} SubSites Ready")
+    time.sleep(3)  # the last watch events and coalesced status writes settle
+    after = operator.writes_by_kind()
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+def test_writes_proportional_to_changes(converged: dict[str, float]) -> None:
+    print("operator writes by kind until Ready:", converged)
+    # One RolePolicy: its usage count may change many times while the batch lands, but
+    # its status is written a bounded number of times, not once per site.
+    assert converged.get("RolePolicy", 0) <= 4, converged
+    # Each child is applied once: a value the server omits (`value: ""`) is not drift
+    # (before: 2-4 Deployment applies per site).
+    assert converged.get("Deployment", 0) <= COUNT * 1.1, converged
+    total = sum(converged.values())
+    assert total / COUNT <= MAX_WRITES_PER_SITE, converged
+
+
+def test_idle_window_writes_nothing(converged: dict[str, float],
+                                    operator: OperatorProcess) -> None:
+    before = operator.writes_by_kind()
+    time.sleep(15)
+    assert operator.writes_by_kind() == before
+
+
+def test_random_spec_edits_converge(converged: dict[str, float], kubectl: Any) -> None:
+    rng = random.Random(13)
+    for i in range(10):
+        name = f"{PREFIX}-{rng.randrange(COUNT):04d}"
+        patch = {"spec": {"branding": {"title": f"edit {i}"},
+                          "storefront": {"replicas": rng.choice([1, 2])}}}
+        kubectl("patch", "subsite", name, "--type=merge", "-p", json.dumps(patch))
+    _wait(lambda: _converged(kubectl), 300, "edited SubSites Ready at their generation")
