@@ -32,7 +32,7 @@ Approvable = Literal[
 ]
 APPROVABLE: tuple[str, ...] = get_args(Approvable)
 
-# DESIGN.md's default `standard` policy. site-admin runs the shop but not its system
+# The design's default `standard` policy. site-admin runs the shop but not its system
 # settings; operations reads and markets but never touches money; finance moves money
 # but never edits the catalogue.
 STANDARD_ROLES: dict[str, tuple[str, ...]] = {

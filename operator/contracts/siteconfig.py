@@ -55,7 +55,7 @@ __all__ = [
 # One vocabulary and one default policy for every side: the CRD schema, the operator
 # and the storefront all read them from kameng.api.permissions.
 PERMISSIONS: tuple[str, ...] = _PERMISSIONS
-#: The ``standard`` RolePolicy shipped by default (DESIGN.md).
+#: The ``standard`` RolePolicy shipped by default (docs/architecture.md).
 DEFAULT_ROLES: dict[str, list[str]] = {k: list(v) for k, v in STANDARD_ROLES.items()}
 
 SiteMode = Literal["normal", "readOnly", "suspended"]
