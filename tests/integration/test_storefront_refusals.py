@@ -16,6 +16,7 @@ import pytest
 
 from kameng.contracts import hq_api
 from kameng.contracts.hq_api import PaymentNotification, notification_headers
+from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng.contracts.license_token import sign_token
 from kameng_storefront.state import state_of
 from tests.support.storefront import (
@@ -79,8 +80,9 @@ def test_hq_fulfils_only_inside_the_license_regions(stack):
 
 
 def test_no_payment_under_a_read_only_license(stack):
-    body = {"order_id": "PAY-RO", "amount": 1000, "notify_url": "http://n/x",
-            "return_url": "http://r/x"}
+    # URLs on the site's registered URL (HQ refuses any other).
+    body = {"order_id": "PAY-RO", "amount": 1000,
+            "notify_url": stack.shop_url + hq_api.NOTIFY_PATH, "return_url": stack.shop_url + "/"}
     now = datetime.now(UTC)
     grace = {"exp": now - timedelta(hours=1), "graceUntil": now + timedelta(days=2)}
     r = httpx.post(stack.hq_url + hq_api.PAYMENTS_PATH, headers=_hq_headers(stack, **grace),
@@ -115,7 +117,8 @@ def _new_order(stack) -> tuple[str, int]:
 def _notify(stack, n: int, **fields) -> httpx.Response:
     body = PaymentNotification(**{"notification_id": f"N-{n}", "payment_id": f"P-{n}",
                                   "site": stack.site, "status": "paid", **fields}).to_json()
-    secret = state_of(stack.shop_app).settings.hq_api_token
+    # HQ signs with the key derived from the digest of the site's token.
+    secret = notification_key(token_digest(state_of(stack.shop_app).settings.hq_api_token))
     return httpx.post(stack.shop_url + hq_api.NOTIFY_PATH, content=body,
                       headers=notification_headers(secret, body))
 
