@@ -1,5 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit mutation lint crds tools up down status test-down venv manifests
+.PHONY: demo test unit mutation soak lint crds tools up down status test-down venv manifests
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
@@ -12,6 +12,9 @@ unit: venv       ## unit tests only (no servers)
 
 mutation:        ## mutation testing of the money, license, permission and status checks (unit tests; fails below 90 % killed)
 	hack/mutation
+
+soak:            ## the whole suite 3 times in a row with a CPU burner beside it (flake hunt)
+	hack/soak --runs 3 --load 1
 
 lint: venv
 	.venv/bin/ruff check .
