@@ -51,11 +51,11 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         fresh_start(kubectl, *SITES)
         before = op.api_writes()
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        # Kill as soon as the first children are being written: mid-reconcile.
-        # (Killing later, once a site's config is written, shows a defect reported with
-        # issue 15: the restarted operator rewrites storefront-config with "roles": {} —
-        # to be turned back on with its fix: wait for `_configs(kubectl)` here.)
-        wait_for(lambda: op.api_writes() >= before + 10, 60, "first writes")
+        # Kill mid-reconcile, once at least one site's config is written: a restarted
+        # operator that has not seen the RolePolicy yet must keep that config's roles, not
+        # rewrite them as {} (every member losing every permission, a second ReplicaSet).
+        wait_for(lambda: op.api_writes() >= before + 10 and _configs(kubectl), 60,
+                 "first writes and a site config")
         op.kill()
         # Every Secret and site config written before the kill, to compare after the
         # restart: a restart must reuse keys and passwords, never rotate them.
