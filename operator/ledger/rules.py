@@ -6,10 +6,14 @@ Accounts (per currency; debit positive, credit negative; every entry sums to zer
 * ``site:<s>:payable`` — what HQ owes the partner (a liability, credit balance; the
   database refuses to let it become a debit: the available balance never goes negative);
 * ``site:<s>:withdrawals`` — requested withdrawals on hold (credit while pending);
+* ``site:<s>:wallets`` — what the site's customers hold in their wallets (a liability,
+  credit): a top-up through HQ's channel is the money entering escrow; an order paid
+  from a wallet only moves it on to the partner, so it is not new escrow money;
 * ``hq:revenue_share`` — HQ's share of sales (income, credit);
 * ``hq:fee_income`` — the base annual fee, pro-rated per statement period (income).
 
-A sale of ``A`` with share ``S`` (per the category's rate in force): escrow +A,
+A sale of ``A`` with share ``S`` (per the category's rate in force): escrow +A (the
+wallets account instead when the customer paid from a wallet),
 payable −(A−S), revenue_share −S. A refund of ``R`` reverses the share in proportion,
 cumulatively rounded so that refunding everything reverses exactly ``S`` and the reversed
 share never exceeds it. A withdrawal hold moves ``W`` from payable to withdrawals; paid
@@ -44,6 +48,24 @@ def payable(site: str) -> str:
 
 def withdrawals(site: str) -> str:
     return f"site:{site}:withdrawals"
+
+
+def wallets(site: str) -> str:
+    return f"site:{site}:wallets"
+
+
+FUNDINGS = ("channel", "wallet")
+
+
+def funding_of(event_funding: str) -> str:
+    """The ledger's funding of an order event: ``wallet``, or ``channel`` (also for events
+    written before the field existed, which were all paid through the channel)."""
+    return "wallet" if event_funding == "wallet" else "channel"
+
+
+def source(site: str, funding: str) -> str:
+    """The account an order's money comes from (and a refund's goes back to)."""
+    return wallets(site) if funding == "wallet" else ESCROW
 
 
 @dataclass(frozen=True)
@@ -120,14 +142,21 @@ def refund_share(share: int, paid: int, refunded_before: int, refund: int) -> in
 Leg = tuple[str, int]  # (account name, signed amount)
 
 
-def sale_legs(site: str, amount: int, share: int) -> list[Leg]:
-    legs = [(ESCROW, amount), (payable(site), -(amount - share)), (REVENUE_SHARE, -share)]
+def sale_legs(site: str, amount: int, share: int, funding: str = "channel") -> list[Leg]:
+    legs = [(source(site, funding), amount), (payable(site), -(amount - share)),
+            (REVENUE_SHARE, -share)]
     return [leg for leg in legs if leg[1] != 0]
 
 
-def refund_legs(site: str, amount: int, share_back: int) -> list[Leg]:
-    legs = [(ESCROW, -amount), (payable(site), amount - share_back), (REVENUE_SHARE, share_back)]
+def refund_legs(site: str, amount: int, share_back: int, funding: str = "channel"
+                ) -> list[Leg]:
+    legs = [(source(site, funding), -amount), (payable(site), amount - share_back),
+            (REVENUE_SHARE, share_back)]
     return [leg for leg in legs if leg[1] != 0]
+
+
+def topup_legs(site: str, amount: int) -> list[Leg]:
+    return [(ESCROW, amount), (wallets(site), -amount)]
 
 
 def hold_legs(site: str, amount: int) -> list[Leg]:

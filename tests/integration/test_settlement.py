@@ -127,6 +127,46 @@ async def test_purchase_refund_and_withdrawal_make_the_right_entries(dsn, rp):
             "11277 (difference -777)"]
 
 
+async def test_wallet_money_enters_escrow_once_at_its_top_up(dsn, rp):
+    """Top-up 100.00, an order of 60.00 paid from the wallet, 20.00 of it refunded to the
+    wallet: HQ received 100.00 once (the top-up), not 160.00 and not 40.00."""
+    await setup_ledger(dsn)
+    client, prefix = rp
+    site = "walla"
+    book = LicenseBook()
+    book.set([license_obj(site)])
+    for f in (event("topup", site, "T1", 10000, category="", funding="channel", ts=OCT),
+              event("order.paid", site, "O1", 6000, funding="wallet", ts=OCT),
+              event("order.refunded", site, "O1", 2000, funding="wallet", ts=OCT)):
+        await client.xadd(prefix + site, f)
+    # HQ's payments: the top-up came through the channel; the order is a wallet payment.
+    await record_payment(dsn, site, "T1", 10000, kind="topup")
+    await record_payment(dsn, site, "O1", 6000, refunded=2000, kind="wallet")
+    w = _worker(dsn, rp, book)
+    await _drain(w)
+    b = await _balances(dsn)
+    # By hand: share 8 % of 60.00 = 4.80; a third refunded gives back 1.60.
+    assert b[rules.ESCROW] == 10000  # the top-up, and nothing else, entered escrow
+    assert b[rules.wallets(site)] == -(10000 - 6000 + 2000)  # customers hold 60.00
+    assert b[rules.REVENUE_SHARE] == -(480 - 160)
+    assert b[rules.payable(site)] == -((6000 - 480) - (2000 - 160))  # partner is owed 36.80
+    assert sum(b.values()) == 0
+    await w.housekeeping(now=datetime(2026, 11, 1, tzinfo=UTC))
+    (fig,) = (await _one(dsn, "SELECT figures FROM ledger.statements WHERE site = %s", site))[0]
+    # The partner's statement: a sale of 60.00 and a refund of 20.00; the top-up is no sale.
+    assert (fig["gross"], fig["refunds"]) == (6000, 2000)
+    assert fig["revenue_share"] == {"game-cards": 320}
+    assert fig["net_payable"] == 6000 - 2000 - 320 - 100000
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await verify(conn) == []
+    # The same order id re-sent as paid through the channel is another event: refused.
+    await client.xadd(prefix + site, event("order.paid", site, "O1", 6000, funding="channel",
+                                           ts=OCT))
+    await _drain(w)
+    assert await client.xlen(dead_letter_stream(w.consumer.cfg.group)) == 1
+    assert (await _balances(dsn))[rules.ESCROW] == 10000
+
+
 async def test_same_events_twice_change_nothing(dsn, rp):
     await setup_ledger(dsn)
     client, prefix = rp
