@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import Jsonb
 
 from kameng.contracts.events import OrderEvent
 
@@ -104,7 +105,7 @@ class _Entry:
     currency: str
     amount: int
     share: int
-    rates: dict[str, Any] | str  # or already serialised JSON
+    rates: dict[str, Any] | Jsonb  # or already serialised (:func:`_raw_jsonb`)
     event_at: datetime
     period_start: datetime
     adjustment: bool
@@ -236,7 +237,7 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                 else:
                     o["refunded"] += r["amount"]
         # Serialised once per site and batch, not once per entry.
-        rates_json = {site: json.dumps(rates[site].to_json()) for site in sites}
+        rates_json = {site: _raw_jsonb(json.dumps(rates[site].to_json())) for site in sites}
         entries: list[_Entry] = []
         holds: list[OrderEvent] = []
         voided: list[tuple[OrderEvent, str]] = []
@@ -318,38 +319,39 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
     return out
 
 
+def _identity(text: str) -> str:
+    return text
+
+
+def _raw_jsonb(text: str) -> Jsonb:
+    """JSON text already serialised, sent as jsonb as it is (a plain str would be sent
+    as a JSON string)."""
+    return Jsonb(text, dumps=_identity)
+
+
+_ENTRY_COLUMNS = ("key", "input_hash", "kind", "site", "order_id", "category", "currency",
+                  "amount", "share", "rates", "event_at", "period_start", "adjustment",
+                  "funding", "leg_accounts", "leg_amounts")
+_ENTRY_TYPES = ["text", "text", "text", "text", "text", "text", "text", "int8", "int8",
+                "jsonb", "timestamptz", "timestamptz", "bool", "text", "int8[]", "int8[]"]
+_COPY_ENTRIES = f"COPY ledger.entries ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
 async def _insert(conn: AsyncConnection, entries: list[_Entry],
                   accounts: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Write entries with their legs in ONE binary COPY; the database writes the postings
+    from the legs, checks the balance and moves the account balances (ledger_0003)."""
     if not entries:
         return
-    # %b: arrays go in binary; psycopg's text array dumper escapes every element with a
-    # regex, which cost more than the database's own work for a batch.
-    rows = await (await conn.execute(
-        "INSERT INTO ledger.entries (key, input_hash, kind, site, order_id, category,"
-        " currency, amount, share, rates, event_at, period_start, adjustment, funding)"
-        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-        " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::jsonb[],"
-        " %b::timestamptz[], %b::timestamptz[], %b::bool[], %b::text[]) RETURNING id, key",
-        ([e.key for e in entries], [e.hash for e in entries], [e.kind for e in entries],
-         [e.site for e in entries], [e.order_id for e in entries],
-         [e.category for e in entries], [e.currency for e in entries],
-         [e.amount for e in entries], [e.share for e in entries],
-         [e.rates if isinstance(e.rates, str) else json.dumps(e.rates) for e in entries],
-         [e.event_at for e in entries],
-         [e.period_start for e in entries], [e.adjustment for e in entries],
-         [e.funding for e in entries]))).fetchall()
-    ids = {k: i for i, k in rows}
-    e_ids, a_ids, curs, amts = [], [], [], []
-    for e in entries:
-        for name, amt in e.legs:
-            e_ids.append(ids[e.key])
-            a_ids.append(accounts[(name, e.currency)]["id"])
-            curs.append(e.currency)
-            amts.append(amt)
-    await conn.execute(
-        "INSERT INTO ledger.postings (entry_id, account_id, currency, amount)"
-        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::bigint[])",
-        (e_ids, a_ids, curs, amts))
+    async with conn.cursor().copy(_COPY_ENTRIES) as copy:  # type: ignore[arg-type]
+        copy.set_types(_ENTRY_TYPES)
+        for e in entries:
+            await copy.write_row((
+                e.key, e.hash, e.kind, e.site, e.order_id, e.category, e.currency, e.amount,
+                e.share, e.rates if isinstance(e.rates, Jsonb) else Jsonb(e.rates),
+                e.event_at, e.period_start, e.adjustment, e.funding,
+                [accounts[(name, e.currency)]["id"] for name, _ in e.legs],
+                [amt for _, amt in e.legs]))
 
 
 async def post_single(conn: AsyncConnection, *, key: str, kind: str, site: str,
