@@ -57,7 +57,7 @@ async def _main(args: argparse.Namespace) -> int:
         args.dsn, redis, LicenseBook(kube),
         SandboxPayoutProvider(lambda: AsyncConnection.connect(args.dsn), args.payout_limit_fen),
         ConsumerConfig(group=GROUP, batch=args.batch, claim_idle_ms=args.claim_idle_ms,
-                       prefix=args.stream_prefix,
+                       prefix=args.stream_prefix, prefetch=True,
                        required_groups=(GROUP,)),
         interval=args.interval)
     stop = asyncio.Event()

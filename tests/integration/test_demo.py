@@ -92,6 +92,24 @@ def test_a_card_key_can_be_bought_in_the_demo_shop(demo: str) -> None:
         assert key, "the paid order was not delivered"
 
 
+def test_the_demo_prints_the_sample_sites_statement_after_its_purchase(demo: str) -> None:
+    # `make demo` buys one steam-100 card (100.00) in the demo shop and prints the demo
+    # site's statement as `kubectl kameng statement demo` does, once settlement posted it.
+    assert re.search(r"^Sample purchase: http://127\.0\.0\.1:\d+/order/\S+$", demo, re.M), demo
+    m = re.search(r"^site,demo,period,(\d{4}-\d\d-\d\d),(\d{4}-\d\d-\d\d),draft$", demo,
+                  re.M)
+    assert m, demo
+    gross = re.search(r"^gross,(\d+\.\d\d)$", demo, re.M)
+    assert gross, demo
+    assert float(gross.group(1)) >= 100.00, demo
+    # The sample License takes a share of game cards: a positive revenue share is shown.
+    share = re.search(r"^revenue_share:game-cards,(\d+\.\d\d)$", demo, re.M)
+    assert share, demo
+    assert float(share.group(1)) > 0, demo
+    # The per-order breakdown lists the sample order.
+    assert re.search(r"^\S+,game-cards,100\.00,0\.00,\d+\.\d\d,\d+\.\d\d$", demo, re.M), demo
+
+
 def test_each_member_gets_their_own_invitation_and_can_log_in(demo: str) -> None:
     # The shop runs on the operator's own Secrets: no shared password reaches it. Each
     # member's link comes from `kubectl kameng invite`; redeeming it logs the member in.
