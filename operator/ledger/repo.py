@@ -174,12 +174,14 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
         return out
     async with conn.transaction():
         keys = [ev.event_id for ev in todo]
-        known: dict[str, str] = {}
-        for table in ("ledger.entries", "ledger.withdrawals"):
-            rows = await (await conn.execute(
-                f"SELECT key, input_hash FROM {table} WHERE key = ANY(%s)",  # noqa: S608
-                (keys,))).fetchall()
-            known.update({r[0]: r[1] for r in rows})
+        # One round trip; %b: the keys travel as a binary array (the text dumper escapes
+        # each element with a regex).
+        rows = await (await conn.execute(
+            "SELECT key, input_hash FROM ledger.entries WHERE key = ANY(%b::text[])"
+            " UNION ALL"
+            " SELECT key, input_hash FROM ledger.withdrawals WHERE key = ANY(%b::text[])",
+            (keys, keys))).fetchall()
+        known: dict[str, str] = {r[0]: r[1] for r in rows}
         fresh: list[OrderEvent] = []
         for ev in todo:
             h = event_hash(ev)

@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from kameng.contracts.money import to_fen
@@ -191,7 +192,13 @@ def _utc(t: datetime) -> datetime:
 def period_bounds(period: str, t: datetime) -> tuple[datetime, datetime]:
     """The [start, end) of the ``period`` (UTC calendar: day, ISO week, month) holding ``t``."""
     t = _utc(t)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _day_bounds(period, t.year, t.month, t.day)
+
+
+@lru_cache(maxsize=4096)
+def _day_bounds(period: str, year: int, month: int, day_: int) -> tuple[datetime, datetime]:
+    # Cached: a batch of thousands of events falls on a handful of days.
+    day = datetime(year, month, day_, tzinfo=UTC)
     if period == "Daily":
         return day, day + timedelta(days=1)
     if period == "Weekly":

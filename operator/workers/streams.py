@@ -98,7 +98,13 @@ def _s(v: Any) -> str:
 
 
 def _fields(raw: Any) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in (raw or {}).items()}
+    if not raw:
+        return {}
+    if isinstance(next(iter(raw)), str):
+        # A client with decode_responses (the workers'): the map is str → str already;
+        # converting every key and value again cost a tenth of a batch's CPU.
+        return dict(raw)
+    return {_s(k): _s(v) for k, v in raw.items()}
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -93,8 +93,8 @@ def test_a_card_key_can_be_bought_in_the_demo_shop(demo: str) -> None:
 
 
 def test_the_demo_prints_the_sample_sites_statement_after_its_purchase(demo: str) -> None:
-    # `make demo` buys one steam-100 card (100.00) in the demo shop and prints the demo
-    # site's statement as `kubectl kameng statement demo` does, once settlement posted it.
+    # `make demo` buys one steam-100 card (face value 100.00) in the demo shop and prints the
+    # demo site's statement as `kubectl kameng statement demo` does, once settlement posted it.
     assert re.search(r"^Sample purchase: http://127\.0\.0\.1:\d+/order/\S+$", demo, re.M), demo
     m = re.search(r"^site,demo,period,(\d{4}-\d\d-\d\d),(\d{4}-\d\d-\d\d),draft$", demo,
                   re.M)
@@ -106,8 +106,10 @@ def test_the_demo_prints_the_sample_sites_statement_after_its_purchase(demo: str
     share = re.search(r"^revenue_share:game-cards,(\d+\.\d\d)$", demo, re.M)
     assert share, demo
     assert float(share.group(1)) > 0, demo
-    # The per-order breakdown lists the sample order.
-    assert re.search(r"^\S+,game-cards,100\.00,0\.00,\d+\.\d\d,\d+\.\d\d$", demo, re.M), demo
+    # The per-order breakdown lists the sample order at the shop's price (its gross).
+    order = re.search(r"^Sample purchase: \S+/order/(\S+)$", demo, re.M).group(1)
+    row = rf"^{re.escape(order)},game-cards,{re.escape(gross.group(1))},0\.00,[\d.]+,[\d.]+$"
+    assert re.search(row, demo, re.M), demo
 
 
 def test_each_member_gets_their_own_invitation_and_can_log_in(demo: str) -> None:
