@@ -49,8 +49,10 @@ def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
         assert proc.returncode == 0, proc.stderr[-4000:]
         yield proc.stdout
     finally:
+        # The demo's workers too: a settlement or risk worker left running would read
+        # later tests' streams (it runs on the default prefix).
         subprocess.run([devenv_cmd, "stop", "hq", "hq-site-credentials", "shop-demo",
-                        "shop-moon"],
+                        "shop-moon", "settlement", "risk"],
                        capture_output=True, timeout=120, check=False)
         # While the demo's operator still runs: it finalizes the samples (databases, users).
         kubectl("delete", "-f", SAMPLES, "--ignore-not-found", "--wait", "--timeout=180s",
