@@ -64,8 +64,11 @@ async def run(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> dict[
         with temp_database(admin_dsn, "settle_bench") as dsn:
             await setup_ledger(dsn)
             await _fill(r, prefix, sites, args.events, 0)
+            # --profile: the worker runs under py-spy (a flame graph of where its time goes).
+            spy = ([str(BIN / "py-spy"), "record", "--idle", "-r", "200", "-o", args.profile,
+                    "-f", args.profile_format, "--"] if args.profile else [])
             worker = subprocess.Popen(  # noqa: ASYNC220  (a process of its own is the point)
-                [str(BIN / "kameng"), "settlement", "--dsn", dsn, "--redis", redis_url,
+                [*spy, str(BIN / "kameng"), "settlement", "--dsn", dsn, "--redis", redis_url,
                  "--stream-prefix", prefix, "--batch", str(args.batch)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -105,7 +108,8 @@ async def run(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> dict[
                         "  FROM ledger.entries WHERE id > %s) t", (args.events,))).fetchone()
                 figures["lag_p50_ms"], figures["lag_p99_ms"] = float(p50), float(p99)
             finally:
-                worker.send_signal(signal.SIGTERM)
+                # py-spy writes its profile on SIGINT (a SIGTERM would lose it).
+                worker.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
                 worker.wait(timeout=20)
     finally:
         async for key in r.scan_iter(match=f"kbench:{tag}:*"):
@@ -126,6 +130,9 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=1000, help="events/s offered in the lag phase")
     ap.add_argument("--lag-seconds", type=float, default=5)
     ap.add_argument("--pgbench-seconds", type=int, default=10)
+    ap.add_argument("--profile", help="write a py-spy profile of the worker to this file")
+    ap.add_argument("--profile-format", default="speedscope",
+                    help="py-spy output format (speedscope, flamegraph, raw)")
     args = ap.parse_args()
     admin_dsn, redis_url = os.environ.get("KAMENG_PG_ADMIN_DSN"), os.environ.get("KAMENG_REDIS_URL")
     if not admin_dsn or not redis_url:

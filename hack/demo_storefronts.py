@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -258,6 +259,54 @@ def invitations(site: str, url: str) -> list[dict[str, str]]:
     return json.loads(out.stdout)["invitations"]
 
 
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+SAMPLE_SKU = "steam-100"
+
+
+def _csrf(page: httpx.Response) -> str:
+    m = _CSRF.search(page.text)
+    if m is None:
+        raise SystemExit(f"{page.url}: no CSRF field (HTTP {page.status_code})")
+    return m.group(1)
+
+
+def sample_purchase(shop_url: str) -> str:
+    """Buy one card as a customer would: checkout in the shop, pay on HQ's sandbox pay
+    page. Returns the order page's path."""
+    with httpx.Client(base_url=shop_url, timeout=15) as shop, httpx.Client(timeout=15) as payer:
+        r = shop.post("/checkout", data={"csrf": _csrf(shop.get(f"/p/{SAMPLE_SKU}")),
+                                         "product": SAMPLE_SKU,
+                                         "contact": "sample.buyer@example.com"})
+        if r.status_code != 303:
+            raise SystemExit(f"sample purchase: checkout answered {r.status_code}")
+        pay_url = r.headers["location"]
+        r = payer.post(pay_url, data={"csrf": _csrf(payer.get(pay_url))})
+        if r.status_code != 303:
+            raise SystemExit(f"sample purchase: payment answered {r.status_code}")
+        return httpx.URL(r.headers["location"]).path
+
+
+def print_statement(site: str, hq_dsn: str, timeout: float = 90) -> None:
+    """The site's current statement, exactly as `kubectl kameng statement` prints it, once
+    the settlement worker has posted the sample purchase (gross above zero)."""
+    env = {**os.environ, "KAMENG_HQ_DATABASE_URL": hq_dsn}
+    cmd = [KUBECTL_KAMENG, "statement", site]
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([*cmd, "-o", "json"], env=env, text=True, capture_output=True,
+                             check=False)
+        if out.returncode == 0 and json.loads(out.stdout).get("gross", 0) > 0:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the sample purchase did not reach {site}'s statement within "
+                             f"{timeout:.0f}s:\n{out.stderr[-2000:]}")
+        time.sleep(0.5)
+    csv = subprocess.run(cmd, env=env, text=True, capture_output=True, check=True).stdout
+    print(f"\nSample purchase settled: {site}'s statement (kubectl kameng statement {site};"
+          " amounts in yuan, the open period is a draft)")
+    print(csv.rstrip())
+
+
 def sample_sites() -> set[str]:
     docs = (d for f in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
             for d in yaml.safe_load_all(f.read_text(encoding="utf-8")))
@@ -269,8 +318,9 @@ def main() -> int:
     core = client.CoreV1Api()
     co = client.CustomObjectsApi()
     hq_url = start_hq(core)
-    start_settlement()
+    hq_dsn = start_settlement()
     bootstrap = (STATE / "hq-bootstrap-password").read_text()
+    shops: dict[str, str] = {}
     print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}"
           f"   first password {bootstrap} (you choose your own at first login)")
     for ss in co.list_cluster_custom_object("kameng.io", "v1alpha1", "subsites")["items"]:
@@ -280,6 +330,7 @@ def main() -> int:
         if status.get("phase") != "Ready" or site not in sample_sites():
             continue
         url = start_site(core, site, status["namespace"], hq_url)
+        shops[site] = url
         print(f"sub-site    {url}/   back office {url}/admin   ({site}, public URL "
               f"{status.get('url')})")
         roles = {m["email"]: m["role"] for m in ss["spec"].get("members", [])}
@@ -288,8 +339,13 @@ def main() -> int:
                   f"invitation {inv['url']}")
     print("Each member sets their own password through their one-time invitation link "
           "(valid 72h; a new one: kubectl kameng invite <site> <member>).")
-    print(f"Settlement: statements in {hq_url}/admin/statements, or after a purchase: "
-          "KAMENG_HQ_DATABASE_URL=... kubectl kameng statement demo "
+    if "demo" in shops:
+        log(f"sample purchase of {SAMPLE_SKU} in the demo shop")
+        order = sample_purchase(shops["demo"])
+        print(f"\nSample purchase: {shops['demo']}{order}")
+        print_statement("demo", hq_dsn)
+    print(f"\nSettlement: statements in {hq_url}/admin/statements, or "
+          "KAMENG_HQ_DATABASE_URL=... kubectl kameng statement <site> "
           f"(HQ's DSN is in {STATE / 'hq' / 'secrets'})")
     return 0
 

@@ -108,6 +108,9 @@ def _to_str(v: Any) -> str:
 
 
 def _decode_map(fields: Mapping[Any, Any]) -> dict[str, str]:
+    if type(fields) is dict and all(type(k) is str and type(v) is str
+                                    for k, v in fields.items()):
+        return fields  # already decoded (the workers' clients decode): no copy per entry
     return {_to_str(k): _to_str(v) for k, v in fields.items()}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import Jsonb
 
 from kameng.contracts.events import OrderEvent
 
@@ -26,7 +27,7 @@ from .rules import PostingError, Rates
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x6C6564676572  # "ledger": only has to differ from other migration locks
-POSTED_EVENTS = ("order.paid", "order.refunded", "withdrawal.requested")
+POSTED_EVENTS = ("order.paid", "order.refunded", "withdrawal.requested", "topup")
 
 
 def site_lock_key(site: str) -> str:
@@ -84,9 +85,13 @@ class Outcome:
 
 def event_hash(ev: OrderEvent) -> str:
     """The inputs that decide an event's entry. Not the rates (they come from the License
-    at posting time) and not ``ts``: a re-publication of the same event is the same event."""
+    at posting time) and not ``ts``: a re-publication of the same event is the same event.
+    ``funding`` only when it is ``wallet``: entries posted before the field existed keep
+    their hash, and the same id re-sent with the other funding is a conflict."""
+    extra = {"funding": "wallet"} if rules.funding_of(ev.funding) == "wallet" else {}
     return rules.input_hash(event=ev.event, site=ev.site, order_id=ev.order_id,
-                            amount=ev.amount, currency=ev.currency, category=ev.category)
+                            amount=ev.amount, currency=ev.currency, category=ev.category,
+                            **extra)
 
 
 @dataclass
@@ -100,11 +105,12 @@ class _Entry:
     currency: str
     amount: int
     share: int
-    rates: dict[str, Any] | str  # or already serialised JSON
+    rates: dict[str, Any] | Jsonb  # or already serialised (:func:`_raw_jsonb`)
     event_at: datetime
     period_start: datetime
     adjustment: bool
     legs: list[rules.Leg]
+    funding: str = "channel"
 
 
 async def _lock_accounts(conn: AsyncConnection, names: set[tuple[str, str]]
@@ -168,12 +174,14 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
         return out
     async with conn.transaction():
         keys = [ev.event_id for ev in todo]
-        known: dict[str, str] = {}
-        for table in ("ledger.entries", "ledger.withdrawals"):
-            rows = await (await conn.execute(
-                f"SELECT key, input_hash FROM {table} WHERE key = ANY(%s)",  # noqa: S608
-                (keys,))).fetchall()
-            known.update({r[0]: r[1] for r in rows})
+        # One round trip; %b: the keys travel as a binary array (the text dumper escapes
+        # each element with a regex).
+        rows = await (await conn.execute(
+            "SELECT key, input_hash FROM ledger.entries WHERE key = ANY(%b::text[])"
+            " UNION ALL"
+            " SELECT key, input_hash FROM ledger.withdrawals WHERE key = ANY(%b::text[])",
+            (keys, keys))).fetchall()
+        known: dict[str, str] = {r[0]: r[1] for r in rows}
         fresh: list[OrderEvent] = []
         for ev in todo:
             h = event_hash(ev)
@@ -203,6 +211,11 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
             names |= {(rules.ESCROW, ev.currency), (rules.REVENUE_SHARE, ev.currency),
                       (rules.payable(ev.site), ev.currency),
                       (rules.withdrawals(ev.site), ev.currency)}
+            if ev.event == "topup" or ev.event == "order.refunded" \
+                    or rules.funding_of(ev.funding) == "wallet":
+                # A refund's funding is its sale's, known only below: lock the account
+                # it may need now (accounts are locked once, in id order).
+                names.add((rules.wallets(ev.site), ev.currency))
         accounts = await _lock_accounts(conn, names)
         balance = {k: int(v["balance"]) for k, v in accounts.items()}
         # What earlier entries did to each order refunded in this batch.
@@ -211,20 +224,22 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
         if refunded:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "SELECT e.site, e.order_id, e.kind, e.amount, e.share, e.category, e.currency"
+                "SELECT e.site, e.order_id, e.kind, e.amount, e.share, e.category, e.currency,"
+                " e.funding"
                 " FROM ledger.entries e JOIN unnest(%s::text[], %s::text[]) AS t(s, o)"
                 "   ON e.site = t.s AND e.order_id = t.o WHERE e.kind IN ('sale', 'refund')",
                 ([s for s, _ in refunded], [o for _, o in refunded]))
             for r in await cur.fetchall():
                 o = orders.setdefault((r["site"], r["order_id"]), {
-                    "paid": 0, "share": 0, "refunded": 0, "category": "", "currency": ""})
+                    "paid": 0, "share": 0, "refunded": 0, "category": "", "currency": "",
+                    "funding": "channel"})
                 if r["kind"] == "sale":
                     o.update(paid=r["amount"], share=r["share"], category=r["category"],
-                             currency=r["currency"])
+                             currency=r["currency"], funding=r["funding"])
                 else:
                     o["refunded"] += r["amount"]
         # Serialised once per site and batch, not once per entry.
-        rates_json = {site: json.dumps(rates[site].to_json()) for site in sites}
+        rates_json = {site: _raw_jsonb(json.dumps(rates[site].to_json())) for site in sites}
         entries: list[_Entry] = []
         holds: list[OrderEvent] = []
         voided: list[tuple[OrderEvent, str]] = []
@@ -242,12 +257,14 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                     raise PostingError(f"{ev.event_id}: currency {ev.currency} is not the "
                                        f"License's {r.currency}")
                 share = rules.share_of(ev.amount, r.share_bp.get(ev.category, 0))
-                legs = rules.sale_legs(ev.site, ev.amount, share)
+                funding = rules.funding_of(ev.funding)
+                legs = rules.sale_legs(ev.site, ev.amount, share, funding)
                 entries.append(_Entry(kind="sale", category=ev.category, share=share,
-                                      legs=legs, **base))
+                                      legs=legs, funding=funding, **base))
                 orders[(ev.site, ev.order_id)] = {"paid": ev.amount, "share": share,
                                                   "refunded": 0, "category": ev.category,
-                                                  "currency": ev.currency}
+                                                  "currency": ev.currency,
+                                                  "funding": funding}
             elif ev.event == "order.refunded":
                 o = orders.get((ev.site, ev.order_id))
                 if not o or not o["paid"]:
@@ -257,9 +274,19 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                     raise PostingError(f"{ev.event_id}: refund currency differs from payment")
                 back = rules.refund_share(o["share"], o["paid"], o["refunded"], ev.amount)
                 o["refunded"] += ev.amount
-                legs = rules.refund_legs(ev.site, ev.amount, back)
+                # The money goes back the way it came (the sale's funding, as posted):
+                # a wallet payment's refund returns to the wallets, never out of escrow.
+                legs = rules.refund_legs(ev.site, ev.amount, back, o["funding"])
                 entries.append(_Entry(kind="refund", category=o["category"], share=back,
-                                      legs=legs, **base))
+                                      legs=legs, funding=o["funding"], **base))
+            elif ev.event == "topup":
+                if ev.amount <= 0:
+                    raise PostingError(f"top-up amount of {ev.event_id} must be positive")
+                if ev.currency != r.currency:
+                    raise PostingError(f"{ev.event_id}: currency {ev.currency} is not the "
+                                       f"License's {r.currency}")
+                entries.append(_Entry(kind="topup", category="", share=0,
+                                      legs=rules.topup_legs(ev.site, ev.amount), **base))
             else:  # withdrawal.requested
                 if ev.amount <= 0:
                     voided.append((ev, "amount must be positive"))
@@ -294,37 +321,39 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
     return out
 
 
+def _identity(text: str) -> str:
+    return text
+
+
+def _raw_jsonb(text: str) -> Jsonb:
+    """JSON text already serialised, sent as jsonb as it is (a plain str would be sent
+    as a JSON string)."""
+    return Jsonb(text, dumps=_identity)
+
+
+_ENTRY_COLUMNS = ("key", "input_hash", "kind", "site", "order_id", "category", "currency",
+                  "amount", "share", "rates", "event_at", "period_start", "adjustment",
+                  "funding", "leg_accounts", "leg_amounts")
+_ENTRY_TYPES = ["text", "text", "text", "text", "text", "text", "text", "int8", "int8",
+                "jsonb", "timestamptz", "timestamptz", "bool", "text", "int8[]", "int8[]"]
+_COPY_ENTRIES = f"COPY ledger.entries ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
 async def _insert(conn: AsyncConnection, entries: list[_Entry],
                   accounts: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Write entries with their legs in ONE binary COPY; the database writes the postings
+    from the legs, checks the balance and moves the account balances (ledger_0003)."""
     if not entries:
         return
-    # %b: arrays go in binary; psycopg's text array dumper escapes every element with a
-    # regex, which cost more than the database's own work for a batch.
-    rows = await (await conn.execute(
-        "INSERT INTO ledger.entries (key, input_hash, kind, site, order_id, category,"
-        " currency, amount, share, rates, event_at, period_start, adjustment)"
-        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-        " %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::jsonb[],"
-        " %b::timestamptz[], %b::timestamptz[], %b::bool[]) RETURNING id, key",
-        ([e.key for e in entries], [e.hash for e in entries], [e.kind for e in entries],
-         [e.site for e in entries], [e.order_id for e in entries],
-         [e.category for e in entries], [e.currency for e in entries],
-         [e.amount for e in entries], [e.share for e in entries],
-         [e.rates if isinstance(e.rates, str) else json.dumps(e.rates) for e in entries],
-         [e.event_at for e in entries],
-         [e.period_start for e in entries], [e.adjustment for e in entries]))).fetchall()
-    ids = {k: i for i, k in rows}
-    e_ids, a_ids, curs, amts = [], [], [], []
-    for e in entries:
-        for name, amt in e.legs:
-            e_ids.append(ids[e.key])
-            a_ids.append(accounts[(name, e.currency)]["id"])
-            curs.append(e.currency)
-            amts.append(amt)
-    await conn.execute(
-        "INSERT INTO ledger.postings (entry_id, account_id, currency, amount)"
-        " SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::bigint[])",
-        (e_ids, a_ids, curs, amts))
+    async with conn.cursor().copy(_COPY_ENTRIES) as copy:  # type: ignore[arg-type]
+        copy.set_types(_ENTRY_TYPES)
+        for e in entries:
+            await copy.write_row((
+                e.key, e.hash, e.kind, e.site, e.order_id, e.category, e.currency, e.amount,
+                e.share, e.rates if isinstance(e.rates, Jsonb) else Jsonb(e.rates),
+                e.event_at, e.period_start, e.adjustment, e.funding,
+                [accounts[(name, e.currency)]["id"] for name, _ in e.legs],
+                [amt for _, amt in e.legs]))
 
 
 async def post_single(conn: AsyncConnection, *, key: str, kind: str, site: str,

@@ -6,10 +6,14 @@ Accounts (per currency; debit positive, credit negative; every entry sums to zer
 * ``site:<s>:payable`` — what HQ owes the partner (a liability, credit balance; the
   database refuses to let it become a debit: the available balance never goes negative);
 * ``site:<s>:withdrawals`` — requested withdrawals on hold (credit while pending);
+* ``site:<s>:wallets`` — what the site's customers hold in their wallets (a liability,
+  credit): a top-up through HQ's channel is the money entering escrow; an order paid
+  from a wallet only moves it on to the partner, so it is not new escrow money;
 * ``hq:revenue_share`` — HQ's share of sales (income, credit);
 * ``hq:fee_income`` — the base annual fee, pro-rated per statement period (income).
 
-A sale of ``A`` with share ``S`` (per the category's rate in force): escrow +A,
+A sale of ``A`` with share ``S`` (per the category's rate in force): escrow +A (the
+wallets account instead when the customer paid from a wallet),
 payable −(A−S), revenue_share −S. A refund of ``R`` reverses the share in proportion,
 cumulatively rounded so that refunding everything reverses exactly ``S`` and the reversed
 share never exceeds it. A withdrawal hold moves ``W`` from payable to withdrawals; paid
@@ -23,6 +27,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from kameng.contracts.money import to_fen
@@ -44,6 +49,24 @@ def payable(site: str) -> str:
 
 def withdrawals(site: str) -> str:
     return f"site:{site}:withdrawals"
+
+
+def wallets(site: str) -> str:
+    return f"site:{site}:wallets"
+
+
+FUNDINGS = ("channel", "wallet")
+
+
+def funding_of(event_funding: str) -> str:
+    """The ledger's funding of an order event: ``wallet``, or ``channel`` (also for events
+    written before the field existed, which were all paid through the channel)."""
+    return "wallet" if event_funding == "wallet" else "channel"
+
+
+def source(site: str, funding: str) -> str:
+    """The account an order's money comes from (and a refund's goes back to)."""
+    return wallets(site) if funding == "wallet" else ESCROW
 
 
 @dataclass(frozen=True)
@@ -120,14 +143,21 @@ def refund_share(share: int, paid: int, refunded_before: int, refund: int) -> in
 Leg = tuple[str, int]  # (account name, signed amount)
 
 
-def sale_legs(site: str, amount: int, share: int) -> list[Leg]:
-    legs = [(ESCROW, amount), (payable(site), -(amount - share)), (REVENUE_SHARE, -share)]
+def sale_legs(site: str, amount: int, share: int, funding: str = "channel") -> list[Leg]:
+    legs = [(source(site, funding), amount), (payable(site), -(amount - share)),
+            (REVENUE_SHARE, -share)]
     return [leg for leg in legs if leg[1] != 0]
 
 
-def refund_legs(site: str, amount: int, share_back: int) -> list[Leg]:
-    legs = [(ESCROW, -amount), (payable(site), amount - share_back), (REVENUE_SHARE, share_back)]
+def refund_legs(site: str, amount: int, share_back: int, funding: str = "channel"
+                ) -> list[Leg]:
+    legs = [(source(site, funding), -amount), (payable(site), amount - share_back),
+            (REVENUE_SHARE, share_back)]
     return [leg for leg in legs if leg[1] != 0]
+
+
+def topup_legs(site: str, amount: int) -> list[Leg]:
+    return [(ESCROW, amount), (wallets(site), -amount)]
 
 
 def hold_legs(site: str, amount: int) -> list[Leg]:
@@ -162,7 +192,13 @@ def _utc(t: datetime) -> datetime:
 def period_bounds(period: str, t: datetime) -> tuple[datetime, datetime]:
     """The [start, end) of the ``period`` (UTC calendar: day, ISO week, month) holding ``t``."""
     t = _utc(t)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _day_bounds(period, t.year, t.month, t.day)
+
+
+@lru_cache(maxsize=4096)
+def _day_bounds(period: str, year: int, month: int, day_: int) -> tuple[datetime, datetime]:
+    # Cached: a batch of thousands of events falls on a handful of days.
+    day = datetime(year, month, day_, tzinfo=UTC)
     if period == "Daily":
         return day, day + timedelta(days=1)
     if period == "Weekly":

@@ -3,9 +3,10 @@
 1. every entry's legs sum to zero per currency, and has at least two;
 2. every account's running balance equals the sum of its postings, and all balances
    together sum to zero per currency (the trial balance);
-3. per site, escrow received in the ledger (sales − refunds) equals HQ's ``payments``
-   table (the source of truth for money received: paid, less partial refunds
-   ``refunded_fen``; a payment marked refunded counts nothing);
+3. per site, escrow received in the ledger (channel sales − refunds + top-ups) equals HQ's
+   ``payments`` table (the source of truth for money received: paid, less partial refunds
+   ``refunded_fen``; a payment marked refunded counts nothing), and so do the orders paid
+   from customer wallets (payments of kind ``wallet``), compared apart;
 4. every closed statement re-computes to the same figures.
 """
 
@@ -43,19 +44,27 @@ async def verify(conn: AsyncConnection, check_payments: bool = True) -> list[str
         if not has:
             problems.append("HQ's payments table is missing: cannot compare with money received")
         else:
+            # Two sums per site: money received through the channel (orders and top-ups:
+            # what entered escrow) and orders paid from customers' wallets (money already
+            # in escrow, moved to the partner). A wallet payment is a ``payments`` row of
+            # kind ``wallet``; counting it as received would count its top-up twice.
             rows = await (await conn.execute(
-                "WITH l AS (SELECT site, currency, sum(CASE kind WHEN 'sale' THEN amount"
-                "   ELSE -amount END) AS fen FROM ledger.entries"
-                "   WHERE kind IN ('sale', 'refund') GROUP BY 1, 2),"
-                " p AS (SELECT site, currency, sum(amount_fen - refunded_fen) AS fen"
-                "   FROM payments WHERE status = 'paid' GROUP BY 1, 2)"
+                "WITH l AS (SELECT site, currency, funding, sum(CASE kind WHEN 'refund'"
+                "   THEN -amount ELSE amount END) AS fen FROM ledger.entries"
+                "   WHERE kind IN ('sale', 'refund', 'topup') GROUP BY 1, 2, 3),"
+                " p AS (SELECT site, currency, CASE kind WHEN 'wallet' THEN 'wallet'"
+                "   ELSE 'channel' END AS funding, sum(amount_fen - refunded_fen) AS fen"
+                "   FROM payments WHERE status = 'paid' GROUP BY 1, 2, 3)"
                 " SELECT coalesce(l.site, p.site), coalesce(l.currency, p.currency),"
-                "   coalesce(l.fen, 0), coalesce(p.fen, 0)"
+                "   coalesce(l.funding, p.funding), coalesce(l.fen, 0), coalesce(p.fen, 0)"
                 " FROM l FULL JOIN p ON l.site = p.site AND l.currency = p.currency"
-                " WHERE coalesce(l.fen, 0) <> coalesce(p.fen, 0) ORDER BY 1")).fetchall()
-            for site, cur, led, paid in rows:
-                problems.append(f"site {site}: ledger has {led} {cur} fen received net of "
-                                f"refunds, payments say {paid} (difference {led - paid})")
+                "   AND l.funding = p.funding"
+                " WHERE coalesce(l.fen, 0) <> coalesce(p.fen, 0) ORDER BY 1, 3")).fetchall()
+            for site, cur, funding, led, paid in rows:
+                what = ("received net of refunds" if funding == "channel"
+                        else "paid from customer wallets net of refunds")
+                problems.append(f"site {site}: ledger has {led} {cur} fen {what}, "
+                                f"payments say {paid} (difference {led - paid})")
     cur_ = conn.cursor(row_factory=dict_row)
     await cur_.execute("SELECT site, period_start, figures FROM ledger.statements"
                        " ORDER BY site, period_start")

@@ -49,8 +49,10 @@ def demo(devenv: dict[str, str], kubectl: Kubectl) -> Iterator[str]:
         assert proc.returncode == 0, proc.stderr[-4000:]
         yield proc.stdout
     finally:
+        # The demo's workers too: a settlement or risk worker left running would read
+        # later tests' streams (it runs on the default prefix).
         subprocess.run([devenv_cmd, "stop", "hq", "hq-site-credentials", "shop-demo",
-                        "shop-moon"],
+                        "shop-moon", "settlement", "risk"],
                        capture_output=True, timeout=120, check=False)
         # While the demo's operator still runs: it finalizes the samples (databases, users).
         kubectl("delete", "-f", SAMPLES, "--ignore-not-found", "--wait", "--timeout=180s",
@@ -90,6 +92,30 @@ def test_a_card_key_can_be_bought_in_the_demo_shop(demo: str) -> None:
                 break
             time.sleep(0.3)
         assert key, "the paid order was not delivered"
+
+
+def test_the_demo_prints_the_sample_sites_statement_after_its_purchase(demo: str) -> None:
+    # `make demo` buys one steam-100 card (face value 100.00) in the demo shop and prints the
+    # demo site's statement as `kubectl kameng statement demo` does, once settlement posted it.
+    assert re.search(r"^Sample purchase: http://127\.0\.0\.1:\d+/order/\S+$", demo, re.M), demo
+    m = re.search(r"^site,demo,period,(\d{4}-\d\d-\d\d),(\d{4}-\d\d-\d\d),draft$", demo,
+                  re.M)
+    assert m, demo
+    gross = re.search(r"^gross,(\d+\.\d\d)$", demo, re.M)
+    assert gross, demo
+    assert float(gross.group(1)) >= 100.00, demo
+    # The sample License takes a share of game cards: a positive revenue share is shown.
+    share = re.search(r"^revenue_share:game-cards,(\d+\.\d\d)$", demo, re.M)
+    assert share, demo
+    assert float(share.group(1)) > 0, demo
+    # The per-order breakdown lists the sample order at the shop's price. (The environment
+    # may be reused: HQ's demo database keeps earlier runs' orders, so the period's gross
+    # is at least this order's.)
+    order = re.search(r"^Sample purchase: \S+/order/(\S+)$", demo, re.M).group(1)
+    row = re.search(rf"^{re.escape(order)},game-cards,(\d+\.\d\d),0\.00,[\d.]+,[\d.]+$",
+                    demo, re.M)
+    assert row, demo
+    assert 100.00 <= float(row.group(1)) <= float(gross.group(1)), demo
 
 
 def test_each_member_gets_their_own_invitation_and_can_log_in(demo: str) -> None:

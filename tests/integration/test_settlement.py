@@ -98,6 +98,10 @@ async def test_purchase_refund_and_withdrawal_make_the_right_entries(dsn, rp):
     assert b[rules.REVENUE_SHARE] == -(800 + 75 - 200)
     assert b[rules.payable(site)] == -(9200 + 2925 - 2300) + 5000
     assert b[rules.withdrawals(site)] == -5000
+    # The rates in force are recorded on each entry (a JSON object, not a JSON string).
+    assert (await _one(dsn, "SELECT DISTINCT rates->'share_bp' FROM ledger.entries"
+                            " WHERE kind = 'sale'")) == [({"game-cards": 800,
+                                                          "mobile-topup": 250},)]
     # The payout: not held (active license) → paid through the sandbox and posted.
     await w.housekeeping(now=OCT)
     b = await _balances(dsn)
@@ -125,6 +129,46 @@ async def test_purchase_refund_and_withdrawal_make_the_right_entries(dsn, rp):
         assert await verify(conn) == [
             "site alpha: ledger has 10500 CNY fen received net of refunds, payments say "
             "11277 (difference -777)"]
+
+
+async def test_wallet_money_enters_escrow_once_at_its_top_up(dsn, rp):
+    """Top-up 100.00, an order of 60.00 paid from the wallet, 20.00 of it refunded to the
+    wallet: HQ received 100.00 once (the top-up), not 160.00 and not 40.00."""
+    await setup_ledger(dsn)
+    client, prefix = rp
+    site = "walla"
+    book = LicenseBook()
+    book.set([license_obj(site)])
+    for f in (event("topup", site, "T1", 10000, category="", funding="channel", ts=OCT),
+              event("order.paid", site, "O1", 6000, funding="wallet", ts=OCT),
+              event("order.refunded", site, "O1", 2000, funding="wallet", ts=OCT)):
+        await client.xadd(prefix + site, f)
+    # HQ's payments: the top-up came through the channel; the order is a wallet payment.
+    await record_payment(dsn, site, "T1", 10000, kind="topup")
+    await record_payment(dsn, site, "O1", 6000, refunded=2000, kind="wallet")
+    w = _worker(dsn, rp, book)
+    await _drain(w)
+    b = await _balances(dsn)
+    # By hand: share 8 % of 60.00 = 4.80; a third refunded gives back 1.60.
+    assert b[rules.ESCROW] == 10000  # the top-up, and nothing else, entered escrow
+    assert b[rules.wallets(site)] == -(10000 - 6000 + 2000)  # customers hold 60.00
+    assert b[rules.REVENUE_SHARE] == -(480 - 160)
+    assert b[rules.payable(site)] == -((6000 - 480) - (2000 - 160))  # partner is owed 36.80
+    assert sum(b.values()) == 0
+    await w.housekeeping(now=datetime(2026, 11, 1, tzinfo=UTC))
+    (fig,) = (await _one(dsn, "SELECT figures FROM ledger.statements WHERE site = %s", site))[0]
+    # The partner's statement: a sale of 60.00 and a refund of 20.00; the top-up is no sale.
+    assert (fig["gross"], fig["refunds"]) == (6000, 2000)
+    assert fig["revenue_share"] == {"game-cards": 320}
+    assert fig["net_payable"] == 6000 - 2000 - 320 - 100000
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await verify(conn) == []
+    # The same order id re-sent as paid through the channel is another event: refused.
+    await client.xadd(prefix + site, event("order.paid", site, "O1", 6000, funding="channel",
+                                           ts=OCT))
+    await _drain(w)
+    assert await client.xlen(dead_letter_stream(w.consumer.cfg.group)) == 1
+    assert (await _balances(dsn))[rules.ESCROW] == 10000
 
 
 async def test_same_events_twice_change_nothing(dsn, rp):
@@ -209,38 +253,67 @@ async def test_withdrawal_beyond_available_balance_is_voided_at_once(dsn, rp):
 
 
 async def test_database_refuses_unbalanced_entries_and_rewrites(dsn):
+    """The database, not only the worker, refuses a bad write: an entry whose legs do not
+    balance, one without (enough) legs, a leg added to an existing entry, a withdrawal hold
+    that overdraws a payable, and any rewrite of history."""
     await setup_ledger(dsn)
-    entry = ("INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
-             " event_at, period_start) VALUES (%s, 'h', 'sale', 's', 'CNY', 5, now(), now())")
-    legs = ("INSERT INTO ledger.postings SELECT currval('ledger.entries_id_seq'), id, 'CNY',"
-            " CASE name WHEN 'a' THEN 5 ELSE %s END FROM ledger.accounts")
+
+    def entry(key: str, kind: str = "sale") -> str:
+        # Legs by account name: the ids are looked up in the statement.
+        return ("INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
+                " event_at, period_start, leg_accounts, leg_amounts)"
+                f" SELECT '{key}', 'h', '{kind}', 's', 'CNY', 5, now(), now(),"
+                " array_agg(a.id ORDER BY l.i), array_agg(l.m ORDER BY l.i)"
+                " FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l(n, m, i)"
+                " JOIN ledger.accounts a ON a.name = l.n")
+
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        await conn.execute("INSERT INTO ledger.accounts (name, currency) VALUES"
-                           " ('a', 'CNY'), ('b', 'CNY')")
+        await conn.execute("INSERT INTO ledger.accounts (name, currency, no_overdraft) VALUES"
+                           " ('a', 'CNY', false), ('b', 'CNY', false), ('site:s:payable',"
+                           " 'CNY', true), ('u', 'USD', false)")
         await conn.commit()
-        await conn.execute(entry, ("k1",))
         with pytest.raises(psycopg.errors.CheckViolation, match="unbalanced"):
-            await conn.execute(legs, (-4,))
+            await conn.execute(entry("k1"), (["a", "b"], [5, -4]))
         await conn.rollback()
-        await conn.execute(entry, ("k2",))  # an entry without any legs
-        with pytest.raises(psycopg.errors.CheckViolation, match="no postings"):
-            await conn.commit()
-        await conn.execute(entry, ("k3",))
-        await conn.execute(legs, (-5,))
+        with pytest.raises(psycopg.errors.CheckViolation, match="entries_legs_declared"):
+            await conn.execute(entry("k2"), (["a"], [0]))  # one leg, and a zero one
+        await conn.rollback()
+        with pytest.raises(psycopg.errors.CheckViolation, match="entries_legs_declared"):
+            await conn.execute(  # no legs at all
+                "INSERT INTO ledger.entries (key, input_hash, kind, site, currency, amount,"
+                " event_at, period_start) VALUES ('k2', 'h', 'sale', 's', 'CNY', 5, now(),"
+                " now())")
+        await conn.rollback()
+        with pytest.raises(psycopg.errors.CheckViolation, match="does not exist in CNY"):
+            await conn.execute(entry("k2"), (["a", "u"], [5, -5]))  # a leg in another currency
+        await conn.rollback()
+        await conn.execute(entry("k3"), (["a", "b"], [5, -5]))
         await conn.commit()
-        # A leg added later to a balanced entry unbalances it: refused.
-        await conn.execute("INSERT INTO ledger.accounts (name, currency) VALUES ('c', 'CNY')")
-        with pytest.raises(psycopg.errors.CheckViolation, match="unbalanced"):
-            await conn.execute("INSERT INTO ledger.postings SELECT max(p.entry_id), c.id, 'CNY',"
-                               " 1 FROM ledger.postings p, ledger.accounts c WHERE c.name = 'c'"
-                               " GROUP BY c.id")
+        rows = await (await conn.execute(
+            "SELECT a.name, p.amount FROM ledger.postings p JOIN ledger.accounts a"
+            " ON a.id = p.account_id ORDER BY 1")).fetchall()
+        assert rows == [("a", 5), ("b", -5)]
+        # A leg added later to a balanced entry: refused, however it balances.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only with their entry"):
+            await conn.execute("INSERT INTO ledger.postings SELECT max(p.entry_id), a.id, 'CNY',"
+                               " 0 FROM ledger.postings p, ledger.accounts a WHERE a.name = 'u'"
+                               " GROUP BY a.id")
         await conn.rollback()
+        # The partner's payable holds 3 (credit); a hold of 5 would overdraw it.
+        await conn.execute(entry("k4"), (["a", "site:s:payable"], [3, -3]))
+        await conn.commit()
+        with pytest.raises(psycopg.errors.CheckViolation, match="overdraw site:s:payable"):
+            await conn.execute(entry("k5", "withdrawal.hold"), (["site:s:payable", "b"], [5, -5]))
+        await conn.rollback()
+        await conn.execute(entry("k5", "withdrawal.hold"), (["site:s:payable", "b"], [3, -3]))
+        await conn.commit()
         for sql in ("UPDATE ledger.postings SET amount = amount * 2",
                     "DELETE FROM ledger.postings", "UPDATE ledger.entries SET amount = 1",
-                    "UPDATE ledger.accounts SET balance = 0"):
+                    "UPDATE ledger.accounts SET balance = 0", "TRUNCATE ledger.postings"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 await conn.execute(sql)
             await conn.rollback()
+        assert await verify(conn, check_payments=False) == []
 
 
 async def test_suspended_license_holds_the_payout_and_resuming_pays_it(dsn, rp, kubectl,

@@ -89,6 +89,11 @@ class WebDriver:
     def click(self, css: str) -> None:
         self._cmd("POST", f"/element/{self.find(css)}/click", {})
 
+    def clear_cookies(self, base_url: str) -> None:
+        """Log out of ``base_url`` (cookies are per site: visit it, then drop them)."""
+        self.get(base_url)
+        self._cmd("DELETE", "/cookie")
+
     def screenshot(self, name: str) -> Path:
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
@@ -324,5 +329,87 @@ def test_wallet_pages(stack, browser):
     wait_for(lambda: browser.url.endswith("/wallet"), timeout=15, interval=0.2)
     assert browser.text("#balance") == "8.55"
     shots.append(browser.screenshot("24-admin-customer-wallet"))
+    for path in shots:
+        assert path.stat().st_size > 5_000, path
+
+
+def _post_closed_october(stack) -> None:
+    """A closed October statement for the stack's site in HQ's ledger, as the settlement
+    worker makes it: two categories, a partial refund, a withdrawal and the base fee."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from kameng.contracts.events import OrderEvent
+    from kameng.ledger import repo, statements
+    from kameng.ledger.rules import Rates
+
+    oct_ = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
+    rates = Rates(share_bp={"game": 800, "mobile": 250}, base_annual_fee=1_200_000,
+                  period="Monthly", license=stack.site)
+
+    def ev(kind: str, oid: str, fen: int, cat: str = "game") -> OrderEvent:
+        return OrderEvent.for_order(kind, site=stack.site, order_id=oid, amount=fen,
+                                    category=cat, ts=oct_)
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(stack.hq_dsn, autocommit=True) as c:
+            await repo.migrate(c)
+            await repo.post_events(c, [
+                ev("order.paid", "K20261015A", 10000), ev("order.paid", "K20261015B", 5000,
+                                                          "mobile"),
+                ev("order.paid", "K20261015C", 2_000_000),
+                ev("order.refunded", "K20261015A", 2500)], {stack.site: rates})
+            await repo.post_events(c, [ev("withdrawal.requested", "W900", 300000, "")],
+                                   {stack.site: rates})
+            await statements.close(c, stack.site, rates, datetime(2026, 10, 1, tzinfo=UTC))
+
+    asyncio.run(go())
+
+
+def test_statement_pages(stack, browser):
+    """HQ's statements (empty, the list, one statement) and the partner's finance page
+    with the closed statement: amounts in yuan, labels translated, a total line."""
+    shots = []
+    browser.clear_cookies(stack.hq_url)
+    _login(browser, stack.hq_url, "admin@hq.local", stack.password)
+    browser.get(f"{stack.hq_url}/admin/statements?lang=en")
+    assert "No closed statement yet" in browser.text("#no-statements")
+    shots.append(browser.screenshot("25-hq-statements-empty"))
+    _post_closed_october(stack)
+    browser.get(f"{stack.hq_url}/admin/statements?lang=en")
+    row = browser.text("#statements tr.statement")
+    assert "2026-10-01 – 2026-11-01" in row, row
+    assert "20150.00" in row  # gross: 100.00 + 50.00 + 20 000.00, in yuan, not fen
+    shots.append(browser.screenshot("26-hq-statements"))
+    browser.click("#statements tr.statement a")
+    wait_for(lambda: "/admin/statements/" in browser.url, timeout=15, interval=0.2)
+    figures = browser.text("#figures")
+    for label in ("Opening balance", "Gross sales", "Refunds", "HQ revenue share · game",
+                  "Base fee (pro rata)", "Net payable", "Withdrawals", "Closing balance"):
+        assert label in figures, (label, figures)
+    assert browser.text('[data-k="gross"]') == "20150.00"
+    assert browser.text('[data-k="refunds"]') == "25.00"
+    # 8 % of 100.00 and of 20 000.00, less 2.00 given back; 2.5 % of 50.00.
+    assert browser.text('[data-k="share-game"]') == "1606.00"
+    assert browser.text('[data-k="share-mobile"]') == "1.25"
+    assert browser.text('[data-k="base_fee"]') == "1000.00"
+    assert browser.text('[data-k="net_payable"]') == "17517.75"
+    assert browser.text('[data-k="closing"]') == "14517.75"
+    assert "K20261015C" in browser.text("#orders")
+    shots.append(browser.screenshot("27-hq-statement"))
+    browser.get(f"{stack.hq_url}/admin/statements?lang=zh-CN")
+    assert "销售总额" in browser.text("#statements")
+    shots.append(browser.screenshot("28-hq-statements-zh"))
+
+    browser.clear_cookies(stack.shop_url)
+    _login(browser, stack.shop_url, stack.members["owner"], stack.password)
+    browser.get(f"{stack.shop_url}/admin/finance?lang=en")
+    wait_for(lambda: browser.exists("#settlement tr.statement"), timeout=15, interval=0.3)
+    st = browser.text("#settlement")
+    for figure in ("2026-10-01 – 2026-11-01", "17517.75", "14517.75"):
+        assert figure in st, (figure, st)
+    shots.append(browser.screenshot("29-partner-statements"))
     for path in shots:
         assert path.stat().st_size > 5_000, path

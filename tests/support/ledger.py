@@ -50,12 +50,15 @@ def event(kind: str, site: str, order_id: str, amount: int, category: str = "gam
 
 
 async def record_payment(dsn: str, site: str, order_id: str, amount: int,
-                         status: str = "paid", refunded: int = 0) -> None:
-    """What HQ's payment channel records for a paid order (the truth verify compares to)."""
+                         status: str = "paid", refunded: int = 0, kind: str = "order"
+                         ) -> None:
+    """What HQ's payment channel records for a paid order (the truth verify compares to);
+    ``kind`` as in HQ's ``payments``: ``order``, ``topup`` or ``wallet``."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute(
             "INSERT INTO payments (id, site, order_id, amount_fen, status, refunded_fen,"
-            " notify_url, return_url, paid_at) VALUES (%s, %s, %s, %s, %s, %s, '', '', now())"
+            " notify_url, return_url, paid_at, kind)"
+            " VALUES (%s, %s, %s, %s, %s, %s, '', '', now(), %s)"
             " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
             " refunded_fen = excluded.refunded_fen",
-            (f"{site}-{order_id}", site, order_id, amount, status, refunded))
+            (f"{site}-{order_id}", site, order_id, amount, status, refunded, kind))

@@ -93,3 +93,36 @@ def test_rates_from_license_fees_round_trip():
     assert r.share_bp == {"a": 1250}
     assert r.base_annual_fee == 999_999
     assert rules.Rates.from_json(r.to_json()) == r
+
+
+def test_wallet_funded_legs_use_the_sites_wallets_not_escrow():
+    # Top-up 100.00, wallet order 60.00 at 8 %, 20.00 refunded (by hand: share 4.80, 1.60
+    # given back): escrow only ever sees the top-up.
+    legs = (rules.topup_legs("s", 10000) + rules.sale_legs("s", 6000, 480, "wallet")
+            + rules.refund_legs("s", 2000, 160, "wallet"))
+    total: dict[str, int] = {}
+    for name, amt in legs:
+        total[name] = total.get(name, 0) + amt
+    assert total == {rules.ESCROW: 10000, rules.wallets("s"): -6000,
+                     rules.payable("s"): -3680, rules.REVENUE_SHARE: -320}
+    assert sum(total.values()) == 0
+    # Channel-funded (and events from before the field existed) keep escrow.
+    assert rules.sale_legs("s", 6000, 480)[0] == (rules.ESCROW, 6000)
+    assert [rules.funding_of(f) for f in ("", "channel", "wallet")] == [
+        "channel", "channel", "wallet"]
+
+
+def test_event_hash_of_channel_events_is_unchanged_and_wallet_funding_counts():
+    from kameng.contracts.events import OrderEvent
+    from kameng.ledger.repo import event_hash
+
+    def ev(funding: str) -> OrderEvent:
+        return OrderEvent.for_order("order.paid", site="s", order_id="O1", amount=6000,
+                                    category="game-cards", funding=funding)
+
+    # The hash entries were stored with before `funding` existed: a re-delivered old event
+    # must stay a duplicate, not become a conflict.
+    before = rules.input_hash(event="order.paid", site="s", order_id="O1", amount=6000,
+                              currency="CNY", category="game-cards")
+    assert event_hash(ev("")) == event_hash(ev("channel")) == before
+    assert event_hash(ev("wallet")) != before
