@@ -4,31 +4,40 @@ normal traffic, shadow rules, broken rules, and a worker killed mid-batch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 import yaml
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream
 from kameng.workers.risk.policy import compile_policy
-from kameng.workers.risk.worker import RECORD_PREFIX, Policies, RiskWorker
+from kameng.workers.risk.store import RiskStore
+from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
+
+from ..support.risk import decision_row, hq_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "manifests/samples/riskpolicy-default.yaml").read_text())
 
 
+@pytest.fixture(scope="module")
+def hq_dsn(pg_admin_dsn):
+    with hq_database(pg_admin_dsn) as dsn:
+        yield dsn
+
+
 @pytest.fixture
-async def r(redis_url):
+async def r(redis_url, hq_dsn):
     client = aioredis.from_url(redis_url, decode_responses=True)
     tag = uuid.uuid4().hex[:8]
-    yield client, tag
+    yield client, tag, hq_dsn
     for pattern in (f"ktest:{tag}:*", f"kameng:decisions:rt{tag}*", f"kameng:orders:rt{tag}*",
                     f"kameng:risk:*{tag}*"):
         async for key in client.scan_iter(match=pattern):
@@ -36,11 +45,13 @@ async def r(redis_url):
     await client.aclose()
 
 
-def _worker(client, tag: str, policies: list, licences: dict | None = None) -> RiskWorker:
+def _worker(client, dsn: str, tag: str, policies: list,
+            licences: dict | None = None) -> RiskWorker:
     cfg = ConsumerConfig(group="risk", consumer="t", prefix=f"ktest:{tag}:orders:", batch=100,
                          block_ms=20, claim_seconds=3600, discover_seconds=0,
                          trim_seconds=3600)
-    return RiskWorker(client, Policies(policies=policies, licences=licences or {}), cfg)
+    return RiskWorker(client, Policies(policies=policies, licences=licences or {}),
+                      RiskStore(dsn), cfg)
 
 
 async def _feed(client, tag: str, site: str, events: list[OrderEvent],
@@ -55,10 +66,13 @@ async def _feed(client, tag: str, site: str, events: list[OrderEvent],
     raise AssertionError(f"only {decided}/{len(events)} events decided")
 
 
-async def _record(client, ev: OrderEvent) -> dict:
-    raw = await client.get(RECORD_PREFIX + ev.event_id)
-    assert raw, f"no decision record for {ev.event_id}"
-    return json.loads(raw)
+async def _record(dsn: str, ev: OrderEvent) -> dict:
+    """The outcome stored in HQ's PostgreSQL (hits with ``shadow`` for the mode)."""
+    rec = decision_row(dsn, ev.event_id)
+    assert rec, f"no decision stored for {ev.event_id}"
+    for h in rec["hits"]:
+        h["shadow"] = h["mode"] == "shadow"
+    return rec
 
 
 async def _decisions(client, site: str) -> list[Decision]:
@@ -122,20 +136,20 @@ def test_every_default_rule_has_a_case():
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 async def test_default_rule_fires_on_its_sequence(r, rule):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
-    w = _worker(client, tag, [_default()], lic)
+    w = _worker(client, dsn, tag, [_default()], lic)
     build, allowed = CASES[rule]
     events = build(tag, site)
     await _feed(client, tag, site, events, w)
     hit = set()
     for ev in events:
-        rec = await _record(client, ev)
+        rec = await _record(dsn, ev)
         hit |= {h["rule"] for h in rec["hits"]}
     assert rule in hit
     assert hit <= allowed, f"{rule}'s sequence also hit {hit - allowed}"
-    last = await _record(client, events[-1])
+    last = await _record(dsn, events[-1])
     want = max((x["action"] for x in DEFAULT["spec"]["rules"] if x["name"] in hit),
                key=["allow", "review", "freeze", "block"].index)
     assert last["action"] == want
@@ -146,10 +160,10 @@ async def test_default_rule_fires_on_its_sequence(r, rule):
 
 
 async def test_normal_traffic_hits_nothing(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
-    w = _worker(client, tag, [_default()], lic)
+    w = _worker(client, dsn, tag, [_default()], lic)
     events = []
     for c in range(40):  # 40 customers, each: a top-up, two small orders, one refund in 10
         cust, ip = f"n{tag}-{c}", f"nip{tag}-{c % 20}"
@@ -165,14 +179,14 @@ async def test_normal_traffic_hits_nothing(r):
                           amount=20000))
     await _feed(client, tag, site, events, w)
     for ev in events:
-        rec = await _record(client, ev)
+        rec = await _record(dsn, ev)
         assert rec["hits"] == [], rec
         assert rec["action"] == "allow", rec
     assert await _decisions(client, site) == []
 
 
 async def test_strongest_action_wins_and_shadow_rules_never_act(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     enforce = compile_policy("p-enforce", {"rules": [
         {"name": "rev", "expression": "event.amount > 100", "action": "review"},
@@ -181,13 +195,13 @@ async def test_strongest_action_wins_and_shadow_rules_never_act(r):
          "mode": "shadow"}]})
     shadow = compile_policy("p-shadow", {"mode": "shadow", "rules": [
         {"name": "blk", "expression": "true", "action": "block"}]})
-    w = _worker(client, tag, [enforce, shadow])
+    w = _worker(client, dsn, tag, [enforce, shadow])
     big, small, tiny = (_ev(tag, site, "order.paid", i, amount=a)
                         for i, a in enumerate((5000, 500, 50)))
     await _feed(client, tag, site, [big, small, tiny], w)
-    assert (await _record(client, big))["action"] == "freeze"
-    assert (await _record(client, small))["action"] == "review"
-    rec = await _record(client, tiny)
+    assert (await _record(dsn, big))["action"] == "freeze"
+    assert (await _record(dsn, small))["action"] == "review"
+    rec = await _record(dsn, tiny)
     # Both shadow rules hit and are stored, and neither acted.
     assert {(h["rule"], h["shadow"]) for h in rec["hits"]} == {("shadow-block", True),
                                                                ("blk", True)}
@@ -197,7 +211,7 @@ async def test_strongest_action_wins_and_shadow_rules_never_act(r):
 
 
 async def test_broken_rule_is_reported_and_the_others_run(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     spec = {"features": [{"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "good", "expression": "event.amount > 100", "action": "review"},
@@ -215,48 +229,48 @@ async def test_broken_rule_is_reported_and_the_others_run(r):
     v2 = compile_policy("p", spec2, 2, previous=v1)
     assert {e.rule for e in v2.errors} == {"syntax", "typo", "later-bad"}
     assert {x.name for x in v2.rules} == {"good", "later-bad"}
-    w = _worker(client, tag, [v2])
+    w = _worker(client, dsn, tag, [v2])
     ev = _ev(tag, site, "order.paid", 0, amount=500)
     await _feed(client, tag, site, [ev], w)
-    rec = await _record(client, ev)
+    rec = await _record(dsn, ev)
     assert rec["action"] == "freeze"
     assert {h["rule"] for h in rec["hits"]} == {"good", "later-bad"}
 
 
 async def test_rule_failing_at_run_time_does_not_decide(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     pol = compile_policy("p", {"rules": [
         {"name": "ok", "expression": "event.amount > 100", "action": "review"},
         # Compiles against the sample (int/int) but divides by zero on a zero amount.
         {"name": "div", "expression": "100 / event.amount > 1", "action": "block"}]})
-    w = _worker(client, tag, [pol])
+    w = _worker(client, dsn, tag, [pol])
     ev = _ev(tag, site, "order.paid", 0, amount=0)
     ev2 = _ev(tag, site, "order.paid", 1, amount=500)
     await _feed(client, tag, site, [ev, ev2], w)
-    rec = await _record(client, ev)
+    rec = await _record(dsn, ev)
     assert rec["action"] == "allow"
     assert [h["rule"] for h in rec["hits"] if h["error"]] == ["div"]
-    assert (await _record(client, ev2))["action"] == "review"
+    assert (await _record(dsn, ev2))["action"] == "review"
 
 
 async def test_redelivered_event_is_decided_once(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     pol = compile_policy("p", {"features": [
         {"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "second", "expression": "features.n >= 2", "action": "review"}]})
-    w = _worker(client, tag, [pol])
+    w = _worker(client, dsn, tag, [pol])
     ev = _ev(tag, site, "order.paid", 0)
     # The same event twice (a re-published outbox entry): counted once, decided once.
     await _feed(client, tag, site, [ev, ev], w)
-    assert (await _record(client, ev))["action"] == "allow"
+    assert (await _record(dsn, ev))["action"] == "allow"
     assert await _decisions(client, site) == []
 
 
 async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis_url,
                                                                         tmp_path):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     policy = tmp_path / "p.yaml"
     policy.write_text(yaml.safe_dump({"metadata": {"name": f"kill{tag}"}, "spec": {
@@ -269,7 +283,7 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
             pipe.xadd(f"ktest:{tag}:orders:{site}",
                       _ev(tag, site, "order.paid", i, customer=f"k{tag}-{i % 50}").to_fields())
         await pipe.execute()
-    env = {**os.environ, "KAMENG_REDIS_URL": redis_url}
+    env = {**os.environ, "KAMENG_REDIS_URL": redis_url, "KAMENG_HQ_DATABASE_URL": dsn}
     cmd = [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
            "--metrics-port", "0", "--policy-file", str(policy), "--batch", "200",
            "--claim-idle-ms", "300", "--prefix", f"ktest:{tag}:orders:"]
@@ -318,12 +332,12 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
 async def test_backtest_replays_stored_events_through_another_version(r):
     from kameng.workers.risk import backtest
 
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     live = compile_policy(f"bt{tag}", {"sites": [site], "features": [
         {"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "big", "expression": "event.amount > 1000", "action": "review"}]})
-    w = _worker(client, tag, [live])
+    w = _worker(client, dsn, tag, [live])
     events = [_ev(tag, site, "order.paid", i, customer=f"bt{tag}", amount=a)
               for i, a in enumerate((500, 5000, 500))]
     await _feed(client, tag, site, events, w)
@@ -334,8 +348,9 @@ async def test_backtest_replays_stored_events_through_another_version(r):
         {"name": "third", "expression": "features.n >= 3", "action": "block"}]})
     live_keys = sorted([k async for k in client.scan_iter(match=f"kameng:risk:v:bt{tag}:*")])
     since = min(int(e.ts.timestamp() * 1000) for e in events) - 1
-    rows = await backtest.replay(client, new, [
-        rec for rec in await backtest.stored_events(client, since) if rec["site"] == site])
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        stored = await backtest.stored_events(conn, since, site)
+    rows = await backtest.replay(client, new, stored)
     assert [(x.order_id, x.decided, x.would) for x in rows] == [
         (events[0].order_id, "allow", "allow"), (events[1].order_id, "review", "allow"),
         (events[2].order_id, "allow", "block")]
