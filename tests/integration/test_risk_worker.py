@@ -124,7 +124,7 @@ CASES = {
     "category-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"co{t}",
                                                    category="gift-cards")],
                                  {"category-outside-license"}),
-    "region-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"ro{t}",
+    "region-outside-license": (lambda t, s: [_ev(t, s, "order.created", 0, customer=f"ro{t}",
                                                  region="US-NY")],
                                {"region-outside-license"}),
 }
