@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -16,10 +17,10 @@ import redis.asyncio as aioredis
 import yaml
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream
-from kameng.workers.risk.policy import compile_policy
+from kameng.workers.risk.policy import compile_policy, evaluate
 from kameng.workers.risk.store import RiskStore
-from kameng.workers.risk.worker import Policies, RiskWorker
-from kameng.workers.streams import ConsumerConfig
+from kameng.workers.risk.worker import Policies, RiskWorker, event_view
+from kameng.workers.streams import ConsumerConfig, Entry
 
 from ..support.risk import decision_row, hq_database
 
@@ -360,3 +361,78 @@ async def test_backtest_replays_stored_events_through_another_version(r):
     assert not [k async for k in client.scan_iter(match="kameng:risk:bt:*")]
     for key in live_keys:
         await client.delete(key)
+
+
+class _CountingStore(RiskStore):
+    """The real store on the real database, counting the statements a batch costs."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.statements = 0
+
+    async def save(self, outcomes, decided_at):
+        self.statements += 1
+        return await super().save(outcomes, decided_at)
+
+
+async def test_outcomes_and_hits_stored_in_one_statement_a_batch(r):
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    pol = compile_policy(f"st{tag}", {"features": [
+        {"name": "n", "key": "customer", "window": "1h"},
+        {"name": "spent", "key": "customer", "window": "1h", "aggregate": "sum"}], "rules": [
+        {"name": "big", "expression": "event.amount > 1000", "action": "review",
+         "reason": "large"},
+        {"name": "seen", "expression": "features.n >= 1", "action": "block", "mode": "shadow",
+         "reason": "shadow check"}]}, 7)
+    w = _worker(client, dsn, tag, [pol])
+    store = _CountingStore(dsn)
+    w.store = store
+    events = [_ev(tag, site, "order.paid", i, customer=f"s{tag}", amount=2000)
+              for i in range(50)]
+    await _feed(client, tag, site, events, w)
+    assert store.statements == 1  # 50 events, 100 hits: one round trip to PostgreSQL
+    rec = await _record(dsn, events[2])
+    assert (rec["action"], rec["rule"]) == ("review", f"st{tag}/big")
+    assert rec["policies"] == {f"st{tag}": 7}
+    assert rec["features"] == {f"st{tag}": {"n": 3, "spent": 6000}}
+    assert [(h["rule"], h["mode"], h["generation"], h["reason"], h["features"])
+            for h in rec["hits"]] == [
+        ("big", "enforce", 7, "large", {"n": 3, "spent": 6000}),
+        ("seen", "shadow", 7, "shadow check", {"n": 3, "spent": 6000})]
+
+
+async def test_replay_after_a_crash_publishes_what_was_stored_once(r):
+    """A worker stored an outcome and died before publishing it; the redelivery (under a
+    policy that changed meanwhile) publishes the STORED action, once; a second replica
+    handling the same entries at the same time adds nothing."""
+    from kameng.workers.risk.store import Outcome
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    old = compile_policy(f"cr{tag}", {"rules": [
+        {"name": "all", "expression": "event.amount > 0", "action": "freeze"}]}, 1)
+    new = compile_policy(f"cr{tag}", {"rules": [
+        {"name": "none", "expression": "event.amount < 0", "action": "block"}]}, 2)
+    ev = _ev(tag, site, "order.paid", 0)
+    view = event_view(ev, None)
+    verdict = evaluate([old], view, {old.name: {}})
+    await RiskStore(dsn).save([Outcome(view, verdict, [old], {old.name: {}})],
+                              datetime.now(UTC))
+    others = [_ev(tag, site, "order.paid", i, amount=7) for i in range(1, 40)]
+    await client.xadd(f"ktest:{tag}:orders:{site}", ev.to_fields())
+    for o in others:
+        await client.xadd(f"ktest:{tag}:orders:{site}", o.to_fields())
+    entries = [Entry(f"ktest:{tag}:orders:{site}", eid, f) for eid, f in
+               await client.xrange(f"ktest:{tag}:orders:{site}")]
+    w1, w2 = _worker(client, dsn, tag, [new]), _worker(client, dsn, tag, [new])
+    await asyncio.gather(w1.handle(entries), w2.handle(entries))
+    await w1.handle(entries)  # and a plain redelivery
+    assert [(d.order_id, d.action) for d in await _decisions(client, site)] == [
+        (ev.order_id, "freeze")]
+    with psycopg.connect(dsn) as conn:
+        n = conn.execute("SELECT count(*) FROM risk.decisions WHERE site = %s",
+                         (site,)).fetchone()[0]
+        hits = conn.execute("SELECT count(*) FROM risk.hits h JOIN risk.decisions d"
+                            " USING (event_id) WHERE d.site = %s", (site,)).fetchone()[0]
+    assert (n, hits) == (40, 1)
