@@ -14,33 +14,37 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from .policy import CompiledPolicy, Verdict
 
+# Each side of the batch travels as ONE JSON document (json.dumps is C; psycopg's Python
+# array dumper cost a fifth of the worker's time with 27 arrays a batch).
 _SAVE = """
 WITH d AS (
   INSERT INTO risk.decisions (event_id, site, order_id, event, customer, ip, category,
       product, region, amount, currency, event_at, action, rule, snoozed, policies,
       features, decided_at)
-  SELECT * FROM unnest(%(eid)s::text[], %(site)s::text[], %(oid)s::text[], %(ev)s::text[],
-      %(cust)s::text[], %(ip)s::text[], %(cat)s::text[], %(prod)s::text[],
-      %(region)s::text[], %(amount)s::bigint[], %(cur)s::text[], %(at)s::timestamptz[],
-      %(action)s::text[], %(rule)s::text[], %(snoozed)s::boolean[], %(pols)s::jsonb[],
-      %(feats)s::jsonb[], %(decided)s::timestamptz[])
+  SELECT event_id, site, order_id, event, customer, ip, category, product, region, amount,
+      currency, to_timestamp(ts_ms / 1000.0), action, rule, snoozed, policies, features,
+      to_timestamp(%(decided)s)
+  FROM jsonb_to_recordset(%(d)s::jsonb) AS x(event_id text, site text, order_id text,
+      event text, customer text, ip text, category text, product text, region text,
+      amount bigint, currency text, ts_ms bigint, action text, rule text, snoozed boolean,
+      policies jsonb, features jsonb)
   ON CONFLICT (event_id) DO NOTHING
 ), h AS (
   INSERT INTO risk.hits (event_id, policy, rule, generation, mode, action, reason, error,
       features)
-  SELECT * FROM unnest(%(h_eid)s::text[], %(h_pol)s::text[], %(h_rule)s::text[],
-      %(h_gen)s::bigint[], %(h_mode)s::text[], %(h_action)s::text[], %(h_reason)s::text[],
-      %(h_error)s::text[], %(h_feats)s::jsonb[])
+  SELECT event_id, policy, rule, generation, mode, action, reason, error, features
+  FROM jsonb_to_recordset(%(h)s::jsonb) AS x(event_id text, policy text, rule text,
+      generation bigint, mode text, action text, reason text, error text, features jsonb)
   ON CONFLICT DO NOTHING
 )
-SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%(eid)s::text[])
+SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%(ids)s::text[])
 """
 
 
@@ -54,48 +58,30 @@ class Outcome:
     features: Mapping[str, Mapping[str, int]]  # per policy name
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
-
-
-def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, list[Any]]:
-    """The statement's arrays (pure; unit-tested)."""
-    p: dict[str, list[Any]] = {k: [] for k in (
-        "eid", "site", "oid", "ev", "cust", "ip", "cat", "prod", "region", "amount", "cur",
-        "at", "action", "rule", "snoozed", "pols", "feats", "decided", "h_eid", "h_pol",
-        "h_rule", "h_gen", "h_mode", "h_action", "h_reason", "h_error", "h_feats")}
+def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, Any]:
+    """The statement's parameters (pure; unit-tested)."""
+    ds: list[dict[str, Any]] = []
+    hs: list[dict[str, Any]] = []
     for o in outcomes:
         v, verdict = o.view, o.verdict
-        p["eid"].append(v["eventId"])
-        p["site"].append(v["site"])
-        p["oid"].append(v["orderId"])
-        p["ev"].append(v["event"])
-        p["cust"].append(v.get("customer") or "")
-        p["ip"].append(v.get("ip") or "")
-        p["cat"].append(v.get("category") or "")
-        p["prod"].append(v.get("product") or "")
-        p["region"].append(v.get("region") or "")
-        p["amount"].append(int(v.get("amount") or 0))
-        p["cur"].append(v.get("currency") or "CNY")
-        p["at"].append(datetime.fromtimestamp(int(v["ts"]) / 1000, UTC))
-        p["action"].append(verdict.action)
-        p["rule"].append(verdict.rule)
-        p["snoozed"].append(verdict.snoozed)
-        p["pols"].append(_dumps({pol.name: pol.generation for pol in o.policies}))
-        p["feats"].append(_dumps({k: dict(f) for k, f in o.features.items()}))
-        p["decided"].append(decided_at)
+        feats = {k: dict(f) for k, f in o.features.items()}
         gens = {pol.name: pol.generation for pol in o.policies}
-        for h in verdict.hits:
-            p["h_eid"].append(v["eventId"])
-            p["h_pol"].append(h.policy)
-            p["h_rule"].append(h.rule)
-            p["h_gen"].append(gens.get(h.policy, 0))
-            p["h_mode"].append("shadow" if h.shadow else "enforce")
-            p["h_action"].append(h.action)
-            p["h_reason"].append(h.reason)
-            p["h_error"].append(h.error)
-            p["h_feats"].append(_dumps(dict(o.features.get(h.policy, {}))))
-    return p
+        ds.append({
+            "event_id": v["eventId"], "site": v["site"], "order_id": v["orderId"],
+            "event": v["event"], "customer": v.get("customer") or "", "ip": v.get("ip") or "",
+            "category": v.get("category") or "", "product": v.get("product") or "",
+            "region": v.get("region") or "", "amount": int(v.get("amount") or 0),
+            "currency": v.get("currency") or "CNY", "ts_ms": int(v["ts"]),
+            "action": verdict.action, "rule": verdict.rule, "snoozed": verdict.snoozed,
+            "policies": gens, "features": feats})
+        hs += [{"event_id": v["eventId"], "policy": h.policy, "rule": h.rule,
+                "generation": gens.get(h.policy, 0),
+                "mode": "shadow" if h.shadow else "enforce", "action": h.action,
+                "reason": h.reason, "error": h.error, "features": feats.get(h.policy, {})}
+               for h in verdict.hits]
+    return {"d": json.dumps(ds, separators=(",", ":")),
+            "h": json.dumps(hs, separators=(",", ":")),
+            "ids": [d["event_id"] for d in ds], "decided": decided_at.timestamp()}
 
 
 class RiskStore:
