@@ -27,6 +27,7 @@ from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
 from tests.support.storefront import csrf_from
 
+from .test_storefront_browser import _login, browser  # noqa: F401
 from .test_storefront_purchase import _buy, _order_status, _pay, _risk, stack, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +254,41 @@ async def test_purchase_for_a_region_outside_the_license_is_blocked_by_default_p
         wait_for(lambda: _order_status(stack, in_oid) == "delivered")
     finally:
         await client.aclose()
+
+
+async def test_review_pages_in_headless_chromium(stack, browser):  # noqa: F811
+    """Looks at the queue and the order page in a real browser (screenshots in
+    artifacts/screenshots/) and allows an order by clicking."""
+    client = aioredis.from_url(stack.redis_url, decode_responses=True)
+    try:
+        worker = _worker(client, stack)
+        shop = httpx.Client(base_url=stack.shop_url)
+        oid, pay_url = _buy(stack, shop, f"br-{uuid.uuid4().hex[:6]}@example.com")
+        await _until(worker, stack, oid, "freeze")
+        _pay(pay_url)
+        wait_for(lambda: _order_status(stack, oid) == "frozen")
+        _browse_and_allow(browser, stack, oid)
+        wait_for(lambda: _order_status(stack, oid) == "delivered")
+    finally:
+        await client.aclose()
+
+
+def _browse_and_allow(wd, st, oid: str) -> None:
+    shots = []
+    _login(wd, st.hq_url, "admin@hq.local", st.password)
+    wd.get(f"{st.hq_url}/admin/review?lang=zh-CN")
+    assert wd.exists(f'tr.held[data-order="{oid}"]')
+    shots.append(wd.screenshot("20-hq-risk-queue-zh"))
+    wd.get(f"{st.hq_url}/admin/review?lang=en&action=freeze&age=24h")
+    assert "every new order is reviewed (test)" in wd.text("#queue")
+    shots.append(wd.screenshot("21-hq-risk-queue-en"))
+    wd.click(f'tr.held[data-order="{oid}"] a')
+    wait_for(lambda: oid in wd.url, timeout=15, interval=0.2)
+    shots.append(wd.screenshot("22-hq-risk-order"))
+    wd.type("#allow-form textarea[name=note]", "verified by phone")
+    wd.click("#allow-form button")
+    wait_for(lambda: wd.url.endswith("msg=reviewed"), timeout=15, interval=0.2)
+    assert "verified by phone" in wd.text("#review-record")
+    shots.append(wd.screenshot("23-hq-risk-reviewed"))
+    for path in shots:
+        assert path.stat().st_size > 5_000, path
