@@ -1,4 +1,4 @@
-"""Risk worker benchmark on the dev environment's Redis.
+"""Risk worker benchmark on the dev environment's Redis and PostgreSQL.
 
 Measured in one run, on the same Redis:
 
@@ -6,11 +6,13 @@ Measured in one run, on the same Redis:
   defaults), i.e. how fast this Redis on this machine takes stream entries at all;
 * throughput: N order events of the default RiskPolicy's shape (7 velocity features, 11
   rules) pre-filled on one site stream, then one ``kameng risk run`` process started;
-  events/s = N / time until the group has read and acknowledged all of them;
+  events/s = N / time until the group has read and acknowledged all of them (every
+  outcome and hit stored in a fresh HQ database, as in production);
 * latency at a fixed offered load (half the throughput target, 0.05 × XADD/s, unless
   ``--rate``): events XADDed at that pace by a paced producer while one worker runs;
-  latency = decision record's ``decidedAt`` − the entry id's millisecond time (both on this
-  machine's clock), p50/p99 over every event.
+  latency = the stored outcome's ``decided_at`` (stamped when the rules have run, before
+  the batch's store and publish round trips) − the entry id's millisecond time (both on
+  this machine's clock), p50/p99 over every event.
 
 Targets: throughput ≥ 0.1 × XADD/s per worker process; p99 ≤ 20 ms at half that load.
 Usage: python bench/risk_bench.py [--events 20000] [--seconds 20] [--rate R] [--json]
@@ -41,15 +43,15 @@ from kameng.contracts.events import OrderEvent  # noqa: E402
 POLICY = ROOT / "manifests" / "samples" / "riskpolicy-default.yaml"
 
 
-def redis_url() -> str:
-    url = os.environ.get("KAMENG_REDIS_URL")
+def devenv_url(name: str) -> str:
+    url = os.environ.get(name)
     if url:
         return url
     out = subprocess.run([str(ROOT / "hack" / "devenv"), "up"], check=True,
                          capture_output=True, text=True).stdout
-    m = re.search(r"KAMENG_REDIS_URL='([^']+)'", out)
+    m = re.search(rf"{name}='([^']+)'", out)
     if not m:
-        raise SystemExit("no KAMENG_REDIS_URL and hack/devenv up printed none")
+        raise SystemExit(f"no {name} and hack/devenv up printed none")
     return m.group(1)
 
 
@@ -87,8 +89,8 @@ def event(site: str, i: int, tag: str) -> dict[str, str]:
                                 amount=1000 + (i % 50) * 100).to_fields()
 
 
-def start_worker(url: str, prefix: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAMENG_REDIS_URL": url}
+def start_worker(url: str, dsn: str, prefix: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KAMENG_REDIS_URL": url, "KAMENG_HQ_DATABASE_URL": dsn}
     return subprocess.Popen(
         [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
          "--metrics-port", "0", "--policy-file", str(POLICY), "--prefix", prefix],
@@ -107,7 +109,7 @@ async def acked(r: aioredis.Redis, stream: str) -> int:
     return 0
 
 
-async def throughput(url: str, n: int, log: Path) -> dict[str, Any]:
+async def throughput(url: str, dsn: str, n: int, log: Path) -> dict[str, Any]:
     r = aioredis.from_url(url)
     tag = uuid.uuid4().hex[:8]
     prefix, site = f"bench:{tag}:orders:", f"bench{tag}"
@@ -116,7 +118,7 @@ async def throughput(url: str, n: int, log: Path) -> dict[str, Any]:
         for i in range(n):
             pipe.xadd(stream, event(site, i, tag))
         await pipe.execute()
-    proc = start_worker(url, prefix, log)
+    proc = start_worker(url, dsn, prefix, log)
     try:
         # Start-up (imports, policy) is not counted. Polling Redis is the measurement.
         while await acked(r, stream) == 0:  # noqa: ASYNC110
@@ -137,13 +139,14 @@ async def throughput(url: str, n: int, log: Path) -> dict[str, Any]:
             "events_per_s": round((done - first) / elapsed, 1)}
 
 
-async def latency(url: str, rate: float, seconds: float, log: Path) -> dict[str, Any]:
+async def latency(url: str, dsn: str, rate: float, seconds: float, log: Path
+                  ) -> dict[str, Any]:
     r = aioredis.from_url(url, decode_responses=True)
     tag = uuid.uuid4().hex[:8]
     prefix, site = f"bench:{tag}:orders:", f"bench{tag}"
     stream = prefix + site
     await r.xadd(stream, event(site, -1, tag))  # the worker joins the stream
-    proc = start_worker(url, prefix, log)
+    proc = start_worker(url, dsn, prefix, log)
     ids: list[tuple[str, str]] = []
     try:
         while await acked(r, stream) < 1:  # noqa: ASYNC110
@@ -163,14 +166,14 @@ async def latency(url: str, rate: float, seconds: float, log: Path) -> dict[str,
     finally:
         proc.terminate()
         proc.wait(10)
-    lat = []
-    async with r.pipeline(transaction=False) as pipe:
-        for _, eid in ids:
-            pipe.get(f"kameng:risk:d:{eid}")
-        recs = await pipe.execute()
-    for (entry_id, _), raw in zip(ids, recs, strict=True):
-        if raw:
-            lat.append(json.loads(raw)["decidedAt"] - int(entry_id.split("-")[0]))
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        decided = dict(conn.execute(
+            "SELECT event_id, decided_at FROM risk.decisions WHERE event_id = ANY(%s)",
+            ([eid for _, eid in ids],)).fetchall())
+    lat = [decided[eid].timestamp() * 1000 - int(entry_id.split("-")[0])
+           for entry_id, eid in ids if eid in decided]
     await cleanup(r, tag, site)
     await r.aclose()
     lat.sort()
@@ -200,12 +203,15 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=100000, help="redis-benchmark -n")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    url = redis_url()
+    from tests.support.risk import hq_database
+
+    url = devenv_url("KAMENG_REDIS_URL")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"risk-bench-{os.getpid()}.log"
-    xadd = xadd_rate(url, args.requests)
-    tp = asyncio.run(throughput(url, args.events, log))
-    rate = args.rate or 0.05 * xadd
-    lt = asyncio.run(latency(url, rate, args.seconds, log))
+    with hq_database(devenv_url("KAMENG_PG_ADMIN_DSN")) as dsn:
+        xadd = xadd_rate(url, args.requests)
+        tp = asyncio.run(throughput(url, dsn, args.events, log))
+        rate = args.rate or 0.05 * xadd
+        lt = asyncio.run(latency(url, dsn, rate, args.seconds, log))
     out = {"redis_benchmark_xadd_per_s": xadd, "throughput": tp, "latency": lt,
            "ratio": round(tp["events_per_s"] / xadd, 3),
            "targets": {"ratio_min": 0.1, "p99_ms_max": 20}}

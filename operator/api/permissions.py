@@ -20,6 +20,12 @@ Permission = Literal[
 ]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
+# HQ's own back-office permissions. Never in a sub-site's RolePolicy (they act on every
+# site), so they are a separate vocabulary that only HQ's staff hold.
+RISK_REVIEW = "risk:review"  # the review queue: allow / block held orders, snoozes
+HqPermission = Literal["risk:review"]
+HQ_PERMISSIONS: tuple[str, ...] = get_args(HqPermission)
+
 # SubSite fields and storefront actions that may be put behind HQ approval.
 Approvable = Literal[
     "payments.methods",

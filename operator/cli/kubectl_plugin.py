@@ -278,8 +278,9 @@ def add_release(sub: Any) -> None:
 
 
 def cmd_risk_backtest(api: Api, args: argparse.Namespace) -> int:
-    """Replay the stored decisions through a RiskPolicy (needs KAMENG_REDIS_URL: the risk
-    worker's Redis, e.g. through a port-forward)."""
+    """Replay the stored decisions through a RiskPolicy (needs KAMENG_HQ_DATABASE_URL, where
+    the outcomes are stored, and KAMENG_REDIS_URL for scratch counters, e.g. through a
+    port-forward)."""
     import asyncio
 
     from kameng.workers.risk import cli as risk_cli

@@ -157,9 +157,11 @@ class OrderEvent(_StreamModel):
     ip: str = ""  # hash_pii(ip)
     category: str = ""
     product: str = ""
-    # The product's sale region (License regions vocabulary, e.g. "CN-BJ"); "" when the
-    # product has none. Added in place (schema v1): readers that predate it ignore it and
-    # an entry without it reads as "".
+    # The buyer's region (License regions vocabulary, ISO 3166-2, e.g. "CN-31"): where the
+    # card or top-up is for, chosen at checkout, or the product's own region for a
+    # regional product (storefront/shop/orders.py ``order_region``); "" when unknown.
+    # Added in place (schema v1): readers that predate it ignore it and an entry without
+    # it reads as "".
     region: str = ""
     amount: int = Field(ge=0)
     currency: str = "CNY"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 
+from kameng.api.common import REGION_RE
 from kameng.contracts.events import Decision, EventType, OrderEvent, hash_pii
 from kameng.contracts.hq_api import NOTIFY_PATH, PaymentNotification
 from kameng.contracts.refunds import REFUNDABLE_STATUSES, refund_action
@@ -98,6 +100,29 @@ def new_order_id() -> str:
     return f"K{datetime.now(UTC):%Y%m%d}{rand}"
 
 
+_REGION = re.compile(REGION_RE)
+
+
+def order_region(product_region: str, chosen: str) -> str:
+    """The buyer's region of an order: where the card or top-up is for.
+
+    A card platform knows it from the buyer, at checkout: the region of the game server or
+    phone number being topped up. The buyer has no reason to lie — a card for the wrong
+    region does not work for them — unlike the IP address, which in China mostly says
+    which carrier's national egress the request came through. A regional product is only
+    usable in its own region, so that is the order's region and any other choice is
+    refused; for a product usable anywhere the buyer's choice stands (ISO 3166-2, the
+    License's vocabulary), and an order without one carries "" (unknown)."""
+    chosen = chosen.strip().upper()
+    if not chosen:
+        return product_region
+    if len(chosen) > 6 or not _REGION.match(chosen):
+        raise OrderRefused("bad_request")
+    if product_region and chosen != product_region:
+        raise OrderRefused("bad_request")
+    return chosen
+
+
 def coupon_discount(price: int, cost: int, percent_off: int) -> int:
     """Fen off ``price``: integer arithmetic, and it can only cut into the margin, never
     the cost."""
@@ -113,6 +138,7 @@ def _event(state: AppState, order: dict[str, Any], event: EventType) -> OrderEve
         ip=order["ip_hash"],
         category=order["category"],
         product=order["product_id"],
+        region=order["region"],
         amount=order["amount_fen"],
         funding=order["paid_via"],
     )
@@ -120,7 +146,7 @@ def _event(state: AppState, order: dict[str, Any], event: EventType) -> OrderEve
 
 async def create_order(
     state: AppState, product_id: str, contact: str, ip: str, coupon: str | None,
-    wallet_customer: Customer | None = None,
+    wallet_customer: Customer | None = None, region: str = "",
 ) -> dict[str, Any]:
     """Place an order. Paid through HQ's channel (the row has ``pay_url``), or, with
     ``wallet_customer``, from that customer's wallet at once (:func:`pay_from_wallet`; the
@@ -140,6 +166,7 @@ async def create_order(
     product = products[0]
     if product.stock <= 0:
         raise OrderRefused("out_of_stock")
+    region = order_region(product.region, region)
     pepper = state.settings.pii_pepper
     contact_hash = hash_pii(contact, pepper)
     oid = new_order_id()
@@ -171,8 +198,8 @@ async def create_order(
             await conn.execute(
                 "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
                 " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash,"
-                " paid_via, customer_id)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+                " paid_via, customer_id, region)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
                 (
                     oid,
                     product.id,
@@ -187,6 +214,7 @@ async def create_order(
                     hash_pii(ip, pepper),
                     "wallet" if wallet_customer else "channel",
                     wallet_customer.id if wallet_customer else None,
+                    region,
                 ),
             )
         ).fetchone()

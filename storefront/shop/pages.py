@@ -63,6 +63,7 @@ async def checkout(request: Request) -> Response:
         order = await create_order(
             state, str(form.get("product", "")), str(form.get("contact", "")), client_ip(request),
             str(form.get("coupon", "")) or None, wallet_customer=customer,
+            region=str(form.get("region", "")),
         )
     except OrderRefused as exc:
         return error_page(request, _REFUSAL_STATUS.get(exc.code, 400), exc.code)

@@ -28,6 +28,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from starlette.requests import Request
 
+from kameng.api.permissions import HQ_PERMISSIONS
 from kameng.contracts import invitation
 from kameng.contracts.siteconfig import PERMISSIONS, Member
 
@@ -71,7 +72,9 @@ def _identity(state: AppState, email: str) -> tuple[str, str, frozenset[str]] | 
     """(name, role, permissions) of a current account, ``None`` if it is not one (any
     more): a member removed from the config loses access on the next request."""
     if state.settings.mode == "hq":
-        return ("admin", "hq-admin", frozenset(PERMISSIONS)) if email == HQ_ADMIN_EMAIL else None
+        # HQ's one account also holds HQ's own permissions (risk review, …).
+        return (("admin", "hq-admin", frozenset(PERMISSIONS) | frozenset(HQ_PERMISSIONS))
+                if email == HQ_ADMIN_EMAIL else None)
     m = member_of(state, email)
     if m is None:
         return None

@@ -22,9 +22,11 @@ from kameng.controller.agreements import license_lifecycle
 from kameng.kube.client import Kube
 from kameng.workers.risk.escalation import Escalation
 from kameng.workers.risk.source import KubeSource
+from kameng.workers.risk.store import RiskStore
 from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
 from tests.support.operator import OperatorProcess
+from tests.support.risk import hq_database
 
 from .test_kubectl_plugin import plugin
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
@@ -91,9 +93,15 @@ def _risk_events(kubectl: Any, since: str) -> list[dict[str, Any]]:
             and (e.get("eventTime") or e.get("lastTimestamp") or "") >= since]
 
 
+@pytest.fixture(scope="module")
+def hq_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    with hq_database(pg_admin_dsn) as dsn:
+        yield dsn
+
+
 async def test_fraud_rate_suspends_the_site_until_a_person_releases_it(
         operator: OperatorProcess, kubectl: Any, devenv: dict[str, str],
-        git_docs: list[dict[str, Any]]) -> None:
+        git_docs: list[dict[str, Any]], hq_dsn: str) -> None:
     client = aioredis.from_url(devenv["redis_url"], decode_responses=True)
     kube = Kube.from_environment(devenv["kubeconfig"])
     tag = uuid.uuid4().hex[:8]
@@ -116,7 +124,7 @@ async def test_fraud_rate_suspends_the_site_until_a_person_releases_it(
         await source.refresh(policies)  # nothing changed: no write
         assert get(kubectl, "riskpolicy", POLICY)["metadata"]["resourceVersion"] == rv
 
-        worker = RiskWorker(client, policies, ConsumerConfig(
+        worker = RiskWorker(client, policies, RiskStore(hq_dsn), ConsumerConfig(
             group="risk", consumer="t", prefix=prefix, block_ms=20, discover_seconds=0,
             claim_seconds=3600, trim_seconds=3600), escalation=Escalation(client, kube))
 

@@ -4,31 +4,41 @@ normal traffic, shadow rules, broken rules, and a worker killed mid-batch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 import yaml
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream
-from kameng.workers.risk.policy import compile_policy
-from kameng.workers.risk.worker import RECORD_PREFIX, Policies, RiskWorker
-from kameng.workers.streams import ConsumerConfig
+from kameng.workers.risk.policy import compile_policy, evaluate
+from kameng.workers.risk.store import RiskStore
+from kameng.workers.risk.worker import Policies, RiskWorker, event_view
+from kameng.workers.streams import ConsumerConfig, Entry
+
+from ..support.risk import decision_row, hq_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "manifests/samples/riskpolicy-default.yaml").read_text())
 
 
+@pytest.fixture(scope="module")
+def hq_dsn(pg_admin_dsn):
+    with hq_database(pg_admin_dsn) as dsn:
+        yield dsn
+
+
 @pytest.fixture
-async def r(redis_url):
+async def r(redis_url, hq_dsn):
     client = aioredis.from_url(redis_url, decode_responses=True)
     tag = uuid.uuid4().hex[:8]
-    yield client, tag
+    yield client, tag, hq_dsn
     for pattern in (f"ktest:{tag}:*", f"kameng:decisions:rt{tag}*", f"kameng:orders:rt{tag}*",
                     f"kameng:risk:*{tag}*"):
         async for key in client.scan_iter(match=pattern):
@@ -36,11 +46,13 @@ async def r(redis_url):
     await client.aclose()
 
 
-def _worker(client, tag: str, policies: list, licences: dict | None = None) -> RiskWorker:
+def _worker(client, dsn: str, tag: str, policies: list,
+            licences: dict | None = None) -> RiskWorker:
     cfg = ConsumerConfig(group="risk", consumer="t", prefix=f"ktest:{tag}:orders:", batch=100,
                          block_ms=20, claim_seconds=3600, discover_seconds=0,
                          trim_seconds=3600)
-    return RiskWorker(client, Policies(policies=policies, licences=licences or {}), cfg)
+    return RiskWorker(client, Policies(policies=policies, licences=licences or {}),
+                      RiskStore(dsn), cfg)
 
 
 async def _feed(client, tag: str, site: str, events: list[OrderEvent],
@@ -55,10 +67,13 @@ async def _feed(client, tag: str, site: str, events: list[OrderEvent],
     raise AssertionError(f"only {decided}/{len(events)} events decided")
 
 
-async def _record(client, ev: OrderEvent) -> dict:
-    raw = await client.get(RECORD_PREFIX + ev.event_id)
-    assert raw, f"no decision record for {ev.event_id}"
-    return json.loads(raw)
+async def _record(dsn: str, ev: OrderEvent) -> dict:
+    """The outcome stored in HQ's PostgreSQL (hits with ``shadow`` for the mode)."""
+    rec = decision_row(dsn, ev.event_id)
+    assert rec, f"no decision stored for {ev.event_id}"
+    for h in rec["hits"]:
+        h["shadow"] = h["mode"] == "shadow"
+    return rec
 
 
 async def _decisions(client, site: str) -> list[Decision]:
@@ -110,7 +125,7 @@ CASES = {
     "category-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"co{t}",
                                                    category="gift-cards")],
                                  {"category-outside-license"}),
-    "region-outside-license": (lambda t, s: [_ev(t, s, "order.paid", 0, customer=f"ro{t}",
+    "region-outside-license": (lambda t, s: [_ev(t, s, "order.created", 0, customer=f"ro{t}",
                                                  region="US-NY")],
                                {"region-outside-license"}),
 }
@@ -122,20 +137,20 @@ def test_every_default_rule_has_a_case():
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 async def test_default_rule_fires_on_its_sequence(r, rule):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
-    w = _worker(client, tag, [_default()], lic)
+    w = _worker(client, dsn, tag, [_default()], lic)
     build, allowed = CASES[rule]
     events = build(tag, site)
     await _feed(client, tag, site, events, w)
     hit = set()
     for ev in events:
-        rec = await _record(client, ev)
+        rec = await _record(dsn, ev)
         hit |= {h["rule"] for h in rec["hits"]}
     assert rule in hit
     assert hit <= allowed, f"{rule}'s sequence also hit {hit - allowed}"
-    last = await _record(client, events[-1])
+    last = await _record(dsn, events[-1])
     want = max((x["action"] for x in DEFAULT["spec"]["rules"] if x["name"] in hit),
                key=["allow", "review", "freeze", "block"].index)
     assert last["action"] == want
@@ -146,10 +161,10 @@ async def test_default_rule_fires_on_its_sequence(r, rule):
 
 
 async def test_normal_traffic_hits_nothing(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     lic = {site: {"categories": ["game-cards"], "regions": ["CN-BJ"]}}
-    w = _worker(client, tag, [_default()], lic)
+    w = _worker(client, dsn, tag, [_default()], lic)
     events = []
     for c in range(40):  # 40 customers, each: a top-up, two small orders, one refund in 10
         cust, ip = f"n{tag}-{c}", f"nip{tag}-{c % 20}"
@@ -165,14 +180,14 @@ async def test_normal_traffic_hits_nothing(r):
                           amount=20000))
     await _feed(client, tag, site, events, w)
     for ev in events:
-        rec = await _record(client, ev)
+        rec = await _record(dsn, ev)
         assert rec["hits"] == [], rec
         assert rec["action"] == "allow", rec
     assert await _decisions(client, site) == []
 
 
 async def test_strongest_action_wins_and_shadow_rules_never_act(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     enforce = compile_policy("p-enforce", {"rules": [
         {"name": "rev", "expression": "event.amount > 100", "action": "review"},
@@ -181,13 +196,13 @@ async def test_strongest_action_wins_and_shadow_rules_never_act(r):
          "mode": "shadow"}]})
     shadow = compile_policy("p-shadow", {"mode": "shadow", "rules": [
         {"name": "blk", "expression": "true", "action": "block"}]})
-    w = _worker(client, tag, [enforce, shadow])
+    w = _worker(client, dsn, tag, [enforce, shadow])
     big, small, tiny = (_ev(tag, site, "order.paid", i, amount=a)
                         for i, a in enumerate((5000, 500, 50)))
     await _feed(client, tag, site, [big, small, tiny], w)
-    assert (await _record(client, big))["action"] == "freeze"
-    assert (await _record(client, small))["action"] == "review"
-    rec = await _record(client, tiny)
+    assert (await _record(dsn, big))["action"] == "freeze"
+    assert (await _record(dsn, small))["action"] == "review"
+    rec = await _record(dsn, tiny)
     # Both shadow rules hit and are stored, and neither acted.
     assert {(h["rule"], h["shadow"]) for h in rec["hits"]} == {("shadow-block", True),
                                                                ("blk", True)}
@@ -197,7 +212,7 @@ async def test_strongest_action_wins_and_shadow_rules_never_act(r):
 
 
 async def test_broken_rule_is_reported_and_the_others_run(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     spec = {"features": [{"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "good", "expression": "event.amount > 100", "action": "review"},
@@ -215,48 +230,48 @@ async def test_broken_rule_is_reported_and_the_others_run(r):
     v2 = compile_policy("p", spec2, 2, previous=v1)
     assert {e.rule for e in v2.errors} == {"syntax", "typo", "later-bad"}
     assert {x.name for x in v2.rules} == {"good", "later-bad"}
-    w = _worker(client, tag, [v2])
+    w = _worker(client, dsn, tag, [v2])
     ev = _ev(tag, site, "order.paid", 0, amount=500)
     await _feed(client, tag, site, [ev], w)
-    rec = await _record(client, ev)
+    rec = await _record(dsn, ev)
     assert rec["action"] == "freeze"
     assert {h["rule"] for h in rec["hits"]} == {"good", "later-bad"}
 
 
 async def test_rule_failing_at_run_time_does_not_decide(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     pol = compile_policy("p", {"rules": [
         {"name": "ok", "expression": "event.amount > 100", "action": "review"},
         # Compiles against the sample (int/int) but divides by zero on a zero amount.
         {"name": "div", "expression": "100 / event.amount > 1", "action": "block"}]})
-    w = _worker(client, tag, [pol])
+    w = _worker(client, dsn, tag, [pol])
     ev = _ev(tag, site, "order.paid", 0, amount=0)
     ev2 = _ev(tag, site, "order.paid", 1, amount=500)
     await _feed(client, tag, site, [ev, ev2], w)
-    rec = await _record(client, ev)
+    rec = await _record(dsn, ev)
     assert rec["action"] == "allow"
     assert [h["rule"] for h in rec["hits"] if h["error"]] == ["div"]
-    assert (await _record(client, ev2))["action"] == "review"
+    assert (await _record(dsn, ev2))["action"] == "review"
 
 
 async def test_redelivered_event_is_decided_once(r):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     pol = compile_policy("p", {"features": [
         {"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "second", "expression": "features.n >= 2", "action": "review"}]})
-    w = _worker(client, tag, [pol])
+    w = _worker(client, dsn, tag, [pol])
     ev = _ev(tag, site, "order.paid", 0)
     # The same event twice (a re-published outbox entry): counted once, decided once.
     await _feed(client, tag, site, [ev, ev], w)
-    assert (await _record(client, ev))["action"] == "allow"
+    assert (await _record(dsn, ev))["action"] == "allow"
     assert await _decisions(client, site) == []
 
 
 async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis_url,
                                                                         tmp_path):
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     policy = tmp_path / "p.yaml"
     policy.write_text(yaml.safe_dump({"metadata": {"name": f"kill{tag}"}, "spec": {
@@ -269,7 +284,7 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
             pipe.xadd(f"ktest:{tag}:orders:{site}",
                       _ev(tag, site, "order.paid", i, customer=f"k{tag}-{i % 50}").to_fields())
         await pipe.execute()
-    env = {**os.environ, "KAMENG_REDIS_URL": redis_url}
+    env = {**os.environ, "KAMENG_REDIS_URL": redis_url, "KAMENG_HQ_DATABASE_URL": dsn}
     cmd = [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
            "--metrics-port", "0", "--policy-file", str(policy), "--batch", "200",
            "--claim-idle-ms", "300", "--prefix", f"ktest:{tag}:orders:"]
@@ -318,12 +333,12 @@ async def test_worker_killed_mid_batch_loses_and_duplicates_no_decision(r, redis
 async def test_backtest_replays_stored_events_through_another_version(r):
     from kameng.workers.risk import backtest
 
-    client, tag = r
+    client, tag, dsn = r
     site = f"rt{tag}"
     live = compile_policy(f"bt{tag}", {"sites": [site], "features": [
         {"name": "n", "key": "customer", "window": "1h"}], "rules": [
         {"name": "big", "expression": "event.amount > 1000", "action": "review"}]})
-    w = _worker(client, tag, [live])
+    w = _worker(client, dsn, tag, [live])
     events = [_ev(tag, site, "order.paid", i, customer=f"bt{tag}", amount=a)
               for i, a in enumerate((500, 5000, 500))]
     await _feed(client, tag, site, events, w)
@@ -334,8 +349,9 @@ async def test_backtest_replays_stored_events_through_another_version(r):
         {"name": "third", "expression": "features.n >= 3", "action": "block"}]})
     live_keys = sorted([k async for k in client.scan_iter(match=f"kameng:risk:v:bt{tag}:*")])
     since = min(int(e.ts.timestamp() * 1000) for e in events) - 1
-    rows = await backtest.replay(client, new, [
-        rec for rec in await backtest.stored_events(client, since) if rec["site"] == site])
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        stored = await backtest.stored_events(conn, since, site)
+    rows = await backtest.replay(client, new, stored)
     assert [(x.order_id, x.decided, x.would) for x in rows] == [
         (events[0].order_id, "allow", "allow"), (events[1].order_id, "review", "allow"),
         (events[2].order_id, "allow", "block")]
@@ -345,3 +361,78 @@ async def test_backtest_replays_stored_events_through_another_version(r):
     assert not [k async for k in client.scan_iter(match="kameng:risk:bt:*")]
     for key in live_keys:
         await client.delete(key)
+
+
+class _CountingStore(RiskStore):
+    """The real store on the real database, counting the statements a batch costs."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.statements = 0
+
+    async def save(self, outcomes, decided_at):
+        self.statements += 1
+        return await super().save(outcomes, decided_at)
+
+
+async def test_outcomes_and_hits_stored_in_one_statement_a_batch(r):
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    pol = compile_policy(f"st{tag}", {"features": [
+        {"name": "n", "key": "customer", "window": "1h"},
+        {"name": "spent", "key": "customer", "window": "1h", "aggregate": "sum"}], "rules": [
+        {"name": "big", "expression": "event.amount > 1000", "action": "review",
+         "reason": "large"},
+        {"name": "seen", "expression": "features.n >= 1", "action": "block", "mode": "shadow",
+         "reason": "shadow check"}]}, 7)
+    w = _worker(client, dsn, tag, [pol])
+    store = _CountingStore(dsn)
+    w.store = store
+    events = [_ev(tag, site, "order.paid", i, customer=f"s{tag}", amount=2000)
+              for i in range(50)]
+    await _feed(client, tag, site, events, w)
+    assert store.statements == 1  # 50 events, 100 hits: one round trip to PostgreSQL
+    rec = await _record(dsn, events[2])
+    assert (rec["action"], rec["rule"]) == ("review", f"st{tag}/big")
+    assert rec["policies"] == {f"st{tag}": 7}
+    assert rec["features"] == {f"st{tag}": {"n": 3, "spent": 6000}}
+    assert [(h["rule"], h["mode"], h["generation"], h["reason"], h["features"])
+            for h in rec["hits"]] == [
+        ("big", "enforce", 7, "large", {"n": 3, "spent": 6000}),
+        ("seen", "shadow", 7, "shadow check", {"n": 3, "spent": 6000})]
+
+
+async def test_replay_after_a_crash_publishes_what_was_stored_once(r):
+    """A worker stored an outcome and died before publishing it; the redelivery (under a
+    policy that changed meanwhile) publishes the STORED action, once; a second replica
+    handling the same entries at the same time adds nothing."""
+    from kameng.workers.risk.store import Outcome
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    old = compile_policy(f"cr{tag}", {"rules": [
+        {"name": "all", "expression": "event.amount > 0", "action": "freeze"}]}, 1)
+    new = compile_policy(f"cr{tag}", {"rules": [
+        {"name": "none", "expression": "event.amount < 0", "action": "block"}]}, 2)
+    ev = _ev(tag, site, "order.paid", 0)
+    view = event_view(ev, None)
+    verdict = evaluate([old], view, {old.name: {}})
+    await RiskStore(dsn).save([Outcome(view, verdict, [old], {old.name: {}})],
+                              datetime.now(UTC))
+    others = [_ev(tag, site, "order.paid", i, amount=7) for i in range(1, 40)]
+    await client.xadd(f"ktest:{tag}:orders:{site}", ev.to_fields())
+    for o in others:
+        await client.xadd(f"ktest:{tag}:orders:{site}", o.to_fields())
+    entries = [Entry(f"ktest:{tag}:orders:{site}", eid, f) for eid, f in
+               await client.xrange(f"ktest:{tag}:orders:{site}")]
+    w1, w2 = _worker(client, dsn, tag, [new]), _worker(client, dsn, tag, [new])
+    await asyncio.gather(w1.handle(entries), w2.handle(entries))
+    await w1.handle(entries)  # and a plain redelivery
+    assert [(d.order_id, d.action) for d in await _decisions(client, site)] == [
+        (ev.order_id, "freeze")]
+    with psycopg.connect(dsn) as conn:
+        n = conn.execute("SELECT count(*) FROM risk.decisions WHERE site = %s",
+                         (site,)).fetchone()[0]
+        hits = conn.execute("SELECT count(*) FROM risk.hits h JOIN risk.decisions d"
+                            " USING (event_id) WHERE d.site = %s", (site,)).fetchone()[0]
+    assert (n, hits) == (40, 1)

@@ -1,7 +1,7 @@
 """Backtest: replay stored events through a policy version, beside what was decided.
 
-The source is the worker's decision records (``kameng:risk:d:<event_id>``, kept 30 days):
-each holds the event as the rules saw it and the action taken. Velocity features are
+The source is the worker's stored outcomes in HQ's PostgreSQL (``risk.decisions``, see
+``store``): each row holds the event as the rules saw it and the action taken. Velocity features are
 recomputed in a scratch key space (``kameng:risk:bt:<run>:``), replaying events in time
 order, so the policy under test sees the counters it would have seen, and the live
 counters are not touched. The scratch keys are deleted at the end.
@@ -9,18 +9,18 @@ counters are not touched. The scratch keys are deleted at the end.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from psycopg import AsyncConnection
 
 from . import velocity
 from .policy import CompiledPolicy, evaluate
-from .worker import RECORD_PREFIX
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,20 @@ class Row:
     would_rule: str
 
 
-async def stored_events(redis: aioredis.Redis, since_ms: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    async for key in redis.scan_iter(match=f"{RECORD_PREFIX}*", count=1000):
-        raw = await redis.get(key)
-        if raw is None:
-            continue
-        rec = json.loads(raw)
-        if int(rec.get("ts", 0)) >= since_ms:
-            out.append(rec)
-    out.sort(key=lambda r: (int(r["ts"]), r["eventId"]))
-    return out
+async def stored_events(conn: AsyncConnection, since_ms: int, site: str | None = None
+                        ) -> list[dict[str, Any]]:
+    """Every stored event since ``since_ms`` (of one site, or all), in time order."""
+    cur = await conn.execute(
+        "SELECT event_id, site, order_id, event, customer, ip, category, product, region,"
+        " amount, currency, event_at, action FROM risk.decisions"
+        " WHERE event_at >= %s AND (%s::text IS NULL OR site = %s)"
+        " ORDER BY event_at, event_id",
+        (datetime.fromtimestamp(since_ms / 1000, UTC), site, site))
+    return [{"eventId": r[0], "site": r[1], "orderId": r[2], "event": r[3],
+             "customer": r[4], "ip": r[5], "category": r[6], "product": r[7],
+             "region": r[8], "amount": int(r[9]), "currency": r[10],
+             "ts": int(r[11].timestamp() * 1000), "action": r[12]}
+            for r in await cur.fetchall()]
 
 
 async def replay(redis: aioredis.Redis, policy: CompiledPolicy,
@@ -64,7 +67,8 @@ async def replay(redis: aioredis.Redis, policy: CompiledPolicy,
                     "orderId": rec["orderId"], "customer": rec.get("customer", ""),
                     "ip": rec.get("ip", ""), "category": rec.get("category", ""),
                     "product": rec.get("product", ""), "region": rec.get("region", ""),
-                    "amount": int(rec.get("amount", 0)), "currency": "CNY",
+                    "amount": int(rec.get("amount", 0)),
+                    "currency": rec.get("currency") or "CNY",
                     "ts": int(rec["ts"]),
                     "licenseCategories": list(lic.get("categories") or []),
                     "licenseRegions": list(lic.get("regions") or [])}

@@ -2,7 +2,8 @@
 
 ``kameng risk run`` reads RiskPolicies and Licenses from the Kubernetes API (KUBECONFIG or
 the pod's service account) and every ``kameng:orders:<site>`` stream from Redis
-(``KAMENG_REDIS_URL``, from a Secret: never a flag, so it stays out of process listings).
+(``KAMENG_REDIS_URL``, from a Secret: never a flag, so it stays out of process listings),
+and stores every outcome in HQ's PostgreSQL (``KAMENG_HQ_DATABASE_URL``, likewise).
 ``kameng risk backtest <policy> --since 7d`` replays the stored decisions through the
 policy as it is now in the cluster (or ``--file policy.yaml``) and prints both columns.
 """
@@ -55,14 +56,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("order")
     v.add_argument("action", choices=("allow", "block"))
     v.add_argument("--by", required=True, help="the reviewer")
-    v.add_argument("--note", default="")
+    v.add_argument("--note", required=True, help="why (kept with the verdict)")
     z = sub.add_parser("snooze", help="act on nothing for one customer or IP for a while "
                        "(hits are still stored)")
     z.add_argument("key", choices=("customer", "ip"))
     z.add_argument("value", help="the hashed value as in the events")
     z.add_argument("--for", dest="duration", default="7d", help="7d, 24h, 30m")
     z.add_argument("--by", required=True)
-    z.add_argument("--reason", default="")
+    z.add_argument("--reason", required=True, help="why (kept with the snooze)")
+    q = sub.add_parser("queue", help="orders under review or frozen, not yet reviewed")
+    q.add_argument("--site", default="")
+    q.add_argument("--action", choices=("review", "freeze"), default="")
+    q.add_argument("--newer-than", default="", help="30m, 24h, 7d")
+    q.add_argument("--older-than", default="", help="30m, 24h, 7d")
     b = sub.add_parser("backtest", help="replay stored events through a policy")
     b.add_argument("policy", help="RiskPolicy name (or the name in --file)")
     b.add_argument("--since", default="7d", help="how far back: 7d, 24h, 30m")
@@ -85,6 +91,14 @@ def _redis() -> Any:
     return aioredis.from_url(url, socket_connect_timeout=5)
 
 
+def _dsn() -> str:
+    dsn = os.environ.get("KAMENG_HQ_DATABASE_URL", "")
+    if not dsn:
+        raise SystemExit("KAMENG_HQ_DATABASE_URL is required (risk outcomes live in HQ's "
+                         "database)")
+    return dsn
+
+
 def _load_file(path: str) -> Any:
     import yaml
 
@@ -103,9 +117,11 @@ async def _run(args: argparse.Namespace) -> int:
     from ..streams import ConsumerConfig
     from .escalation import Escalation
     from .source import KubeSource
+    from .store import RiskStore
     from .worker import GROUP, Policies, RiskWorker
 
     redis = _redis()
+    store = RiskStore(_dsn())
     kube = None if args.no_kube else Kube.from_environment()
     files = [_load_file(p) for p in args.policy_file]
     for cp in files:
@@ -113,7 +129,7 @@ async def _run(args: argparse.Namespace) -> int:
             log.error("rule does not compile: %s", e)
     policies = Policies(policies=list(files))
     source = KubeSource(kube) if kube else None
-    worker = RiskWorker(redis, policies,
+    worker = RiskWorker(redis, policies, store,
                         ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
                                        claim_idle_ms=args.claim_idle_ms),
                         escalation=Escalation(redis, kube))
@@ -151,6 +167,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _backtest(args: argparse.Namespace) -> int:
+    from psycopg import AsyncConnection
+
     from kameng.api.common import API_VERSION
     from kameng.api.resources import RISKPOLICY
     from kameng.kube.client import Kube, path_for
@@ -162,6 +180,7 @@ async def _backtest(args: argparse.Namespace) -> int:
 
     redis = _redis()
     kube = Kube.from_environment()
+    conn = await AsyncConnection.connect(_dsn(), autocommit=True)
     try:
         if args.file:
             policy = _load_file(args.file)
@@ -176,9 +195,10 @@ async def _backtest(args: argparse.Namespace) -> int:
         ctx = Policies()
         await KubeSource(kube).refresh_licences(ctx)
         since = int((time.time() - since_seconds(args.since)) * 1000)
-        rows = await backtest.replay(redis, policy, await backtest.stored_events(redis, since),
+        rows = await backtest.replay(redis, policy, await backtest.stored_events(conn, since),
                                      ctx.licences)
     finally:
+        await conn.close()
         await redis.aclose()
         await kube.close()
     print(f"{'TIME':<20} {'SITE':<16} {'ORDER':<24} {'EVENT':<20} {'DECIDED':<8} "
@@ -200,28 +220,51 @@ def run(args: argparse.Namespace) -> int:
 
             start_http_server(args.metrics_port)
         return asyncio.run(_run(args))
-    if args.risk_command in ("review", "snooze"):
+    if args.risk_command in ("review", "snooze", "queue"):
         return asyncio.run(_review(args))
     return asyncio.run(_backtest(args))
 
 
 async def _review(args: argparse.Namespace) -> int:
+    from psycopg import AsyncConnection
+
     from . import review
 
     redis = _redis()
+    conn = await AsyncConnection.connect(_dsn(), autocommit=True)
     try:
-        if args.risk_command == "snooze":
-            await review.snooze(redis, args.key, args.value, since_seconds(args.duration),
-                                args.by, args.reason)
-            print(f"{args.key} {args.value[:12]}… snoozed for {args.duration} by {args.by}")
+        if args.risk_command == "queue":
+            rows = await review.queue(conn, review.QueueFilter(
+                site=args.site, action=args.action,
+                newer_than=review.parse_age(args.newer_than),
+                older_than=review.parse_age(args.older_than)))
+            print(f"{'DECIDED':<20} {'SITE':<16} {'ORDER':<28} {'ACTION':<7} {'AMOUNT':>10}"
+                  f" {'CUSTOMER':<13} RULES")
+            for r in rows:
+                rules = ", ".join(f"{h['rule']}" + (" (shadow)" if h["mode"] == "shadow"
+                                                    else "") for h in r["hits"])
+                print(f"{r['decided_at']:%Y-%m-%dT%H:%M:%S}  {r['site']:<16} "
+                      f"{r['order_id']:<28} {r['action']:<7} {r['amount'] / 100:>10.2f} "
+                      f"{(r['customer'] or '-')[:12]:<13} {rules}")
             return 0
-        if await review.review(redis, args.site, args.order, args.action, args.by,
-                               args.note):
+        if args.risk_command == "snooze":
+            until = await review.snooze(conn, redis, args.key, args.value,
+                                        since_seconds(args.duration), args.by, args.reason)
+            print(f"{args.key} {args.value[:12]}… snoozed until {until:%Y-%m-%dT%H:%M}Z "
+                  f"by {args.by}")
+            return 0
+        res = await review.review(conn, redis, args.site, args.order, args.action, args.by,
+                                  args.note)
+        rec = res.record
+        if res.first:
             print(f"order {args.order}: {args.action} by {args.by}")
             return 0
-        prior = await review.reviewed(redis, args.order) or {}
-        print(f"order {args.order} was already reviewed: {prior.get('action')} by "
-              f"{prior.get('by')} at {prior.get('at')}", file=sys.stderr)
+        print(f"order {args.order} was already reviewed: {rec['action']} by "
+              f"{rec['reviewer']} at {rec['reviewed_at']:%Y-%m-%dT%H:%M:%S}Z", file=sys.stderr)
         return 1
+    except review.ReviewError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
+        await conn.close()
         await redis.aclose()

@@ -6,13 +6,15 @@ Per event (a batch is handled event by event, in stream order):
 2. every rule of every policy applying to the site is evaluated; the strongest enforced
    action wins (block > freeze > review > allow); shadow hits and rules failing at run
    time are recorded, never acted on;
-3. the outcome is written once per event id by one Lua script: the stored record
-   (``kameng:risk:d:<event_id>``, kept ``RECORD_TTL``) and, when the action is not
-   ``allow``, the :class:`~kameng.contracts.events.Decision` on ``kameng:decisions:<site>``
-   and the hit log (``kameng:risk:hits``, the source of the review queue and backtests).
-   The script is atomic, so a worker killed mid-batch leaves each event either fully
-   decided or not at all; the stream entry is acknowledged only after, so a redelivered
-   event finds its record and publishes nothing twice.
+3. every outcome and rule hit (policy generation, mode, feature values) is stored in HQ's
+   PostgreSQL by one idempotent statement per batch (``store``);
+4. one script call per batch publishes, once per event id, the
+   :class:`~kameng.contracts.events.Decision` on ``kameng:decisions:<site>`` when the
+   action is not ``allow`` (marker ``kameng:risk:d:<event_id>``, set with the XADD
+   atomically). The stream entry is acknowledged only after: a worker killed mid-batch
+   leaves each event stored or not, published or not; the redelivery stores nothing twice
+   (primary keys), publishes what was stored the first time, and only if it was not
+   published yet.
 
 ``allow`` publishes no decision: the shop delivers unless told otherwise, and a decision
 stream carrying every allowed order would cost every shop a read per order for nothing.
@@ -21,7 +23,6 @@ stream carrying every allowed order would cost every shop a read per order for n
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -38,15 +39,18 @@ from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
 from .policy import CompiledPolicy, EscalationDef, Verdict, evaluate
 from .review import snooze_keys_of
+from .store import Outcome, RiskStore
 from .velocity import Velocity
 
 log = logging.getLogger(__name__)
 
 GROUP = "risk"
+# Once-only marker of a decided event (value: its action). The outcome itself is stored
+# in HQ's PostgreSQL (``store``); Redis keeps only what the hot path needs: this marker
+# makes publishing a decision once-only, and it must outlive any redelivery (claims
+# happen within seconds; dead letters are re-driven by a person within days).
 RECORD_PREFIX = "kameng:risk:d:"
-HITS_STREAM = "kameng:risk:hits"
-RECORD_TTL_S = 30 * 86400
-HITS_MAXLEN = 1_000_000  # approximate; the review queue reads recent hits only
+RECORD_TTL_S = 7 * 86400
 
 DECISIONS = Counter("kameng_risk_decisions_total", "Risk decisions by action.", ["action"])
 # Bounded: rules are at most 64 per policy and policies are few (cluster objects).
@@ -58,23 +62,30 @@ LATENCY = Histogram("kameng_risk_decision_seconds",
                     "From the event's stream entry to its decision being stored.",
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
-# KEYS: record key, decisions stream, hits stream. ARGV: record json, ttl, publish flag,
-# then decision field/value pairs count N and the pairs, then hit json.
+# A batch's once-only markers and decisions in one script call.
+# KEYS: per event: marker key, decisions stream. ARGV: ttl, then per event: action,
+# publish flag, number of decision fields N, then N field/value pairs.
+# Returns per event 1 when this call decided it (0: an earlier delivery did).
 _COMMIT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) == false then
-  return 0
+local ttl = tonumber(ARGV[1])
+local out = {}
+local a = 2
+for i = 1, #KEYS, 2 do
+  local action, publish, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local first = a + 3
+  a = first + n * 2
+  if redis.call('SET', KEYS[i], action, 'NX', 'EX', ttl) then
+    if publish == '1' then
+      local fields = {}
+      for j = first, a - 1 do fields[#fields + 1] = ARGV[j] end
+      redis.call('XADD', KEYS[i + 1], '*', unpack(fields))
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-local n = tonumber(ARGV[4])
-if ARGV[3] == '1' then
-  local fields = {}
-  for i = 1, n * 2 do fields[i] = ARGV[4 + i] end
-  redis.call('XADD', KEYS[2], '*', unpack(fields))
-end
-if ARGV[5 + n * 2] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[6 + n * 2]), '*',
-             'record', ARGV[5 + n * 2])
-end
-return 1
+return out
 """
 
 
@@ -104,26 +115,13 @@ class Policies:
         return [p for p in self.policies if p.applies_to(site)]
 
 
-def record_of(view: Mapping[str, Any], verdict: Verdict, decided_at: float) -> dict[str, Any]:
-    return {
-        "eventId": view["eventId"], "site": view["site"], "orderId": view["orderId"],
-        "event": view["event"], "customer": view["customer"], "ip": view["ip"],
-        "amount": view["amount"], "category": view["category"], "ts": view["ts"],
-        "product": view["product"], "region": view["region"],
-        "action": verdict.action, "rule": verdict.rule,
-        "decidedAt": int(decided_at * 1000), "snoozed": verdict.snoozed,
-        "hits": [{"policy": h.policy, "rule": h.rule, "action": h.action,
-                  "reason": h.reason, "shadow": h.shadow, "error": h.error}
-                 for h in verdict.hits],
-    }
-
-
 class RiskWorker:
-    def __init__(self, redis: aioredis.Redis, policies: Policies,
+    def __init__(self, redis: aioredis.Redis, policies: Policies, store: RiskStore,
                  config: ConsumerConfig | None = None,
                  clock: Callable[[], float] = time.time,
                  escalation: Escalation | None = None) -> None:
         self.redis = redis
+        self.store = store
         self.escalation = escalation
         self.policies = policies
         self.velocity = Velocity(redis)
@@ -132,59 +130,69 @@ class RiskWorker:
         self.consumer = StreamConsumer(redis, config or ConsumerConfig(group=GROUP),
                                        self.handle)
 
-    async def decide(self, ev: OrderEvent) -> tuple[dict[str, Any], Verdict]:
-        view = event_view(ev, self.policies.licences.get(ev.site))
-        pols = self.policies.for_site(ev.site)
-        feats = {p.name: await self.velocity.features(p, view) for p in pols}
-        return view, evaluate(pols, view, feats)
-
     async def handle(self, entries: list[Entry]) -> None:
-        """A batch in three Redis round trips: every velocity call pipelined in stream
-        order (each is atomic and sees the ones before it), the rules in process, then
-        every once-only commit pipelined. A malformed entry raises: the shared machinery
-        retries entries one by one and dead-letters that one; it never decides anything."""
+        """A batch in three round trips: one script call records and reads every
+        velocity feature and snooze (events in stream order, each seeing the ones before
+        it), the rules run in process, ONE statement stores every outcome and hit in
+        HQ's PostgreSQL, then one script call publishes each decision once. A malformed
+        entry raises: the shared machinery retries entries one by one and dead-letters
+        that one; it never decides anything."""
         events = [OrderEvent.from_fields(e.fields) for e in entries]
         views = [event_view(ev, self.policies.licences.get(ev.site)) for ev in events]
-        plans = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for view in views:
-                pols = self.policies.for_site(view["site"])
-                calls = [(p, self.velocity.prepare(p, view)) for p in pols]
-                plans.append([(p, c, await self.velocity.queue(c, pipe)) for p, c in calls])
-                # Live snoozes of this event's customer or IP (0 when none).
-                keys = snooze_keys_of(view)
-                if keys:
-                    pipe.exists(*keys)
-                else:
-                    pipe.echo("0")
-            results = iter(await pipe.execute())
-        verdicts = []
-        for view, plan in zip(views, plans, strict=True):
-            feats = {p.name: self.velocity.parse(c, next(results)) if queued
-                     else dict(c.zeros) for p, c, queued in plan}
-            verdict = evaluate([p for p, _, _ in plan], view, feats)
-            if int(next(results)) and verdict.action != "allow":
+        items = []
+        for view in views:
+            pols = self.policies.for_site(view["site"])
+            calls = [(p, self.velocity.prepare(p, view)) for p in pols]
+            items.append((calls, snooze_keys_of(view)))
+        read = await self.velocity.batch(items)
+        outcomes: dict[str, Outcome] = {}
+        order: list[Outcome] = []
+        for view, (calls, _), (snoozed, feats) in zip(views, items, read, strict=True):
+            pols = [p for p, _ in calls]
+            verdict = evaluate(pols, view, feats)
+            if snoozed and verdict.action != "allow":
                 # Snoozed entity: every hit is still stored, nothing is acted on.
                 verdict = Verdict("allow", "", verdict.hits, snoozed=True)
-            verdicts.append(verdict)
+            o = Outcome(view, verdict, pols, feats)
+            # The same event twice in one batch (a re-published outbox entry) is one
+            # outcome: the velocity counters already saw it once.
+            outcomes.setdefault(view["eventId"], o)
+            order.append(outcomes[view["eventId"]])
         now = self.clock()
+        stored = await self.store.save(list(outcomes.values()),
+                                       datetime.fromtimestamp(now, UTC))
         escalating = []
+        keys: list[str] = []
+        args: list[Any] = [RECORD_TTL_S]
+        for o in order:
+            action, rule = stored.get(o.view["eventId"], (o.verdict.action, o.verdict.rule))
+            dec = Decision(order_id=o.view["orderId"], action=action,  # type: ignore[arg-type]
+                           rule=rule, ts=datetime.fromtimestamp(now, UTC)).to_fields()
+            keys += [RECORD_PREFIX + o.view["eventId"], decisions_stream(o.view["site"])]
+            args += [action, "1" if action != "allow" else "0", len(dec),
+                     *[x for kv in dec.items() for x in kv]]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for view, verdict in zip(views, verdicts, strict=True):
-                await self._queue_commit(pipe, view, verdict, now)
+            await self._commit(keys=keys, args=args, client=pipe)
+            for o in order:
                 # Counted also on a redelivery: the counters are keyed by event id, so
                 # counting again is harmless, and a crash between commit and here must
                 # not lose the count.
-                esc = await self._queue_escalation(pipe, view, verdict)
-                escalating.append(esc)
+                escalating.append(await self._queue_escalation(pipe, o.view, o.verdict))
             results = iter(await pipe.execute())
-        for e, view, verdict, esc in zip(entries, views, verdicts, escalating, strict=True):
-            if next(results):
-                self._count(verdict, e.id, now)
+        done = next(results)
+        # Judged once per (policy, site) a batch, on the counts after its last event: a
+        # judgement per event cost a Redis round trip per paid order (a fifth of the
+        # worker's time), and the window's rate after the batch is the one that matters.
+        last: dict[tuple[str, str], tuple[Any, EscalationDef]] = {}
+        for e, o, first, esc in zip(entries, order, done, escalating, strict=True):
+            if first:
+                self._count(o.verdict, e.id, now)
             for name, esc_def in esc:
-                assert self.escalation is not None
-                await self.escalation.judge(name, view["site"], next(results), esc_def,
-                                            self.policies.licences.get(view["site"]))
+                last[(name, o.view["site"])] = (next(results), esc_def)
+        for (name, site), (counts, esc_def) in last.items():
+            assert self.escalation is not None
+            await self.escalation.judge(name, site, counts, esc_def,
+                                        self.policies.licences.get(site))
 
     async def _queue_escalation(self, pipe: Any, view: Mapping[str, Any],
                                 verdict: Verdict) -> list[tuple[str, EscalationDef]]:
@@ -203,19 +211,6 @@ class RiskWorker:
                 out.append((pol.name, pol.escalation))
         return out
 
-    async def _queue_commit(self, pipe: Any, view: Mapping[str, Any], verdict: Verdict,
-                      now: float) -> None:
-        rec = json.dumps(record_of(view, verdict, now), separators=(",", ":"))
-        publish = verdict.action != "allow"
-        dec = Decision(order_id=view["orderId"], action=verdict.action,  # type: ignore[arg-type]
-                       rule=verdict.rule, ts=datetime.fromtimestamp(now, UTC)).to_fields()
-        pairs = [x for kv in dec.items() for x in kv]
-        await self._commit(
-            keys=[RECORD_PREFIX + view["eventId"], decisions_stream(view["site"]),
-                  HITS_STREAM],
-            args=[rec, RECORD_TTL_S, "1" if publish else "0", len(dec), *pairs,
-                  rec if verdict.hits else "", HITS_MAXLEN], client=pipe)
-
     def _count(self, verdict: Verdict, entry_id: str, now: float) -> None:
         DECISIONS.labels(verdict.action).inc()
         for h in verdict.hits:
@@ -227,16 +222,8 @@ class RiskWorker:
             ms = int(entry_id.split("-", 1)[0])
             LATENCY.observe(max(0.0, now - ms / 1000))
 
-    async def commit(self, view: Mapping[str, Any], verdict: Verdict,
-                     entry_id: str = "") -> bool:
-        """Store one outcome once (and publish its decision); False on a redelivery."""
-        now = self.clock()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._queue_commit(pipe, view, verdict, now)
-            (done,) = await pipe.execute()
-        if done:
-            self._count(verdict, entry_id, now)
-        return bool(done)
-
     async def run(self, stop: asyncio.Event) -> None:
-        await self.consumer.run(stop)
+        try:
+            await self.consumer.run(stop)
+        finally:
+            await self.store.close()
