@@ -100,6 +100,7 @@ class Agreements:
         self.notifiers = notifiers or Notifiers([])
         self.owners: dict[str, str] = {}  # SubSite name → owner's e-mail (notices)
         self._notice_retry: dict[str, datetime] = {}  # License → when to try again
+        self._due: dict[str, datetime | None] = {}  # License → its next change (clock)
         self.licenses: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.used_by: dict[str, int] = {}
@@ -189,9 +190,11 @@ class Agreements:
         return min((p for p in points if p is not None), default=None)
 
     def next_change(self, now: datetime) -> datetime | None:
-        """When the first known License changes by time alone."""
-        points = [self.due_at(name, now) for name in self.licenses]
-        return min((p for p in points if p is not None), default=None)
+        """When the first known License changes by time alone. Remembers each License's
+        own time, so the tick after the sleep knows which ones are due (recomputed then,
+        the passed boundary would already be in the past and nothing would look due)."""
+        self._due = {name: self.due_at(name, now) for name in self.licenses}
+        return min((p for p in self._due.values() if p is not None), default=None)
 
     async def tick(self, now: datetime) -> None:
         """Time-driven changes (ExpiringSoon → Grace → Expired, time left, notices)
@@ -201,7 +204,7 @@ class Agreements:
         Each due License is read fresh first: while kopf pauses this operator in favour
         of a peer it gets no watch events, and the peer may have written the status."""
         for name in list(self.licenses):
-            due = self.due_at(name, now)
+            due = self._due.get(name)
             if due is None or due > now:
                 continue
             try:

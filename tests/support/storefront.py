@@ -244,18 +244,19 @@ def run_stack(
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
     set_passwords: bool = True, hq_overrides: dict[str, Any] | None = None,
-    shop_replicas: int = 1, shop_hq_url: str | None = None,
+    shop_replicas: int = 1, shop_hq_url: str | None = None, signing_key: Any = None,
 ) -> Iterator[Stack]:
     """HQ and a shop. With ``set_passwords`` (the default), HQ's admin has replaced its
     bootstrap password with :data:`DEFAULT_PASSWORD` and every member has redeemed an
     invitation with it, as people do on a new site; without, every account is as new.
     ``shop_replicas`` > 1 runs more instances of the shop on the same database (as a
     Deployment's replicas); ``shop_hq_url`` points the shop at something in front of HQ
-    (e.g. a :class:`HoldingProxy`) instead of HQ itself."""
+    (e.g. a :class:`HoldingProxy`) instead of HQ itself. ``signing_key``: HQ's license
+    key to trust (e.g. the operator's, so the shop runs on the tokens it issues)."""
     site = site or f"t{secrets.token_hex(4)}"
     bootstrap = f"bootstrap-{secrets.token_hex(8)}"
     shop_session = secrets.token_hex(32)
-    key = generate_signing_key()
+    key = signing_key or generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
     hq_ops_port, shop_ops_port = free_port(), free_port()

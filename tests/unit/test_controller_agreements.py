@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -110,3 +111,27 @@ def test_time_left_is_written_once_per_step_not_per_reconcile():
     assert license_status(SPEC, 1, None, END - timedelta(minutes=42))["expiresIn"] == "50m"
     assert license_status(SPEC, 1, None, END + timedelta(hours=10))["expiresIn"] == "grace 2d"
     assert license_status(SPEC, 1, None, END + timedelta(days=5))["expiresIn"] == "expired"
+
+
+def test_the_tick_after_the_sleep_handles_the_license_that_was_due():
+    """The clock sleeps until a License's change and then syncs it. Recomputed after
+    the sleep, the passed boundary is in the past: the License must still count as due."""
+    synced: list[str] = []
+
+    class Kube:
+        async def get(self, path: str, kind: str = "") -> dict:
+            return ag.licenses[path.rsplit("/", 1)[-1]]
+
+    ag = Agreements(kube=Kube())  # type: ignore[arg-type]
+
+    async def sync(body: dict, now: datetime) -> None:
+        synced.append(body["metadata"]["name"])
+    ag._sync_license = sync  # type: ignore[method-assign]
+    later = {**SPEC, "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T12:00:00Z"}}
+    ag.licenses = {"a": {"metadata": {"name": "a"}, "spec": SPEC},
+                   "b": {"metadata": {"name": "b"}, "spec": later}}
+    before = END - timedelta(days=30, seconds=1)
+    nxt = ag.next_change(before)
+    assert nxt == END - timedelta(days=30)
+    asyncio.run(ag.tick(nxt + timedelta(seconds=0.5)))
+    assert synced == ["a"]
