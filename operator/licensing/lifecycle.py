@@ -182,7 +182,8 @@ def state_at(terms: Terms, now: datetime, expiring_soon: timedelta | None = None
                      terms=t)
 
 
-_DAY, _HOUR, _TEN_MIN = timedelta(days=1), timedelta(hours=1), timedelta(minutes=10)
+_DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+_TEN_MIN, _MIN = timedelta(minutes=10), timedelta(minutes=1)
 
 
 def time_left(terms: Terms, now: datetime) -> tuple[str, datetime | None]:
@@ -190,7 +191,8 @@ def time_left(terms: Terms, now: datetime) -> tuple[str, datetime | None]:
 
     The text is coarse on purpose, so the status is written when its granularity step
     passes, not every reconcile: whole days while two days or more are left, whole hours
-    while two hours or more are left, then 10-minute steps (rounded up). Until the end
+    while two hours or more are left, then 10-minute steps (rounded up), and minutes in
+    the last ten (a License in its last hour costs 15 writes, not 3600). Until the end
     of the term it counts to ``end``; in grace to ``grace_until`` ("grace 5h");
     afterwards "expired". A term that has not begun says "starts in 3d".
     """
@@ -212,5 +214,7 @@ def time_left(terms: Terms, now: datetime) -> tuple[str, datetime | None]:
     if left >= 2 * _HOUR:
         n = left // _HOUR
         return f"{prefix}{n}h", target - n * _HOUR
-    n = -(-left // _TEN_MIN)  # ceiling: "10m" means at most ten minutes are left
-    return f"{prefix}{n * 10}m", target - (n - 1) * _TEN_MIN
+    # Ceiling: "50m" means at most fifty minutes are left; the last ten count by minute.
+    step = _TEN_MIN if left > _TEN_MIN else _MIN
+    n = -(-left // step)
+    return f"{prefix}{n * (step // _MIN)}m", target - (n - 1) * step

@@ -20,6 +20,7 @@ from .catalog import catalog_changed, load_catalog, product_from_form, save_prod
 from .inventory import UnknownProduct, import_keys, parse_csv
 from .notifications import notify_payment
 from .payments import confirm_payment, get_payment
+from .renewals import routes as renewal_routes
 from .statements import routes as statement_routes
 
 log = logging.getLogger("kameng.storefront.hq")
@@ -116,6 +117,7 @@ def routes() -> list[Route | Mount]:
             Route("/products", admin_product, methods=["POST"]),
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
+            *renewal_routes(),
             *login_routes(),
         ]),
     ]

@@ -141,8 +141,11 @@ async def _workers(kubeconfig: str) -> tuple[bool | None, Any]:
 
 def _banner(stack: Any) -> str | None:
     """The state the partner's back-office home page warns about (None: no banner)."""
-    with staff_client(stack.shop_url, next(iter(stack.members.values()))) as c:
+    c = staff_client(stack.shop_url, next(iter(stack.members.values())))
+    try:
         m = re.search(r'id="license-notice" data-state="(\w+)"', c.get("/admin").text)
+    finally:
+        c.close()
     return m.group(1) if m else None
 
 
@@ -196,7 +199,9 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         reach("ExpiringSoon", end - timedelta(seconds=SOON_LEAD))
         assert _shop_mode(st) == "normal"  # still sells
         wait_for(lambda: _banner(st) == "ExpiringSoon", 5, "banner in the back office")
-        assert "Left" in kubectl("get", "license", SITE).stdout
+        printed = kubectl("get", "license", SITE).stdout
+        assert "LEFT" in printed
+        assert re.search(r"ExpiringSoon\s+\S+\s+1m\s", printed), printed
         # The first notice (28s before the end); then the operator is restarted: the
         # record in status keeps it from being sent again.
         wait_for(lambda: len(list(spool.glob("*.json"))) == 1, 15, "first notice")

@@ -109,6 +109,8 @@ def test_time_left_is_written_once_per_step_not_per_reconcile():
     assert prev["expiresIn"] == "99d"
     assert license_status(SPEC, 1, None, END - timedelta(hours=30))["expiresIn"] == "30h"
     assert license_status(SPEC, 1, None, END - timedelta(minutes=42))["expiresIn"] == "50m"
+    assert license_status(SPEC, 1, None, END - timedelta(seconds=200))["expiresIn"] == "4m"
+    assert license_status(SPEC, 1, None, END - timedelta(seconds=20))["expiresIn"] == "1m"
     assert license_status(SPEC, 1, None, END + timedelta(hours=10))["expiresIn"] == "grace 2d"
     assert license_status(SPEC, 1, None, END + timedelta(days=5))["expiresIn"] == "expired"
 
