@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from kameng.contracts import hq_api
+from kameng.contracts.hq_auth import REGISTRY_SECRET, SiteCredential
 from kameng.contracts.license_token import load_private_key, verify_token
 from kameng.contracts.pod import HQ_KEYS_SECRET, HQ_SIGNING_KEY, LICENSE_SECRET
 from kameng.kube.client import Kube
@@ -32,7 +33,14 @@ from kameng.workers.risk.source import KubeSource
 from kameng.workers.risk.worker import Policies, license_block
 from kameng.workers.settlement.licenses import LicenseBook
 from tests.support.operator import OperatorProcess
-from tests.support.storefront import run_stack, staff_client
+from tests.support.storefront import (
+    HQ_ADMIN,
+    hq_add_product,
+    hq_import_keys,
+    record_paid_payment,
+    run_stack,
+    staff_client,
+)
 
 from .test_kubectl_plugin import plugin
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
@@ -189,7 +197,7 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
 
         seen: dict[str, float] = {}
 
-        def reach(state: str, at: datetime, slack: float = 3.0) -> None:
+        def reach(state: str, at: datetime, slack: float = 5.0) -> None:
             wait_for(lambda: _state(kubectl) == state,
                      (at - datetime.now(UTC)).total_seconds() + slack + 10, state)
             lag = (datetime.now(UTC) - at).total_seconds()
@@ -261,3 +269,46 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         print(f"\nlag after each boundary (s): {seen}; renewal → shop selling: "
               f"{recovered:.2f}s")
         assert recovered < 10
+
+
+def _registry_entry(kubectl: Any) -> SiteCredential | None:
+    out = kubectl("get", "secret", REGISTRY_SECRET, "-n", "kameng-system", "-o",
+                  f"jsonpath={{.data.{SITE}}}", check=False)
+    if out.returncode != 0 or not out.stdout:
+        return None
+    return SiteCredential.from_json(base64.b64decode(out.stdout))
+
+
+def test_scope_taken_away_mid_term_is_refused_at_once(walk_env: dict[str, Any],
+                                                      kubectl: Any) -> None:
+    """Categories narrowed mid-term: HQ refuses the removed category at once, even for
+    the shop's older token (the operator publishes the scope to HQ's registry), and the
+    shop stops offering it when its new token arrives."""
+    st = walk_env["stack"]
+    hq = staff_client(st.hq_url, HQ_ADMIN)
+    hq_add_product(hq, "walk-g1", "game", "10.00", "9.50", region="CN-31")
+    hq_import_keys(hq, "walk-g1", [f"WG-{i}" for i in range(3)])
+    shop = httpx.Client(base_url=st.shop_url)
+    with TokenMirror(kubectl, st.token_file) as mirror:
+        wait_for(lambda: mirror.token and _shop_mode(st) == "normal", 20, "shop selling")
+        wait_for(lambda: "walk-g1" in shop.get("/").text, 20, "product in the shop")
+        old_token = mirror.token
+        record_paid_payment(st, "WS1", 1000)
+        record_paid_payment(st, "WS2", 1000)
+        assert _hq(st, hq_api.FULFIL_PATH, old_token,
+                   {"order_id": "WS1", "product_id": "walk-g1"}) == "ok"
+
+        started = time.monotonic()
+        kubectl("patch", "license", SITE, "--type=merge", "-p",
+                json.dumps({"spec": {"categories": ["mobile"]}}))
+        # HQ's mounted registry follows the operator's (the kubelet's part, done here).
+        entry = wait_for(lambda: (e := _registry_entry(kubectl)) and e.categories == ["mobile"]
+                         and e, 15, "scope published to HQ's registry")
+        st.publish_credential(categories=entry.categories, regions=entry.regions)
+        assert _hq(st, hq_api.FULFIL_PATH, old_token,
+                   {"order_id": "WS2", "product_id": "walk-g1"}) == "out_of_license_scope"
+        at_hq = time.monotonic() - started
+        wait_for(lambda: "walk-g1" not in shop.get("/").text, 20, "product gone from the shop")
+        in_shop = time.monotonic() - started
+    print(f"\nscope change → refused at HQ {at_hq:.2f}s, gone from the shop {in_shop:.2f}s")
+    assert at_hq < 10

@@ -131,13 +131,17 @@ class Stack:
         return invitation.issue(self.shop_session_secret, self.site, m.name, m.email, **kwargs)
 
     def publish_credential(self, state: str = "active", token: str | None = None,
-                           urls: list[str] | None = None, site: str | None = None) -> None:
-        """Write the site's registry entry as the operator (and the kubelet) would."""
+                           urls: list[str] | None = None, site: str | None = None,
+                           categories: list[str] | None = None,
+                           regions: list[str] | None = None) -> None:
+        """Write the site's registry entry as the operator (and the kubelet) would;
+        ``categories``/``regions``: the License scope the operator publishes."""
         site = site or self.site
         write_credential(self.credentials_dir, SiteCredential(
             site=site, sha256=token_digest(token or self.api_token),
             createdAt=datetime.now(UTC).isoformat(), state=state,  # type: ignore[arg-type]
-            urls=[self.shop_url] if urls is None else urls))
+            urls=[self.shop_url] if urls is None else urls, categories=categories,
+            regions=regions))
 
     def api_headers(self, license_token: str | None = None) -> dict[str, str]:
         """What the shop sends HQ (its token; the license only when given)."""

@@ -161,3 +161,42 @@ def test_webhook_posts_json_with_the_token_and_an_idempotency_key(hook, caplog):
         asyncio.run(both())
     assert "s3cret" not in str(exc.value)
     assert "s3cret" not in caplog.text
+
+
+def test_hq_narrows_a_tokens_scope_to_the_published_one():
+    from kameng.contracts.hq_auth import SiteCredential
+    from kameng_storefront.hq.site_auth import within_published_scope
+    key = generate_signing_key()
+    v = verdict_for("demo", "demo", LicenseSpec.model_validate(
+        {**BASE, "categories": ["game", "mobile"], "regions": ["CN-31", "CN-11"]}), 1, START)
+    claims = verify_token(sign_token(v.claims, key), key.public_key())
+    entry = SiteCredential(site="demo", sha256="0" * 64, createdAt="2030-01-01T00:00:00Z",
+                           categories=["mobile"], regions=["CN-11"])
+    narrowed = within_published_scope(claims, entry)
+    assert not narrowed.allows("game", "CN-11")
+    assert narrowed.allows("mobile", "CN-11")
+    assert not narrowed.allows("mobile", "CN-31")
+    # A scope added to the License counts once the token carries it too.
+    wider = entry.model_copy(update={"categories": ["game", "mobile", "gift"]})
+    assert not within_published_scope(claims, wider).allows("gift")
+    unpublished = entry.model_copy(update={"categories": None, "regions": None})
+    assert within_published_scope(claims, unpublished) == claims
+    # An entry without a scope keeps the bytes it had before the fields existed.
+    assert "categories" not in unpublished.to_json()
+
+
+def test_risk_blocks_sales_when_the_license_does_not_sell():
+    from kameng.workers.risk.worker import license_block
+    t = terms(gracePeriod="72h")
+    lic = {"terms": t}
+    ms = lambda at: int(at.timestamp() * 1000)  # noqa: E731
+    sale = {"event": "order.paid", "ts": ms(END - timedelta(days=1))}
+    assert license_block(sale, lic) is None  # ExpiringSoon still sells
+    grace = license_block({**sale, "ts": ms(END + timedelta(hours=1))}, lic)
+    assert (grace.action, grace.rule) == ("block", "license-grace")
+    expired = license_block({**sale, "ts": ms(END + timedelta(days=4))}, lic)
+    assert expired.rule == "license-expired"
+    # Money going back to buyers is never blocked; an unknown License decides nothing.
+    assert license_block({"event": "order.refunded", "ts": ms(END + timedelta(days=4))},
+                         lic) is None
+    assert license_block(sale, None) is None
