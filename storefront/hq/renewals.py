@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -120,9 +121,10 @@ async def renew(state: Any, p: Plan, by: str, now: datetime) -> bool:
     """Renew and invoice. Returns whether an invoice was posted (False: no base fee)."""
     kube = state.renewals_kube()
     await apply(kube, p)
-    async with state.pool.connection() as conn:
+    # A connection of its own: the ledger code reads tuple rows (the pool's are dicts),
+    # and renewals are rare.
+    async with await AsyncConnection.connect(state.settings.database_url) as conn:
         await repo.migrate(conn)  # the ledger may not exist before the worker's first run
-        await conn.set_autocommit(False)
         async with conn.transaction():
             posted = await invoices.post_invoice(conn, p.invoice, p.rates, now)
     log.info("license renewed", extra={"site": p.site, "license": p.license, "by": by,

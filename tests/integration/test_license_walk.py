@@ -163,9 +163,11 @@ def _state(kubectl: Any) -> str | None:
 
 
 def _events(kubectl: Any) -> list[dict[str, Any]]:
+    """This License's Events (by uid: Events of an earlier run's it-walk outlive it)."""
+    uid = get(kubectl, "license", SITE)["metadata"]["uid"]
     return [e for e in get(kubectl, "events", "-n", "default")["items"]
             if e["involvedObject"].get("kind") == "License"
-            and e["involvedObject"].get("name") == SITE]
+            and e["involvedObject"].get("uid") == uid]
 
 
 def _metric(op: OperatorProcess, name: str, **labels: str) -> float:
