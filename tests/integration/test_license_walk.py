@@ -262,8 +262,16 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         # Renewal (FromExpiry by default): the site sells again within seconds.
         started = time.monotonic()
         plugin(devenv, "renew", SITE, "--extend", "1h")
-        wait_for(lambda: _shop_mode(st) == "normal", 15, "shop restored")
-        recovered = time.monotonic() - started
+        command = time.monotonic() - started  # the CLI's own start-up, on a loaded machine
+        wait_for(lambda: _shop_mode(st) == "normal", 30, "shop restored")
+        selling_at = datetime.now(UTC)
+        # From the renewal's write (its managedFields time, to the second) to the shop
+        # selling again on the new token.
+        spec_writes = [m for m in get(kubectl, "license", SITE)["metadata"]["managedFields"]
+                       if not m.get("subresource")]
+        patched_at = max(datetime.fromisoformat(m["time"].replace("Z", "+00:00"))
+                         for m in spec_writes)
+        recovered = (selling_at - patched_at).total_seconds()
         assert _state(kubectl) == "Active"
         assert _hq(st, hq_api.PAYMENTS_PATH, mirror.token, {}).startswith("license_") is False
         held, block = asyncio.run(_workers(devenv["kubeconfig"]))
@@ -271,8 +279,8 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         assert block is None
         lic = get(kubectl, "license", SITE)
         assert not lic["status"].get("noticesSent")  # a new term: notices start afresh
-        print(f"\nlag after each boundary (s): {seen}; renewal → shop selling: "
-              f"{recovered:.2f}s")
+        print(f"\nlag after each boundary (s): {seen}; renewal written → shop selling: "
+              f"{recovered:.2f}s (±1 s; the renew command itself took {command:.1f}s)")
         assert recovered < 10
 
 
