@@ -4,7 +4,9 @@ pure rules plus the spool, webhook and SMTP notifiers against real local servers
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socketserver
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -23,6 +25,7 @@ from kameng.licensing import notices
 from kameng.licensing.lifecycle import Terms, state_at
 from kameng.licensing.verdict import verdict_for
 from kameng.notify import Notice, Notifiers, NotifyError
+from kameng.notify.smtp import SmtpNotifier
 from kameng.notify.spool import SpoolNotifier
 from kameng.notify.webhook import WebhookNotifier
 
@@ -200,3 +203,64 @@ def test_risk_blocks_sales_when_the_license_does_not_sell():
     assert license_block({"event": "order.refunded", "ts": ms(END + timedelta(days=4))},
                          lic) is None
     assert license_block(sale, None) is None
+
+
+class _Smtp(socketserver.StreamRequestHandler):
+    """A minimal SMTP server (a real TCP dialogue): records AUTH, recipients and data."""
+
+    seen: ClassVar[list[dict[str, object]]] = []
+
+    def handle(self) -> None:
+        rec: dict[str, object] = {"rcpt": []}
+        self.wfile.write(b"220 test ESMTP\r\n")
+        while line := self.rfile.readline():
+            cmd = line.decode().strip()
+            verb = cmd.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                self.wfile.write(b"250-test\r\n250 AUTH PLAIN\r\n")
+            elif verb == "AUTH":
+                rec["auth"] = base64.b64decode(cmd.split()[-1]).split(b"\0")
+                self.wfile.write(b"235 ok\r\n")
+            elif verb == "RCPT":
+                rec["rcpt"].append(cmd.split(":", 1)[1].strip("<> "))  # type: ignore[union-attr]
+                self.wfile.write(b"250 ok\r\n")
+            elif verb == "DATA":
+                self.wfile.write(b"354 go\r\n")
+                data = []
+                while (d := self.rfile.readline()) not in (b".\r\n", b""):
+                    data.append(d)
+                rec["data"] = b"".join(data).decode()
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                break
+            else:
+                self.wfile.write(b"250 ok\r\n")
+        type(self).seen.append(rec)
+
+
+def test_smtp_sends_to_the_owner_extra_recipients_and_hq_with_the_secret_password():
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Smtp)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Smtp.seen = []
+
+    async def password() -> str:
+        return "smtp-pw"
+    try:
+        n = SmtpNotifier("127.0.0.1", srv.server_address[1], "kameng@hq.example",
+                         username="kameng", password=password, starttls=False,
+                         always_to=("hq@hq.example",))
+        asyncio.run(n.send(_notice(recipients=("owner@partner.example",))))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    rec = _Smtp.seen[0]
+    assert rec["auth"] == [b"", b"kameng", b"smtp-pw"]
+    assert sorted(rec["rcpt"]) == ["hq@hq.example", "owner@partner.example"]
+    assert "Message-ID: <uid-1-168h@kameng>" in rec["data"]
+    assert "ends in 7d" in rec["data"]
+
+    # A server that is down: an error naming the server, never the password.
+    with pytest.raises(NotifyError) as exc:
+        asyncio.run(n.send(_notice()))
+    assert "smtp-pw" not in str(exc.value)
