@@ -271,8 +271,9 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         selling_at = datetime.now(UTC)
         # From the renewal's write (its managedFields time, to the second) to the shop
         # selling again on the new token.
-        spec_writes = [m for m in get(kubectl, "license", SITE)["metadata"]["managedFields"]
-                       if not m.get("subresource")]
+        lic = json.loads(kubectl("get", "license", SITE, "-o", "json",
+                                 "--show-managed-fields").stdout)
+        spec_writes = [m for m in lic["metadata"]["managedFields"] if not m.get("subresource")]
         patched_at = max(datetime.fromisoformat(m["time"].replace("Z", "+00:00"))
                          for m in spec_writes)
         recovered = (selling_at - patched_at).total_seconds()
