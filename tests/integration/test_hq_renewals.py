@@ -49,7 +49,8 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
     tmp = tmp_path_factory.mktemp("renew")
     rbac = _hq_rbac()
     assert {d["kind"] for d in rbac} == {"ClusterRole", "ClusterRoleBinding"}
-    kubectl("create", "serviceaccount", "kameng-hq", "-n", "kameng-system", check=False)
+    created_sa = kubectl("create", "serviceaccount", "kameng-hq", "-n", "kameng-system",
+                         check=False).returncode == 0
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     kubeconfig = sa_kubeconfig(kubectl, devenv["kubeconfig"], tmp / "hq.kubeconfig",
                                account="kameng-hq")
@@ -63,6 +64,12 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
                                  "renewals_kubeconfig": kubeconfig}) as st:
         yield {"stack": st, "kubeconfig": kubeconfig, "now": now}
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
+    # Cluster-wide objects the chart owns: left behind, a later `helm install` refuses them.
+    kubectl("delete", "clusterrolebinding,clusterrole", "kameng-hq-renewals",
+            "--ignore-not-found")
+    if created_sa:
+        kubectl("delete", "serviceaccount", "kameng-hq", "-n", "kameng-system",
+                "--ignore-not-found")
 
 
 def _end(kubectl: Any, name: str) -> str:
