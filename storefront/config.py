@@ -117,6 +117,10 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 16 << 20
     extra: dict[str, str] = field(default_factory=dict)
+    # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled;
+    # the kubeconfig is for development, in a cluster HQ's ServiceAccount is used.
+    renewals_enabled: bool = False
+    renewals_kubeconfig: str | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(mode={self.mode!r}, site={self.site.site!r}, url={self.public_url!r})"
@@ -178,6 +182,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         trusted_proxies=_networks(env.get(pod.TRUSTED_PROXIES_ENV, "")),
         max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
         max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
+        renewals_enabled=not sub and env.get("KAMENG_HQ_RENEWALS", "") == "enabled",
+        renewals_kubeconfig=env.get("KAMENG_HQ_RENEWALS_KUBECONFIG") or None,
     )
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from psycopg_pool import AsyncConnectionPool
 
+    from kameng.kube.client import Kube
+
     from .hq.credentials import CredentialRegistry
     from .shop.hq_client import HqClient
     from .shop.payments import PaymentProvider
@@ -48,6 +50,9 @@ class AppState:
     http: httpx.AsyncClient = field(init=False)
     hq: HqClient = field(init=False)  # sub-site only
     payments: PaymentProvider = field(init=False)  # sub-site only
+    # HQ: the Kubernetes client of the renewal page (kameng.kube.client, created on first
+    # use with HQ's own ServiceAccount or settings.renewals_kubeconfig).
+    _renewals_kube: Kube | None = None
 
     @property
     def site(self) -> str:
@@ -55,6 +60,14 @@ class AppState:
 
     def effective_mode(self) -> Mode:
         return "normal" if self.license is None else self.license.mode()
+
+    def renewals_kube(self) -> Kube:
+        if self._renewals_kube is None:
+            from kameng.kube.client import Kube
+
+            self._renewals_kube = Kube.from_environment(self.settings.renewals_kubeconfig,
+                                                        counted=False)
+        return self._renewals_kube
 
     def guard(self) -> LicenseGuard:
         """The sub-site's license guard (a programming error to ask for it on HQ)."""

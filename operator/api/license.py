@@ -10,6 +10,7 @@ from .common import (
     CATEGORY_RE,
     DNS_LABEL_RE,
     DURATION_RE,
+    EMAIL_RE,
     MONEY_RE,
     PERCENT_RE,
     REGION_RE,
@@ -58,6 +59,37 @@ class Renewal(KModel):
         Field(description="FromExpiry extends from the current end; FromNowIfExpired "
               "restarts from now when the license has already expired."),
     ] = "FromExpiry"
+
+
+Duration = Annotated[
+    str,
+    Field(max_length=16, description="A duration in hours, minutes or seconds (e.g. 168h).",
+          json_schema_extra=cel(rule(
+              f"self.matches(r'{DURATION_RE}') && self != ''",
+              "a lead time must be a duration in hours, minutes or seconds such as 720h "
+              "(30 days), 168h (7 days) or 24h; days are not accepted"))),
+]
+# Notices before the end of a term (30, 7 and 1 days), unless the License says otherwise.
+DEFAULT_NOTICE_LEADS = ("720h", "168h", "24h")
+
+
+class Notices(KModel):
+    before: Annotated[
+        list[Duration],
+        Field(max_length=8, description="Lead times before term.end at which the partner "
+              "and HQ are notified, once each per term (default 720h, 168h, 24h; an empty "
+              "list sends none).",
+              json_schema_extra={"x-kubernetes-list-type": "set",
+                                 "default": list(DEFAULT_NOTICE_LEADS)}),
+    ] = Field(default_factory=lambda: list(DEFAULT_NOTICE_LEADS))
+    recipients: Annotated[
+        list[Annotated[str, checked(EMAIL_RE, "a notice recipient must be an e-mail "
+                                    "address such as ops@partner.example", max_length=254,
+                                    description="E-mail address.")]],
+        Field(max_length=16, description="Extra e-mail recipients; the SubSite's owner and "
+              "the operator's configured HQ address are always told.",
+              json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
 
 
 class RevenueShare(KModel):
@@ -144,6 +176,19 @@ class LicenseSpec(KModel):
                   "gracePeriod must be a duration in hours, minutes or seconds such as "
                   "72h or 90m"))),
     ] = "72h"
+    expiring_soon_before: Annotated[
+        str,
+        Field(max_length=16, description="How long before term.end the license is "
+              "ExpiringSoon (default 720h = 30 days).",
+              json_schema_extra=cel(rule(
+                  f"self.matches(r'{DURATION_RE}') && self != ''",
+                  "expiringSoonBefore must be a duration in hours, minutes or seconds such "
+                  "as 720h (30 days) or 168h (7 days); days are not accepted"))),
+    ] = "720h"
+    notices: Annotated[
+        Notices, Field(description="When and to whom expiry notices are sent.",
+                       json_schema_extra={"default": {}})
+    ] = Field(default_factory=Notices)
     renewal: Annotated[
         Renewal, Field(description="How a renewal extends the term.",
                        json_schema_extra={"default": {}})
@@ -159,6 +204,12 @@ class LicenseSpec(KModel):
     ] = None
 
 
+class NoticeSent(KModel):
+    before: Annotated[str, Field(max_length=16, description="The lead time of the notice.")]
+    term_end: Annotated[str, Field(max_length=32, description="The term end it was for.")]
+    at: Annotated[str, Field(max_length=32, description="When it was sent (RFC 3339).")]
+
+
 class LicenseStatus(KModel):
     state: Annotated[LicenseState | None, Field(description="Life-cycle state.")] = None
     expires_at: Annotated[
@@ -169,6 +220,15 @@ class LicenseStatus(KModel):
         str | None, Field(description="End of the grace period (RFC 3339).",
                           json_schema_extra={"format": "date-time"})
     ] = None
+    expires_in: Annotated[
+        str | None, Field(max_length=32, description="Time left, coarse (29d, 47h, 50m, "
+                          "grace 5h, expired); written only when the text changes.")
+    ] = None
+    notices_sent: Annotated[
+        list[NoticeSent],
+        Field(max_length=16, description="Expiry notices sent for the current term, so "
+              "none is sent twice (a renewal starts a new list)."),
+    ] = Field(default_factory=list)
     sequence: Annotated[
         int | None, Field(ge=0, description="Sequence of the last issued license token.")
     ] = None

@@ -99,6 +99,7 @@ LICENSE = Kind(
         _col("Plan", ".spec.plan", description="basic or flagship"),
         _col("State", ".status.state", description="Life-cycle state"),
         _col("Expires", ".status.expiresAt", description="Term end"),
+        _col("Left", ".status.expiresIn", description="Time left (coarse)"),
         _col("Suspended", ".spec.suspended", "boolean", "Suspended by HQ", 1),
         _AGE,
     ),

@@ -27,7 +27,13 @@ from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
 from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
 from kameng.contracts import invitation
 from kameng.controller import keyvault
-from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
+from kameng.licensing.term import (
+    Term,
+    format_time,
+    parse_duration,
+    parse_time,
+    renewal_of_spec,
+)
 
 _SINGULAR = {k.plural: k.singular for k in KINDS}
 
@@ -146,8 +152,7 @@ def cmd_renew(api: Api, args: argparse.Namespace) -> int:
                               f"{format_time(term.end)}")
         new = Term(term.start, until)
     else:
-        strategy = spec.get("renewal", {}).get("strategy", "FromExpiry")
-        new = renew(term, parse_duration(args.extend), strategy, now)
+        new = renewal_of_spec(spec, parse_duration(args.extend), now)[1]
     # The term is patched as a whole so start and end stay consistent (CEL checks both).
     api.patch(LICENSE.plural, lic["metadata"]["name"],
               {"spec": {"term": {"start": format_time(new.start), "end": format_time(new.end)}}})

@@ -91,6 +91,11 @@ class SiteCredential(BaseModel):
     rotation: str = ""
     # The site's registered public URLs: HQ accepts payment notify/return URLs only there.
     urls: list[str] = Field(default_factory=list)
+    # The License's scope now (None: not published; the token alone decides). HQ narrows
+    # a token's claims to it, so a scope taken away mid-term is enforced at HQ at once,
+    # even while the shop still holds (or a hostile shop keeps sending) an older token.
+    categories: list[str] | None = None
+    regions: list[str] | None = None
 
     def accepts(self, token: str) -> bool:
         return bool(token) and hmac.compare_digest(token_digest(token), self.sha256)
@@ -99,7 +104,8 @@ class SiteCredential(BaseModel):
         return notification_key(self.sha256)
 
     def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True)
+        # exclude_none: an entry without a published scope keeps its bytes.
+        return self.model_dump_json(by_alias=True, exclude_none=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SiteCredential:

@@ -77,10 +77,18 @@ class LicenseClaims(BaseModel):
     grace_until: datetime = Field(alias="graceUntil")
     suspended: bool = False
     seq: int = Field(default=0, ge=0)
+    # When the license becomes ExpiringSoon (the License's own lead time), so the shop's
+    # banner and HQ read the same life cycle as the operator. Optional: older tokens
+    # lack it and fall back to the default lead.
+    warn_at: datetime | None = Field(default=None, alias="warnAt")
 
     @field_serializer("nbf", "exp", "grace_until")
     def _epoch(self, v: datetime) -> int:
         return int(_utc(v).timestamp())
+
+    @field_serializer("warn_at")
+    def _epoch_or_none(self, v: datetime | None) -> int | None:
+        return None if v is None else int(_utc(v).timestamp())
 
     def allows(self, category: str, region: str | None = None) -> bool:
         """Whether the license scope covers ``category`` (and ``region`` if given)."""
@@ -179,7 +187,8 @@ def load_public_key(data: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
 def sign_token(claims: LicenseClaims, private_key: Ed25519PrivateKey) -> str:
     header = {"alg": "EdDSA", "typ": TOKEN_TYPE, "kid": key_id(private_key)}
     h = _b64e(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-    body = claims.model_dump(mode="json", by_alias=True)
+    # exclude_none: a token without warnAt keeps the bytes it had before the claim existed.
+    body = claims.model_dump(mode="json", by_alias=True, exclude_none=True)
     p = _b64e(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
     sig = private_key.sign(f"{h}.{p}".encode("ascii"))
     return f"{h}.{p}.{_b64e(sig)}"

@@ -11,20 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
 from kameng.api.holds import Hold, holds_of
+from kameng.api.license import DEFAULT_NOTICE_LEADS, GRACE, PENDING, SUSPENDED, LicenseSpec
 from kameng.api.license import EXPIRED as EXPIRED_STATE
-from kameng.api.license import GRACE, PENDING, SUSPENDED, LicenseSpec
 from kameng.api.resources import LICENSE, ROLEPOLICY
 from kameng.api.rolepolicy import RolePolicySpec
 from kameng.kube import events
 from kameng.kube.client import Kube, KubeError, path_for
-from kameng.licensing.lifecycle import LifeCycle, Terms, state_at
+from kameng.licensing import notices
+from kameng.licensing.lifecycle import LifeCycle, Terms, state_at, time_left
 from kameng.licensing.term import format_time
+from kameng.notify import Notice, Notifiers, NotifyError
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 _WARN_STATES = {GRACE, EXPIRED_STATE, SUSPENDED}
@@ -35,6 +39,8 @@ MAX_CLOCK_SLEEP = 3600.0
 # a thousand SubSites costs a handful of status writes, not a thousand.
 USAGE_QUIET = 2.0
 USAGE_MAX_DELAY = 10.0
+# A notice that could not be delivered is tried again this much later.
+NOTICE_RETRY = 30.0
 
 
 def license_lifecycle(spec: dict[str, Any], now: datetime,
@@ -47,10 +53,15 @@ def license_status(spec: dict[str, Any], generation: int, previous: dict[str, An
     lc = license_lifecycle(spec, now, holds)
     out: dict[str, Any] = {
         "expiresAt": format_time(lc.terms.end), "graceUntil": format_time(lc.terms.grace_until),
+        "expiresIn": time_left(lc.terms, now)[0],
         "observedGeneration": generation,
         "conditions": c.set_condition((previous or {}).get("conditions"), c.READY,
                                       lc.selling, lc.reason, lc.message, now, generation),
     }
+    # Notices of the current term only: a renewal (a new term end) starts a new list.
+    kept = notices.sent_for_term((previous or {}).get("noticesSent"), lc.terms)
+    if kept or (previous or {}).get("noticesSent"):
+        out["noticesSent"] = kept
     # The status shows a state once the term has begun (Pending is not in the enum).
     if lc.state != PENDING:
         out["state"] = lc.state
@@ -66,6 +77,14 @@ def rolepolicy_status(spec: dict[str, Any], generation: int, used_by: int,
                                           c.R_VALID, msg, now, generation)}
 
 
+def _leads(spec: dict[str, Any]) -> list[str]:
+    """The notice lead times of a License spec (the CRD default when absent)."""
+    n = spec.get("notices")
+    if n is None or "before" not in n:
+        return list(DEFAULT_NOTICE_LEADS)
+    return list(n.get("before") or [])
+
+
 def differs(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     """Whether a write is needed; only fields we own are compared."""
     current = current or {}
@@ -76,8 +95,12 @@ def differs(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
 class Agreements:
     """Latest License and RolePolicy bodies seen, and the writes that keep status true."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, notifiers: Notifiers | None = None) -> None:
         self.kube = kube
+        self.notifiers = notifiers or Notifiers([])
+        self.owners: dict[str, str] = {}  # SubSite name → owner's e-mail (notices)
+        self._notice_retry: dict[str, datetime] = {}  # License → when to try again
+        self._due: dict[str, datetime | None] = {}  # License → its next change (clock)
         self.licenses: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.used_by: dict[str, int] = {}
@@ -94,6 +117,14 @@ class Agreements:
 
     def license_gone(self, name: str) -> None:
         self.licenses.pop(name, None)
+        self._notice_retry.pop(name, None)
+
+    def site_seen(self, name: str, spec: dict[str, Any], deleted: bool = False) -> None:
+        email = (spec.get("owner") or {}).get("email")
+        if deleted or not email:
+            self.owners.pop(name, None)
+        else:
+            self.owners[name] = email
 
     async def policy_seen(self, body: dict[str, Any], used_by: int) -> None:
         name = body["metadata"]["name"]
@@ -144,24 +175,38 @@ class Agreements:
         if self._usage_task is not None:
             self._usage_task.cancel()
 
+    def due_at(self, name: str, now: datetime) -> datetime | None:
+        """When License ``name`` next changes by time alone: its state, the text of its
+        time left, or a notice falling due (or being retried)."""
+        body = self.licenses.get(name) or {}
+        spec = body.get("spec") or {}
+        try:
+            lc = license_lifecycle(spec, now)
+        except ValueError:
+            return None
+        sent = (body.get("status") or {}).get("noticesSent")
+        points = [self._notice_retry.get(name), lc.next_change, time_left(lc.terms, now)[1],
+                  notices.next_due(lc.terms, _leads(spec), sent, now)]
+        return min((p for p in points if p is not None), default=None)
+
     def next_change(self, now: datetime) -> datetime | None:
-        """When the first known License changes state by time alone."""
-        points = []
-        for body in self.licenses.values():
-            try:
-                nxt = license_lifecycle(body.get("spec") or {}, now).next_change
-            except ValueError:
-                continue
-            if nxt is not None:
-                points.append(nxt)
-        return min(points, default=None)
+        """When the first known License changes by time alone. Remembers each License's
+        own time, so the tick after the sleep knows which ones are due (recomputed then,
+        the passed boundary would already be in the past and nothing would look due)."""
+        self._due = {name: self.due_at(name, now) for name in self.licenses}
+        return min((p for p in self._due.values() if p is not None), default=None)
 
     async def tick(self, now: datetime) -> None:
-        """Time-driven transitions (ExpiringSoon → Grace → Expired) without an edit.
+        """Time-driven changes (ExpiringSoon → Grace → Expired, time left, notices)
+        without an edit, for the Licenses that are due only: a day step of one License
+        costs one read and one write, not a read of every License.
 
-        Each License is read fresh first: while kopf pauses this operator in favour of
-        a peer it gets no watch events, and the peer may have written the status."""
+        Each due License is read fresh first: while kopf pauses this operator in favour
+        of a peer it gets no watch events, and the peer may have written the status."""
         for name in list(self.licenses):
+            due = self._due.get(name)
+            if due is None or due > now:
+                continue
             try:
                 fresh = await self.kube.get(path_for(API_VERSION, LICENSE.kind, name),
                                             kind=LICENSE.kind)
@@ -203,6 +248,7 @@ class Agreements:
             log.warning("License %s: cannot evaluate: %s", meta["name"], e)
             return
         current = body.get("status") or {}
+        await self._notify(body, desired, now)
         if not differs(current, desired):
             return
         patch = {"status": {**desired, **({} if "state" in desired else {"state": None})}}
@@ -216,11 +262,54 @@ class Agreements:
         self.licenses[meta["name"]] = new
         old_state, new_state = current.get("state"), desired.get("state")
         if new_state and new_state != old_state:
+            # Counted where the Event is posted: once per transition, by the one
+            # operator that wrote it, not per reconcile.
+            metrics.LICENSE_TRANSITIONS.labels(state=new_state).inc()
             ready = c.find(desired["conditions"], c.READY) or {}
             await events.post(self.kube,
                               {**body, "kind": LICENSE.kind, "apiVersion": API_VERSION},
                               "Warning" if new_state in _WARN_STATES else "Normal",
                               f"License{new_state}", ready.get("message", ""))
+
+    async def _notify(self, body: dict[str, Any], desired: dict[str, Any],
+                      now: datetime) -> None:
+        """Send the expiry notice due now, if any, and record it in ``desired`` (the
+        status about to be written). Sent first, recorded after: a crash in between
+        sends again (receivers drop it by its id), never loses one."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        name = meta["name"]
+        retry = self._notice_retry.get(name)
+        if retry is not None and now < retry:
+            return
+        lc = license_lifecycle(spec, now, holds_of(meta.get("annotations")))
+        sent = desired.get("noticesSent", [])
+        due = notices.due(lc.terms, _leads(spec), sent, now)
+        if due is None:
+            self._notice_retry.pop(name, None)
+            return
+        left = time_left(lc.terms, now)[0]
+        end = format_time(lc.terms.end)
+        owner = self.owners.get(lc.terms.site)
+        extra = list((spec.get("notices") or {}).get("recipients") or [])
+        notice = Notice(
+            id=f"{meta.get('uid', name)}-{int(lc.terms.end.timestamp())}-{due.before}",
+            license=name, site=lc.terms.site, state=lc.state, before=due.before,
+            term_end=end, grace_until=format_time(lc.terms.grace_until), left=left,
+            message=(f"The license of {lc.terms.site} ends {end} (in {left}); renew with "
+                     f"`kubectl kameng renew {name}` or from HQ's back office."),
+            recipients=tuple(sorted({*extra, *([owner] if owner else [])})))
+        try:
+            await self.notifiers.send(notice)
+        except NotifyError:
+            self._notice_retry[name] = now + timedelta(seconds=NOTICE_RETRY)
+            metrics.LICENSE_NOTICES.labels(result="failed").inc()
+            return
+        self._notice_retry.pop(name, None)
+        metrics.LICENSE_NOTICES.labels(result="sent").inc()
+        desired["noticesSent"] = [*sent, *notices.records(due.passed, lc.terms, now)]
+        await events.post(self.kube, {**body, "kind": LICENSE.kind, "apiVersion": API_VERSION},
+                          "Normal", "LicenseExpiryNotice",
+                          f"notice {due.before} before the end of term sent: {notice.message}")
 
     async def _sync_policy(self, body: dict[str, Any], now: datetime) -> None:
         meta = body["metadata"]

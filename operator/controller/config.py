@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kameng.contracts.pod import HQ_KEYS_SECRET
+from kameng.notify.config import NotifyConfig
 
 
 def _env_float(name: str, default: float) -> float:
@@ -34,6 +35,7 @@ class OperatorConfig:
     # kopf peering: the ClusterKopfPeering name, or None to run standalone.
     peering: str | None = "kameng"
     peering_lifetime: int = 60  # seconds a silent peer counts as alive
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # expiry notices
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords
         return (f"OperatorConfig(namespace={self.namespace!r}, workers={self.workers}, "
@@ -56,4 +58,5 @@ class OperatorConfig:
             resync_seconds=_env_float("KAMENG_RESYNC_SECONDS", 300.0),
             workers=int(e.get("KAMENG_WORKERS", "16")),
             metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),
+            notify=NotifyConfig.from_env(e),
         )

@@ -17,6 +17,7 @@ import kopf
 from kameng.api.common import GROUP, VERSION
 from kameng.api.holds import holds_of
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
+from kameng.notify import config as notify_config
 
 from . import agreements, children_watch, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
@@ -41,7 +42,8 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     memo.runtime = await create_runtime(cfg)
     kube = memo.runtime.kube
     metrics.publish_phases(())
-    memo.agreements = agreements.Agreements(kube)
+    memo.agreements = agreements.Agreements(
+        kube, notify_config.build(cfg.notify, kube, cfg.namespace))
     memo.tasks = [asyncio.create_task(memo.agreements.run_clock()),
                   *children_watch.start(memo.runtime)]
     lease = memo.get("lease")
@@ -111,9 +113,11 @@ def _first(index: kopf.Index[str, Any], key: str) -> Any:
 @kopf.on.event(GROUP, VERSION, SUBSITE.plural)
 async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
                         subsites_by_rolepolicy: kopf.Index[str, str],
-                        event: kopf.RawEvent | None = None, **_: Any) -> None:
+                        event: kopf.RawEvent | None = None, spec: kopf.Spec | None = None,
+                        **_: Any) -> None:
     ag: agreements.Agreements | None = memo.get("agreements")
     if ag is not None:
+        ag.site_seen(name, dict(spec or {}), deleted=(event or {}).get("type") == "DELETED")
         await ag.policy_usage((p, len(subsites_by_rolepolicy.get(p, [])))
                               for p in list(ag.policies))
     rt: Runtime | None = memo.get("runtime")

@@ -21,6 +21,14 @@ CHILDREN_APPLIED = Counter(
     "kameng_children_applied_total", "Child objects applied because they differed.", ["kind"],
 )
 
+# License life cycle: one increment per transition (where its Event is posted).
+LICENSE_TRANSITIONS = Counter(
+    "kameng_license_transitions_total", "License state transitions, by new state.", ["state"],
+)
+LICENSE_NOTICES = Counter(
+    "kameng_license_notices_total", "Expiry notices, by result (sent | failed).", ["result"],
+)
+
 
 def publish_phases(phases: Iterable[str | None]) -> None:
     """Set the by-phase gauge from the phase of every known site (zero for the rest)."""

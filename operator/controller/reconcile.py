@@ -452,7 +452,9 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     entry = sitecreds.desired_entry(
         ctx.name, secrets.hq_api_token, published,
         "suspended" if verdict.mode == "suspended" else "active", rotation,
-        sitecreds.registered_urls(ctx.url, shop_url), ctx.now)
+        sitecreds.registered_urls(ctx.url, shop_url), ctx.now,
+        scope=(verdict.claims.categories, verdict.claims.regions)
+        if verdict.claims is not None else None)
     known_token = published is not None and published.sha256 == entry.sha256
     if known_token:
         # Same token: a suspension (or a new URL) reaches HQ before anything else is done.

@@ -46,13 +46,16 @@ def choose_token(existing: str | None, entry: SiteCredential | None, rotation: s
 
 
 def desired_entry(site: str, token: str, previous: SiteCredential | None,
-                  state: CredentialState, rotation: str, urls: list[str], now: datetime
-                  ) -> SiteCredential:
+                  state: CredentialState, rotation: str, urls: list[str], now: datetime,
+                  scope: tuple[list[str], list[str]] | None = None) -> SiteCredential:
+    """``scope``: the License's (categories, regions) now, which HQ enforces on top of
+    the token's (see :class:`SiteCredential`)."""
     digest = token_digest(token)
     created = previous.created_at if previous is not None and previous.sha256 == digest \
         else now.isoformat(timespec="seconds")
+    cats, regions = (sorted(scope[0]), sorted(scope[1])) if scope is not None else (None, None)
     return SiteCredential(site=site, sha256=digest, createdAt=created, state=state,
-                          rotation=rotation, urls=urls)
+                          rotation=rotation, urls=urls, categories=cats, regions=regions)
 
 
 def registered_urls(site_url: str, shop_url: str) -> list[str]:

@@ -222,6 +222,17 @@ class Kube:
         self._raise_for(resp, kind)
         return resp.json()
 
+    async def json_patch(self, path: str, ops: list[dict[str, Any]], kind: str = ""
+                         ) -> dict[str, Any]:
+        """RFC 6902 patch. Its ``test`` operations make a write conditional (a failed test
+        is a 422), and a patch of tests only reads the object with the ``patch`` verb
+        alone (HQ's renewal Role has nothing else)."""
+        resp = await self._request("PATCH", path, body=ops, kind=kind,
+                                   params={"fieldManager": FIELD_MANAGER},
+                                   content_type="application/json-patch+json")
+        self._raise_for(resp, kind)
+        return resp.json()
+
     async def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT: optimistic concurrency through ``metadata.resourceVersion`` (409 if stale)."""
         kind = obj.get("kind", "")

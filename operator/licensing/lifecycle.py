@@ -8,11 +8,11 @@ answer. It works on a small :class:`Terms` value that can be built from a Licens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from kameng.api.holds import Hold
+from kameng.api.holds import Hold, holds_of
 from kameng.api.license import (
     ACTIVE,
     EXPIRED,
@@ -27,7 +27,8 @@ from kameng.api.license import (
 
 from .term import format_time, parse_duration, parse_time
 
-# How long before the end of its term a license is reported as ExpiringSoon.
+# How long before the end of its term a license is reported as ExpiringSoon, unless the
+# License says otherwise (spec.expiringSoonBefore; tokens carry it as warnAt).
 EXPIRING_SOON_LEAD = timedelta(days=30)
 
 Mode = Literal["normal", "readOnly", "suspended"]
@@ -43,6 +44,8 @@ class ClaimsLike(Protocol):
     exp: datetime
     grace_until: datetime
     suspended: bool
+    # When ExpiringSoon begins; None in tokens signed before the claim existed.
+    warn_at: datetime | None
 
 
 def _utc(dt: datetime) -> datetime:
@@ -73,6 +76,17 @@ class Terms:
     suspended: bool = False
     suspend_reason: str | None = None
     holds: tuple[Hold, ...] = ()
+    # How long before ``end`` the license is ExpiringSoon (per License; one home for it:
+    # every side builds its Terms from the spec or from the token, never a constant).
+    expiring_soon_lead: timedelta = EXPIRING_SOON_LEAD
+
+    @property
+    def warn_at(self) -> datetime:
+        """When ExpiringSoon begins (never before the start of time)."""
+        try:
+            return self.end - self.expiring_soon_lead
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
 
     @classmethod
     def from_spec(cls, spec: LicenseSpec, holds: tuple[Hold, ...] = ()) -> Terms:
@@ -80,12 +94,29 @@ class Terms:
         return cls(site=spec.sub_site, start=parse_time(spec.term.start), end=end,
                    grace_until=_after(end, spec.grace_period),
                    suspended=spec.suspended, suspend_reason=spec.suspend_reason,
-                   holds=holds)
+                   holds=holds, expiring_soon_lead=_lead(spec.expiring_soon_before))
 
     @classmethod
     def from_claims(cls, claims: ClaimsLike) -> Terms:
-        return cls(site=claims.site, start=_utc(claims.nbf), end=_utc(claims.exp),
-                   grace_until=_utc(claims.grace_until), suspended=claims.suspended)
+        end = _utc(claims.exp)
+        lead = EXPIRING_SOON_LEAD if claims.warn_at is None else end - _utc(claims.warn_at)
+        return cls(site=claims.site, start=_utc(claims.nbf), end=end,
+                   grace_until=_utc(claims.grace_until), suspended=claims.suspended,
+                   expiring_soon_lead=max(lead, timedelta(0)))
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Terms:
+        """A License object as the API returns it: spec plus the holds in its
+        annotations (what the risk and settlement workers read)."""
+        return cls.from_spec(LicenseSpec.model_validate(obj.get("spec") or {}),
+                             holds_of((obj.get("metadata") or {}).get("annotations")))
+
+
+def _lead(duration: str) -> timedelta:
+    try:
+        return parse_duration(duration)
+    except OverflowError:  # "99999999999h": ExpiringSoon for the whole term
+        return timedelta.max
 
 
 @dataclass(frozen=True)
@@ -112,15 +143,17 @@ class LifeCycle:
         return self.state in (SUSPENDED, EXPIRED) or bool(self.terms.holds)
 
 
-def state_at(terms: Terms, now: datetime,
-             expiring_soon: timedelta = EXPIRING_SOON_LEAD) -> LifeCycle:
-    """The state at ``now``. Each boundary belongs to the later state: at exactly
+def state_at(terms: Terms, now: datetime, expiring_soon: timedelta | None = None) -> LifeCycle:
+    """The state at ``now`` (``expiring_soon`` overrides the License's lead time).
+    Each boundary belongs to the later state: at exactly
     ``start`` a license is Active, at ``end - expiring_soon`` ExpiringSoon, at ``end``
     in Grace and at ``grace_until`` Expired. Suspension (by the spec or by a hold that
     suspends, see :mod:`kameng.api.holds`) wins at any time."""
     now = _utc(now)
     t = terms
-    warn_from = t.end - expiring_soon
+    if expiring_soon is not None:
+        t = replace(t, expiring_soon_lead=expiring_soon)
+    warn_from = t.warn_at
     future = [p for p in (t.start, warn_from, t.end, t.grace_until) if p > now]
     nxt = min(future) if future else None
     end, grace = format_time(t.end), format_time(t.grace_until)
@@ -147,3 +180,41 @@ def state_at(terms: Terms, now: datetime,
         state, message = EXPIRED, f"grace ended {grace}; storefront suspended"
     return LifeCycle(state=state, reason=LIFECYCLE_REASONS[state], message=message, next_change=nxt,
                      terms=t)
+
+
+_DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+_TEN_MIN, _MIN = timedelta(minutes=10), timedelta(minutes=1)
+
+
+def time_left(terms: Terms, now: datetime) -> tuple[str, datetime | None]:
+    """What `kubectl get lic` shows as time left, and when that text next changes.
+
+    The text is coarse on purpose, so the status is written when its granularity step
+    passes, not every reconcile: whole days while two days or more are left, whole hours
+    while two hours or more are left, then 10-minute steps (rounded up), and minutes in
+    the last ten (a License in its last hour costs 15 writes, not 3600). Until the end
+    of the term it counts to ``end``; in grace to ``grace_until`` ("grace 5h");
+    afterwards "expired". A term that has not begun says "starts in 3d".
+    """
+    now = _utc(now)
+    if now < terms.start:
+        prefix, target = "starts in ", terms.start
+    elif now < terms.end:
+        prefix, target = "", terms.end
+    elif now < terms.grace_until:
+        prefix, target = "grace ", terms.grace_until
+    else:
+        return "expired", None
+    if target == END_OF_TIME:
+        return f"{prefix}unlimited".strip(), None
+    left = target - now
+    if left >= 2 * _DAY:
+        n = left // _DAY
+        return f"{prefix}{n}d", target - n * _DAY
+    if left >= 2 * _HOUR:
+        n = left // _HOUR
+        return f"{prefix}{n}h", target - n * _HOUR
+    # Ceiling: "50m" means at most fifty minutes are left; the last ten count by minute.
+    step = _TEN_MIN if left > _TEN_MIN else _MIN
+    n = -(-left // step)
+    return f"{prefix}{n * (step // _MIN)}m", target - (n - 1) * step

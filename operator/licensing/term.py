@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from kameng.api.common import format_time
 
-__all__ = ["Term", "format_time", "parse_duration", "parse_time", "renew"]
+__all__ = ["Term", "format_time", "parse_duration", "parse_time", "renew", "renewal_fee",
+           "renewal_of_spec"]
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -51,3 +52,30 @@ def renew(term: Term, extend_by: timedelta, strategy: str, now: datetime) -> Ter
             return Term(now, now + extend_by)
         return Term(term.start, term.end + extend_by)
     raise ValueError(f"unknown renewal strategy {strategy!r}")
+
+
+YEAR = timedelta(days=365)
+
+
+def renewal_fee(annual_fee_fen: int, before: Term, after: Term) -> int:
+    """The base fee a renewal invoices: the annual fee pro-rated to the time the renewal
+    adds (to the second, rounded half up to the fen; a year is 365 days). FromExpiry
+    adds ``after.end - before.end``; FromNowIfExpired restarts the term, so it charges
+    the whole new term and not the lapse."""
+    # Restarted from now: the new term is what is sold.
+    restarted = after.start > before.start
+    added = after.end - after.start if restarted else after.end - before.end
+    seconds = max(0, int(added.total_seconds()))
+    year = int(YEAR.total_seconds())
+    return (annual_fee_fen * seconds * 2 + year) // (2 * year)
+
+
+def renewal_of_spec(spec: dict[str, object], extend_by: timedelta, now: datetime
+                    ) -> tuple[Term, Term]:
+    """(current, renewed) term of a License spec (camelCase, as the API returns it),
+    by its own renewal strategy: the one computation ``kubectl kameng renew``, HQ's
+    back office and the operator's invoice use."""
+    term = spec["term"]  # type: ignore[index]
+    current = Term(parse_time(term["start"]), parse_time(term["end"]))  # type: ignore[index]
+    strategy = (spec.get("renewal") or {}).get("strategy", "FromExpiry")  # type: ignore[union-attr]
+    return current, renew(current, extend_by, str(strategy), now)

@@ -40,6 +40,7 @@ def claims_for(terms: Terms, spec: LicenseSpec, sequence: int) -> LicenseClaims:
         site=terms.site, plan=spec.plan, categories=list(spec.categories),
         regions=list(spec.regions), nbf=terms.start, exp=terms.end,
         graceUntil=terms.grace_until, suspended=suspended, seq=sequence,
+        warnAt=terms.warn_at,
     )
 
 

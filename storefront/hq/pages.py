@@ -20,6 +20,7 @@ from .catalog import catalog_changed, load_catalog, product_from_form, save_prod
 from .inventory import UnknownProduct, import_keys, parse_csv
 from .notifications import notify_payment
 from .payments import confirm_payment, get_payment
+from .renewals import routes as renewal_routes
 from .review import routes as review_routes
 from .statements import routes as statement_routes
 
@@ -118,6 +119,7 @@ def routes() -> list[Route | Mount]:
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
             *review_routes(),
+            *renewal_routes(),
             *login_routes(),
         ]),
     ]

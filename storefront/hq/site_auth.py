@@ -74,7 +74,22 @@ async def check_license(request: Request, site: str, allow_read_only: bool) -> L
     refusal = license_refusal(claims, site, allow_read_only)
     if refusal:
         raise ApiRefused(403, refusal)
-    return claims
+    return within_published_scope(claims, site_credential(request, site))
+
+
+def within_published_scope(claims: LicenseClaims, entry: SiteCredential | None
+                           ) -> LicenseClaims:
+    """The token's scope narrowed to the License's scope the operator published now:
+    a category or region taken away mid-term is refused at once, whatever token the
+    shop sends; one added counts once the shop's token carries it too."""
+    if entry is None or (entry.categories is None and entry.regions is None):
+        return claims
+    update: dict[str, list[str]] = {}
+    if entry.categories is not None:
+        update["categories"] = [c for c in claims.categories if c in entry.categories]
+    if entry.regions is not None:
+        update["regions"] = [r for r in claims.regions if r in entry.regions]
+    return claims.model_copy(update=update)
 
 
 async def highest_license_seq(pool: AsyncConnectionPool, site: str, seq: int) -> int:

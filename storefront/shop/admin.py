@@ -49,7 +49,9 @@ def _page(request: Request, staff: Staff, section: str, **ctx: Any) -> Response:
 
 @requires()
 async def dashboard(request: Request, staff: Staff) -> Response:
-    return _page(request, staff, "dashboard")
+    guard = state_of(request).license
+    return _page(request, staff, "dashboard",
+                 license_notice=guard.term_notice() if guard is not None else None)
 
 
 @requires("catalog:read")

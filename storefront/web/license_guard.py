@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from kameng.contracts.license_token import (
@@ -21,6 +21,8 @@ from kameng.contracts.license_token import (
     verify_token,
 )
 from kameng.contracts.siteconfig import SiteConfig
+from kameng.licensing.lifecycle import Terms, state_at, time_left
+from kameng.licensing.term import format_time
 
 log = logging.getLogger("kameng.storefront.license")
 Mode = Literal["normal", "readOnly", "suspended"]
@@ -98,6 +100,21 @@ class LicenseGuard:
             return "suspended"
         verdict = evaluate_mode(self.claims, now)
         return max(verdict, self.site.mode, key=_RANK.__getitem__)  # type: ignore[return-value]
+
+    def term_notice(self, now: datetime | None = None) -> dict[str, str] | None:
+        """What the partner's back office shows about the term: from the signed claims
+        and the one life cycle, so the banner appears exactly when the License is
+        ExpiringSoon (its own lead time travels in the token) or in Grace."""
+        if self.claims is None:
+            return None
+        terms = Terms.from_claims(self.claims)
+        at = now or datetime.now(UTC)
+        lc = state_at(terms, at)
+        if lc.state not in ("ExpiringSoon", "Grace"):
+            return None
+        return {"state": lc.state, "end": format_time(terms.end),
+                "grace_until": format_time(terms.grace_until),
+                "left": time_left(terms, at)[0]}
 
     def allowed_categories(self) -> set[str]:
         """Licensed categories: the config's list narrowed by the signed claims."""

@@ -131,13 +131,17 @@ class Stack:
         return invitation.issue(self.shop_session_secret, self.site, m.name, m.email, **kwargs)
 
     def publish_credential(self, state: str = "active", token: str | None = None,
-                           urls: list[str] | None = None, site: str | None = None) -> None:
-        """Write the site's registry entry as the operator (and the kubelet) would."""
+                           urls: list[str] | None = None, site: str | None = None,
+                           categories: list[str] | None = None,
+                           regions: list[str] | None = None) -> None:
+        """Write the site's registry entry as the operator (and the kubelet) would;
+        ``categories``/``regions``: the License scope the operator publishes."""
         site = site or self.site
         write_credential(self.credentials_dir, SiteCredential(
             site=site, sha256=token_digest(token or self.api_token),
             createdAt=datetime.now(UTC).isoformat(), state=state,  # type: ignore[arg-type]
-            urls=[self.shop_url] if urls is None else urls))
+            urls=[self.shop_url] if urls is None else urls, categories=categories,
+            regions=regions))
 
     def api_headers(self, license_token: str | None = None) -> dict[str, str]:
         """What the shop sends HQ (its token; the license only when given)."""
@@ -244,18 +248,19 @@ def run_stack(
     config_overrides: dict[str, Any] | None = None, license_overrides: dict[str, Any] | None = None,
     pool_size: int = 20, shop_overrides: dict[str, Any] | None = None,
     set_passwords: bool = True, hq_overrides: dict[str, Any] | None = None,
-    shop_replicas: int = 1, shop_hq_url: str | None = None,
+    shop_replicas: int = 1, shop_hq_url: str | None = None, signing_key: Any = None,
 ) -> Iterator[Stack]:
     """HQ and a shop. With ``set_passwords`` (the default), HQ's admin has replaced its
     bootstrap password with :data:`DEFAULT_PASSWORD` and every member has redeemed an
     invitation with it, as people do on a new site; without, every account is as new.
     ``shop_replicas`` > 1 runs more instances of the shop on the same database (as a
     Deployment's replicas); ``shop_hq_url`` points the shop at something in front of HQ
-    (e.g. a :class:`HoldingProxy`) instead of HQ itself."""
+    (e.g. a :class:`HoldingProxy`) instead of HQ itself. ``signing_key``: HQ's license
+    key to trust (e.g. the operator's, so the shop runs on the tokens it issues)."""
     site = site or f"t{secrets.token_hex(4)}"
     bootstrap = f"bootstrap-{secrets.token_hex(8)}"
     shop_session = secrets.token_hex(32)
-    key = generate_signing_key()
+    key = signing_key or generate_signing_key()
     master = secrets.token_hex(32)
     hq_port, shop_port = free_port(), free_port()
     hq_ops_port, shop_ops_port = free_port(), free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,7 +46,8 @@ def test_suspension_wins_and_names_the_reason():
 
 
 def test_unchanged_status_needs_no_write_and_keeps_transition_time():
-    now = END - timedelta(days=100)
+    # Half a day into day 100: five hours later the coarse time left still says 100d.
+    now = END - timedelta(days=100, hours=12)
     first = license_status(SPEC, 1, None, now)
     later = license_status(SPEC, 1, first, now + timedelta(hours=5))
     assert later["conditions"][0]["lastTransitionTime"] == \
@@ -73,7 +75,12 @@ def test_the_clock_wakes_at_the_first_license_to_change():
     later = {**SPEC, "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T00:00:00Z"}}
     ag.licenses = {"a": {"metadata": {"name": "a"}, "spec": SPEC},
                    "b": {"metadata": {"name": "b"}, "spec": later}}
-    assert ag.next_change(END - timedelta(days=100)) == END - timedelta(days=30)
+    # Its time left steps a day at a time ("100d" → "99d"); that is a change too.
+    assert ag.next_change(END - timedelta(days=100, hours=12)) == END - timedelta(days=100)
+    assert ag.due_at("b", END - timedelta(days=100, hours=12)) == \
+        datetime(2028, 1, 1, tzinfo=UTC) - timedelta(days=465)
+    # Within the last day: the state change at END comes after the hour steps.
+    assert ag.next_change(END - timedelta(hours=2, minutes=30)) == END - timedelta(hours=2)
     assert ag.next_change(END + timedelta(days=3650)) is None
 
 
@@ -84,3 +91,49 @@ def test_rolepolicy_status_counts_roles_and_users():
     assert (st["roleCount"], st["usedBy"], st["observedGeneration"]) == (2, 5, 2)
     assert "used by 5" in st["conditions"][0]["message"]
     assert differs(st, rolepolicy_status(spec, 2, 6, st, END))
+
+
+def test_time_left_is_written_once_per_step_not_per_reconcile():
+    """The printer column's text changes a day at a time far from the end, so a day of
+    reconciles costs one status write; close to the end it steps in hours, then 10 m."""
+    now = END - timedelta(days=100, hours=12)
+    first = license_status(SPEC, 1, None, now)
+    assert first["expiresIn"] == "100d"
+    writes, prev, t = 0, first, now
+    while t < now + timedelta(days=1):
+        t += timedelta(minutes=7)
+        cur = license_status(SPEC, 1, prev, t)
+        if differs(prev, cur):
+            writes, prev = writes + 1, cur
+    assert writes == 1
+    assert prev["expiresIn"] == "99d"
+    assert license_status(SPEC, 1, None, END - timedelta(hours=30))["expiresIn"] == "30h"
+    assert license_status(SPEC, 1, None, END - timedelta(minutes=42))["expiresIn"] == "50m"
+    assert license_status(SPEC, 1, None, END - timedelta(seconds=200))["expiresIn"] == "4m"
+    assert license_status(SPEC, 1, None, END - timedelta(seconds=20))["expiresIn"] == "1m"
+    assert license_status(SPEC, 1, None, END + timedelta(hours=10))["expiresIn"] == "grace 2d"
+    assert license_status(SPEC, 1, None, END + timedelta(days=5))["expiresIn"] == "expired"
+
+
+def test_the_tick_after_the_sleep_handles_the_license_that_was_due():
+    """The clock sleeps until a License's change and then syncs it. Recomputed after
+    the sleep, the passed boundary is in the past: the License must still count as due."""
+    synced: list[str] = []
+
+    class Kube:
+        async def get(self, path: str, kind: str = "") -> dict:
+            return ag.licenses[path.rsplit("/", 1)[-1]]
+
+    ag = Agreements(kube=Kube())  # type: ignore[arg-type]
+
+    async def sync(body: dict, now: datetime) -> None:
+        synced.append(body["metadata"]["name"])
+    ag._sync_license = sync  # type: ignore[method-assign]
+    later = {**SPEC, "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T12:00:00Z"}}
+    ag.licenses = {"a": {"metadata": {"name": "a"}, "spec": SPEC},
+                   "b": {"metadata": {"name": "b"}, "spec": later}}
+    before = END - timedelta(days=30, seconds=1)
+    nxt = ag.next_change(before)
+    assert nxt == END - timedelta(days=30)
+    asyncio.run(ag.tick(nxt + timedelta(seconds=0.5)))
+    assert synced == ["a"]

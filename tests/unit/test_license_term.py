@@ -2,7 +2,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kameng.licensing.term import Term, format_time, parse_duration, parse_time, renew
+from kameng.licensing.term import (
+    Term,
+    format_time,
+    parse_duration,
+    parse_time,
+    renew,
+    renewal_fee,
+    renewal_of_spec,
+)
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
 
@@ -52,3 +60,37 @@ def test_renew_rejects_non_positive_and_unknown():
         renew(t, timedelta(0), "FromExpiry", NOW)
     with pytest.raises(ValueError, match="unknown renewal strategy"):
         renew(t, timedelta(days=1), "Forever", NOW)
+
+
+# --- renewal fee and the one renewal computation (plugin, HQ page, invoice) ----------
+
+
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_T1 = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_renewal_fee_is_the_annual_fee_pro_rated_to_the_time_added():
+    before = Term(_T0, _T1)
+    assert renewal_fee(1_200_000, before, Term(_T0, _T1 + timedelta(days=365))) == 1_200_000
+    assert renewal_fee(365_000, before, Term(_T0, _T1 + timedelta(days=10))) == 10_000
+    # Half a fen rounds up; nothing added costs nothing.
+    assert renewal_fee(1, before, Term(_T0, _T1 + timedelta(days=182, hours=12))) == 1
+    assert renewal_fee(365_000, before, before) == 0
+
+
+def test_renewal_fee_of_a_restart_charges_the_new_term_not_the_lapse():
+    now = _T1 + timedelta(days=40)
+    after = renew(Term(_T0, _T1), timedelta(days=365), "FromNowIfExpired", now)
+    assert after == Term(now, now + timedelta(days=365))
+    assert renewal_fee(365_000, Term(_T0, _T1), after) == 365_000
+
+
+def test_renewal_of_spec_uses_the_licenses_own_strategy():
+    spec = {"term": {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+            "renewal": {"strategy": "FromNowIfExpired"}}
+    now = _T1 + timedelta(days=40)
+    assert renewal_of_spec(spec, timedelta(days=10), now) == (
+        Term(_T0, _T1), Term(now, now + timedelta(days=10)))
+    spec["renewal"] = {}
+    assert renewal_of_spec(spec, timedelta(days=10), now)[1] == \
+        Term(_T0, _T1 + timedelta(days=10))

@@ -17,6 +17,7 @@ from kameng.api.common import API_VERSION, format_time
 from kameng.api.resources import LICENSE, RISKPOLICY
 from kameng.api.riskpolicy import REASON_ALL_COMPILED, REASON_RULE_ERROR, RULES_COMPILED
 from kameng.kube.client import Kube, KubeError, path_for
+from kameng.licensing.lifecycle import Terms
 
 from .policy import CompiledPolicy, compile_policy
 from .worker import Policies
@@ -97,7 +98,7 @@ class KubeSource:
                                   "categories": spec.get("categories") or [],
                                   "regions": spec.get("regions") or [],
                                   "annotations": lic["metadata"].get("annotations") or {},
-                                  "object": lic}
+                                  "object": lic, "terms": _terms(lic)}
         into.licences = licences
 
     async def _write_status(self, obj: dict[str, Any], cp: CompiledPolicy) -> None:
@@ -110,3 +111,11 @@ class KubeSource:
                          subresource="status"), {"status": desired}, kind=RISKPOLICY.kind)
         except KubeError as exc:
             log.warning("could not write RiskPolicy status: %s", exc)
+
+
+def _terms(lic: dict[str, Any]) -> Terms | None:
+    """The License's life-cycle facts, parsed once per refresh (not per event)."""
+    try:
+        return Terms.from_object(lic)
+    except ValueError:
+        return None

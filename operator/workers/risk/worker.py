@@ -34,10 +34,11 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream
+from kameng.licensing.lifecycle import state_at
 
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
-from .policy import CompiledPolicy, EscalationDef, Verdict, evaluate
+from .policy import CompiledPolicy, EscalationDef, Hit, Verdict, evaluate
 from .review import snooze_keys_of
 from .store import Outcome, RiskStore
 from .velocity import Velocity
@@ -87,6 +88,28 @@ for i = 1, #KEYS, 2 do
 end
 return out
 """
+
+
+# Events that sell: blocked when the site's license does not let it sell at the event's
+# time (Grace is read-only, Expired and Suspended are closed). Refunds and withdrawals
+# pass: money going back to buyers, and payouts are held by settlement instead.
+_SELLING_EVENTS = frozenset({"order.created", "order.paid", "order.delivered", "topup"})
+
+
+def license_block(view: Mapping[str, Any], licence: Mapping[str, Any] | None) -> Hit | None:
+    """A block when the License's life cycle (the one :func:`state_at`) says the site
+    may not sell when the event happened; rules cannot allow it back."""
+    terms = (licence or {}).get("terms")
+    if terms is None or view["event"] not in _SELLING_EVENTS:
+        return None
+    lc = state_at(terms, datetime.fromtimestamp(view["ts"] / 1000, UTC))
+    if lc.selling:
+        return None
+    return Hit("license", f"license-{lc.state.lower()}", "block", lc.message, False)
+
+
+def blocked(hit: Hit, verdict: Verdict) -> Verdict:
+    return Verdict("block", hit.rule, (hit, *verdict.hits))
 
 
 def event_view(ev: OrderEvent, licence: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -150,7 +173,10 @@ class RiskWorker:
         for view, (calls, _), (snoozed, feats) in zip(views, items, read, strict=True):
             pols = [p for p, _ in calls]
             verdict = evaluate(pols, view, feats)
-            if snoozed and verdict.action != "allow":
+            lic_hit = license_block(view, self.policies.licences.get(view["site"]))
+            if lic_hit is not None:
+                verdict = blocked(lic_hit, verdict)
+            if snoozed and verdict.action != "allow" and lic_hit is None:
                 # Snoozed entity: every hit is still stored, nothing is acted on.
                 verdict = Verdict("allow", "", verdict.hits, snoozed=True)
             o = Outcome(view, verdict, pols, feats)
