@@ -37,7 +37,7 @@ from kameng.exit.envelope import EnvelopeError
 from kameng.exit.export import ExportFailed
 from kameng.exit.manifest import ArchiveInvalid
 from kameng.exit.runner import load_store, run_export
-from kameng.exit.store import FileStore, StoreUnavailable, for_location
+from kameng.exit.store import FileStore, StoreUnavailable, decode_secret, for_location
 from kameng.kube.client import Kube, KubeError, path_for
 
 NS_DEFAULT = os.environ.get("KAMENG_NAMESPACE", "kameng-system")
@@ -111,15 +111,13 @@ async def _set_data_key(kube: Kube, namespace: str, site: str, ring: str) -> Non
 async def _restore(args: argparse.Namespace) -> dict[str, Any]:
     kube = Kube.from_environment()
     try:
-        private = (Path(args.key_file).read_text().strip() if args.key_file
+        private = (args.key_material if args.key_file
                    else await exit_keys.private_key(kube, args.namespace))
         hq = await hqkeys.load_or_create(kube, args.namespace, OperatorConfig.hq_keys_secret)
         store_obj = await kube.get(path_for("v1", "Secret", args.store_secret, args.namespace),
                                    kind="Secret")
-        from kameng.exit.store import decode_secret
         settings = decode_secret((store_obj or {}).get("data"))
-        location = args.archive if "://" in args.archive else \
-            f"file://{Path(args.archive).resolve()}"
+        location = args.location
         with rs.workdir() as tmp:
             opened = await rs.fetch_and_open(location, for_location(location, settings),
                                              private, hq.public_key_b64, Path(tmp))
@@ -142,6 +140,10 @@ async def _restore(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.site_verb == "restore":  # file reads here, not in the event loop
+        args.key_material = Path(args.key_file).read_text().strip() if args.key_file else ""
+        args.location = args.archive if "://" in args.archive else \
+            f"file://{Path(args.archive).resolve()}"
     try:
         out = asyncio.run(_export(args) if args.site_verb == "export" else _restore(args))
     except (ExportFailed, StoreUnavailable, ArchiveInvalid, EnvelopeError, KubeError) as exc:

@@ -38,7 +38,7 @@ class OperatorConfig:
     # where they are assembled, and HQ's ledger (read-only, for the site's statements).
     export_dir: str = "/var/lib/kameng/exports"
     export_workdir: str | None = None
-    export_store_secret: str = "kameng-export-store"
+    export_store_secret: str = "kameng-export-store"  # noqa: S105 - a Secret's name
     hq_database_url: str = ""
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords

@@ -37,11 +37,11 @@ from kameng.api.kinds import (
     TERMINATED_AT_ANNOTATION,
     WAIVE_EXPORT_ANNOTATION,
 )
-from kameng.api.resources import LICENSE
-from kameng.api.resources import SUBSITE
+from kameng.api.resources import LICENSE, SUBSITE
 from kameng.api.subsite import SubSiteSpec
 from kameng.children.context import namespace_name
 from kameng.children.namespace import namespace_ownership
+from kameng.contracts import pod
 from kameng.exit.export import ExportFailed
 from kameng.exit.runner import database_owner, load_store, run_export
 from kameng.exit.store import StoreUnavailable
@@ -91,7 +91,6 @@ async def _data_keys(rt: Runtime, name: str) -> str:
     saved = await keyvault.load(rt.kube, rt.config.namespace, name)
     if saved is not None:
         return saved.data_key
-    from kameng.contracts import pod
     obj = await rt.kube.get(path_for("v1", "Secret", pod.DATA_KEYS.secret,
                                      namespace_name(name)), kind="Secret")
     raw = ((obj or {}).get("data") or {}).get(pod.DATA_KEYS.key)
@@ -133,8 +132,9 @@ async def export(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     try:
         owner, marked = await database_owner(rt.config.pg_admin_dsn, name)
         if owner == "absent" or (owner == "marked" and marked != uid):
-            msg = (f"no database of this SubSite to export ({'none exists' if owner == 'absent'
-                   else 'the database of that name belongs to another SubSite'})")
+            why = "none exists" if owner == "absent" else \
+                "the database of that name belongs to another SubSite"
+            msg = f"no database of this SubSite to export ({why})"
             await events.post(rt.kube, body, "Normal", c.R_NOTHING_TO_EXPORT, msg)
             await _status(rt, body, c.R_NOTHING_TO_EXPORT, msg, stalled=False,
                           exported=(False, c.R_NOTHING_TO_EXPORT, msg))

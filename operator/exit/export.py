@@ -138,7 +138,8 @@ async def _tables(conn: psycopg.AsyncConnection, work: Path) -> tuple[list[FileE
 async def _statements(hq_dsn: str | None, site: str, dest: Path) -> str | None:
     """HQ's ledger statements of the site (read-only); a note when there are none to read."""
     if not hq_dsn:
-        dest.write_text(json.dumps({"site": site, "statements": []}) + "\n")
+        await asyncio.to_thread(dest.write_text, json.dumps({"site": site, "statements": []})
+                                + "\n")
         return "no HQ ledger database configured (KAMENG_HQ_DATABASE_URL): no statements"
     try:
         async with await psycopg.AsyncConnection.connect(hq_dsn, connect_timeout=5) as conn:
@@ -156,8 +157,8 @@ async def _statements(hq_dsn: str | None, site: str, dest: Path) -> str | None:
     except psycopg.OperationalError as exc:
         raise ExportFailed(f"HQ's ledger database is unreachable ({type(exc).__name__})"
                            ) from None
-    dest.write_text(json.dumps({"site": site, "statements": statements}, indent=1,
-                               default=str) + "\n")
+    await asyncio.to_thread(dest.write_text, json.dumps(
+        {"site": site, "statements": statements}, indent=1, default=str) + "\n")
     return None if statements or (exists and exists[0]) else "HQ's ledger has no statements table"
 
 

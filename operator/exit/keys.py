@@ -15,7 +15,7 @@ from kameng.kube.client import Kube, path_for
 
 from . import envelope
 
-SECRET = "kameng-export-key"
+SECRET = "kameng-export-key"  # noqa: S105 - the Secret's name
 PUBLIC, PRIVATE = "public-key", "private-key"
 
 

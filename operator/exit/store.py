@@ -54,6 +54,10 @@ class FileStore:
         await asyncio.to_thread(shutil.copyfile, urlsplit(location).path, local)
 
     async def exists(self, location: str, sha256: str) -> bool:
+        return await asyncio.to_thread(self._exists, location, sha256)
+
+    @staticmethod
+    def _exists(location: str, sha256: str) -> bool:
         p = Path(urlsplit(location).path)
         if not p.is_file():
             return False

@@ -97,17 +97,20 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     assert len(objs) == 1, objs
     key = objs[0]["Key"]
     exported = events(kubectl, src, "Exported")
-    assert exported and f"s3://kameng-exports/{key}" in exported[0]["message"]
+    assert exported
+    assert f"s3://kameng-exports/{key}" in exported[0]["message"]
     head = ex.s3_client().head_object(Bucket="kameng-exports", Key=key)
     assert head["Metadata"]["sha256"] in exported[0]["message"]
     lic = get(kubectl, "license", src)
     assert "kameng.io/terminated-at" in lic["metadata"]["annotations"]
     term = {c["type"]: c for c in lic["status"]["conditions"]}["Terminated"]
-    assert term["status"] == "True" and key in term["message"]
+    assert term["status"] == "True"
+    assert key in term["message"]
     assert events(kubectl, src, "Terminated")
     # Exported before reclaimed: the Events' order.
     reclaimed = events(kubectl, src, "Reclaimed")
-    assert reclaimed and reclaimed[0]["firstTimestamp"] >= exported[0]["firstTimestamp"]
+    assert reclaimed
+    assert reclaimed[0]["firstTimestamp"] >= exported[0]["firstTimestamp"]
 
     # The manifest verifies (signature, every SHA-256) without loading anything.
     location = f"s3://kameng-exports/{key}"
@@ -120,12 +123,14 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     bad = tmp_path / "tampered.kmexit"
     bad.write_bytes(bytes(body))
     proc = kameng("site", "restore", str(bad), "--site", dst, check=False)
-    assert proc.returncode == 1 and "fails authentication" in proc.stderr
+    assert proc.returncode == 1
+    assert "fails authentication" in proc.stderr
 
     # Restore into a fresh site: same rows, same checksums, keys decryptable there.
     make_site(kubectl, dst)
     out = json.loads(kameng("site", "restore", location, "--site", dst).stdout)
-    assert out["rows"]["orders"] == 500 and out["restoredInto"] == dst
+    assert out["rows"]["orders"] == 500
+    assert out["restoredInto"] == dst
     assert asyncio.run(ex.fingerprint(pg_admin_dsn, dst)) == before
     cipher = DataCipher(data_key(kubectl, dst))
     stored = asyncio.run(ex.delivered_keys(pg_admin_dsn, dst, list(filled.plaintext_keys)))
@@ -136,7 +141,8 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     assert shop_key == data_key(kubectl, dst)
     # A second restore into the now-filled site is refused: never over a live shop.
     proc = kameng("site", "restore", location, "--site", dst, check=False)
-    assert proc.returncode == 1 and "fresh site" in proc.stderr
+    assert proc.returncode == 1
+    assert "fresh site" in proc.stderr
     kubectl("delete", "subsite", dst, "--wait=false")
 
 
@@ -159,9 +165,10 @@ def test_failed_export_keeps_the_data_and_succeeds_when_the_store_returns(
     st = wait_for(failed, 60, "ExportFailed in status")
     assert st["phase"] == "Exporting"
     stalled = {c["type"]: c for c in st["conditions"]}["Stalled"]["message"]
-    assert "nothing is deleted" in stalled and "kameng.io/waive-export" in stalled
-    assert "secretAccessKey" not in json.dumps(st) and \
-        ex.s3_settings("")["secretAccessKey"] not in json.dumps(st)
+    assert "nothing is deleted" in stalled
+    assert "kameng.io/waive-export" in stalled
+    assert "secretAccessKey" not in json.dumps(st)
+    assert ex.s3_settings("")["secretAccessKey"] not in json.dumps(st)
     assert wait_for(lambda: events(kubectl, name, "ExportFailed"), 15, "ExportFailed Event")
     # Everything is still there: database with its rows, namespace, no archive.
     assert pg_state(pg_admin_dsn, ident) == (True, True, True)
@@ -186,7 +193,9 @@ def test_waived_export_is_audited_and_releases_the_site(
     kubectl("annotate", "subsite", name, "kameng.io/waive-export=true")
     wait_for(lambda: gone(kubectl, "subsite", name), 60, "released by the waiver")
     waived = events(kubectl, name, "ExportWaived")
-    assert waived and waived[0]["type"] == "Warning" and "WITHOUT" in waived[0]["message"]
+    assert waived
+    assert waived[0]["type"] == "Warning"
+    assert "WITHOUT" in waived[0]["message"]
     assert objects(s3_prefix) == []
 
 
