@@ -30,7 +30,7 @@ def test_envelope_round_trip(size: int) -> None:
     key = envelope.generate()
     data = bytes(i % 251 for i in range(size))
     blob = _seal(data, key)
-    assert data not in blob or size == 0
+    assert size < 64 or data[:64] not in blob
     assert _open(blob, key) == data
 
 
