@@ -447,7 +447,7 @@ def start_s3(state: dict) -> None:
     env = {**os.environ, "ROOT_ACCESS_KEY_ID": state["s3_access_key"],
            "ROOT_SECRET_ACCESS_KEY": state["s3_secret_key"]}
     spawn("s3", [state["s3_bin"], "--port", f"127.0.0.1:{state['ports']['s3']}",
-                 "posix", "--nometa", str(root)], state, env=env)
+                 "posix", str(root)], state, env=env)
 
     def ready() -> bool:
         # Any HTTP answer (403 to an unsigned request) means it serves S3.

@@ -52,15 +52,22 @@ def data_key(kubectl: Any, site: str) -> str:
     return base64.b64decode(sec["data"]["data-key"]).decode()
 
 
-def events(kubectl: Any, name: str, reason: str) -> list[dict[str, Any]]:
+def events(kubectl: Any, name: str, reason: str, uid: str) -> list[dict[str, Any]]:
     items = get(kubectl, "events", "-n", "default",
                 "--field-selector", f"involvedObject.name={name}")["items"]
-    return [e for e in items if e["reason"] == reason]
+    return [e for e in items if e["reason"] == reason and e["involvedObject"]["uid"] == uid]
 
 
-def objects(prefix: str) -> list[dict[str, Any]]:
-    resp = ex.s3_client().list_objects_v2(Bucket="kameng-exports", Prefix=prefix + "/")
+def objects(prefix: str, site: str, uid: str) -> list[dict[str, Any]]:
+    """The archives of this very SubSite (a leftover of an earlier run, deleted by
+    fresh_start, is exported too, under its own uid)."""
+    resp = ex.s3_client().list_objects_v2(Bucket="kameng-exports",
+                                          Prefix=f"{prefix}/{site}/{site}-{uid[:8]}-")
     return resp.get("Contents", [])
+
+
+def uid_of(kubectl: Any, name: str) -> str:
+    return str(get(kubectl, "subsite", name)["metadata"]["uid"])
 
 
 def kameng(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -73,6 +80,7 @@ def kameng(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def make_site(kubectl: Any, name: str) -> None:
     fresh_start(kubectl, name)
+    kubectl("delete", "license", name, "--ignore-not-found")  # a terminated one of a past run
     create(kubectl, name, "Delete")
     kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s", timeout=45)
 
@@ -83,6 +91,7 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     src, dst = "it-exit-src", "it-exit-dst"
     ident = "kameng_" + src.replace("-", "_")
     make_site(kubectl, src)
+    uid = uid_of(kubectl, src)
     filled = asyncio.run(ex.fill_site(pg_admin_dsn, src, data_key(kubectl, src), orders=500))
     before = asyncio.run(ex.fingerprint(pg_admin_dsn, src))
     assert before["orders"][0] == 500
@@ -93,10 +102,10 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     assert pg_state(pg_admin_dsn, ident) == (False, False, False)  # reclaimed: Delete
 
     # In the object store, named in the Event and in the License's Terminated condition.
-    objs = objects(s3_prefix)
+    objs = objects(s3_prefix, src, uid)
     assert len(objs) == 1, objs
     key = objs[0]["Key"]
-    exported = events(kubectl, src, "Exported")
+    exported = events(kubectl, src, "Exported", uid)
     assert exported
     assert f"s3://kameng-exports/{key}" in exported[0]["message"]
     head = ex.s3_client().head_object(Bucket="kameng-exports", Key=key)
@@ -106,9 +115,9 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     term = {c["type"]: c for c in lic["status"]["conditions"]}["Terminated"]
     assert term["status"] == "True"
     assert key in term["message"]
-    assert events(kubectl, src, "Terminated")
+    assert events(kubectl, src, "Terminated", lic["metadata"]["uid"])
     # Exported before reclaimed: the Events' order.
-    reclaimed = events(kubectl, src, "Reclaimed")
+    reclaimed = events(kubectl, src, "Reclaimed", uid)
     assert reclaimed
     assert reclaimed[0]["firstTimestamp"] >= exported[0]["firstTimestamp"]
 
@@ -151,6 +160,7 @@ def test_failed_export_keeps_the_data_and_succeeds_when_the_store_returns(
     name = "it-exit-down"
     ident = "kameng_" + name.replace("-", "_")
     make_site(kubectl, name)
+    uid = uid_of(kubectl, name)
     asyncio.run(ex.fill_site(pg_admin_dsn, name, data_key(kubectl, name), orders=100))
     before = asyncio.run(ex.fingerprint(pg_admin_dsn, name))
     subprocess.run([str(ROOT / "hack" / "devenv"), "s3", "stop"], check=True)
@@ -169,17 +179,17 @@ def test_failed_export_keeps_the_data_and_succeeds_when_the_store_returns(
     assert "kameng.io/waive-export" in stalled
     assert "secretAccessKey" not in json.dumps(st)
     assert ex.s3_settings("")["secretAccessKey"] not in json.dumps(st)
-    assert wait_for(lambda: events(kubectl, name, "ExportFailed"), 15, "ExportFailed Event")
-    # Everything is still there: database with its rows, namespace, no archive.
+    assert wait_for(lambda: events(kubectl, name, "ExportFailed", uid), 15, "ExportFailed Event")
+    # Everything is still there: database with its rows, its key copy, the namespace.
     assert pg_state(pg_admin_dsn, ident) == (True, True, True)
     assert asyncio.run(ex.fingerprint(pg_admin_dsn, name)) == before
     assert not gone(kubectl, "namespace", f"kameng-{name}")
-    assert objects(s3_prefix) == []
+    assert not gone(kubectl, "secret", f"kameng-keys-{name}", "-n", NS)
 
     subprocess.run([str(ROOT / "hack" / "devenv"), "s3", "start"], check=True)
     wait_for(lambda: gone(kubectl, "subsite", name), 120, "exported and deleted after the "
              "store returned")
-    assert len(objects(s3_prefix)) == 1
+    assert len(objects(s3_prefix, name, uid)) == 1
     assert pg_state(pg_admin_dsn, ident) == (False, False, False)
 
 
@@ -187,16 +197,17 @@ def test_waived_export_is_audited_and_releases_the_site(
         operator: OperatorProcess, kubectl: Any, pg_admin_dsn: str, s3_prefix: str) -> None:
     name = "it-exit-waive"
     make_site(kubectl, name)
+    uid = uid_of(kubectl, name)
     subprocess.run([str(ROOT / "hack" / "devenv"), "s3", "stop"], check=True)
     kubectl("delete", "subsite", name, "--wait=false")
-    wait_for(lambda: events(kubectl, name, "ExportFailed"), 60, "ExportFailed Event")
+    wait_for(lambda: events(kubectl, name, "ExportFailed", uid), 60, "ExportFailed Event")
     kubectl("annotate", "subsite", name, "kameng.io/waive-export=true")
     wait_for(lambda: gone(kubectl, "subsite", name), 60, "released by the waiver")
-    waived = events(kubectl, name, "ExportWaived")
+    waived = events(kubectl, name, "ExportWaived", uid)
     assert waived
     assert waived[0]["type"] == "Warning"
     assert "WITHOUT" in waived[0]["message"]
-    assert objects(s3_prefix) == []
+    assert objects(s3_prefix, name, uid) == []
 
 
 def test_export_data_on_demand_keeps_the_site(

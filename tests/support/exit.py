@@ -50,11 +50,11 @@ async def fill_site(admin_dsn: str, site: str, data_keys: str, orders: int = 200
         await conn.execute(
             "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen, "
             "amount_fen, contact_enc, contact_hash, status, key_enc, created_at, delivered_at) "
-            "SELECT 'o' || lpad(g::text, 7, '0'), 'p' || (g % 17), 'game-cards', 900, 1000, "
-            "1000, %s, md5(g::text), CASE WHEN g % 4 = 0 THEN 'delivered' ELSE 'paid' END, "
-            "CASE WHEN g % 4 = 0 THEN %s END, "
+            "SELECT 'o' || lpad(g::text, 7, '0'), 'p' || (g %% 17), 'game-cards', 900, 1000, "
+            "1000, %s, md5(g::text), CASE WHEN g %% 4 = 0 THEN 'delivered' ELSE 'paid' END, "
+            "CASE WHEN g %% 4 = 0 THEN %s END, "
             "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', "
-            "CASE WHEN g % 4 = 0 THEN timestamptz '2026-01-01 00:00:05+00' "
+            "CASE WHEN g %% 4 = 0 THEN timestamptz '2026-01-01 00:00:05+00' "
             "+ g * interval '1 second' END FROM generate_series(1, %s) g",
             (filler, filler, orders))
         keys: dict[str, str] = {}
