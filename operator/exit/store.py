@@ -99,6 +99,7 @@ class S3Store:
         return u.netloc, u.path.lstrip("/")
 
     def _put(self, local: Path, name: str, sha256: str) -> str:
+        from boto3.exceptions import Boto3Error
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
         client = self._client()
@@ -112,7 +113,8 @@ class S3Store:
                                       multipart_chunksize=PART_SIZE, max_concurrency=2,
                                       use_threads=True))
             head = client.head_object(Bucket=self.bucket, Key=self.key(name))
-        except (BotoCoreError, ClientError, OSError) as exc:
+        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+            # Boto3Error: the transfer manager wraps a refused part (S3UploadFailedError).
             raise StoreUnavailable(f"upload to {self.location(name)} failed: "
                                    f"{_brief(exc)}") from None
         if head.get("ContentLength") != local.stat().st_size:
@@ -121,11 +123,12 @@ class S3Store:
         return self.location(name)
 
     def _get(self, location: str, local: Path) -> None:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
         bucket, key = self._split(location)
         try:
             self._client().download_file(bucket, key, str(local))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
             raise StoreUnavailable(f"download of {location} failed: {_brief(exc)}") from None
 
     def _exists(self, location: str, sha256: str) -> bool:
