@@ -128,6 +128,7 @@ async def export(rt: Runtime, body: dict[str, Any], retry: int) -> None:
     delay = min(MAX_EXPORT_DELAY, 5.0 * 2 ** min(retry, 6))
     way_out = (f"retrying in {delay:.0f}s; nothing is deleted until the archive exists. "
                f"To delete without an archive, annotate the SubSite {WAIVE_EXPORT_ANNOTATION}"
+               f"=true; to release it leaving all data in place, {SKIP_RECLAIM_ANNOTATION}"
                "=true")
     try:
         owner, marked = await database_owner(rt.config.pg_admin_dsn, name)

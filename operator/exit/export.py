@@ -119,15 +119,18 @@ async def _tables(conn: psycopg.AsyncConnection, work: Path) -> tuple[list[FileE
                                               ) as cp:
                     async for chunk in cp:
                         f.write(chunk)
+            # JSON lines by COPY too (no row-by-row fetch): CSV with quote and delimiter set to
+            # control characters that JSON text always escapes, so each line is the JSON
+            # text exactly, never quoted or escaped by COPY.
             n = 0
-            with json_path.open("w", encoding="utf-8") as f:
-                cur = conn.cursor(name=f"exit_{stem}")
-                await cur.execute(sql.SQL("SELECT row_to_json(t)::text FROM ({}) t").format(
-                    sql.SQL(query)))
-                while batch := await cur.fetchmany(5000):
-                    f.writelines(r[0] + "\n" for r in batch)
-                    n += len(batch)
-                await cur.close()
+            with json_path.open("wb") as f:
+                async with conn.cursor().copy(sql.SQL(
+                        "COPY (SELECT row_to_json(t)::text FROM ({}) t) TO STDOUT WITH "
+                        "(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')").format(
+                            sql.SQL(query))) as cp:
+                    async for chunk in cp:
+                        f.write(chunk)
+                        n += bytes(chunk).count(b"\n")
             rows[stem] = n
         for p in (csv_path, json_path):
             digest, size = manifest.sha256_file(p)

@@ -78,6 +78,20 @@ def kameng(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def open_in_process(kubectl: Any, key: str, work: Path) -> Any:
+    """Decrypt and verify an archive the way `kameng site restore` does."""
+    from kameng.contracts import pod
+    from kameng.exit import restore as rs
+    from kameng.exit.store import from_settings
+    priv = base64.b64decode(get(kubectl, "secret", "kameng-export-key", "-n", NS)
+                            ["data"]["private-key"]).decode()
+    pub = base64.b64decode(get(kubectl, "secret", pod.HQ_KEYS_SECRET, "-n", NS)
+                           ["data"][pod.HQ_PUBLIC_KEY.key]).decode()
+    work.mkdir()
+    return asyncio.run(rs.fetch_and_open(f"s3://kameng-exports/{key}",
+                                         from_settings(ex.s3_settings("")), priv, pub, work))
+
+
 def make_site(kubectl: Any, name: str) -> None:
     fresh_start(kubectl, name)
     kubectl("delete", "license", name, "--ignore-not-found")  # a terminated one of a past run
@@ -125,6 +139,21 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     location = f"s3://kameng-exports/{key}"
     out = json.loads(kameng("site", "restore", location, "--verify-only").stdout)
     assert out == {"verified": True, "site": src, "files": 13}
+
+    # Inside: the manifest lists every file with its checksum; the JSON lines are JSON.
+    opened = open_in_process(kubectl, key, tmp_path / "open")
+    listed = {f["path"]: f for f in opened.manifest["files"]}
+    assert listed["tables/orders.csv"]["rows"] == 500
+    assert opened.manifest["license"] == src
+    assert opened.manifest["subSiteUid"] == uid
+    assert "pg_dump" in opened.manifest["tools"]
+    lines = (opened.root / "tables" / "orders.jsonl").read_text().splitlines()
+    assert len(lines) == 500
+    assert {json.loads(ln)["id"] for ln in lines} == {f"o{g:07d}" for g in range(1, 501)}
+    delivered = [json.loads(ln) for ln in
+                 (opened.root / "tables" / "delivered_keys.jsonl").read_text().splitlines()]
+    assert len(delivered) == 125  # every 4th order, its key still encrypted as stored
+    assert all(d["key_enc"].startswith("k1:") for d in delivered)
 
     # A tampered copy is refused before anything is loaded.
     body = bytearray(ex.s3_client().get_object(Bucket="kameng-exports", Key=key)["Body"].read())
