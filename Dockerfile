@@ -9,6 +9,9 @@ COPY storefront ./storefront
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
+# pg_dump/pg_restore for the exit archives (must not be older than the PostgreSQL server).
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 kameng && useradd --uid 10001 --gid 10001 --no-create-home kameng
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

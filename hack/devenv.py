@@ -13,6 +13,9 @@ Standard library only, so it runs before the project's virtualenv exists.
     hack/devenv stop NAME...
                          stop what `run` started as NAME
     hack/devenv test-dir print the tests' environment directory
+    hack/devenv s3 stop|start
+                         stop or start again the S3 server alone (its data is kept):
+                         how tests show that a failed export keeps the site's data
 
 The environment lives in $KAMENG_DEVENV_DIR (default /tmp/kameng-devenv: the demo's and a
 person's). Tests use their own, $KAMENG_TEST_DEVENV_DIR (default /tmp/kameng-devenv-test),
@@ -44,7 +47,8 @@ HACK = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("KAMENG_DEVENV_DIR", "/tmp/kameng-devenv"))
 LOCK = STATE.parent / (STATE.name + ".lock")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-              "postgres", "redis")
+              "postgres", "redis", "s3")
+S3_BUCKET = "kameng-exports"
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
 SERVICE_CIDR = "10.96.0.0/16"
 
@@ -199,6 +203,11 @@ def ensure_packages() -> dict[str, str]:
 def build_tools() -> Path:
     out = run([str(HACK / "build-tools")], stdout=subprocess.PIPE, text=True).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+def s3_bin() -> Path:
+    out = run([str(HACK / "build-tools"), "--print-s3"], stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip()) / "versitygw"
 
 
 # ---------------------------------------------------------------- PKI and kubeconfigs
@@ -428,6 +437,46 @@ def start_redis(state: dict, tools: dict[str, str]) -> None:
     wait_for("Redis", ready, 30, state, "redis")
 
 
+def start_s3(state: dict) -> None:
+    """versitygw over a plain directory: S3 on loopback with generated root keys.
+
+    The keys go through the environment, not the command line (`ps` shows that), and
+    the bucket is a directory, so it exists before the first client connects."""
+    root = STATE / "s3"
+    (root / S3_BUCKET).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ROOT_ACCESS_KEY_ID": state["s3_access_key"],
+           "ROOT_SECRET_ACCESS_KEY": state["s3_secret_key"]}
+    spawn("s3", [state["s3_bin"], "--port", f"127.0.0.1:{state['ports']['s3']}",
+                 "posix", str(root)], state, env=env)
+
+    def ready() -> bool:
+        # Any HTTP answer (403 to an unsigned request) means it serves S3.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{state['ports']['s3']}/", timeout=1)
+        except urllib.error.HTTPError:
+            return True
+        return True
+    wait_for("S3 server (versitygw)", ready, 30, state, "s3")
+
+
+def s3_command(action: str) -> None:
+    state = load_state()
+    if not state:
+        die("not running; start it with: eval \"$(hack/devenv up)\"")
+    marker = state.get("markers", {}).get("s3", "")
+    if action == "stop":
+        _kill_group(state["pids"].get("s3"), marker, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while ours(state["pids"].get("s3"), marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _kill_group(state["pids"].get("s3"), marker, signal.SIGKILL)
+    elif action == "start":
+        if not ours(state["pids"].get("s3"), marker):
+            start_s3(state)
+    else:
+        die("usage: hack/devenv s3 stop|start")
+
+
 def install_crds(state: dict) -> None:
     """Apply the repo's CRDs so the cluster always serves what crds/ says.
 
@@ -454,6 +503,10 @@ def exports(state: dict) -> str:
         "KAMENG_PG_ADMIN_DSN": f"postgresql://kameng_admin:{state['pg_password']}"
                                f"@127.0.0.1:{p['postgres']}/postgres",
         "KAMENG_REDIS_URL": f"redis://:{state['redis_password']}@127.0.0.1:{p['redis']}/0",
+        "KAMENG_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}",
+        "KAMENG_S3_BUCKET": S3_BUCKET,
+        "KAMENG_S3_ACCESS_KEY_ID": state["s3_access_key"],
+        "KAMENG_S3_SECRET_ACCESS_KEY": state["s3_secret_key"],
         "KAMENG_DEVENV_DIR": str(STATE),
         "KAMENG_BIN_DIR": state["bin_dir"],
     }
@@ -542,13 +595,15 @@ def up() -> None:
     STATE.chmod(0o755)
     (STATE / "logs").mkdir()
     ports = {k: free_port() for k in ("etcd", "etcd_peer", "etcd_metrics", "apiserver", "kcm",
-                                      "scheduler", "kwok", "postgres", "redis")}
+                                      "scheduler", "kwok", "postgres", "redis", "s3")}
     state = {
         "ports": ports, "pids": {}, "bin_dir": str(bin_dir),
         "server": f"https://127.0.0.1:{ports['apiserver']}",
         "kubeconfig": str(STATE / "admin.kubeconfig"),
         "tokens": {k: secrets.token_hex(24) for k in ("admin", "kcm", "scheduler", "kwok")},
         "pg_password": secrets.token_hex(24), "redis_password": secrets.token_hex(24),
+        "s3_bin": str(s3_bin()), "s3_access_key": "kameng" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_hex(24),
     }
     save_state(state)
     (STATE / "state.json").chmod(0o600)
@@ -558,6 +613,7 @@ def up() -> None:
     # The data services start while etcd warms up; they do not depend on each other.
     start_postgres(state, tools)
     start_redis(state, tools)
+    start_s3(state)
     start_etcd(state, bin_dir)
     start_apiserver(state, bin_dir)
     start_controller_manager(state, bin_dir)
@@ -581,7 +637,8 @@ def up() -> None:
              "kube-controller-manager")
     install_crds(state)
     log(f"up in {time.monotonic() - t0:.1f}s: apiserver {state['server']}, PostgreSQL "
-        f"127.0.0.1:{ports['postgres']}, Redis 127.0.0.1:{ports['redis']}, logs in "
+        f"127.0.0.1:{ports['postgres']}, Redis 127.0.0.1:{ports['redis']}, S3 "
+        f"127.0.0.1:{ports['s3']}, logs in "
         f"{STATE / 'logs'}")
     print(exports(state))
 
@@ -613,7 +670,7 @@ def status() -> int:
 
 def main() -> int:
     cmd = sys.argv[1] if len(sys.argv) > 1 else "help"
-    if cmd not in ("up", "down", "status", "env", "run", "stop", "test-dir"):
+    if cmd not in ("up", "down", "status", "env", "run", "stop", "test-dir", "s3"):
         print(__doc__, file=sys.stderr)
         return 2
     if cmd == "test-dir":
@@ -638,6 +695,8 @@ def main() -> int:
             state = load_state()
             for name in sys.argv[2:] if state else ():
                 stop_extras(state, name)
+        elif cmd == "s3":
+            s3_command(sys.argv[2] if len(sys.argv) > 2 else "")
         elif cmd == "env":
             state = load_state()
             if not state or not healthy(state):

@@ -15,6 +15,8 @@ STALLED = "Stalled"
 LICENSE_VALID = "LicenseValid"
 DATABASE_READY = "DatabaseReady"
 STOREFRONT_AVAILABLE = "StorefrontAvailable"
+EXPORTED = "Exported"  # SubSite being deleted: its data handed over (the exit archive)
+TERMINATED = "Terminated"  # License: its site was exported and reclaimed
 
 # SubSite phases.
 PHASE_PENDING = "Pending"
@@ -24,8 +26,10 @@ PHASE_SUSPENDED = "Suspended"
 PHASE_EXPIRED = "Expired"
 PHASE_TERMINATING = "Terminating"
 PHASE_FAILED = "Failed"
+PHASE_EXPORTING = "Exporting"
+PHASE_EXPORTED = "Exported"
 PHASES = (PHASE_PENDING, PHASE_PROVISIONING, PHASE_READY, PHASE_SUSPENDED, PHASE_EXPIRED,
-          PHASE_TERMINATING, PHASE_FAILED)
+          PHASE_TERMINATING, PHASE_FAILED, PHASE_EXPORTING, PHASE_EXPORTED)
 BAD_PHASES = (PHASE_FAILED, PHASE_EXPIRED, PHASE_SUSPENDED)
 
 # Reasons. License life-cycle reasons come from kameng.licensing.lifecycle.
@@ -49,6 +53,12 @@ R_RECLAIMING = "Reclaiming"
 R_RECLAIM_FAILED = "ReclaimFailed"
 R_RECLAIM_SKIPPED = "ReclaimSkipped"
 R_RECLAIMED = "Reclaimed"
+R_EXPORTING = "Exporting"
+R_EXPORTED = "Exported"
+R_EXPORT_FAILED = "ExportFailed"
+R_EXPORT_WAIVED = "ExportWaived"
+R_NOTHING_TO_EXPORT = "NothingToExport"
+R_TERMINATED = "Terminated"
 R_VALID = "Valid"
 # Tenancy: the operator touches only what it created for this very SubSite.
 R_NAME_CONFLICT = "NameConflict"  # a derived name is taken by something not ours

@@ -13,6 +13,11 @@ from .resources import KINDS
 ANNOTATION_PREFIX = GROUP
 FINALIZER = f"{GROUP}/reclaim"
 SKIP_RECLAIM_ANNOTATION = f"{GROUP}/skip-reclaim"
+# On a SubSite being deleted: "true" lets the reclaim go ahead WITHOUT an exit archive
+# (the way out when the store cannot be fixed and the data may go); audited by an Event.
+WAIVE_EXPORT_ANNOTATION = f"{GROUP}/waive-export"
+# On a License whose site was exported and reclaimed: when (RFC 3339).
+TERMINATED_AT_ANNOTATION = f"{GROUP}/terminated-at"
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
 KEYS_OF_LABEL = f"{GROUP}/keys-of"  # on the operator's copy of a site's keys
 # On a SubSite: a new value asks the operator to mint a new HQ API token for the site, once

@@ -22,7 +22,7 @@ from .common import (
 from .license import Category
 
 Phase = Literal["Pending", "Provisioning", "Ready", "Suspended", "Expired", "Terminating",
-                "Failed"]
+                "Failed", "Exporting", "Exported"]
 ReclaimPolicy = Literal["Retain", "Delete"]
 PaymentMethod = Literal["sandbox", "alipay", "wechatpay", "unionpay", "usdt"]
 Locale = Literal["zh-CN", "en"]
@@ -203,6 +203,17 @@ class SubSiteSpec(KModel):
     ] = Field(default_factory=DatabaseSpec)
 
 
+class ExportStatus(KModel):
+    location: Annotated[str, Field(max_length=1024, description="Where the exit archive is "
+                                   "(file:// or s3:// URL).")]
+    sha256: Annotated[str, Field(max_length=64, description="SHA-256 of the encrypted "
+                                 "archive, hex.")]
+    size: Annotated[int, Field(ge=0, description="Size of the archive in bytes.")]
+    finished_at: Annotated[str, Field(description="When the export finished.",
+                                      json_schema_extra={"format": "date-time"})]
+    seconds: Annotated[float | None, Field(ge=0, description="How long it took.")] = None
+
+
 class SubSiteStatus(KModel):
     phase: Annotated[Phase | None, Field(description="Life-cycle phase.")] = None
     namespace: Annotated[str | None, Field(max_length=63, description="Namespace.")] = None
@@ -216,4 +227,8 @@ class SubSiteStatus(KModel):
     ] = None
     ready_replicas: Annotated[int | None, Field(ge=0, description="Ready pods.")] = None
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+    export: Annotated[
+        ExportStatus | None, Field(description="The exit archive made when the SubSite was "
+                                   "deleted (before any data was reclaimed).")
+    ] = None
     conditions: Annotated[list[Condition], conditions_field()]

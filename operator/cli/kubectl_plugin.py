@@ -1,5 +1,5 @@
 """`kubectl kameng`: status, suspend, resume, renew, export, invite, rotate-credentials,
-release, risk backtest.
+release, risk backtest, export-data, terminate.
 
 kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
 patch of the License or a read, so what it does is visible in the audit log and in
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     s.set_defaults(fn=cmd_export)
     add_rotate_credentials(sub)
+    from kameng.cli.site_cmd import add_kubectl_verbs  # export-data, terminate
+    add_kubectl_verbs(sub)
     add_statement(sub)
     add_release(sub)
     add_risk(sub)

@@ -15,6 +15,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("kameng.cli.ledger_cmd", "verify the settlement ledger (or apply its "
                                         "migrations)"),
     "operator": ("kameng.cli.operator_cmd", "run the kopf operator"),
+    "site": ("kameng.cli.site_cmd", "export a site's data for HQ, or restore an exit archive "
+                                   "into a fresh site"),
     "settlement": ("kameng.cli.settlement_cmd", "run the settlement worker (order events "
                                                 "into the ledger, payouts, statements)"),
     "risk": ("kameng.workers.risk.cli", "run the risk worker (rules on every order stream), "

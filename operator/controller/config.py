@@ -36,6 +36,12 @@ class OperatorConfig:
     peering: str | None = "kameng"
     peering_lifetime: int = 60  # seconds a silent peer counts as alive
     notify: NotifyConfig = field(default_factory=NotifyConfig)  # expiry notices
+    # The exit: where archives go when no store Secret exists (a PVC mount in a cluster),
+    # where they are assembled, and HQ's ledger (read-only, for the site's statements).
+    export_dir: str = "/var/lib/kameng/exports"
+    export_workdir: str | None = None
+    export_store_secret: str = "kameng-export-store"  # noqa: S105 - a Secret's name
+    hq_database_url: str = ""
 
     def __repr__(self) -> str:  # DSN and URL carry the admin passwords
         return (f"OperatorConfig(namespace={self.namespace!r}, workers={self.workers}, "
@@ -59,4 +65,8 @@ class OperatorConfig:
             workers=int(e.get("KAMENG_WORKERS", "16")),
             metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),
             notify=NotifyConfig.from_env(e),
+            export_dir=e.get("KAMENG_EXPORT_DIR", cls.export_dir),
+            export_workdir=e.get("KAMENG_EXPORT_WORKDIR") or None,
+            export_store_secret=e.get("KAMENG_EXPORT_STORE_SECRET", cls.export_store_secret),
+            hq_database_url=e.get("KAMENG_HQ_DATABASE_URL", ""),
         )

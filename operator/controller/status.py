@@ -119,15 +119,25 @@ def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]
 
 
 def terminating(previous: dict[str, Any] | None, reason: str, message: str, stalled: bool,
-                generation: int, now: datetime) -> dict[str, Any]:
-    """Status of a SubSite being deleted: Terminating, with Ready/Reconciling/Stalled
-    saying what the reclaim is doing; its other conditions are kept as they were."""
+                generation: int, now: datetime, *, phase: str = c.PHASE_TERMINATING,
+                exported: tuple[bool, str, str] | None = None,
+                export: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Status of a SubSite being deleted: ``phase`` (Exporting, Exported, Terminating),
+    with Ready/Reconciling/Stalled saying what the exit is doing, ``exported`` =
+    (status, reason, message) of the Exported condition and ``export`` the archive's
+    location and checksum once made; its other conditions are kept as they were."""
     conds = (previous or {}).get("conditions")
     for type_, ok, msg in ((c.READY, False, message),
                            (c.RECONCILING, not stalled, message),
                            (c.STALLED, stalled, message if stalled else "")):
         conds = c.set_condition(conds, type_, ok, reason, msg, now, generation)
-    return {"phase": c.PHASE_TERMINATING, "conditions": conds}
+    if exported is not None:
+        conds = c.set_condition(conds, c.EXPORTED, exported[0], exported[1], exported[2], now,
+                                generation)
+    out: dict[str, Any] = {"phase": phase, "conditions": conds}
+    if export is not None:
+        out["export"] = export
+    return out
 
 
 def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

@@ -110,17 +110,21 @@ def test_unreachable_database_is_reported_and_can_be_released(
 
         kubectl("delete", "subsite", name, "--wait=false")
 
-        def reclaim_failed() -> dict[str, Any] | None:
+        # The exit comes first: without PostgreSQL nothing can be exported, so nothing is
+        # reclaimed either; status names both ways out.
+        def export_failed() -> dict[str, Any] | None:
             st = get(kubectl, "subsite", name).get("status", {})
             stalled = {c["type"]: c for c in st.get("conditions", [])}.get("Stalled", {})
-            return st if st.get("phase") == "Terminating" and \
-                stalled.get("reason") == "ReclaimFailed" else None
+            return st if st.get("phase") == "Exporting" and \
+                stalled.get("reason") == "ExportFailed" else None
 
-        st = wait_for(reclaim_failed, 20, "ReclaimFailed status")
+        st = wait_for(export_failed, 20, "ExportFailed status")
+        assert "PostgreSQL is unreachable" in json.dumps(st)
         assert "kameng.io/skip-reclaim" in json.dumps(st)
+        assert "kameng.io/waive-export" in json.dumps(st)
         events = kubectl("get", "events", "-n", "default", "--field-selector",
                          f"involvedObject.name={name}", "-o", "json").stdout
-        assert "ReclaimFailed" in events
+        assert "ExportFailed" in events
         everything = kubectl("get", "subsite", name, "-o", "yaml").stdout + events
         assert "NOT-A-REAL-PW" not in everything
         assert not gone(kubectl, "subsite", name)  # held by the finalizer, visibly

@@ -33,8 +33,10 @@ class OperatorProcess:
                      "--metrics-port", str(self.metrics_port),
                      "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                      *extra_args]
+        # Exit archives of deleted test sites go beside the log (no S3 store Secret).
         self.env = {**os.environ, "KUBECONFIG": kubeconfig,
                     "KAMENG_PG_ADMIN_DSN": pg_admin_dsn, "KAMENG_REDIS_URL": redis_url,
+                    "KAMENG_EXPORT_DIR": str(log_path.parent / "exports"),
                     **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
