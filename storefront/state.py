@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from psycopg_pool import AsyncConnectionPool
 
+    from kameng.kube.client import Kube
+
     from .hq.credentials import CredentialRegistry
     from .shop.hq_client import HqClient
     from .shop.payments import PaymentProvider
@@ -43,6 +45,8 @@ class AppState:
     license_keys: list[Ed25519PublicKey] = field(default_factory=list)
     # HQ: the site-credential registry sub-sites' API tokens are checked against.
     credentials: CredentialRegistry | None = None
+    # HQ: the project's Kubernetes client (onboarding, approvals), opened on first use.
+    kube: Kube | None = None
     pool: AsyncConnectionPool = field(init=False)
     redis: aioredis.Redis = field(init=False)
     http: httpx.AsyncClient = field(init=False)

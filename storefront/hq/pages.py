@@ -19,6 +19,8 @@ from ..web.staff import Staff
 from .catalog import catalog_changed, load_catalog, product_from_form, save_product
 from .inventory import UnknownProduct, import_keys, parse_csv
 from .notifications import notify_payment
+from .onboarding import admin_routes as onboarding_admin_routes
+from .onboarding import public_routes as onboarding_public_routes
 from .payments import confirm_payment, get_payment
 from .statements import routes as statement_routes
 
@@ -111,8 +113,10 @@ def routes() -> list[Route | Mount]:
         Route("/", home),
         Route(PAY_PAGE_PATH, pay_page),
         Route(PAY_PAGE_PATH, pay_confirm, methods=["POST"]),
+        *onboarding_public_routes(),
         Route("/admin", admin_home),
         Mount("/admin", routes=[
+            *onboarding_admin_routes(),
             Route("/products", admin_product, methods=["POST"]),
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
