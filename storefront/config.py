@@ -132,6 +132,8 @@ class Settings:
     onboarding_owner_role: str = "site-admin"
     namespace: str = "kameng-system"
     kubeconfig: str | None = None
+    # HQ: the token ``kubectl kameng approvals|approve|reject`` present (empty: that API is off).
+    admin_api_token: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
@@ -199,6 +201,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         onboarding_owner_role=env.get("KAMENG_ONBOARDING_OWNER_ROLE", "site-admin"),
         namespace=env.get("KAMENG_NAMESPACE", "kameng-system"),
         kubeconfig=env.get("KUBECONFIG") or None,
+        admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
+        if not sub else "",
     )
 
 

@@ -26,6 +26,9 @@ ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION)
 # On a License and SubSite HQ's onboarding created: the partner application they came
 # from. HQ adopts an existing object of that name only when it carries its own id.
 ONBOARDING_APPLICATION_LABEL = f"{GROUP}/onboarding-application"
+# On a SubSite: the HQ approval request whose change HQ applied last (`kameng.io/approved-
+# change: <request id>`); a change of an approvable field without it came from the YAML.
+APPROVED_CHANGE_ANNOTATION = f"{GROUP}/approved-change"
 # The uid of the SubSite an object was created for: the operator's mark of ownership on
 # namespaces and key copies (PostgreSQL objects carry it as a COMMENT, see
 # kameng.provision.names). Nothing without this mark is ever adopted or deleted.

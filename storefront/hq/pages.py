@@ -16,6 +16,7 @@ from ..state import state_of
 from ..web.auth import login_routes, requires
 from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff
+from .approvals import admin_routes as approval_admin_routes
 from .catalog import catalog_changed, load_catalog, product_from_form, save_product
 from .inventory import UnknownProduct, import_keys, parse_csv
 from .notifications import notify_payment
@@ -117,6 +118,7 @@ def routes() -> list[Route | Mount]:
         Route("/admin", admin_home),
         Mount("/admin", routes=[
             *onboarding_admin_routes(),
+            *approval_admin_routes(),
             Route("/products", admin_product, methods=["POST"]),
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
