@@ -361,7 +361,7 @@ def change_patch(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
     """The SubSite merge patch a change becomes, validated by the SubSite's own models
     (so a bad value is refused when it is asked for, not when it is approved). Raises
     ``ValueError`` with a message a person understands."""
-    from kameng.api.common import DNS_SUBDOMAIN_RE
+    from kameng.api.common import DNS_SUBDOMAIN_RE, PERCENT_RE
     from kameng.api.subsite import Catalog, Member, Payments
 
     if kind not in CHANGE_PERMISSIONS:
@@ -377,6 +377,10 @@ def change_patch(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
         spec = {"domain": domain}
     elif kind == "catalog.priceRules":
         cat = Catalog.model_validate({"priceRules": change.get("priceRules")})
+        for r in cat.price_rules:  # the CRD's CEL rule, which the model does not run
+            if not re.match(PERCENT_RE, r.markup_percent) or float(r.markup_percent) > 500:
+                raise ValueError("markupPercent must be a decimal string from \"0\" to "
+                                 "\"500\" (a sale price is never below HQ cost)")
         spec = {"catalog": {"priceRules": cat.model_dump(by_alias=True)["priceRules"]}}
     elif kind == "catalog.hiddenProducts":
         cat = Catalog.model_validate({"hiddenProducts": change.get("hiddenProducts")})

@@ -28,6 +28,7 @@ from kameng.api.permissions import PERMISSIONS, STANDARD_ROLES
 from kameng.contracts import invitation, pod
 from kameng.contracts.hq_auth import REGISTRY_SECRET
 from kameng.contracts.license_token import generate_signing_key, public_key_to_b64
+from kameng.kube.events import EVENT_NAMESPACE
 from tests.integration.test_operator_lifecycle import get
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
@@ -214,3 +215,28 @@ def test_unlisted_change_applies_at_once_and_bad_ones_are_refused(
     bad = httpx.get(world["hq_url"] + "/api/v1/admin/approvals",
                     headers={"X-Kameng-Admin-Token": "guess"})
     assert bad.status_code == 401
+
+
+def test_yaml_edit_of_approvable_field_is_recorded_not_blocked(
+        world: dict[str, Any], kubectl: Any) -> None:
+    kubectl("patch", "subsite", SITE, "--type", "merge", "-p",
+            json.dumps({"spec": {"payments": {"methods": ["sandbox", "wechatpay"]}}}))
+    # Not blocked: HQ owns the YAML, so the change takes effect...
+    wait_for(lambda: shop_config(kubectl)["payments"]["methods"] == ["sandbox", "wechatpay"],
+             timeout=30)
+
+    def recorded() -> dict[str, Any] | None:
+        history = (get(kubectl, "subsite", SITE).get("status") or {}).get("changeHistory")
+        last = (history or [{}])[-1]
+        return last if last.get("source") == "yaml" else None
+
+    # ...and recorded, apart from the approved ones before it.
+    last = wait_for(recorded, timeout=30)
+    assert last["fields"] == ["payments.methods"]
+    history = get(kubectl, "subsite", SITE)["status"]["changeHistory"]
+    assert any(h["source"] == "approval" and h["fields"] == ["payments.methods"]
+               and h["request"].startswith("R") for h in history)
+    events = get(kubectl, "events", "-n", EVENT_NAMESPACE, "--field-selector",
+                 f"involvedObject.name={SITE},reason=ChangedOutsideApproval")
+    assert any(e["type"] == "Warning" and "payments.methods" in e["message"]
+               for e in events["items"]), events["items"]
