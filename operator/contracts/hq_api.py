@@ -357,6 +357,17 @@ class DecisionRequest(_Body):
     reason: str = Field(default="", max_length=2000)
 
 
+def normalise_change(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
+    """The change as it is stored and shown: only the field's key, its value as the
+    SubSite holds it (validated by :func:`change_patch`)."""
+    spec = change_patch(kind, change)["spec"]
+    key = kind.split(".")[-1]
+    value = spec.get(key) if key in spec else next(iter(spec.values()))[key]
+    if "\\u0000" in json.dumps(value):  # PostgreSQL's jsonb cannot hold NUL
+        raise ValueError("NUL character")
+    return {key: value}
+
+
 def change_patch(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
     """The SubSite merge patch a change becomes, validated by the SubSite's own models
     (so a bad value is refused when it is asked for, not when it is approved). Raises

@@ -39,6 +39,7 @@ from kameng.contracts.hq_api import (
     ChangeRequest,
     DecisionRequest,
     change_patch,
+    normalise_change,
 )
 from kameng.kube.client import KubeError, path_for
 
@@ -93,18 +94,19 @@ async def request_by_id(pool: AsyncConnectionPool, rid: str) -> dict[str, Any] |
 async def submit(state: AppState, site: str, req: ChangeRequest) -> dict[str, Any]:
     """Record a site's request (the same ``request_key`` again returns the first one).
     Raises ``ValueError`` for a change the SubSite could not hold."""
-    change_patch(req.kind, req.change)  # refuse now what could never be applied
+    # Refuse now what could never be applied; keep only what the SubSite would hold.
+    change = normalise_change(req.kind, req.change)
     rid = "R" + secrets.token_hex(8)
     async with state.pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(
             "INSERT INTO approval_requests (id, site, request_key, kind, change, requested_by,"
             " note) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (site, request_key) DO NOTHING RETURNING *",
-            (rid, site, req.request_key, req.kind, Jsonb(req.change), req.requested_by,
+            (rid, site, req.request_key, req.kind, Jsonb(change), req.requested_by,
              req.note))).fetchone()
         if row is not None:
             await audit(conn, f"{site}:{req.requested_by}", f"approval:{rid}", "requested",
-                        {"site": site, "kind": req.kind, "change": req.change,
+                        {"site": site, "kind": req.kind, "change": change,
                          "note": req.note})
     if row is None:  # a retry: the first request stands
         async with state.pool.connection() as conn:
