@@ -29,6 +29,7 @@ from kameng.contracts import invitation, pod
 from kameng.contracts.hq_auth import REGISTRY_SECRET
 from kameng.contracts.license_token import generate_signing_key, public_key_to_b64
 from kameng.kube.events import EVENT_NAMESPACE
+from tests.integration.test_onboarding import hq_kubeconfig
 from tests.integration.test_operator_lifecycle import get
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
@@ -84,9 +85,11 @@ def world(devenv: dict[str, str], kubectl: Any, pg_admin_dsn: str, redis_url: st
         mount_secret(get(kubectl, "secret", REGISTRY_SECRET, "-n", "kameng-system"), creds)
 
     sync_registry()
+    # HQ as its own ServiceAccount, with only the chart's roles.
+    identity = hq_kubeconfig(kubectl, devenv["kubeconfig"], tmp / "hq.kubeconfig")
     try:
         with run_hq(pg_admin_dsn, redis_url, public_key_to_b64(generate_signing_key()), creds,
-                    overrides={"kubeconfig": devenv["kubeconfig"],
+                    overrides={"kubeconfig": identity,
                                "admin_api_token": ADMIN_TOKEN}) as (hq_url, _), \
                 run_site_from_cluster(kubectl, SITE, hq_url, tmp / "shop") as shop_url:
             keys = get(kubectl, "secret", pod.site_keys_copy(SITE), "-n", "kameng-system")

@@ -87,11 +87,11 @@ def cleanup(kubectl: Any) -> Iterator[list[str]]:
         kubectl("delete", "license", name, "--ignore-not-found", check=False)
 
 
-def hq_for(devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, tmp: Path,
+def hq_for(kubeconfig: str, pg_admin_dsn: str, redis_url: str, tmp: Path,
            mode: str) -> Any:
     return run_hq(pg_admin_dsn, redis_url, public_key_to_b64(generate_signing_key()),
                   tmp / f"creds-{mode}", overrides={
-                      "kubeconfig": devenv["kubeconfig"], "onboarding_mode": mode,
+                      "kubeconfig": kubeconfig, "onboarding_mode": mode,
                       "onboarding_rolepolicy": RP, "namespace": "kameng-system"})
 
 
@@ -160,12 +160,13 @@ def redeem_on_local_shop(kubectl: Any, site: str, hq_url: str, link: str, tmp: P
 
 def test_form_refuses_bad_input_with_clear_errors(
         devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, kubectl: Any,
-        tmp_path: Path, operator: OperatorProcess, cleanup: list[str]) -> None:
+        tmp_path: Path, operator: OperatorProcess, cleanup: list[str],
+        hq_identity: str) -> None:
     existing = f"ext-{RUN}"
     cleanup.append(existing)
     kubectl("apply", "-f", "-", input=yaml.safe_dump(sample_objects(existing, RP,
                                                                     license_=False)[1]))
-    with hq_for(devenv, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
+    with hq_for(hq_identity, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
         r, c = apply_form(hq_url, site_name="system", domain="not a domain",
                           contact_email="nope", categories="Game Cards!")
         assert r.status_code == 422
@@ -193,10 +194,11 @@ def test_form_refuses_bad_input_with_clear_errors(
 
 def test_approved_application_yields_ready_shop_and_working_invitation(
         devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, kubectl: Any,
-        tmp_path: Path, operator: OperatorProcess, cleanup: list[str]) -> None:
+        tmp_path: Path, operator: OperatorProcess, cleanup: list[str],
+        hq_identity: str) -> None:
     site = f"onb-{RUN}"
     cleanup.append(site)
-    with hq_for(devenv, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
+    with hq_for(hq_identity, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
         aid, status_path = submit(hq_url, site)
         hq = reviewer(hq_url)
         queue = hq.get("/admin/applications")
@@ -239,9 +241,9 @@ def test_approved_application_yields_ready_shop_and_working_invitation(
 
 def test_rejected_application_creates_nothing(
         devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, kubectl: Any,
-        tmp_path: Path, operator: OperatorProcess) -> None:
+        tmp_path: Path, operator: OperatorProcess, hq_identity: str) -> None:
     site = f"rej-{RUN}"
-    with hq_for(devenv, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
+    with hq_for(hq_identity, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
         aid, status_path = submit(hq_url, site)
         hq = reviewer(hq_url)
         assert decide(hq, aid, "reject", "no qualification documents") == "rejected"
@@ -255,10 +257,11 @@ def test_rejected_application_creates_nothing(
 
 def test_foreign_object_of_that_name_is_never_adopted(
         devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, kubectl: Any,
-        tmp_path: Path, operator: OperatorProcess, cleanup: list[str]) -> None:
+        tmp_path: Path, operator: OperatorProcess, cleanup: list[str],
+        hq_identity: str) -> None:
     site = f"own-{RUN}"
     cleanup.append(site)
-    with hq_for(devenv, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
+    with hq_for(hq_identity, pg_admin_dsn, redis_url, tmp_path, "kubernetes") as (hq_url, _):
         aid, _ = submit(hq_url, site)
         # Meanwhile a platform engineer creates a License of that name by hand.
         lic = sample_objects(site, RP)[0]
@@ -272,10 +275,11 @@ def test_foreign_object_of_that_name_is_never_adopted(
 
 def test_gitops_bundle_applies_and_yields_the_same(
         devenv: dict[str, str], pg_admin_dsn: str, redis_url: str, kubectl: Any,
-        tmp_path: Path, operator: OperatorProcess, cleanup: list[str]) -> None:
+        tmp_path: Path, operator: OperatorProcess, cleanup: list[str],
+        hq_identity: str) -> None:
     site = f"git-{RUN}"
     cleanup.append(site)
-    with hq_for(devenv, pg_admin_dsn, redis_url, tmp_path, "gitops") as (hq_url, _):
+    with hq_for(hq_identity, pg_admin_dsn, redis_url, tmp_path, "gitops") as (hq_url, _):
         aid, status_path = submit(hq_url, site)
         hq = reviewer(hq_url)
         assert decide(hq, aid, "approve", "ok") == "approved"

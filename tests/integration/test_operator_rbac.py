@@ -19,15 +19,16 @@ SITE, RP = "it-rbac", "it-rbac-rp"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
-def sa_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
-    token = kubectl("create", "token", "kameng-operator", "-n", "kameng-system",
+def sa_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path,
+                  account: str = "kameng-operator") -> str:
+    token = kubectl("create", "token", account, "-n", "kameng-system",
                     "--duration=1h").stdout.strip()
     cfg = json.loads(Path(admin_kubeconfig).read_text()) \
         if admin_kubeconfig.endswith(".json") else yaml.safe_load(Path(admin_kubeconfig)
                                                                   .read_text())
-    cfg["users"] = [{"name": "kameng-operator", "user": {"token": token}}]
+    cfg["users"] = [{"name": account, "user": {"token": token}}]
     for ctx in cfg["contexts"]:
-        ctx["context"]["user"] = "kameng-operator"
+        ctx["context"]["user"] = account
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
 
