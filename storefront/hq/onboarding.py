@@ -593,6 +593,9 @@ async def application_status(request: Request) -> Response:
     response = render(request, "hq/apply_status.html", app=app, progress=prog,
                       invitation_link=link)
     response.headers["Cache-Control"] = "no-store"  # it may carry a one-time link
+    # The address holds the partner's access key: never sent on as a Referer (e.g. to
+    # the shop when the invitation link is followed).
+    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
