@@ -140,6 +140,7 @@ def invitation_from_status(hq_url: str, status_path: str) -> str:
     while time.monotonic() < deadline:
         page = httpx.get(hq_url + status_path, timeout=30)
         assert page.status_code == 200
+        assert page.headers["referrer-policy"] == "no-referrer"  # the link holds the key
         m = re.search(r'href="([^"]+)" id="invitation-link"', page.text)
         if m:
             return m.group(1).replace("&amp;", "&")
