@@ -27,6 +27,7 @@ import yaml
 
 from kameng.contracts.license_token import generate_signing_key, public_key_to_b64
 from tests.integration.test_operator_lifecycle import get, sample_objects
+from tests.integration.test_operator_rbac import RBAC_KINDS, ROOT, sa_kubeconfig
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
     DEFAULT_PASSWORD,
@@ -75,6 +76,44 @@ def operator(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.Temp
     kubectl("apply", "-f", "-", input=yaml.safe_dump(sample_objects("x", RP)[1]))
     yield op
     op.stop()
+
+
+def hq_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
+    """HQ's own identity: the ServiceAccount kameng-hq with exactly the chart's HQ roles
+    (from the rendered manifests), as a kubeconfig."""
+    rendered = yaml.safe_load_all((ROOT / "manifests" / "operator" / "kameng.yaml").read_text())
+    rbac = [d for d in rendered if d and d["kind"] in RBAC_KINDS
+            and d["metadata"]["name"].startswith("kameng-hq")]
+    assert {d["metadata"]["name"] for d in rbac} == {
+        "kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
+        "kameng-hq-approvals"}
+    kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    return sa_kubeconfig(kubectl, admin_kubeconfig, path, account="kameng-hq")
+
+
+@pytest.fixture(scope="module")
+def hq_identity(devenv: dict[str, str], kubectl: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> str:
+    return hq_kubeconfig(kubectl, devenv["kubeconfig"],
+                         tmp_path_factory.mktemp("hq") / "hq.kubeconfig")
+
+
+def test_hq_service_account_holds_only_what_onboarding_needs(hq_identity: str,
+                                                             kubectl: Any) -> None:
+    def can(*args: str) -> bool:
+        out = kubectl("--kubeconfig", hq_identity, "auth", "can-i", *args, check=False)
+        return out.stdout.strip() == "yes"
+
+    assert can("create", "subsites.kameng.io")
+    assert can("create", "licenses.kameng.io")
+    assert can("get", "secrets", "-n", "kameng-system")
+    assert can("patch", "subsites.kameng.io")  # approvals
+    for verb in (("delete", "subsites.kameng.io"), ("patch", "licenses.kameng.io"),
+                 ("update", "subsites.kameng.io"), ("list", "subsites.kameng.io"),
+                 ("create", "rolepolicies.kameng.io"), ("get", "secrets", "-n", "default"),
+                 ("list", "secrets", "-n", "kameng-system")):
+        assert not can(*verb), verb
 
 
 @pytest.fixture
