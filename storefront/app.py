@@ -100,6 +100,8 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             await asyncio.gather(*tasks, return_exceptions=True)
             if http is None:
                 await state.http.aclose()
+            if state.kube is not None:
+                await state.kube.close()
             await state.redis.aclose()
             await state.pool.close()
             if state._renewals_kube is not None:

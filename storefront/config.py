@@ -33,6 +33,13 @@ pay page confirms a payment with one unauthenticated click; anything but ``enabl
 are retried that often, then the buyer is refunded.
 
 
+Onboarding (HQ): ``KAMENG_ONBOARDING_MODE`` (``kubernetes``, the default: approving an
+application creates the License and SubSite with HQ's ServiceAccount; ``gitops``: it
+produces the YAML bundle to commit instead), ``KAMENG_ONBOARDING_ROLEPOLICY`` (default
+``standard``), ``KAMENG_ONBOARDING_OWNER_ROLE`` (default ``site-admin``),
+``KAMENG_NAMESPACE`` (HQ's namespace, default ``kameng-system``), ``KUBECONFIG`` outside
+a cluster.
+
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
 all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` (HQ mode only) bootstraps the password
 of HQ's ``admin`` account, which must replace it at first login; sub-site members have no
@@ -116,6 +123,17 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 16 << 20
+    # HQ: what approving a partner application does (``kubernetes``: create the License
+    # and SubSite through the API; ``gitops``: hand out the YAML bundle to commit), the
+    # RolePolicy new sites reference, the role their owner gets, HQ's namespace (where
+    # the operator keeps each site's key copy) and the kubeconfig outside a cluster.
+    onboarding_mode: str = "kubernetes"
+    onboarding_rolepolicy: str = "standard"
+    onboarding_owner_role: str = "site-admin"
+    namespace: str = "kameng-system"
+    kubeconfig: str | None = None
+    # HQ: the token ``kubectl kameng approvals|approve|reject`` present (empty: that API is off).
+    admin_api_token: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled;
     # the kubeconfig is for development, in a cluster HQ's ServiceAccount is used.
@@ -184,7 +202,24 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
         renewals_enabled=not sub and env.get("KAMENG_HQ_RENEWALS", "") == "enabled",
         renewals_kubeconfig=env.get("KAMENG_HQ_RENEWALS_KUBECONFIG") or None,
+        onboarding_mode=_onboarding_mode(env),
+        onboarding_rolepolicy=env.get("KAMENG_ONBOARDING_ROLEPOLICY", "standard"),
+        onboarding_owner_role=env.get("KAMENG_ONBOARDING_OWNER_ROLE", "site-admin"),
+        namespace=env.get("KAMENG_NAMESPACE", "kameng-system"),
+        kubeconfig=env.get("KUBECONFIG") or None,
+        admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
+        if not sub else "",
     )
+
+
+ONBOARDING_MODES = ("kubernetes", "gitops")
+
+
+def _onboarding_mode(env: Mapping[str, str]) -> str:
+    value = env.get("KAMENG_ONBOARDING_MODE", "kubernetes").strip().lower()
+    if value not in ONBOARDING_MODES:
+        raise ConfigError("KAMENG_ONBOARDING_MODE must be 'kubernetes' or 'gitops'")
+    return value
 
 
 def _networks(spec: str) -> tuple[Network, ...]:

@@ -45,6 +45,8 @@ class AppState:
     license_keys: list[Ed25519PublicKey] = field(default_factory=list)
     # HQ: the site-credential registry sub-sites' API tokens are checked against.
     credentials: CredentialRegistry | None = None
+    # HQ: the project's Kubernetes client (onboarding, approvals), opened on first use.
+    kube: Kube | None = None
     pool: AsyncConnectionPool = field(init=False)
     redis: aioredis.Redis = field(init=False)
     http: httpx.AsyncClient = field(init=False)

@@ -66,6 +66,10 @@ R_RETAINED_DATA = "RetainedDataExists"  # another (deleted) SubSite's retained d
 R_DOMAIN_CONFLICT = "DomainConflict"  # an earlier SubSite claims the same domain
 R_FOREIGN_DRIFT = "ForeignChangesRemoved"  # someone else's additions to a pod template
 R_ADOPTED = "RetainedDataAdopted"
+# Events on a SubSite whose approvable fields (payments, domain, price rules, hidden
+# products, members) changed: through an HQ approval, or straight in the YAML.
+R_APPROVED_CHANGE = "ApprovedChangeApplied"
+R_CHANGED_OUTSIDE_APPROVAL = "ChangedOutsideApproval"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

@@ -28,6 +28,12 @@ ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 SHOP_URL_ANNOTATION = f"{GROUP}/shop-url"
 # The SubSite annotations the operator acts on (a change wakes the site's loop).
 ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION)
+# On a License and SubSite HQ's onboarding created: the partner application they came
+# from. HQ adopts an existing object of that name only when it carries its own id.
+ONBOARDING_APPLICATION_LABEL = f"{GROUP}/onboarding-application"
+# On a SubSite: the HQ approval request whose change HQ applied last (`kameng.io/approved-
+# change: <request id>`); a change of an approvable field without it came from the YAML.
+APPROVED_CHANGE_ANNOTATION = f"{GROUP}/approved-change"
 # The uid of the SubSite an object was created for: the operator's mark of ownership on
 # namespaces and key copies (PostgreSQL objects carry it as a COMMENT, see
 # kameng.provision.names). Nothing without this mark is ever adopted or deleted.

@@ -10,6 +10,13 @@ DSN's own user, whatever its name, and anything it did not create (see
 
 from __future__ import annotations
 
+import re
+
+from .common import DNS_LABEL_RE
+
+# The namespace kameng-<name> must stay within a DNS label's 63 characters.
+MAX_SITE_NAME_LENGTH = 56
+
 RESERVED_SITE_NAMES: tuple[str, ...] = (
     "system",   # kameng-system: the operator's and HQ's namespace
     "admin",    # kameng_admin: the admin role of the shipped PostgreSQL setups
@@ -25,3 +32,16 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "system-",
     "pg-",      # kameng_pg_*: confusable with PostgreSQL's own role names
 )
+
+
+def site_name_refusal(name: str) -> str | None:
+    """Why ``name`` cannot be a SubSite's name (the admission rules of the CRD, for
+    callers that want to say so before the API server does, e.g. HQ's partner
+    application), or None when it can."""
+    if not name or len(name) > MAX_SITE_NAME_LENGTH:
+        return f"between 1 and {MAX_SITE_NAME_LENGTH} characters"
+    if not re.match(DNS_LABEL_RE, name):
+        return "lowercase letters, digits and '-' only, starting and ending with a letter or digit"
+    if name in RESERVED_SITE_NAMES or name.startswith(RESERVED_PREFIXES):
+        return "reserved for the platform's own objects"
+    return None

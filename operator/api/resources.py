@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from .common import GROUP
 from .license import LicenseSpec, LicenseStatus
-from .names import RESERVED_PREFIXES, RESERVED_SITE_NAMES
+from .names import MAX_SITE_NAME_LENGTH, RESERVED_PREFIXES, RESERVED_SITE_NAMES
 from .riskpolicy import RiskPolicySpec, RiskPolicyStatus
 from .rolepolicy import RolePolicySpec, RolePolicyStatus
 from .subsite import SubSiteSpec, SubSiteStatus
@@ -72,9 +72,9 @@ SUBSITE = Kind(
         _AGE,
     ),
     root_rules=(
-        {"rule": "self.metadata.name.size() <= 56",
-         "message": "a SubSite name must be at most 56 characters, so that its namespace "
-         "kameng-<name> stays within 63"},
+        {"rule": f"self.metadata.name.size() <= {MAX_SITE_NAME_LENGTH}",
+         "message": f"a SubSite name must be at most {MAX_SITE_NAME_LENGTH} characters, so "
+         "that its namespace kameng-<name> stays within 63"},
         {"rule": "self.metadata.name.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
          "message": "a SubSite name must be a DNS label: lowercase letters, digits and '-'"},
         {"rule": "!(self.metadata.name in " + _cel_list(RESERVED_SITE_NAMES) + ") && "

@@ -214,6 +214,23 @@ class ExportStatus(KModel):
     seconds: Annotated[float | None, Field(ge=0, description="How long it took.")] = None
 
 
+class ChangeRecord(KModel):
+    at: Annotated[str, Field(description="When the operator saw the change.",
+                             json_schema_extra={"format": "date-time"})]
+    fields: Annotated[
+        list[Annotated[str, Field(max_length=32)]],
+        Field(max_length=8, description="Approvable fields that changed."),
+    ]
+    source: Annotated[
+        Literal["approval", "yaml"],
+        Field(description="approval: applied by HQ for an approved request; yaml: edited "
+              "in the SubSite directly (not blocked: HQ owns the YAML, but recorded)."),
+    ]
+    request: Annotated[
+        str | None, Field(max_length=40, description="The HQ approval request, if any.")
+    ] = None
+
+
 class SubSiteStatus(KModel):
     phase: Annotated[Phase | None, Field(description="Life-cycle phase.")] = None
     namespace: Annotated[str | None, Field(max_length=63, description="Namespace.")] = None
@@ -232,3 +249,17 @@ class SubSiteStatus(KModel):
                                    "deleted (before any data was reclaimed).")
     ] = None
     conditions: Annotated[list[Condition], conditions_field()]
+    approvable_fingerprints: Annotated[
+        list[Annotated[str, Field(max_length=64)]] | None,
+        Field(max_length=8, description="field=hash of each approvable field as last "
+              "seen, to notice a change."),
+    ] = None
+    last_approved_change: Annotated[
+        str | None, Field(max_length=40, description="The kameng.io/approved-change "
+                          "annotation as last seen.")
+    ] = None
+    change_history: Annotated[
+        list[ChangeRecord] | None,
+        Field(max_length=10, description="The last changes of approvable fields and "
+              "where they came from."),
+    ] = None

@@ -34,6 +34,7 @@ def site_config(ctx: SiteContext) -> SiteConfig:
         "hqPublicKey": ctx.platform.hq_public_key,
         "payments": {"methods": list(spec.payments.methods)},
         "members": [m.model_dump(by_alias=True, exclude_none=True) for m in spec.members],
+        "approvals": list(ctx.role_policy.approvals) if ctx.role_policy else [],
     })
 
 

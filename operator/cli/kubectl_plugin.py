@@ -1,5 +1,5 @@
 """`kubectl kameng`: status, suspend, resume, renew, export, invite, rotate-credentials,
-release, risk backtest, export-data, terminate.
+release, risk backtest, export-data, terminate, approvals, approve, reject.
 
 kubectl finds this as the `kubectl-kameng` executable on PATH. Each verb is a single
 patch of the License or a read, so what it does is visible in the audit log and in
@@ -357,6 +357,137 @@ def cmd_invite(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- approvals: HQ's queue of partners' change requests ------------------------------------
+#
+# The requests live in HQ's database, so the plugin asks HQ. By default it goes through the
+# API server's service proxy to HQ's Service (no port-forward, no Ingress for an admin API;
+# whoever runs it needs `get services/proxy` in HQ's namespace) and presents HQ's admin API
+# token, read from the Secret HQ mounts it from (HQ's rights, like `invite`). `--hq-url`
+# talks to HQ directly (a port-forward, the dev environment); the token then comes from
+# KAMENG_HQ_ADMIN_TOKEN or the Secret.
+
+HQ_ADMIN_TOKEN_SECRET = "kameng-hq-admin-token"  # noqa: S105 - a Secret name
+HQ_ADMIN_TOKEN_KEY = "token"  # noqa: S105
+
+
+def _hq_call(api: Api, args: argparse.Namespace, method: str, path: str,
+             body: dict[str, Any] | None = None) -> dict[str, Any]:
+    from kameng.contracts.hq_api import ADMIN_TOKEN_HEADER
+
+    token = os.environ.get("KAMENG_HQ_ADMIN_TOKEN") or api.secret_data(
+        args.namespace, HQ_ADMIN_TOKEN_SECRET).get(HQ_ADMIN_TOKEN_KEY, "")
+    if not token:
+        raise PluginError(f"no HQ admin token (Secret {args.namespace}/"
+                          f"{HQ_ADMIN_TOKEN_SECRET} or KAMENG_HQ_ADMIN_TOKEN)")
+    headers = {ADMIN_TOKEN_HEADER: token, "Content-Type": "application/json"}
+    if args.hq_url:
+        import httpx
+
+        try:
+            r = httpx.request(method, args.hq_url.rstrip("/") + path, json=body,
+                              headers=headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise PluginError(f"HQ at {args.hq_url} unreachable: {type(exc).__name__}") \
+                from None
+        status, text = r.status_code, r.text
+    else:
+        proxy = (f"/api/v1/namespaces/{args.namespace}/services/{args.hq_service}/proxy"
+                 + path)
+        try:
+            resp = api.co.api_client.call_api(
+                proxy, method, header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False)
+            status, text = resp[1], resp[0].data.decode()
+        except api._exc as e:
+            status, text = e.status, e.body or ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = {}
+    if status >= 400:
+        code = data.get("error") or f"HTTP {status}"
+        raise PluginError(f"HQ refused: {code}")
+    return dict(data)
+
+
+def _by(api: Api, args: argparse.Namespace) -> str:
+    """Who decides: --as-name, else the kubeconfig context's user."""
+    if args.as_name:
+        return str(args.as_name)
+    from kubernetes import config
+
+    _, current = config.list_kube_config_contexts()
+    return str((current or {}).get("context", {}).get("user") or "kubectl")
+
+
+def cmd_approvals(api: Api, args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    from kameng.contracts.hq_api import ADMIN_APPROVALS_PATH
+
+    query = {k: v for k, v in (("status", None if args.all else "pending"),
+                               ("site", args.site)) if v}
+    data = _hq_call(api, args, "GET", ADMIN_APPROVALS_PATH
+                    + (f"?{urlencode(query)}" if query else ""))
+    rows = data.get("requests") or []
+    if args.output == "json":
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    print("ID\tSITE\tCHANGE\tBY\tAT\tSTATUS\tDECIDED BY")
+    for r in rows:
+        print("\t".join([r["id"], r["site"], r["kind"], r["requested_by"],
+                         r["requested_at"][:19], r["status"], r.get("decided_by") or "-"]))
+        print(f"\t  {json.dumps(r['change'], ensure_ascii=False)}")
+    return 0
+
+
+def _decide(api: Api, args: argparse.Namespace, decision: str) -> int:
+    from kameng.contracts.hq_api import admin_decision_path
+
+    if decision == "reject" and not (args.reason or "").strip():
+        raise PluginError("a rejection needs --reason")
+    r = _hq_call(api, args, "POST", admin_decision_path(args.id, decision),
+                 {"by": _by(api, args), "reason": args.reason or ""})
+    print(f"{r['id']} ({r['site']}, {r['kind']}): {r['status']}"
+          + (f" — {r['error']}" if r.get("error") else ""))
+    return 0 if r["status"] in ("applied", "rejected") else 1
+
+
+def cmd_approve(api: Api, args: argparse.Namespace) -> int:
+    return _decide(api, args, "approve")
+
+
+def cmd_reject(api: Api, args: argparse.Namespace) -> int:
+    return _decide(api, args, "reject")
+
+
+def add_approvals(sub: Any) -> None:
+    def common(s: Any) -> None:
+        s.add_argument("--hq-url", help="HQ's URL (default: through the API server's "
+                       "service proxy to --hq-service)")
+        s.add_argument("--hq-service", default="kameng-hq:http",
+                       help="HQ's Service[:port name] in --namespace")
+        s.add_argument("--namespace", default=os.environ.get("KAMENG_NAMESPACE",
+                                                             "kameng-system"),
+                       help="HQ's namespace (its Service and admin token Secret)")
+
+    s = sub.add_parser("approvals", help="partners' change requests waiting for HQ")
+    s.add_argument("--site", help="only this sub-site")
+    s.add_argument("--all", action="store_true", help="decided ones too")
+    s.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common(s)
+    s.set_defaults(fn=cmd_approvals)
+    for verb, fn, help_ in (("approve", cmd_approve, "approve a change request; HQ applies "
+                             "it to the SubSite"),
+                            ("reject", cmd_reject, "reject a change request (needs --reason)")):
+        s = sub.add_parser(verb, help=help_)
+        s.add_argument("id", help="request id (see `approvals`)")
+        s.add_argument("--reason", help="why; kept with the request")
+        s.add_argument("--as-name", help="who decides (default: the kubeconfig user)")
+        common(s)
+        s.set_defaults(fn=fn)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubectl kameng", description=__doc__.split("\n")[0])
     p.add_argument("--context", help="kubeconfig context to use")
@@ -388,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_statement(sub)
     add_release(sub)
     add_risk(sub)
+    add_approvals(sub)
     s = sub.add_parser("invite", help="print one-time set-password links for members")
     s.add_argument("site")
     s.add_argument("member", nargs="*", help="member name or e-mail (several allowed)")

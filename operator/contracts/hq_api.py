@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -285,3 +286,120 @@ def verify_notification(
         return PaymentNotification.model_validate(data)
     except ValueError as exc:  # JSON and validation errors alike
         raise NotificationError("malformed body") from exc
+
+
+# --- approvals (RolePolicy.spec.approvals) --------------------------------------------------
+#
+# A partner's staff ask for a change of their SubSite in the back office; the shop sends
+# it to HQ (``POST APPROVALS_PATH``, the site's token; ``request_key`` makes a retry the same
+# request) and lists its requests (``GET APPROVALS_PATH``). HQ applies a change to the
+# SubSite only once it is approved (at once when the site's RolePolicy does not list the
+# kind). HQ's staff decide in the back office, ``kubectl kameng approvals|approve|reject``
+# through ``ADMIN_APPROVALS_PATH`` with HQ's admin API token in ``ADMIN_TOKEN_HEADER`` (a
+# header of its own: the API server's service proxy does not forward ``Authorization``).
+
+APPROVALS_PATH = "/api/v1/approvals"
+ADMIN_APPROVALS_PATH = "/api/v1/admin/approvals"
+ADMIN_DECISION_PATH = "/api/v1/admin/approvals/{rid}/{decision}"
+ADMIN_TOKEN_HEADER = "X-Kameng-Admin-Token"  # noqa: S105 - a header name
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "applied", "failed"]
+Decision = Literal["approve", "reject"]
+# The SubSite fields a back office may ask to change (kameng.api.permissions.APPROVABLE
+# minus the storefront actions), and the staff permission each request needs.
+CHANGE_PERMISSIONS: dict[str, str] = {
+    "payments.methods": "settings:write",
+    "domain": "settings:write",
+    "catalog.priceRules": "catalog:write",
+    "catalog.hiddenProducts": "catalog:write",
+    "members": "members:manage",
+}
+
+
+def admin_decision_path(request_id: str, decision: str) -> str:
+    return ADMIN_DECISION_PATH.format(rid=request_id, decision=decision)
+
+
+class ChangeRequest(_Body):
+    """``POST APPROVALS_PATH``: ``change`` holds the new value of the field, camelCase as
+    in the SubSite (``{"methods": [...]}``, ``{"domain": "..."}``, ``{"priceRules": [...]}``,
+    ``{"hiddenProducts": [...]}``, ``{"members": [...]}`` — the whole list)."""
+
+    request_key: str = Field(min_length=8, max_length=64)
+    kind: str
+    change: dict[str, Any]
+    requested_by: str = Field(max_length=254)
+    note: str = Field(default="", max_length=1000)
+
+
+class ApprovalView(_Body):
+    id: str
+    site: str
+    kind: str
+    change: dict[str, Any]
+    requested_by: str
+    requested_at: str
+    note: str = ""
+    status: ApprovalStatus
+    decided_by: str = ""
+    decided_at: str = ""
+    decision_reason: str = ""
+    applied_at: str = ""
+    error: str = ""
+
+
+class ApprovalList(_Body):
+    requests: list[ApprovalView]
+
+
+class DecisionRequest(_Body):
+    by: str = Field(min_length=1, max_length=254)
+    reason: str = Field(default="", max_length=2000)
+
+
+def normalise_change(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
+    """The change as it is stored and shown: only the field's key, its value as the
+    SubSite holds it (validated by :func:`change_patch`)."""
+    spec = change_patch(kind, change)["spec"]
+    key = kind.split(".")[-1]
+    value = spec.get(key) if key in spec else next(iter(spec.values()))[key]
+    if "\\u0000" in json.dumps(value):  # PostgreSQL's jsonb cannot hold NUL
+        raise ValueError("NUL character")
+    return {key: value}
+
+
+def change_patch(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
+    """The SubSite merge patch a change becomes, validated by the SubSite's own models
+    (so a bad value is refused when it is asked for, not when it is approved). Raises
+    ``ValueError`` with a message a person understands."""
+    from kameng.api.common import DNS_SUBDOMAIN_RE, PERCENT_RE
+    from kameng.api.subsite import Catalog, Member, Payments
+
+    if kind not in CHANGE_PERMISSIONS:
+        raise ValueError(f"unknown change {kind!r}; one of {', '.join(CHANGE_PERMISSIONS)}")
+    if kind == "payments.methods":
+        spec: dict[str, Any] = {"payments": Payments.model_validate(
+            {"methods": change.get("methods")}).model_dump(by_alias=True)}
+    elif kind == "domain":
+        # The CRD's rule for spec.domain: a DNS subdomain with at least one dot.
+        domain = str(change.get("domain", "")).strip().lower()
+        if not (re.match(DNS_SUBDOMAIN_RE, domain) and "." in domain and len(domain) <= 253):
+            raise ValueError("domain must be a host name such as shop.example.com")
+        spec = {"domain": domain}
+    elif kind == "catalog.priceRules":
+        cat = Catalog.model_validate({"priceRules": change.get("priceRules")})
+        for r in cat.price_rules:  # the CRD's CEL rule, which the model does not run
+            if not re.match(PERCENT_RE, r.markup_percent) or float(r.markup_percent) > 500:
+                raise ValueError("markupPercent must be a decimal string from \"0\" to "
+                                 "\"500\" (a sale price is never below HQ cost)")
+        spec = {"catalog": {"priceRules": cat.model_dump(by_alias=True)["priceRules"]}}
+    elif kind == "catalog.hiddenProducts":
+        cat = Catalog.model_validate({"hiddenProducts": change.get("hiddenProducts")})
+        spec = {"catalog": {"hiddenProducts": cat.model_dump(by_alias=True)["hiddenProducts"]}}
+    else:
+        members = [Member.model_validate(m).model_dump(by_alias=True, exclude_none=True)
+                   for m in change.get("members") or []]
+        if not members or len(members) > 64:
+            raise ValueError("members must list 1 to 64 members")
+        spec = {"members": members}
+    return {"spec": spec}

@@ -18,7 +18,11 @@ from pydantic.json_schema import models_json_schema
 from . import hq_api, pod
 from .hq_api import (
     ApiError,
+    ApprovalList,
+    ApprovalView,
     Catalog,
+    ChangeRequest,
+    DecisionRequest,
     Fulfilment,
     FulfilRequest,
     PaymentCreated,
@@ -29,7 +33,8 @@ from .hq_api import (
 
 _REF = "#/components/schemas/{model}"
 _MODELS = (ApiError, Catalog, Fulfilment, FulfilRequest, PaymentCreated, PaymentNotification,
-           PaymentRequest, SettlementView)
+           PaymentRequest, SettlementView, ApprovalList, ApprovalView, ChangeRequest,
+           DecisionRequest)
 
 
 def _ref(model: type) -> dict[str, str]:
@@ -106,6 +111,38 @@ def document(hq_url: str = "", shop_url: str = "", ops_url: str = "") -> dict[st
             "responses": {"200": {"description": "the statement",
                                   "content": {"text/csv": {"schema": {"type": "string"}}}},
                           **_errors(400, 401, 404)}}},
+        hq_api.APPROVALS_PATH: {"servers": hq, "post": {
+            "operationId": "hqRequestChange",
+            "summary": "ask HQ for a change of the site's SubSite (waits for approval where "
+                       "the RolePolicy says so)",
+            **site_post, "requestBody": {"required": True, **_json(ChangeRequest, "change")},
+            "responses": {"200": _json(ApprovalView, "the request (the first one for a "
+                                       "request_key seen before)"),
+                          **_errors(400, 401, 403, 413)}}, "get": {
+            "operationId": "hqChangeRequests", "summary": "the site's change requests",
+            "security": [{"siteToken": []}], "parameters": _SITE_AUTH,
+            "responses": {"200": _json(ApprovalList, "newest first, pending first"),
+                          **_errors(400, 401)}}},
+        hq_api.ADMIN_APPROVALS_PATH: {"servers": hq, "get": {
+            "operationId": "hqAdminApprovals",
+            "summary": "every site's change requests (kubectl kameng approvals)",
+            "parameters": [_header(hq_api.ADMIN_TOKEN_HEADER, "HQ's admin API token"),
+                           {"name": "status", "in": "query", "required": False,
+                            "schema": {"type": "string"}},
+                           {"name": "site", "in": "query", "required": False,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": _json(ApprovalList, "the requests"), **_errors(401)}}},
+        hq_api.ADMIN_DECISION_PATH: {"servers": hq, "post": {
+            "operationId": "hqAdminDecide",
+            "summary": "approve (HQ applies the change) or reject a change request",
+            "parameters": [_header(hq_api.ADMIN_TOKEN_HEADER, "HQ's admin API token"),
+                           {"name": "rid", "in": "path", "required": True,
+                            "schema": {"type": "string", "maxLength": 40}},
+                           {"name": "decision", "in": "path", "required": True,
+                            "schema": {"enum": ["approve", "reject"]}}],
+            "requestBody": {"required": True, **_json(DecisionRequest, "who and why")},
+            "responses": {"200": _json(ApprovalView, "the request as decided"),
+                          **_errors(400, 401, 409, 413)}}},
         hq_api.NOTIFY_PATH: {"servers": shop, "post": {
             "operationId": "shopPaymentNotify",
             "summary": "HQ's signed payment notification (HMAC over timestamp and body)",

@@ -70,6 +70,12 @@ HQ_KEYS_MOUNT = "hq"
 SITE_SECRETS: tuple[str, ...] = (DB_SECRET, REDIS_SECRET, KEYS_SECRET, LICENSE_SECRET)
 
 
+def site_keys_copy(site: str) -> str:
+    """The operator's copy of a site's ``storefront-keys`` in its own namespace (HQ reads
+    the session secret there to mint a new partner's first invitation)."""
+    return f"kameng-keys-{site}"
+
+
 def mount_dir(secret: str) -> str:
     """Directory of Secret ``secret`` under the mount root."""
     return HQ_KEYS_MOUNT if secret == HQ_KEYS_SECRET else secret

@@ -116,6 +116,8 @@ class SiteConfig(_Model):
     hq_public_key: str = ""
     payments: Payments = Field(default_factory=Payments)
     members: list[Member] = Field(default_factory=list)
+    # The RolePolicy's ``approvals``: changes the back office sends to HQ as requests.
+    approvals: list[str] = Field(default_factory=list)
 
     @field_validator("roles", mode="before")
     @classmethod

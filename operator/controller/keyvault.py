@@ -22,7 +22,7 @@ DATA_KEY = pod.DATA_KEYS.key
 
 
 def backup_name(site: str) -> str:
-    return f"kameng-keys-{site}"
+    return pod.site_keys_copy(site)
 
 
 @dataclass(frozen=True)

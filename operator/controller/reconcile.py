@@ -17,6 +17,7 @@ from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
 from kameng.api.kinds import (
     ACTED_ON_ANNOTATIONS,
+    APPROVED_CHANGE_ANNOTATION,
     ROTATE_CREDENTIALS_ANNOTATION,
     SHOP_URL_ANNOTATION,
 )
@@ -264,7 +265,8 @@ async def _previous_claims(rt: Runtime, namespace: str, fresh_ns: str | None
         return None
 
 
-async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any]) -> None:
+async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any],
+                        approvals: tuple[str, ...] = ()) -> None:
     name = body["metadata"]["name"]
     site = rt.site(name)
     old = site.last_status or body.get("status") or {}
@@ -275,6 +277,8 @@ async def _write_status(rt: Runtime, body: dict[str, Any], new: dict[str, Any]) 
                               {"status": new}, kind=SUBSITE.kind)
     site.last_status = new
     for type_, reason, message in status.transitions(old, new):
+        await events.post(rt.kube, body, type_, reason, message)
+    for type_, reason, message in status.change_events(old, new, approvals):
         await events.post(rt.kube, body, type_, reason, message)
 
 
@@ -392,10 +396,13 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
         problem=problem[1] if problem else None,
         problem_reason=problem[0] if problem else c.R_INVALID_SPEC,
         transient_error=transient, now=now,
+        spec=body.get("spec") if spec is not None else None,
+        approved_change=(md.get("annotations") or {}).get(APPROVED_CHANGE_ANNOTATION, ""),
     )
     new_status = status.compute(obs, body.get("status"))
     try:
-        await _write_status(rt, body, new_status)
+        await _write_status(rt, body, new_status,
+                            tuple((rolepolicy or {}).get("approvals") or ()))
     except KubeError as exc:
         if spec is None:
             log.warning("SubSite %s: status update failed: %s", name, exc)

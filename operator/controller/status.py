@@ -8,8 +8,10 @@ byte-identical status and no write.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kameng.api import conditions as c
@@ -32,6 +34,10 @@ class Observation:
     problem_reason: str = c.R_INVALID_SPEC
     transient_error: str | None = None  # will be retried: server unreachable…
     now: datetime = field(default_factory=datetime.now)
+    # The SubSite's spec and its kameng.io/approved-change annotation: a change of an
+    # approvable field is recorded in status (see :func:`record_changes`).
+    spec: dict[str, Any] | None = None
+    approved_change: str = ""
 
 
 def deployment_available(dep: dict[str, Any] | None, replicas: int) -> tuple[bool, str, int]:
@@ -114,8 +120,80 @@ def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]
         "readyReplicas": ready_replicas,
         "observedGeneration": obs.generation,
         "conditions": conds,
+        **record_changes(previous, obs.spec, obs.approved_change, obs.now),
     })
     return status.to_wire()
+
+
+# The SubSite fields a back office may only change through HQ (camelCase paths in spec);
+# RolePolicy.spec.approvals says which of them wait for a person.
+APPROVABLE_FIELDS: tuple[str, ...] = (
+    "payments.methods", "domain", "catalog.priceRules", "catalog.hiddenProducts", "members")
+HISTORY_LENGTH = 10
+
+
+def fingerprints(spec: dict[str, Any]) -> list[str]:
+    """``field=hash`` of each approvable field (hash of its canonical JSON)."""
+    out = []
+    for path in APPROVABLE_FIELDS:
+        value: Any = spec
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+        out.append(f"{path}={digest}")
+    return out
+
+
+def record_changes(previous: dict[str, Any] | None, spec: dict[str, Any] | None,
+                   approved_change: str, now: datetime) -> dict[str, Any]:
+    """The status fields that remember approvable fields: their fingerprints, the last
+    approval annotation seen, and a short history of changes — ``approval`` when the
+    annotation names a new HQ request (HQ writes both in one patch), ``yaml`` otherwise.
+    The first observation only records the baseline."""
+    prev = previous or {}
+    history = list(prev.get("changeHistory") or [])
+    if spec is None:
+        return {k: prev.get(k) for k in ("approvableFingerprints", "lastApprovedChange",
+                                          "changeHistory") if prev.get(k) is not None}
+    new = fingerprints(spec)
+    old = prev.get("approvableFingerprints")
+    last_request = prev.get("lastApprovedChange") or ""
+    if old:
+        changed = [n.split("=")[0] for n in new if n not in old]
+        if changed:
+            from_approval = bool(approved_change) and approved_change != last_request
+            record = {"at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "fields": changed, "source": "approval" if from_approval else "yaml"}
+            if from_approval:
+                record["request"] = approved_change
+            history = [*history, record][-HISTORY_LENGTH:]
+    out: dict[str, Any] = {"approvableFingerprints": new}
+    if approved_change:
+        out["lastApprovedChange"] = approved_change
+    if history:
+        out["changeHistory"] = history
+    return out
+
+
+def change_events(old: dict[str, Any] | None, new: dict[str, Any],
+                  approvals: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) for a change record ``new`` adds: Normal for an approved
+    change, Warning for a YAML edit of a field the RolePolicy puts behind approval."""
+    before = (old or {}).get("changeHistory") or []
+    after = new.get("changeHistory") or []
+    if not after or (before and before[-1] == after[-1]):
+        return []
+    rec = after[-1]
+    fields = ", ".join(rec["fields"])
+    if rec["source"] == "approval":
+        return [("Normal", c.R_APPROVED_CHANGE,
+                 f"{fields} changed by HQ approval {rec.get('request', '')}")]
+    listed = [f for f in rec["fields"] if f in approvals]
+    if listed:
+        return [("Warning", c.R_CHANGED_OUTSIDE_APPROVAL,
+                 f"{', '.join(listed)} changed in the SubSite directly, not through an HQ "
+                 "approval (recorded in status.changeHistory)")]
+    return [("Normal", c.R_CHANGED_OUTSIDE_APPROVAL, f"{fields} changed in the SubSite")]
 
 
 def terminating(previous: dict[str, Any] | None, reason: str, message: str, stalled: bool,

@@ -17,6 +17,7 @@ from kameng.contracts import hq_api
 from kameng.contracts.hq_api import ApiError, FulfilRequest, PaymentCreated, PaymentRequest
 
 from ..state import state_of
+from . import approvals
 from .catalog import etag_matches, load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
@@ -132,4 +133,5 @@ def routes() -> list[Route]:
         Route(_under_mount(hq_api.REFUND_PATH), api_refund, methods=["POST"]),
         Route(_under_mount(hq_api.SETTLEMENT_PATH), api_settlement),
         Route(_under_mount(hq_api.STATEMENT_CSV_PATH), api_statement_csv),
+        *approvals.api_routes(_under_mount),
     ]

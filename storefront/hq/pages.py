@@ -16,9 +16,12 @@ from ..state import state_of
 from ..web.auth import login_routes, requires
 from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff
+from .approvals import admin_routes as approval_admin_routes
 from .catalog import catalog_changed, load_catalog, product_from_form, save_product
 from .inventory import UnknownProduct, import_keys, parse_csv
 from .notifications import notify_payment
+from .onboarding import admin_routes as onboarding_admin_routes
+from .onboarding import public_routes as onboarding_public_routes
 from .payments import confirm_payment, get_payment
 from .renewals import routes as renewal_routes
 from .review import routes as review_routes
@@ -113,8 +116,11 @@ def routes() -> list[Route | Mount]:
         Route("/", home),
         Route(PAY_PAGE_PATH, pay_page),
         Route(PAY_PAGE_PATH, pay_confirm, methods=["POST"]),
+        *onboarding_public_routes(),
         Route("/admin", admin_home),
         Mount("/admin", routes=[
+            *onboarding_admin_routes(),
+            *approval_admin_routes(),
             Route("/products", admin_product, methods=["POST"]),
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from . import account, admin, pages
+from . import account, admin, pages, requests
 
 
 def routes() -> list[BaseRoute]:
@@ -13,5 +13,5 @@ def routes() -> list[BaseRoute]:
         *pages.routes(),
         *account.routes(),
         Route("/admin", admin.dashboard),
-        Mount("/admin", routes=admin.routes()),
+        Mount("/admin", routes=[*requests.routes(), *admin.routes()]),
     ]

@@ -9,7 +9,10 @@ import httpx
 
 from kameng.contracts import hq_api
 from kameng.contracts.hq_api import (
+    ApprovalList,
+    ApprovalView,
     Catalog,
+    ChangeRequest,
     Fulfilment,
     FulfilRequest,
     PaymentCreated,
@@ -126,3 +129,21 @@ class HqClient:
         if r.status_code != 200:
             raise HqError.refused("fulfilment", r)
         return Fulfilment.model_validate_json(r.content)
+
+    async def request_change(self, req: ChangeRequest) -> ApprovalView:
+        """Send a change of the SubSite to HQ for approval (no license header: asking is
+        not selling; HQ refuses a suspended site by its registry entry)."""
+        try:
+            r = await self._http.post(self._hq + hq_api.APPROVALS_PATH, json=req.model_dump(),
+                                      headers=self._headers(licensed=False), timeout=10)
+        except httpx.HTTPError as exc:
+            raise HqError(f"HQ unreachable: {type(exc).__name__}") from exc
+        if r.status_code != 200:
+            raise HqError.refused("change request", r)
+        return ApprovalView.model_validate_json(r.content)
+
+    async def change_requests(self) -> ApprovalList:
+        r = await self._get(hq_api.APPROVALS_PATH, seconds=10)
+        if r.status_code != 200:
+            raise HqError.refused("change requests", r)
+        return ApprovalList.model_validate_json(r.content)

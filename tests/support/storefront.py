@@ -226,15 +226,17 @@ def hq_settings_for(dsn: str, redis_url: str, url: str, public_key: str,
 
 
 @contextmanager
-def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: Path
-           ) -> Iterator[tuple[str, str]]:
+def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: Path,
+           overrides: dict[str, Any] | None = None) -> Iterator[tuple[str, str]]:
     """HQ alone (fresh database) verifying licenses with ``public_key`` and reading the
-    site-credential registry from ``credentials_dir``; yields (url, database DSN)."""
+    site-credential registry from ``credentials_dir``; yields (url, database DSN).
+    ``overrides`` replace settings (e.g. ``kubeconfig`` and ``onboarding_mode``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with temp_database(pg_admin_dsn, "kameng_hq") as dsn:
         server = ServerThread(create_app(hq_settings_for(dsn, redis_url, url, public_key,
-                                                         credentials_dir)), port)
+                                                         credentials_dir,
+                                                         overrides=overrides)), port)
         server.start()
         try:
             yield url, dsn
@@ -314,6 +316,44 @@ def run_stack(
         finally:
             for s in reversed(servers):
                 s.stop()
+
+
+@contextmanager
+def run_site_from_cluster(kubectl: Any, site: str, hq_url: str, root: Path
+                          ) -> Iterator[str]:
+    """The shop of a SubSite the operator provisioned, run locally from what it wrote
+    into the site's namespace (ConfigMap and Secrets, as the kubelet would mount them);
+    kwok's pods run nothing. Yields its URL."""
+    import base64
+    import json
+
+    from kameng.contracts import pod
+    from kameng_storefront.config import load_settings
+
+    ns = f"kameng-{site}"
+    cm = json.loads(kubectl("get", "configmap", pod.CONFIGMAP_NAME, "-n", ns, "-o",
+                            "json").stdout)
+    config_file = root / "config" / pod.CONFIGMAP_KEY
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(cm["data"][pod.CONFIGMAP_KEY], encoding="utf-8")
+    secrets_root = root / "secrets"
+    for name in pod.SITE_SECRETS:
+        secret = json.loads(kubectl("get", "secret", name, "-n", ns, "-o", "json").stdout)
+        directory = Path(pod.mount_path(name, str(secrets_root)))
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, value in (secret.get("data") or {}).items():
+            (directory / key).write_bytes(base64.b64decode(value))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = load_settings("subsite", env={
+        pod.SECRETS_ROOT_ENV: str(secrets_root), pod.SITE_CONFIG_FILE_ENV: str(config_file),
+        "KAMENG_HQ_URL": hq_url, pod.PUBLIC_URL_ENV: url})
+    server = ServerThread(create_app(settings), port)
+    server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
 
 
 class HoldingProxy:
