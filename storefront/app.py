@@ -26,11 +26,13 @@ from .config import Settings
 from .crypto import DataCipher
 from .db import open_pool
 from .hq.credentials import CredentialRegistry
+from .hq.kpis import kpi_loop
 from .hq.notifications import notification_sweeper
 from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
 from .shop.hq_client import HqClient
+from .shop.kpis import report_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
 from .state import AppState
@@ -72,7 +74,7 @@ async def _start_subsite(state: AppState) -> list[Loop]:
     async def decisions(st: AppState) -> None:
         await decisions_loop(st, apply_decision)
 
-    return [sync_loop, outbox_loop, decisions, delivery_sweeper]
+    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop]
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Starlette:
@@ -88,7 +90,8 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         await bootstrap_staff(state)
         loops: list[Loop] = (
-            [notification_sweeper] if settings.mode == "hq" else await _start_subsite(state)
+            [notification_sweeper, kpi_loop] if settings.mode == "hq"
+            else await _start_subsite(state)
         )
         tasks = [asyncio.create_task(loop(state)) for loop in loops]
         log.info("storefront started", extra={"mode": settings.mode, "site": state.site})

@@ -116,6 +116,9 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 16 << 20
+    # KPIs: how often HQ refreshes its KPI and ticket-SLA gauges and a shop reports its
+    # visits and customers to HQ.
+    kpi_seconds: float = 30.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
@@ -178,6 +181,7 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         trusted_proxies=_networks(env.get(pod.TRUSTED_PROXIES_ENV, "")),
         max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
         max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
+        kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
     )
 
 

@@ -18,9 +18,11 @@ from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff
 from .catalog import catalog_changed, load_catalog, product_from_form, save_product
 from .inventory import UnknownProduct, import_keys, parse_csv
+from .kpis import routes as kpi_routes
 from .notifications import notify_payment
 from .payments import confirm_payment, get_payment
 from .statements import routes as statement_routes
+from .tickets import routes as ticket_routes
 
 log = logging.getLogger("kameng.storefront.hq")
 
@@ -116,6 +118,8 @@ def routes() -> list[Route | Mount]:
             Route("/products", admin_product, methods=["POST"]),
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
+            *kpi_routes(),
+            *ticket_routes(),
             *login_routes(),
         ]),
     ]
