@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 import uvicorn
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from kameng.contracts.license_token import load_public_key
 
@@ -35,7 +38,7 @@ from .shop.hq_client import HqClient
 from .shop.kpis import report_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
-from .state import AppState
+from .state import AppState, state_of
 from .web import probes
 from .web.license_guard import LicenseGuard
 from .web.middleware import BodyLimit, LicenseGate, RejectNul, RequestMetrics, TrustedProxies
@@ -77,6 +80,15 @@ async def _start_subsite(state: AppState) -> list[Loop]:
     return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop]
 
 
+async def _db_timeout(request: Request, exc: Exception) -> Response:
+    """A request that waited too long for a database connection: counted (the alert
+    KamengStorefrontDatabaseTimeouts) and answered 503, so clients retry."""
+    state_of(request).metrics.db_timeouts.inc()
+    log.warning("database connection timeout", extra={"path": request.url.path[:200]})
+    return PlainTextResponse("database busy, try again", status_code=503,
+                             headers={"Retry-After": "5"})
+
+
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Starlette:
     """Build the app. ``http`` lets tests inject a client; otherwise one is created."""
     state = _state(settings)
@@ -111,6 +123,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         # No probes here: they are on the ops port (probes.ops_app), never behind the Ingress.
         routes=mode_routes,
         lifespan=lifespan,
+        exception_handlers={PoolTimeout: _db_timeout},
         middleware=[
             Middleware(RequestMetrics),
             Middleware(TrustedProxies, trusted=settings.trusted_proxies),

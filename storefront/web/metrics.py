@@ -69,6 +69,11 @@ class Metrics:
         self.tickets_breached = Gauge(
             "kameng_tickets_sla_breached",
             "Open tickets past their first-answer deadline", ["team", "priority"], registry=r)
+        # Waits for a database connection that gave up (psycopg_pool.PoolTimeout): the pool
+        # is too small for the load or PostgreSQL does not answer (alert
+        # KamengStorefrontDatabaseTimeouts).
+        self.db_timeouts = Counter("kameng_storefront_db_timeouts_total",
+                                   "Database connection waits that timed out", registry=r)
         # Shop only: visits counted by page kind (bounded: the shop's own routes).
         self.visits = Counter("kameng_storefront_visits_total", "Shop page visits", ["page"],
                               registry=r)
