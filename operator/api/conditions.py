@@ -56,6 +56,8 @@ R_RETAINED_DATA = "RetainedDataExists"  # another (deleted) SubSite's retained d
 R_DOMAIN_CONFLICT = "DomainConflict"  # an earlier SubSite claims the same domain
 R_FOREIGN_DRIFT = "ForeignChangesRemoved"  # someone else's additions to a pod template
 R_ADOPTED = "RetainedDataAdopted"
+# Tiered rights (kameng.contracts.plans): the SubSite asks for a feature its plan lacks.
+R_PLAN_FEATURE_MISSING = "PlanFeatureMissing"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

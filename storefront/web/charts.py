@@ -20,7 +20,7 @@ def _fmt(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
 
 
-def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 480,
+def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 430,
               unit: str = "", chart_id: str = "") -> Markup:
     """Horizontal bars, one per (label, value), longest = the largest value."""
     row, label_w, pad = 22, 130, 8
@@ -48,10 +48,11 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 480
 
 
 def line_chart(xs: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *,
-               title: str, width: int = 560, height: int = 220, unit: str = "",
+               title: str, width: int = 880, height: int = 220, unit: str = "",
                chart_id: str = "") -> Markup:
     """One polyline per (name, values) over the x labels ``xs`` (e.g. days), with a legend."""
-    left, right, top_pad, bottom = 48, 12, 28, 36
+    # Room for the largest y label on the left and the last day's label on the right.
+    left, right, top_pad, bottom = 72, 28, 28, 36
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     top = max((v for _, vs in series for v in vs), default=0) or 1
     n = max(len(xs), 1)
