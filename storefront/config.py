@@ -119,6 +119,10 @@ class Settings:
     # KPIs: how often HQ refreshes its KPI and ticket-SLA gauges and a shop reports its
     # visits and customers to HQ.
     kpi_seconds: float = 30.0
+    # HQ: how it reaches the Kubernetes API to change a License's plan (its ServiceAccount
+    # in a cluster, with the ClusterRole kameng-hq-plans; or a kubeconfig). "" and no
+    # ServiceAccount: promotion is off and the plans page says so.
+    hq_kubeconfig: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print secrets
@@ -182,6 +186,7 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
         max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
         kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
+        hq_kubeconfig=env.get("KAMENG_HQ_KUBECONFIG", "") if not sub else "",
     )
 
 

@@ -21,6 +21,7 @@ from .inventory import UnknownProduct, import_keys, parse_csv
 from .kpis import routes as kpi_routes
 from .notifications import notify_payment
 from .payments import confirm_payment, get_payment
+from .plans import routes as plan_routes
 from .statements import routes as statement_routes
 from .tickets import routes as ticket_routes
 
@@ -119,6 +120,7 @@ def routes() -> list[Route | Mount]:
             Route("/keys", admin_import, methods=["POST"]),
             *statement_routes(),
             *kpi_routes(),
+            *plan_routes(),
             *ticket_routes(),
             *login_routes(),
         ]),

@@ -52,3 +52,15 @@ CREATE TABLE site_kpi_days (
 );
 -- KPIs by day per site: the paid payments of a period.
 CREATE INDEX payments_site_paid ON payments (site, paid_at) WHERE status <> 'created';
+
+-- Plan changes HQ made from its back office (who, which site and License, from, to, when);
+-- the change itself is the License's, through the Kubernetes API.
+CREATE TABLE plan_changes (
+    id          bigserial PRIMARY KEY,
+    site        text NOT NULL,
+    license     text NOT NULL,
+    from_plan   text NOT NULL,
+    to_plan     text NOT NULL,
+    changed_by  text NOT NULL,
+    changed_at  timestamptz NOT NULL DEFAULT now()
+);

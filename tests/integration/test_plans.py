@@ -7,6 +7,7 @@ flagship."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import psycopg
 import yaml
 
 from kameng.contracts.license_token import sign_token
+from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
     csrf_from,
@@ -115,3 +117,76 @@ def test_shop_refuses_what_basic_lacks_and_shows_the_upgrade(pg_admin_dsn, redis
         assert r.status_code == 303
         owner.close()
         shop.close()
+
+
+def _sa_kubeconfig(kubectl: Any, devenv: dict[str, str], namespace: str, sa: str,
+                   path: Any) -> str:
+    """A kubeconfig that authenticates as ServiceAccount ``sa`` (a bound token)."""
+    token = kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    cfg = yaml.safe_load(Path(devenv["kubeconfig"]).read_text(encoding="utf-8"))
+    cfg["users"] = [{"name": sa, "user": {"token": token}}]
+    for ctx in cfg["contexts"]:
+        ctx["context"]["user"] = sa
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return str(path)
+
+
+def test_hq_promotes_a_site_through_the_kubernetes_api(devenv, kubectl, pg_admin_dsn,
+                                                       redis_url, tmp_path, browser):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    ns, sa, site = "it-hq-plans", "kameng-hq", "itpromote"
+    rbac = subprocess.run(
+        [str(Path(devenv["bin_dir"]) / "helm"), "template", "kameng", str(root / "charts/kameng"),
+         "--namespace", ns, "--set", "hqPlans.enabled=true",
+         "--show-only", "templates/hq-plans-rbac.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    lic = sample_objects(site, "unused")[0]
+    lic["spec"]["plan"] = "basic"
+    kubectl("create", "namespace", ns, check=False)
+    kubectl("create", "serviceaccount", sa, "-n", ns, check=False)
+    kubectl("apply", "-f", "-", input=rbac)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
+    try:
+        kubeconfig = _sa_kubeconfig(kubectl, devenv, ns, sa, tmp_path / "hq.kubeconfig")
+        # Least privilege: exactly list and patch on Licenses.
+        who = f"--as=system:serviceaccount:{ns}:{sa}"
+        for verb, res, allowed in (("patch", "licenses.kameng.io", "yes"),
+                                   ("list", "licenses.kameng.io", "yes"),
+                                   ("delete", "licenses.kameng.io", "no"),
+                                   ("create", "licenses.kameng.io", "no"),
+                                   ("patch", "subsites.kameng.io", "no"),
+                                   ("patch", "licenses.kameng.io --subresource=status", "no"),
+                                   ("get", "secrets", "no")):
+            out = kubectl("auth", "can-i", verb, *res.split(), who, check=False).stdout.strip()
+            assert out == allowed, (verb, res, out)
+
+        with run_stack(pg_admin_dsn, redis_url, tmp_path, site=site,
+                       license_overrides={"plan": "basic"},
+                       hq_overrides={"hq_kubeconfig": kubeconfig}) as st:
+            hq = staff_client(st.hq_url, "admin@hq.local")
+            page = hq.get("/admin/plans").text
+            assert f'data-site="{site}" data-plan="basic"' in page
+            browser.login(st.hq_url, "admin@hq.local", st.password)
+            browser.get(f"{st.hq_url}/admin/plans?lang=en")
+            assert browser.exists("button.promote")
+            browser.screenshot("plans-01-hq-promote")
+            r = hq.post(f"/admin/plans/{site}", data={"csrf": csrf_from(page),
+                                                     "plan": "flagship"})
+            assert r.status_code == 303, r.text[:300]
+            assert get(kubectl, "license", site)["spec"]["plan"] == "flagship"
+            page = hq.get("/admin/plans").text
+            assert f'data-site="{site}" data-plan="flagship"' in page
+            assert "basic → flagship" in page
+            assert "admin@hq.local" in page
+            # A plan that does not exist is refused before the API is asked.
+            r = hq.post(f"/admin/plans/{site}", data={"csrf": csrf_from(page),
+                                                     "plan": "platinum"})
+            assert r.status_code == 400
+            assert get(kubectl, "license", site)["spec"]["plan"] == "flagship"
+            hq.close()
+    finally:
+        kubectl("delete", "license", site, "--ignore-not-found")
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=rbac, check=False)
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false")
