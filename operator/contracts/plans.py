@@ -21,11 +21,12 @@ __all__ = [
     "plan_allows",
 ]
 
+# Only features something enforces are listed: a row here is refused on every side that
+# offers it (custom_domain: operator; marketing: back office, checkout, shop front;
+# kpi_export: back office).
 Feature = Literal[
-    "custom_domain",  # the site's own domain and TLS certificate (else only HQ's host)
+    "custom_domain",  # the site's own TLS certificate for its domain (spec.tls)
     "marketing",  # coupons and announcements in the back office and at checkout
-    "api_access",  # a JSON API for the partner's own tools
-    "early_categories",  # categories HQ opens to flagship sites before everyone else
     "kpi_export",  # the KPI page's CSV export
 ]
 FEATURES: tuple[str, ...] = get_args(Feature)

@@ -11,6 +11,8 @@ No customer identity leaves the shop: the report carries counts."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +30,7 @@ from ..web.charts import bar_chart, line_chart
 from ..web.render import locale_of, render, translator
 from ..web.staff import Staff
 from .hq_client import HqError
+from .plans import has_feature, requires_feature
 
 log = logging.getLogger("kameng.storefront.shop.kpis")
 VISIT_TTL_SECONDS = 40 * 86400
@@ -204,9 +207,30 @@ async def kpis_page(request: Request, staff: Staff) -> Response:
                                 chart_id="chart-categories"),
     }
     return render(request, "admin/kpis.html", me=staff, section="kpis", tot=tot,
-                  charts=charts, message="")
+                  charts=charts, message="", can_export=has_feature(state, "kpi_export"))
+
+
+KPI_CSV_COLUMNS = ("day", "category", "visits", "orders", "gmv_fen", "refunds", "customers",
+                   "repeat_customers", "complaints")
+
+
+def kpi_csv(rows: list[DayRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(KPI_CSV_COLUMNS)
+    for r in rows:
+        w.writerow([getattr(r, c) for c in KPI_CSV_COLUMNS])
+    return buf.getvalue()
+
+
+@requires("reports:read")
+@requires_feature("kpi_export")
+async def kpis_csv(request: Request, staff: Staff) -> Response:
+    rows = await daily(state_of(request), MAX_KPI_DAYS)
+    return Response(kpi_csv(rows), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": 'attachment; filename="kpis.csv"'})
 
 
 def routes() -> list[Route]:
     """Relative to the ``/admin`` mount."""
-    return [Route("/kpis", kpis_page)]
+    return [Route("/kpis", kpis_page), Route("/kpis.csv", kpis_csv)]

@@ -95,6 +95,10 @@ def test_shop_refuses_what_basic_lacks_and_shows_the_upgrade(pg_admin_dsn, redis
         with psycopg.connect(st.shop_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM coupons WHERE code = 'NEW5'"
                                 ).fetchone()[0] == 0
+        export = owner.get("/admin/kpis.csv")
+        assert export.status_code == 403
+        assert 'data-feature="kpi_export" data-unlock="flagship"' in export.text
+        assert 'id="kpi-csv-locked"' in owner.get("/admin/kpis").text
         plan = owner.get("/admin/plan").text
         assert '<code id="current-plan">basic</code>' in plan
         assert 'class="upgrade" data-plan="flagship"' in plan
@@ -110,6 +114,9 @@ def test_shop_refuses_what_basic_lacks_and_shows_the_upgrade(pg_admin_dsn, redis
         # Promoted: HQ signs a flagship token; the shop opens the features at once.
         st.write_license(sign_token(st.claims(plan="flagship", seq=2), st.signing_key))
         wait_for(lambda: owner.get("/admin/marketing").status_code == 200)
+        export = owner.get("/admin/kpis.csv")
+        assert export.status_code == 200
+        assert export.text.startswith("day,category,visits,orders,gmv_fen")
         assert "Flagship sale" in shop.get("/").text
         token = csrf_from(shop.get("/p/steam-100").text)
         r = shop.post("/checkout", data={"csrf": token, "product": "steam-100",

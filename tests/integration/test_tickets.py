@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from kameng.contracts import hq_api
+from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import csrf_from, run_stack, staff_client, wait_for
 
 pytestmark = pytest.mark.integration
@@ -175,3 +176,30 @@ def test_member_without_permission_is_refused(stack):
     viewer = staff_client(stack.shop_url, stack.members["viewer"])
     assert viewer.get("/admin/tickets").status_code == 403
     viewer.close()
+
+
+def test_ticket_pages_render(stack, browser):
+    r = _open(stack, "catalog", "Price of steam-100 looks wrong",
+              files=[("attachments", ("note.txt", "价格 101.75 应为 99.00".encode(),
+                                      "text/plain"))])
+    tid = int(re.search(r"/admin/tickets/(\d+)", r.headers["location"]).group(1))
+    page = stack.hq.get(f"/admin/tickets/{tid}")
+    stack.hq.post(f"/admin/tickets/{tid}/answer", data={
+        "csrf": csrf_from(page.text), "text": "Fixed in HQ's catalogue; the shop syncs it."})
+    browser.login(stack.shop_url, stack.members["site-admin"], stack.password)
+    browser.get(f"{stack.shop_url}/admin/tickets")
+    assert browser.exists(f'tr.ticket[data-id="{tid}"]')
+    shots = [browser.screenshot("tickets-01-partner-list")]
+    browser.get(f"{stack.shop_url}/admin/tickets/{tid}")
+    assert browser.exists(".message.hq")
+    shots.append(browser.screenshot("tickets-02-partner-thread"))
+    browser.get(f"{stack.shop_url}/admin/plan")
+    shots.append(browser.screenshot("plans-02-partner-plan"))
+    browser.login(stack.hq_url, "admin@hq.local", stack.password)
+    browser.get(f"{stack.hq_url}/admin/tickets?team=catalog&lang=en")
+    assert browser.exists(f'tr.ticket[data-id="{tid}"]')
+    shots.append(browser.screenshot("tickets-03-hq-queue"))
+    browser.get(f"{stack.hq_url}/admin/tickets/{tid}?lang=en")
+    shots.append(browser.screenshot("tickets-04-hq-thread"))
+    for path in shots:
+        assert path.stat().st_size > 5_000, path
