@@ -32,6 +32,9 @@ class Platform:
     ingress_class: str | None = None
     # Namespace of the ingress controller, allowed to reach the storefront pods.
     ingress_namespace: str = "ingress-nginx"
+    # Namespace of the Prometheus that scrapes the shops' ops port (None: no scraping
+    # allowed through the NetworkPolicy).
+    monitoring_namespace: str | None = None
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
     redis_host: str = "127.0.0.1"

@@ -105,3 +105,24 @@ def test_grafana_dashboard_configmap(rendered):
                    "kameng_kpi_repeat_customer_ratio", "kameng_kpi_refund_ratio",
                    "kameng_kpi_complaint_ratio", "kameng_tickets_sla_breached"):
         assert metric in exprs
+
+
+def test_prometheus_may_reach_the_ops_port_only():
+    from kameng.api.subsite import SubSiteSpec
+    from kameng.children.context import Platform, SiteContext
+    from kameng.children.network import storefront_allow
+    from kameng.contracts import pod
+
+    spec = SubSiteSpec.model_validate({
+        "displayName": "D", "owner": {"name": "P", "email": "p@x.example"},
+        "licenseRef": "demo", "domain": "shop.partner.example"})
+
+    def rules(platform: Platform) -> list[dict]:
+        ctx = SiteContext(name="demo", uid="u", spec=spec, platform=platform)
+        return storefront_allow(ctx)["spec"]["ingress"]
+
+    assert len(rules(Platform())) == 1  # not configured: nobody but the ingress controller
+    scrape = rules(Platform(monitoring_namespace="monitoring"))[1]
+    assert scrape["ports"] == [{"protocol": "TCP", "port": pod.OPS_PORT.number}]
+    assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"}
