@@ -64,7 +64,7 @@ def requires_feature(feature: str) -> Callable[[StaffHandler], StaffHandler]:
     return wrap
 
 
-@requires()
+@requires("reports:read")
 async def plan_page(request: Request, staff: Staff) -> Response:
     plan = current_plan(state_of(request))
     return render(request, "admin/plan.html", me=staff, section="plan", plan=plan,

@@ -45,6 +45,7 @@ ACTIONS = [
     ("POST", "/admin/members/reset", "members:manage", {"email": "spare@{site}.example"}),
     ("GET", "/admin/tickets", "support:tickets", None),
     ("GET", "/admin/kpis", "reports:read", None),
+    ("GET", "/admin/plan", "reports:read", None),
 ]
 
 
