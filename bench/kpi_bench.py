@@ -47,12 +47,12 @@ def _fill(dsn: str, sites: list[str], payments: int) -> None:
             conn.execute(
                 "INSERT INTO payments (id, site, order_id, amount_fen, status, notify_url,"
                 " return_url, paid_at, kind) SELECT %(s)s || '-' || i, %(s)s, 'o' || i,"
-                " 100 + i % 50, 'paid', 'http://x/', 'http://x/',"
-                " now() - (i % 30) * interval '1 day', 'order'"
+                " 100 + i %% 50, 'paid', 'http://x/', 'http://x/',"
+                " now() - (i %% 30) * interval '1 day', 'order'"
                 " FROM generate_series(1, %(n)s) i", {"s": s, "n": payments})
             conn.execute(
                 "INSERT INTO card_keys (product_id, secret_enc, secret_hash, status, site,"
-                " order_ref, sold_at) SELECT 'p' || (1 + i % 40), 'x', %(s)s || i, 'sold',"
+                " order_ref, sold_at) SELECT 'p' || (1 + i %% 40), 'x', %(s)s || i, 'sold',"
                 " %(s)s, 'o' || i, now() FROM generate_series(1, %(n)s) i",
                 {"s": s, "n": payments})
         conn.execute("ANALYZE")

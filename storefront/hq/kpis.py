@@ -128,11 +128,14 @@ async def store_report(pool: AsyncConnectionPool, site: str, report: KpiReport) 
     return len(rows)
 
 
-# Sales per site, category and day: the category is the one of the key HQ handed out for
-# the order (one key per (site, order)); payments without a key are "unassigned".
+# Sales per site and category, and per site and day (one scan, two grouping sets, so a
+# refresh reads a few thousand rows, not one per site × category × day): the category is
+# the one of the key HQ handed out for the order (one key per (site, order)); payments
+# without a key are "unassigned".
 _SALES = """
 SELECT p.site, coalesce(pr.category, %(unassigned)s) AS category,
        (p.paid_at AT TIME ZONE 'UTC')::date AS day,
+       grouping((p.paid_at AT TIME ZONE 'UTC')::date) AS per_category,
        count(*) AS orders,
        sum(p.amount_fen - p.refunded_fen) AS gmv_fen,
        count(*) FILTER (WHERE p.refunded_fen > 0 OR p.status = 'refunded') AS refunds,
@@ -141,7 +144,8 @@ FROM payments p
 LEFT JOIN card_keys k ON k.site = p.site AND k.order_ref = p.order_id AND k.status = 'sold'
 LEFT JOIN products pr ON pr.id = k.product_id
 WHERE p.kind IN ('order', 'wallet') AND p.paid_at IS NOT NULL AND p.paid_at >= %(since)s
-GROUP BY 1, 2, 3
+GROUP BY GROUPING SETS ((p.site, coalesce(pr.category, %(unassigned)s)),
+                        (p.site, (p.paid_at AT TIME ZONE 'UTC')::date))
 """
 _REPORTED = """
 SELECT site, category, day, visits, customers, repeat_customers, complaints
@@ -177,8 +181,13 @@ async def compute(state: AppState, days: int = WINDOW_DAYS, site: str | None = N
         k = out.get(r["site"])  # type: ignore[call-overload, index]
         if k is None:  # not (or no longer) a registered site: no series for it
             continue
-        cat = bounded(r["category"], known)  # type: ignore[call-overload, index]
         gmv, n = int(r["gmv_fen"] or 0), int(r["orders"])  # type: ignore[call-overload, index]
+        if not r["per_category"]:  # type: ignore[call-overload, index]
+            i = index.get(r["day"].isoformat())  # type: ignore[call-overload, index]
+            if i is not None:
+                gmv_by_day[k.site][i] += gmv / 100
+            continue
+        cat = bounded(r["category"], known)  # type: ignore[call-overload, index]
         k.gmv_fen += gmv
         k.orders += n
         k.refunds += int(r["refunds"])  # type: ignore[call-overload, index]
@@ -189,9 +198,6 @@ async def compute(state: AppState, days: int = WINDOW_DAYS, site: str | None = N
         c["orders"] += n
         c["refunds"] += int(r["refunds"])  # type: ignore[call-overload, index]
         categories[cat] = categories.get(cat, 0) + gmv
-        i = index.get(r["day"].isoformat())  # type: ignore[call-overload, index]
-        if i is not None:
-            gmv_by_day[k.site][i] += gmv / 100
     for r in reported:
         k = out.get(r["site"])  # type: ignore[call-overload, index]
         if k is None:
