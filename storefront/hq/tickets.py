@@ -58,6 +58,11 @@ SLA_BY_PRIORITY: dict[str, timedelta] = {
 }
 
 
+# Open tickets a site may have at once: a hostile tenant cannot fill HQ's database and
+# queues (up to 3 × 2 MiB of attachments each); closing or answering frees a slot.
+MAX_OPEN_TICKETS = 50
+
+
 class TicketRefused(ValueError):
     """A ticket or reply HQ will not store; ``code`` is the API's error code."""
 
@@ -115,6 +120,14 @@ async def open_ticket(pool: AsyncConnectionPool, site: str, req: TicketCreate,
     files = [(a, decode_attachment(a)) for a in req.attachments[:MAX_ATTACHMENTS]]
     now = now or datetime.now(UTC)
     async with pool.connection() as conn, conn.transaction():
+        # Serialised per site, so concurrent requests cannot overshoot the cap.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tickets:' || %s))",
+                           (site,))
+        n = await (await conn.execute(
+            "SELECT count(*) AS n FROM tickets WHERE site = %s AND status = 'open'",
+            (site,))).fetchone()
+        if int(n["n"]) >= MAX_OPEN_TICKETS:  # type: ignore[index]
+            raise TicketRefused("too_many_open_tickets")
         row = await (await conn.execute(
             "INSERT INTO tickets (site, category, priority, subject, team, created_at, due_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",

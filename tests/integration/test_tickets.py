@@ -203,3 +203,26 @@ def test_ticket_pages_render(stack, browser):
     shots.append(browser.screenshot("tickets-04-hq-thread"))
     for path in shots:
         assert path.stat().st_size > 5_000, path
+
+
+def test_open_tickets_per_site_are_capped(stack):
+    from kameng_storefront.hq.tickets import MAX_OPEN_TICKETS
+
+    with psycopg.connect(stack.hq_dsn) as conn:
+        have = conn.execute("SELECT count(*) FROM tickets WHERE site = %s AND status = 'open'",
+                            (stack.site,)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO tickets (site, category, priority, subject, team, due_at)"
+            " SELECT %s, 'other', 'low', 'filler', 'partner-success', now() + interval '3 days'"
+            " FROM generate_series(1, %s)", (stack.site, max(MAX_OPEN_TICKETS - have, 0)))
+    try:
+        body = {"category": "other", "subject": "one more", "text": "x", "author": "a@b"}
+        r = _api(stack, "POST", hq_api.TICKETS_PATH, body)
+        assert r.status_code == 400
+        assert r.json() == {"error": "too_many_open_tickets"}
+        r = _open(stack, "other", "one more from the back office")
+        assert r.status_code == 400
+    finally:
+        with psycopg.connect(stack.hq_dsn) as conn:
+            conn.execute("DELETE FROM tickets WHERE subject = 'filler'")
+    assert _api(stack, "POST", hq_api.TICKETS_PATH, body).status_code == 201
