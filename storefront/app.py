@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 import uvicorn
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from kameng.contracts.license_token import load_public_key
 
@@ -26,14 +29,16 @@ from .config import Settings
 from .crypto import DataCipher
 from .db import open_pool
 from .hq.credentials import CredentialRegistry
+from .hq.kpis import kpi_loop
 from .hq.notifications import notification_sweeper
 from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
 from .shop.hq_client import HqClient
+from .shop.kpis import report_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
-from .state import AppState
+from .state import AppState, state_of
 from .web import probes
 from .web.license_guard import LicenseGuard
 from .web.middleware import BodyLimit, LicenseGate, RejectNul, RequestMetrics, TrustedProxies
@@ -72,7 +77,16 @@ async def _start_subsite(state: AppState) -> list[Loop]:
     async def decisions(st: AppState) -> None:
         await decisions_loop(st, apply_decision)
 
-    return [sync_loop, outbox_loop, decisions, delivery_sweeper]
+    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop]
+
+
+async def _db_timeout(request: Request, exc: Exception) -> Response:
+    """A request that waited too long for a database connection: counted (the alert
+    KamengStorefrontDatabaseTimeouts) and answered 503, so clients retry."""
+    state_of(request).metrics.db_timeouts.inc()
+    log.warning("database connection timeout", extra={"path": request.url.path[:200]})
+    return PlainTextResponse("database busy, try again", status_code=503,
+                             headers={"Retry-After": "5"})
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Starlette:
@@ -88,7 +102,8 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         await bootstrap_staff(state)
         loops: list[Loop] = (
-            [notification_sweeper] if settings.mode == "hq" else await _start_subsite(state)
+            [notification_sweeper, kpi_loop] if settings.mode == "hq"
+            else await _start_subsite(state)
         )
         tasks = [asyncio.create_task(loop(state)) for loop in loops]
         log.info("storefront started", extra={"mode": settings.mode, "site": state.site})
@@ -112,6 +127,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         # No probes here: they are on the ops port (probes.ops_app), never behind the Ingress.
         routes=mode_routes,
         lifespan=lifespan,
+        exception_handlers={PoolTimeout: _db_timeout},
         middleware=[
             Middleware(RequestMetrics),
             Middleware(TrustedProxies, trusted=settings.trusted_proxies),

@@ -134,6 +134,13 @@ class Settings:
     kubeconfig: str | None = None
     # HQ: the token ``kubectl kameng approvals|approve|reject`` present (empty: that API is off).
     admin_api_token: str = ""
+    # KPIs: how often HQ refreshes its KPI and ticket-SLA gauges and a shop reports its
+    # visits and customers to HQ.
+    kpi_seconds: float = 30.0
+    # HQ: how it reaches the Kubernetes API to change a License's plan (its ServiceAccount
+    # in a cluster, with the ClusterRole kameng-hq-plans; or a kubeconfig). "" and no
+    # ServiceAccount: promotion is off and the plans page says so.
+    hq_kubeconfig: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled;
     # the kubeconfig is for development, in a cluster HQ's ServiceAccount is used.
@@ -209,6 +216,8 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         kubeconfig=env.get("KUBECONFIG") or None,
         admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
         if not sub else "",
+        kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
+        hq_kubeconfig=env.get("KAMENG_HQ_KUBECONFIG", "") if not sub else "",
     )
 
 

@@ -70,6 +70,8 @@ R_ADOPTED = "RetainedDataAdopted"
 # products, members) changed: through an HQ approval, or straight in the YAML.
 R_APPROVED_CHANGE = "ApprovedChangeApplied"
 R_CHANGED_OUTSIDE_APPROVAL = "ChangedOutsideApproval"
+# Tiered rights (kameng.contracts.plans): the SubSite asks for a feature its plan lacks.
+R_PLAN_FEATURE_MISSING = "PlanFeatureMissing"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

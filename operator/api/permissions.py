@@ -17,6 +17,8 @@ Permission = Literal[
     "finance:reconcile",
     "settings:write",
     "members:manage",
+    "support:tickets",
+    "reports:read",
 ]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
@@ -45,8 +47,10 @@ STANDARD_ROLES: dict[str, tuple[str, ...]] = {
     "site-admin": (
         "catalog:read", "catalog:write", "orders:read", "orders:refund",
         "customers:read", "customers:manage", "marketing:manage", "members:manage",
+        "support:tickets", "reports:read",
     ),
-    "operations": ("catalog:read", "orders:read", "customers:read", "marketing:manage"),
+    "operations": ("catalog:read", "orders:read", "customers:read", "marketing:manage",
+                   "support:tickets", "reports:read"),
     "finance": ("orders:read", "finance:read", "finance:withdraw", "finance:reconcile"),
 }
 STANDARD_APPROVALS: tuple[str, ...] = ("payments.methods", "domain")

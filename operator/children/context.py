@@ -9,6 +9,7 @@ from kameng.api.common import API_VERSION
 from kameng.api.license import LicenseSpec
 from kameng.api.rolepolicy import RolePolicySpec
 from kameng.api.subsite import SubSiteSpec
+from kameng.contracts.plans import plan_allows
 
 MANAGED_BY = "kameng"
 SITE_LABEL = "kameng.io/subsite"
@@ -31,6 +32,9 @@ class Platform:
     ingress_class: str | None = None
     # Namespace of the ingress controller, allowed to reach the storefront pods.
     ingress_namespace: str = "ingress-nginx"
+    # Namespace of the Prometheus that scrapes the shops' ops port (None: no scraping
+    # allowed through the NetworkPolicy).
+    monitoring_namespace: str | None = None
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 5432
     redis_host: str = "127.0.0.1"
@@ -76,8 +80,16 @@ class SiteContext:
         return self.license.plan if self.license else "basic"
 
     @property
+    def own_tls(self) -> bool:
+        """Whether the Ingress carries the site's own TLS: asked for (``spec.tls``) and a
+        feature of its plan (:mod:`kameng.contracts.plans`). Without the License (invalid
+        or not seen yet) what was asked for stands rather than flap (the shop is closed)."""
+        return self.spec.tls is not None and (
+            self.license is None or plan_allows(self.license.plan, "custom_domain"))
+
+    @property
     def url(self) -> str:
-        scheme = "https" if self.spec.tls else "http"
+        scheme = "https" if self.own_tls else "http"
         return f"{scheme}://{self.spec.domain}"
 
 

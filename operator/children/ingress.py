@@ -29,7 +29,7 @@ def ingress(ctx: SiteContext) -> dict[str, Any]:
     }
     if ctx.platform.ingress_class:
         body["ingressClassName"] = ctx.platform.ingress_class
-    if spec.tls:
+    if spec.tls and ctx.own_tls:  # the site's own certificate is a plan feature
         if spec.tls.cluster_issuer:
             md["annotations"] = {ISSUER_ANNOTATION: spec.tls.cluster_issuer}
         body["tls"] = [{"hosts": [spec.domain],

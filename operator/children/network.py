@@ -53,7 +53,13 @@ def storefront_allow(ctx: SiteContext) -> dict[str, Any]:
             "ingress": [{
                 "from": [{"namespaceSelector": {"matchLabels": {ns_label: p.ingress_namespace}}}],
                 "ports": [{"protocol": "TCP", "port": STOREFRONT_PORT}],
-            }],
+            }, *([{
+                # Prometheus scrapes /metrics on the ops port (the chart's PodMonitor), and
+                # only that port: the public one stays the ingress controller's.
+                "from": [{"namespaceSelector": {
+                    "matchLabels": {ns_label: p.monitoring_namespace}}}],
+                "ports": [{"protocol": "TCP", "port": pod.OPS_PORT.number}],
+            }] if p.monitoring_namespace else [])],
             "egress": [
                 {
                     "to": [{

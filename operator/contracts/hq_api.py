@@ -403,3 +403,161 @@ def change_patch(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError("members must list 1 to 64 members")
         spec = {"members": members}
     return {"spec": spec}
+
+
+# --- support tickets (sub-site → HQ; the site's API token, no license needed) -------------
+# A partner's staff open a ticket in their back office; the shop sends it here. HQ routes
+# it by category to a team, answers in its back office, and the partner reads the thread
+# back through the same API. A site sees only its own tickets: HQ filters by the site the
+# token authenticates, never by anything in the body.
+TICKETS_PATH = "/api/v1/tickets"  # GET: the site's tickets; POST: open one (TicketCreate)
+TICKET_PATH = "/api/v1/tickets/{tid}"  # GET: one ticket with its thread (TicketView)
+TICKET_MESSAGES_PATH = "/api/v1/tickets/{tid}/messages"  # POST: the partner replies
+TICKET_ATTACHMENT_PATH = "/api/v1/tickets/{tid}/attachments/{aid}"  # GET: one attachment
+
+TicketCategory = Literal["payments", "settlement", "fulfilment", "catalog", "technical",
+                         "account", "other"]
+TICKET_CATEGORIES: tuple[str, ...] = TicketCategory.__args__  # type: ignore[attr-defined]
+TicketPriority = Literal["urgent", "high", "normal", "low"]
+TICKET_PRIORITIES: tuple[str, ...] = TicketPriority.__args__  # type: ignore[attr-defined]
+TicketStatus = Literal["open", "answered", "closed"]
+
+# Attachments: a few small files of types a browser shows without running anything.
+# Bounded here so both sides refuse the same thing (the shop before sending, HQ for real).
+MAX_ATTACHMENTS = 3
+MAX_ATTACHMENT_BYTES = 2 << 20  # 2 MiB each, before base64
+ATTACHMENT_TYPES: tuple[str, ...] = ("image/png", "image/jpeg", "application/pdf",
+                                     "text/plain")
+MAX_TICKET_TEXT = 8000
+MAX_TICKET_SUBJECT = 200
+
+
+# Magic numbers of the binary types: the declared type must match the content, so a script
+# named .png is refused (HQ's staff open these files). Text must be UTF-8.
+_ATTACHMENT_MAGIC: dict[str, bytes] = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+    "application/pdf": b"%PDF-",
+}
+
+
+def attachment_refusal(content_type: str, data: bytes) -> str | None:
+    """Why a ticket attachment is refused (an API error code), or None: the one rule the
+    shop applies before sending and HQ applies for real."""
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        return "attachment_too_large"
+    if content_type not in ATTACHMENT_TYPES:
+        return "attachment_type"
+    magic = _ATTACHMENT_MAGIC.get(content_type)
+    if magic is not None and not data.startswith(magic):
+        return "attachment_type"
+    if content_type == "text/plain":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "attachment_type"
+    return None
+
+
+def ticket_path(tid: int | str) -> str:
+    return TICKET_PATH.format(tid=tid)
+
+
+def ticket_messages_path(tid: int | str) -> str:
+    return TICKET_MESSAGES_PATH.format(tid=tid)
+
+
+def ticket_attachment_path(tid: int | str, aid: int | str) -> str:
+    return TICKET_ATTACHMENT_PATH.format(tid=tid, aid=aid)
+
+
+class TicketAttachmentIn(_Body):
+    """One file as the shop sends it: name, declared type and base64 content."""
+
+    filename: str = Field(min_length=1, max_length=120)
+    content_type: str
+    data_b64: str = Field(max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 8)
+
+    @field_validator("content_type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if value not in ATTACHMENT_TYPES:
+            raise ValueError("attachment type not allowed")
+        return value
+
+
+class TicketCreate(_Body):
+    category: TicketCategory
+    priority: TicketPriority = "normal"
+    subject: str = Field(min_length=1, max_length=MAX_TICKET_SUBJECT)
+    text: str = Field(min_length=1, max_length=MAX_TICKET_TEXT)
+    author: str = Field(min_length=1, max_length=200)  # the partner staff member's e-mail
+    attachments: list[TicketAttachmentIn] = Field(default_factory=list,
+                                                  max_length=MAX_ATTACHMENTS)
+
+
+class TicketReply(_Body):
+    text: str = Field(min_length=1, max_length=MAX_TICKET_TEXT)
+    author: str = Field(min_length=1, max_length=200)
+    attachments: list[TicketAttachmentIn] = Field(default_factory=list,
+                                                  max_length=MAX_ATTACHMENTS)
+
+
+class TicketAttachmentInfo(_Body):
+    id: int
+    filename: str
+    content_type: str
+    size: int
+
+
+class TicketMessage(_Body):
+    id: int
+    side: Literal["site", "hq"]
+    author: str
+    text: str
+    created_at: str  # RFC 3339
+    attachments: list[TicketAttachmentInfo] = Field(default_factory=list)
+
+
+class TicketSummary(_Body):
+    id: int
+    category: TicketCategory
+    priority: TicketPriority
+    subject: str
+    status: TicketStatus
+    team: str
+    created_at: str
+    due_at: str  # the first answer is due by then (the priority's SLA)
+    breached: bool
+
+
+class TicketView(TicketSummary):
+    messages: list[TicketMessage]
+
+
+class TicketList(_Body):
+    tickets: list[TicketSummary]
+
+
+# --- KPI report (sub-site → HQ) -------------------------------------------------------------
+# HQ sees every site's money (payments, fulfilment); only the shop sees its visitors and
+# customers. The shop reports per day and category what HQ cannot count itself; HQ stores
+# the latest report per (site, day, category) and computes conversion, repeat-customer and
+# complaint rates from it. Numbers only: no customer identity leaves the shop.
+KPI_REPORT_PATH = "/api/v1/kpis"  # POST KpiReport
+MAX_KPI_DAYS = 35
+MAX_KPI_ROWS = 35 * 64
+
+
+class KpiDay(_Body):
+    day: str  # YYYY-MM-DD (UTC)
+    category: str = Field(max_length=64)  # "" = visits of pages without a category
+    visits: int = Field(ge=0)
+    orders: int = Field(ge=0)  # paid orders
+    customers: int = Field(ge=0)  # distinct customers who paid that day
+    repeat_customers: int = Field(ge=0)  # of those, ones who had paid before
+    complaints: int = Field(ge=0)  # disputes opened that day
+
+
+class KpiReport(_Body):
+    days: list[KpiDay] = Field(max_length=MAX_KPI_ROWS)

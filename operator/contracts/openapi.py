@@ -25,16 +25,21 @@ from .hq_api import (
     DecisionRequest,
     Fulfilment,
     FulfilRequest,
+    KpiReport,
     PaymentCreated,
     PaymentNotification,
     PaymentRequest,
     SettlementView,
+    TicketCreate,
+    TicketList,
+    TicketReply,
+    TicketView,
 )
 
 _REF = "#/components/schemas/{model}"
 _MODELS = (ApiError, Catalog, Fulfilment, FulfilRequest, PaymentCreated, PaymentNotification,
            PaymentRequest, SettlementView, ApprovalList, ApprovalView, ChangeRequest,
-           DecisionRequest)
+           DecisionRequest, TicketCreate, TicketList, TicketReply, TicketView, KpiReport)
 
 
 def _ref(model: type) -> dict[str, str]:
@@ -62,6 +67,10 @@ _SITE_AUTH = [
     _header(hq_api.SITE_HEADER, "the calling sub-site's name"),
     _header(hq_api.LICENSE_HEADER, "the site's current signed license token", required=False),
 ]
+
+
+_TID = {"name": "tid", "in": "path", "required": True,
+        "schema": {"type": "integer", "minimum": 1}}
 
 
 def document(hq_url: str = "", shop_url: str = "", ops_url: str = "") -> dict[str, Any]:
@@ -143,6 +152,41 @@ def document(hq_url: str = "", shop_url: str = "", ops_url: str = "") -> dict[st
             "requestBody": {"required": True, **_json(DecisionRequest, "who and why")},
             "responses": {"200": _json(ApprovalView, "the request as decided"),
                           **_errors(400, 401, 409, 413)}}},
+        hq_api.TICKETS_PATH: {"servers": hq, "get": {
+            "operationId": "hqTickets", "summary": "the site's support tickets",
+            "security": [{"siteToken": []}], "parameters": _SITE_AUTH,
+            "responses": {"200": _json(TicketList, "the site's tickets, newest first"),
+                          **_errors(400, 401)}}, "post": {
+            "operationId": "hqOpenTicket",
+            "summary": "open a ticket (routed by category to an HQ team)",
+            **site_post, "requestBody": {"required": True, **_json(TicketCreate, "ticket")},
+            "responses": {"201": _json(TicketView, "the ticket with its thread"),
+                          **_errors(400, 401, 413)}}},
+        hq_api.TICKET_PATH: {"servers": hq, "get": {
+            "operationId": "hqTicket", "summary": "one of the site's tickets with its thread",
+            "security": [{"siteToken": []}], "parameters": [*_SITE_AUTH, _TID],
+            "responses": {"200": _json(TicketView, "the ticket"),
+                          **_errors(400, 401, 404)}}},
+        hq_api.TICKET_MESSAGES_PATH: {"servers": hq, "post": {
+            "operationId": "hqTicketReply", "summary": "the site adds to its ticket",
+            **site_post, "parameters": [*_SITE_AUTH, _TID],
+            "requestBody": {"required": True, **_json(TicketReply, "reply")},
+            "responses": {"200": {"description": "added; the ticket is open"},
+                          **_errors(400, 401, 404, 413)}}},
+        hq_api.TICKET_ATTACHMENT_PATH: {"servers": hq, "get": {
+            "operationId": "hqTicketAttachment", "summary": "one attachment of the site's ticket",
+            "security": [{"siteToken": []}], "parameters": [
+                *_SITE_AUTH, _TID, {"name": "aid", "in": "path", "required": True,
+                                    "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {"200": {"description": "the file (always a download)",
+                                  "content": {"application/octet-stream": {
+                                      "schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404)}}},
+        hq_api.KPI_REPORT_PATH: {"servers": hq, "post": {
+            "operationId": "hqKpiReport",
+            "summary": "what only the shop counts (visits, customers, complaints) per day",
+            **site_post, "requestBody": {"required": True, **_json(KpiReport, "report")},
+            "responses": {"200": {"description": "stored"}, **_errors(400, 401, 413)}}},
         hq_api.NOTIFY_PATH: {"servers": shop, "post": {
             "operationId": "shopPaymentNotify",
             "summary": "HQ's signed payment notification (HMAC over timestamp and body)",

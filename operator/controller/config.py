@@ -23,6 +23,7 @@ class OperatorConfig:
     hq_url: str = "http://kameng-hq.kameng-system.svc"
     ingress_class: str | None = None
     ingress_namespace: str = "ingress-nginx"
+    monitoring_namespace: str | None = None  # Prometheus, allowed to the shops' ops port
     trusted_proxies: str = ""  # CIDRs of the ingress controller, for the shops' X-F-F
     # Host the storefront pods use to reach PostgreSQL/Redis; defaults to the admin's.
     pg_site_host: str | None = None
@@ -58,6 +59,7 @@ class OperatorConfig:
             hq_url=e.get("KAMENG_HQ_URL", cls.hq_url),
             ingress_class=e.get("KAMENG_INGRESS_CLASS") or None,
             ingress_namespace=e.get("KAMENG_INGRESS_NAMESPACE", "ingress-nginx"),
+            monitoring_namespace=e.get("KAMENG_MONITORING_NAMESPACE") or None,
             trusted_proxies=e.get("KAMENG_TRUSTED_PROXIES", ""),
             pg_site_host=e.get("KAMENG_PG_SITE_HOST") or None,
             redis_site_host=e.get("KAMENG_REDIS_SITE_HOST") or None,

@@ -44,6 +44,7 @@ from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
 
 from . import credentials, domains, keyvault, metrics, sitecreds, status
+from .plan_rights import plan_problem
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -352,7 +353,7 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
         # License's generation, which restarts when a License is re-created.
         holds = license_entry[2] if license_entry and len(license_entry) > 2 else ()
         verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now, holds)
-        problem = _problem(spec, rp)
+        problem = _problem(spec, rp) or plan_problem(spec, spec.license_ref, lic_spec)
         replicas = spec.storefront.replicas
         ctx = SiteContext(
             name=name, uid=md["uid"], spec=spec,

@@ -115,6 +115,7 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
         storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
         hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
         ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
+        monitoring_namespace=cfg.monitoring_namespace,
         trusted_proxies=cfg.trusted_proxies,
         postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
         redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,

@@ -14,16 +14,35 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kameng.contracts import hq_api
-from kameng.contracts.hq_api import ApiError, FulfilRequest, PaymentCreated, PaymentRequest
+from kameng.contracts.hq_api import (
+    ApiError,
+    FulfilRequest,
+    KpiReport,
+    PaymentCreated,
+    PaymentRequest,
+    TicketCreate,
+    TicketList,
+    TicketReply,
+)
 
 from ..state import state_of
 from . import approvals
 from .catalog import etag_matches, load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
+from .kpis import store_report
 from .payments import AmountMismatch, BadSiteUrl, EscrowShort, open_payment, refund_payment
 from .site_auth import ApiRefused, authenticate_site, check_license, site_credential
 from .statements import settlement_view, statement_csv
+from .tickets import (
+    TicketRefused,
+    attachment,
+    attachment_response,
+    open_ticket,
+    site_reply,
+    site_tickets,
+    ticket_view,
+)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -41,6 +60,8 @@ def json_api(handler: Endpoint) -> Endpoint:
             return await handler(request)
         except ApiRefused as exc:
             return _error(exc.status, exc.code)
+        except TicketRefused as exc:  # a ValueError with its own code: before the next
+            return _error(400, exc.code)
         except (KeyError, ValueError, TypeError):  # malformed JSON or body
             return _error(400, "bad_request")
         except OutOfStock:
@@ -117,6 +138,63 @@ async def api_statement_csv(request: Request) -> Response:
         "Content-Disposition": f'attachment; filename="statement-{site}-{period}.csv"'})
 
 
+# Tickets and KPI reports need the site's token only: a suspended site can still ask HQ
+# for help and still reports its numbers. Every query is filtered by the token's site.
+
+
+@json_api
+async def api_tickets(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    pool = state_of(request).pool
+    if request.method == "POST":
+        req = TicketCreate.model_validate(await request.json())
+        tid = await open_ticket(pool, site, req)
+        view = await ticket_view(pool, tid, site)
+        return JSONResponse(view.model_dump() if view else {}, status_code=201)
+    return JSONResponse(TicketList(tickets=await site_tickets(pool, site)).model_dump())
+
+
+def _int_param(request: Request, name: str) -> int:
+    return int(request.path_params[name])  # ValueError → 400
+
+
+@json_api
+async def api_ticket(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    view = await ticket_view(state_of(request).pool, _int_param(request, "tid"), site)
+    if view is None:
+        return _error(404, "no_ticket")
+    return JSONResponse(view.model_dump())
+
+
+@json_api
+async def api_ticket_reply(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    req = TicketReply.model_validate(await request.json())
+    tid = _int_param(request, "tid")
+    if not await site_reply(state_of(request).pool, site, tid, req):
+        return _error(404, "no_ticket")
+    return JSONResponse({"status": "open"})
+
+
+@json_api
+async def api_ticket_attachment(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    found = await attachment(state_of(request).pool, _int_param(request, "tid"),
+                             _int_param(request, "aid"), site)
+    if found is None:
+        return _error(404, "no_attachment")
+    return attachment_response(*found)
+
+
+@json_api
+async def api_kpi_report(request: Request) -> Response:
+    site = authenticate_site(request, allow_suspended=True)
+    report = KpiReport.model_validate(await request.json())
+    stored = await store_report(state_of(request).pool, site, report)
+    return JSONResponse({"stored": stored})
+
+
 API_PREFIX = "/api/v1"
 
 
@@ -134,4 +212,9 @@ def routes() -> list[Route]:
         Route(_under_mount(hq_api.SETTLEMENT_PATH), api_settlement),
         Route(_under_mount(hq_api.STATEMENT_CSV_PATH), api_statement_csv),
         *approvals.api_routes(_under_mount),
+        Route(_under_mount(hq_api.TICKETS_PATH), api_tickets, methods=["GET", "POST"]),
+        Route(_under_mount(hq_api.TICKET_PATH), api_ticket),
+        Route(_under_mount(hq_api.TICKET_MESSAGES_PATH), api_ticket_reply, methods=["POST"]),
+        Route(_under_mount(hq_api.TICKET_ATTACHMENT_PATH), api_ticket_attachment),
+        Route(_under_mount(hq_api.KPI_REPORT_PATH), api_kpi_report, methods=["POST"]),
     ]

@@ -19,13 +19,16 @@ from ..web.staff import Staff
 from .approvals import admin_routes as approval_admin_routes
 from .catalog import catalog_changed, load_catalog, product_from_form, save_product
 from .inventory import UnknownProduct, import_keys, parse_csv
+from .kpis import routes as kpi_routes
 from .notifications import notify_payment
 from .onboarding import admin_routes as onboarding_admin_routes
 from .onboarding import public_routes as onboarding_public_routes
 from .payments import confirm_payment, get_payment
+from .plans import routes as plan_routes
 from .renewals import routes as renewal_routes
 from .review import routes as review_routes
 from .statements import routes as statement_routes
+from .tickets import routes as ticket_routes
 
 log = logging.getLogger("kameng.storefront.hq")
 
@@ -126,6 +129,9 @@ def routes() -> list[Route | Mount]:
             *statement_routes(),
             *review_routes(),
             *renewal_routes(),
+            *kpi_routes(),
+            *plan_routes(),
+            *ticket_routes(),
             *login_routes(),
         ]),
     ]

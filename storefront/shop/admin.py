@@ -20,8 +20,12 @@ from ..web.staff import Staff, manage_refusal, member_of, member_overview, reset
 from . import backoffice, wallet
 from .balance import finance_overview, request_withdrawal
 from .catalog import sync_catalog
+from .kpis import routes as kpi_routes
 from .orders import refund
+from .plans import requires_feature
+from .plans import routes as plan_routes
 from .settlement import hq_settlement, hq_statement_csv
+from .tickets import routes as ticket_routes
 
 log = logging.getLogger("kameng.storefront.admin")
 
@@ -115,12 +119,14 @@ async def customer_block(request: Request, staff: Staff) -> Response:
 
 
 @requires("marketing:manage")
+@requires_feature("marketing")
 async def marketing(request: Request, staff: Staff) -> Response:
     coupons, news = await backoffice.marketing(state_of(request))
     return _page(request, staff, "marketing", coupons=coupons, news=news)
 
 
 @requires("marketing:manage")
+@requires_feature("marketing")
 async def coupon_create(request: Request, staff: Staff) -> Response:
     form = await _form(request)
     try:
@@ -132,6 +138,7 @@ async def coupon_create(request: Request, staff: Staff) -> Response:
 
 
 @requires("marketing:manage")
+@requires_feature("marketing")
 async def announcement_create(request: Request, staff: Staff) -> Response:
     form = await _form(request)
     if form is None or not str(form.get("title", "")).strip():
@@ -269,6 +276,9 @@ def routes() -> list[Route]:
         Route("/settings", settings_save, methods=["POST"]),
         Route("/members", members),
         Route("/members/reset", member_reset, methods=["POST"]),
+        *kpi_routes(),
+        *ticket_routes(),
+        *plan_routes(),
         *login_routes(),
         *invitation_routes(),
     ]

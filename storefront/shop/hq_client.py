@@ -15,9 +15,14 @@ from kameng.contracts.hq_api import (
     ChangeRequest,
     Fulfilment,
     FulfilRequest,
+    KpiReport,
     PaymentCreated,
     PaymentRequest,
     SettlementView,
+    TicketCreate,
+    TicketList,
+    TicketReply,
+    TicketView,
 )
 
 
@@ -147,3 +152,56 @@ class HqClient:
         if r.status_code != 200:
             raise HqError.refused("change requests", r)
         return ApprovalList.model_validate_json(r.content)
+
+    # --- support tickets and KPI reports (the site's token; no license needed) ---------
+
+    async def _send(self, method: str, path: str, json: object | None = None,
+                    seconds: float = 15) -> httpx.Response:
+        try:
+            return await self._http.request(method, self._hq + path, json=json,
+                                            headers=self._headers(licensed=False),
+                                            timeout=seconds)
+        except httpx.HTTPError as exc:
+            raise HqError(f"HQ unreachable: {type(exc).__name__}") from exc
+
+    async def tickets(self) -> TicketList:
+        r = await self._send("GET", hq_api.TICKETS_PATH)
+        if r.status_code != 200:
+            raise HqError.refused("tickets", r)
+        return TicketList.model_validate_json(r.content)
+
+    async def open_ticket(self, req: TicketCreate) -> TicketView:
+        r = await self._send("POST", hq_api.TICKETS_PATH, req.model_dump(), seconds=30)
+        if r.status_code != 201:
+            raise HqError.refused("ticket", r)
+        return TicketView.model_validate_json(r.content)
+
+    async def ticket(self, tid: int) -> TicketView | None:
+        r = await self._send("GET", hq_api.ticket_path(tid))
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise HqError.refused("ticket", r)
+        return TicketView.model_validate_json(r.content)
+
+    async def reply_ticket(self, tid: int, req: TicketReply) -> bool:
+        r = await self._send("POST", hq_api.ticket_messages_path(tid), req.model_dump(),
+                             seconds=30)
+        if r.status_code == 404:
+            return False
+        if r.status_code != 200:
+            raise HqError.refused("ticket reply", r)
+        return True
+
+    async def ticket_attachment(self, tid: int, aid: int) -> httpx.Response | None:
+        r = await self._send("GET", hq_api.ticket_attachment_path(tid, aid))
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise HqError.refused("attachment", r)
+        return r
+
+    async def report_kpis(self, report: KpiReport) -> None:
+        r = await self._send("POST", hq_api.KPI_REPORT_PATH, report.model_dump())
+        if r.status_code != 200:
+            raise HqError.refused("KPI report", r)

@@ -40,6 +40,7 @@ from .bus import enqueue, flush_outbox
 from .catalog import visible_products
 from .hq_client import HqError
 from .payments import PaymentError
+from .plans import has_feature
 from .wallet import Customer, WalletRefused
 from .wallet import credit as wallet_credit
 from .wallet import debit as wallet_debit
@@ -180,6 +181,8 @@ async def create_order(
             raise OrderRefused("forbidden")
         discount = 0
         code = (coupon or "").strip().upper() or None
+        if code and not has_feature(state, "marketing"):
+            raise OrderRefused("bad_request")  # coupons are a plan feature (tiered rights)
         if code:
             # Only checked here: the use is counted when the order is paid, so unpaid
             # orders can never use a coupon up.

@@ -16,6 +16,7 @@ from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_su
 from .account import ACCOUNT_LOGIN_PATH, current_customer
 from .backoffice import latest_announcements
 from .catalog import visible_products
+from .kpis import count_visit
 from .orders import (
     OrderRefused,
     create_order,
@@ -24,6 +25,7 @@ from .orders import (
     lookup_order,
     revealed_key,
 )
+from .plans import has_feature
 from .wallet import WalletRefused, handle_topup_notification, is_topup_id
 
 log = logging.getLogger("kameng.storefront.shop")
@@ -35,14 +37,18 @@ _REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, 
 async def index(request: Request) -> Response:
     state = state_of(request)
     products = await visible_products(state)
-    return render(request, "shop/index.html", products=products,
-                  news=await latest_announcements(state))
+    await count_visit(state, "index")
+    # Announcements are a plan feature: a site whose plan lacks it shows none.
+    news = await latest_announcements(state) if has_feature(state, "marketing") else []
+    return render(request, "shop/index.html", products=products, news=news)
 
 
 async def product_page(request: Request) -> Response:
     products = await visible_products(state_of(request), request.path_params["pid"])
     if not products:
         return error_page(request, 404, "not_found")
+    # Only a product the shop shows counts, under its category: visitors cannot mint keys.
+    await count_visit(state_of(request), "product", products[0].category)
     return render(request, "shop/product.html", p=products[0],
                   customer=await current_customer(request))
 

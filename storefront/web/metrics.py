@@ -40,5 +40,43 @@ class Metrics:
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
         )
 
+        # KPIs over the last 30 days (kameng_storefront.hq.kpis; HQ only). Gauges, because
+        # they are a window recomputed from HQ's records. Labels are bounded: site by the
+        # site-credential registry, category by HQ's catalogue (capped, rest "other").
+        kpi = ["site", "category"]
+        self.kpi_gmv = Gauge("kameng_kpi_gmv_yuan", "GMV, last 30 days (refunds deducted)",
+                             kpi, registry=r)
+        self.kpi_orders = Gauge("kameng_kpi_orders", "Paid orders, last 30 days", kpi,
+                                registry=r)
+        self.kpi_visits = Gauge("kameng_kpi_visits", "Shop visits, last 30 days (reported)",
+                                kpi, registry=r)
+        self.kpi_refunds = Gauge("kameng_kpi_refunds", "Refunded orders, last 30 days", kpi,
+                                 registry=r)
+        self.kpi_complaints = Gauge("kameng_kpi_complaints",
+                                    "Disputes opened, last 30 days (reported)", kpi, registry=r)
+        self.kpi_conversion = Gauge("kameng_kpi_conversion_ratio",
+                                    "Paid orders / visits, last 30 days", ["site"], registry=r)
+        self.kpi_repeat_rate = Gauge("kameng_kpi_repeat_customer_ratio",
+                                     "Customers who had paid before / paying customers",
+                                     ["site"], registry=r)
+        self.kpi_refund_rate = Gauge("kameng_kpi_refund_ratio", "Refunded / paid orders",
+                                     ["site"], registry=r)
+        self.kpi_complaint_rate = Gauge("kameng_kpi_complaint_ratio", "Disputes / paid orders",
+                                        ["site"], registry=r)
+        # Support tickets (HQ only): bounded by the routing table's teams and priorities.
+        self.tickets_open = Gauge("kameng_tickets_open", "Open tickets per HQ team", ["team"],
+                                  registry=r)
+        self.tickets_breached = Gauge(
+            "kameng_tickets_sla_breached",
+            "Open tickets past their first-answer deadline", ["team", "priority"], registry=r)
+        # Waits for a database connection that gave up (psycopg_pool.PoolTimeout): the pool
+        # is too small for the load or PostgreSQL does not answer (alert
+        # KamengStorefrontDatabaseTimeouts).
+        self.db_timeouts = Counter("kameng_storefront_db_timeouts_total",
+                                   "Database connection waits that timed out", registry=r)
+        # Shop only: visits counted by page kind (bounded: the shop's own routes).
+        self.visits = Counter("kameng_storefront_visits_total", "Shop page visits", ["page"],
+                              registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@ trusted-proxy client address and the request body limit."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,9 @@ class TrustedProxies:
 
 #: Forms that take files; every other path gets the small limit.
 UPLOAD_PATHS = frozenset({"/admin/keys"})
+# Support tickets carry attachments (up to 3 × 2 MiB, base64 in HQ's API): the partner's
+# form and reply (shop) and the ticket API (HQ).
+UPLOAD_PATTERN = re.compile(r"^(/admin/tickets(/\d+/reply)?|/api/v1/tickets(/\d+/messages)?)$")
 
 
 class RejectNul:
@@ -79,7 +83,8 @@ class BodyLimit:
         self.upload_bytes = upload_bytes
 
     def limit_for(self, path: str) -> int:
-        return self.upload_bytes if path in UPLOAD_PATHS else self.max_bytes
+        return (self.upload_bytes if path in UPLOAD_PATHS or UPLOAD_PATTERN.match(path)
+                else self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -43,6 +43,9 @@ ACTIONS = [
     # A spare member with no permission: every manager may reset it, and resetting it
     # ends no session the matrix still uses.
     ("POST", "/admin/members/reset", "members:manage", {"email": "spare@{site}.example"}),
+    ("GET", "/admin/tickets", "support:tickets", None),
+    ("GET", "/admin/kpis", "reports:read", None),
+    ("GET", "/admin/plan", "reports:read", None),
 ]
 
 

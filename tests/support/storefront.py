@@ -539,3 +539,34 @@ def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
     """Kept for the storefront tests' call sites; the one implementation is
     :func:`tests.support.wait.wait_for` (a deadline, never a fixed sleep)."""
     return _wait_for(predicate, timeout=timeout, interval=interval)
+
+
+def buy(stack: Stack, shop: httpx.Client, product: str, contact: str,
+        **form: str) -> tuple[str, str]:
+    """Check ``product`` out on the shop as a customer would (product page, then the
+    checkout form); returns (order id, HQ pay URL)."""
+    token = csrf_from(shop.get(f"/p/{product}").text)
+    r = shop.post("/checkout", data={"csrf": token, "product": product, "contact": contact,
+                                     **form})
+    if r.status_code != 303:
+        raise AssertionError(f"checkout of {product}: HTTP {r.status_code} {r.text[:300]}")
+    pay_url = r.headers["location"]
+    with psycopg.connect(stack.shop_dsn) as conn:
+        row = conn.execute("SELECT id FROM orders WHERE pay_url = %s", (pay_url,)).fetchone()
+    assert row is not None
+    return row[0], pay_url
+
+
+def pay(pay_url: str) -> str:
+    """Pay on HQ's sandbox page like the buyer; returns where HQ sends them back."""
+    with httpx.Client() as payer:
+        r = payer.post(pay_url, data={"csrf": csrf_from(payer.get(pay_url).text)})
+    if r.status_code != 303:
+        raise AssertionError(f"sandbox payment: HTTP {r.status_code}")
+    return r.headers["location"]
+
+
+def order_status(stack: Stack, order_id: str) -> str | None:
+    with psycopg.connect(stack.shop_dsn) as conn:
+        row = conn.execute("SELECT status FROM orders WHERE id = %s", (order_id,)).fetchone()
+    return row[0] if row else None
