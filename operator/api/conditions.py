@@ -56,6 +56,11 @@ R_RETAINED_DATA = "RetainedDataExists"  # another (deleted) SubSite's retained d
 R_DOMAIN_CONFLICT = "DomainConflict"  # an earlier SubSite claims the same domain
 R_FOREIGN_DRIFT = "ForeignChangesRemoved"  # someone else's additions to a pod template
 R_ADOPTED = "RetainedDataAdopted"
+# Placement on one of several PostgreSQL servers.
+R_NO_DATABASE_SERVER = "NoDatabaseServer"  # none fits (full, or the selector matches none)
+R_PLACEMENT_CONFLICT = "DatabaseServerMismatch"  # annotation and record disagree
+R_DATABASE_MOVING = "DatabaseMoving"
+R_DATABASE_MOVED = "DatabaseMoved"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

@@ -21,8 +21,16 @@ ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 # On a SubSite: another URL the shop is served at besides its domain (a platform team's
 # setting, e.g. the dev environment's loopback shops); HQ accepts payment URLs there too.
 SHOP_URL_ANNOTATION = f"{GROUP}/shop-url"
+# On a SubSite: the PostgreSQL server (a name from the operator's server list) its database
+# lives on. Written by the operator when it places the site (a person may set it before
+# creating the SubSite to choose); never changed by the operator afterwards.
+DATABASE_SERVER_ANNOTATION = f"{GROUP}/database-server"
+# On a SubSite: a request to move its database to the named server (docs/operations.md,
+# "Moving a site to another database server"); removed by the operator once done.
+MOVE_DATABASE_ANNOTATION = f"{GROUP}/move-database-to"
 # The SubSite annotations the operator acts on (a change wakes the site's loop).
-ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION)
+ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION,
+                        DATABASE_SERVER_ANNOTATION, MOVE_DATABASE_ANNOTATION)
 # The uid of the SubSite an object was created for: the operator's mark of ownership on
 # namespaces and key copies (PostgreSQL objects carry it as a COMMENT, see
 # kameng.provision.names). Nothing without this mark is ever adopted or deleted.

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -41,8 +42,9 @@ from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
 from kameng.provision.ownership import Claim, NotOurs, judge
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
+from kameng.provision.servers import Server
 
-from . import credentials, domains, keyvault, metrics, sitecreds, status
+from . import credentials, domains, keyvault, metrics, placement, sitecreds, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def _secret_probe(name: str, namespace: str) -> dict[str, Any]:
 
 
 async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim: Claim,
-                     connection_limit: int, rotation: str
+                     connection_limit: int, rotation: str, server: Server
                      ) -> tuple[SiteSecrets, set[str], str | None]:
     """Database role/db, Redis user and the site's HQ API token. Returns the secrets, the
     names of Secrets that must NOT be applied this round, and a transient error message;
@@ -155,11 +157,12 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim:
     # still finishes under the lock, and the reclaim that waits for the lock then drops
     # what it created.
     skip, error = await asyncio.shield(asyncio.ensure_future(
-        _backends(rt, site, claim, connection_limit, db_pw, db_new, redis_pw, redis_new)))
+        _backends(rt, site, claim, connection_limit, db_pw, db_new, redis_pw, redis_new,
+                  server.name)))
     cfg = rt.config
     keys = await _site_keys(rt, site, old, claim, saved_keys)
     secrets = SiteSecrets(
-        db_dsn=site_dsn(site, db_pw, cfg.pg_site_host or rt.pg_target.host, rt.pg_target.port),
+        db_dsn=site_dsn(site, db_pw, server.site_host, server.site_port),
         redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
         session_secret=keys.session_secret,
         data_key=keys.data_key,
@@ -170,7 +173,7 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim:
 
 
 async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
-                    db_pw: str, db_new: bool, redis_pw: str, redis_new: bool
+                    db_pw: str, db_new: bool, redis_pw: str, redis_new: bool, server: str
                     ) -> tuple[set[str], str | None]:
     skip: set[str] = set()
     error: str | None = None
@@ -179,7 +182,7 @@ async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
             return {DB_SECRET, REDIS_SECRET}, "the SubSite is being deleted"
         try:
             await rt.postgres.ensure(site, claim, db_pw, set_password=db_new,
-                                     connection_limit=connection_limit)
+                                     connection_limit=connection_limit, server=server)
         except DatabaseUnavailable as exc:
             error = str(exc)
             if db_new:
@@ -296,7 +299,8 @@ def being_deleted(rt: Runtime, body: dict[str, Any]) -> bool:
 async def reconcile(rt: Runtime, body: dict[str, Any],
                     license_entry: tuple[Any, ...] | None,
                     rolepolicy: dict[str, Any] | None,
-                    domain_claims: list[domains.DomainClaim] | None = None) -> float:
+                    domain_claims: list[domains.DomainClaim] | None = None,
+                    placements: Mapping[str, str] | None = None) -> float:
     """Reconcile once; return seconds until the next unprompted run.
 
     Never once the SubSite's deletion has begun: a reconcile that re-created what the
@@ -308,13 +312,15 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
     async with rt.site(body["metadata"]["name"]).reconcile_lock:
         if being_deleted(rt, body):
             return rt.config.resync_seconds
-        return await _reconcile(rt, body, license_entry, rolepolicy, domain_claims or [])
+        return await _reconcile(rt, body, license_entry, rolepolicy, domain_claims or [],
+                                placements or {})
 
 
 async def _reconcile(rt: Runtime, body: dict[str, Any],
                      license_entry: tuple[Any, ...] | None,
                      rolepolicy: dict[str, Any] | None,
-                     domain_claims: list[domains.DomainClaim]) -> float:
+                     domain_claims: list[domains.DomainClaim],
+                     placements: Mapping[str, str]) -> float:
     started = time.monotonic()
     md = body["metadata"]
     name, generation = md["name"], int(md.get("generation", 1))
@@ -366,7 +372,8 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
             site.annotations_seen = acted = acted_on_annotations(md)
             db_ready, db_message, transient = await _converge(
                 rt, ctx, verdict, namespace, body, holder,
-                acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""), acted.get(SHOP_URL_ANNOTATION, ""))
+                acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""), acted.get(SHOP_URL_ANNOTATION, ""),
+                placements)
         except NotOurs as exc:
             # Nothing was created: say exactly what is in the way, once per change.
             problem = (exc.reason, str(exc))
@@ -392,6 +399,7 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
         problem=problem[1] if problem else None,
         problem_reason=problem[0] if problem else c.R_INVALID_SPEC,
         transient_error=transient, now=now,
+        database_server=rt.postgres.placed.get(name),
     )
     new_status = status.compute(obs, body.get("status"))
     try:
@@ -417,9 +425,68 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
     return delay
 
 
+async def _placed(rt: Runtime, ctx: SiteContext, body: dict[str, Any], namespace: str,
+                  fresh: bool, claim: Claim, placements: Mapping[str, str]
+                  ) -> tuple[Server, SiteContext, str | None]:
+    """The site's PostgreSQL server, recorded before anything is provisioned there, and
+    a requested move carried out. Returns the server, the context to build from (no
+    storefront pods while a move waits for them to stop) and, while a move is under way,
+    what it waits for. Raises :class:`NotOurs` when the site cannot be placed."""
+    name = ctx.name
+    site = rt.site(name)
+    db_secret = None if fresh else await _live(rt, _secret_probe(DB_SECRET, namespace))
+    location = credentials.db_location(db_secret)
+    decision = placement.decide(rt, body, ctx.spec.database.server_selector, location,
+                                placements)
+    if decision.problem is not None or decision.server is None:
+        raise NotOurs(c.R_NO_DATABASE_SERVER, decision.problem or "no PostgreSQL server")
+    if decision.warning != site.placement_warning:
+        site.placement_warning = decision.warning
+        if decision.warning:
+            log.warning("SubSite %s: %s", name, decision.warning)
+            await events.post(rt.kube, body, "Warning", c.R_PLACEMENT_CONFLICT,
+                              decision.warning)
+    current = decision.server
+    if decision.annotate or decision.move_done:
+        await placement.record(rt, name, current, move_done=decision.move_done)
+    rt.postgres.placed[name] = current
+    target = decision.move_to
+    if target is None:
+        return rt.postgres.servers[current], ctx, None
+    password = credentials.read_existing({DB_SECRET: db_secret}).db_password
+    if password is None:  # nothing was ever provisioned: nothing to copy
+        await placement.record(rt, name, target, move_done=True)
+        return rt.postgres.servers[target], ctx, None
+    dep = rt.cache.get(("Deployment", namespace, "storefront"))
+    stopped = dep is None or (
+        int((dep.get("spec") or {}).get("replicas", 1) or 0) == 0
+        and int((dep.get("status") or {}).get("replicas", 0) or 0) == 0)
+    if not stopped:
+        # The storefront stops first: nothing may write to the old copy during the copy.
+        quiet = replace(ctx, spec=ctx.spec.model_copy(update={
+            "storefront": ctx.spec.storefront.model_copy(update={"replicas": 0})}))
+        return rt.postgres.servers[current], quiet, (
+            f"moving the database from {current} to {target}: waiting for the storefront "
+            "pods to stop")
+    await events.post(rt.kube, body, "Normal", c.R_DATABASE_MOVING,
+                      f"moving the database from {current} to {target}")
+    try:
+        await placement.move(rt, name, claim, password, db_connection_limit(ctx), current,
+                             target)
+    except placement.MoveError as exc:
+        raise KubeError(0, "DatabaseMoveFailed", str(exc)) from None
+    await placement.record(rt, name, target, move_done=True)
+    await events.post(rt.kube, body, "Normal", c.R_DATABASE_MOVED,
+                      f"database moved from {current} to {target}; the old copy on "
+                      f"{current} is kept with its role locked: drop it when satisfied")
+    return rt.postgres.servers[target], ctx, None
+
+
 async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str,
                     body: dict[str, Any], domain_holder: domains.DomainClaim | None,
-                    rotation: str = "", shop_url: str = "") -> tuple[bool, str, str | None]:
+                    rotation: str = "", shop_url: str = "",
+                    placements: Mapping[str, str] | None = None
+                    ) -> tuple[bool, str, str | None]:
     """Namespace, backends, then every child that differs. Returns (database ready,
     database message, transient error); raises :class:`NotOurs` before writing anything
     when the namespace, database, role, Redis user or key copy belongs to someone else."""
@@ -437,14 +504,18 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     fresh = live_ns is None
     claim = Claim(uid=ctx.uid, adopt_from=ctx.spec.database.adopt_retained_from,
                   adopt_unmarked=owned == "legacy")
+    server, ctx, waiting = await _placed(rt, ctx, body, namespace, fresh, claim, placements)
+    if waiting is not None:
+        db_message = waiting
     secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh, claim,
-                                                db_connection_limit(ctx), rotation)
+                                                db_connection_limit(ctx), rotation, server)
     if claim.uid in rt.reclaimed:
         return False, "the SubSite is being deleted", "the SubSite is being deleted"
     await _apply_if_changed(rt, ns_obj)
     fresh_ns = namespace if fresh else None
-    db_ready = transient is None
-    db_message = "database, role and Redis user provisioned" if db_ready else str(transient)
+    db_ready = transient is None and waiting is None
+    db_message = waiting or ("database, role and Redis user provisioned" if db_ready
+                             else str(transient))
     previous = await _previous_claims(rt, namespace, fresh_ns)
     secrets = replace(secrets, license_token=token_for(verdict, rt.keys.signing_key, previous,
                                                        ctx.now))
@@ -457,7 +528,9 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     if known_token:
         # Same token: a suspension (or a new URL) reaches HQ before anything else is done.
         await _publish_credential(rt, entry)
-    children = [o for o in build_children(replace(ctx, secrets=secrets))
+    children = [o for o in build_children(replace(
+        ctx, secrets=secrets, platform=replace(ctx.platform, postgres_host=server.site_host,
+                                               postgres_port=server.site_port)))
                 if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)
                 and not (o["kind"] == "Ingress" and domain_holder is not None)]
     if ctx.role_policy is None:

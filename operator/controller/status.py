@@ -32,6 +32,7 @@ class Observation:
     problem_reason: str = c.R_INVALID_SPEC
     transient_error: str | None = None  # will be retried: server unreachable…
     now: datetime = field(default_factory=datetime.now)
+    database_server: str | None = None  # the PostgreSQL server the site is placed on
 
 
 def deployment_available(dep: dict[str, Any] | None, replicas: int) -> tuple[bool, str, int]:
@@ -113,6 +114,8 @@ def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]
         "licenseExpiresAt": lic.expires_at,
         "readyReplicas": ready_replicas,
         "observedGeneration": obs.generation,
+        # The record of where the data is: kept when this reconcile could not tell.
+        "databaseServer": obs.database_server or (previous or {}).get("databaseServer"),
         "conditions": conds,
     })
     return status.to_wire()
