@@ -145,14 +145,15 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim:
     names of Secrets that must NOT be applied this round, and a transient error message;
     raises :class:`NotOurs` (before creating anything) when a name is taken by something
     this SubSite did not create."""
-    found = {}
-    for name in (DB_SECRET, REDIS_SECRET, KEYS_SECRET):
-        found[name] = await _live(rt, _secret_probe(name, namespace),
-                                  namespace if fresh else None)
+    # Independent reads at once (each is a round trip when not cached).
+    names = (DB_SECRET, REDIS_SECRET, KEYS_SECRET)
+    *secrets_found, saved_keys, published = await asyncio.gather(
+        *(_live(rt, _secret_probe(n, namespace), namespace if fresh else None) for n in names),
+        _check_keys_copy(rt, site, claim), _credential(rt, site))
+    found = dict(zip(names, secrets_found, strict=True))
     old = credentials.read_existing(found)
     db_pw, db_new = credentials.or_new(old.db_password)
     redis_pw, redis_new = credentials.or_new(old.redis_password)
-    saved_keys = await _check_keys_copy(rt, site, claim)
     # Shielded: if the loop is cancelled (the SubSite is being deleted), provisioning
     # still finishes under the lock, and the reclaim that waits for the lock then drops
     # what it created.
@@ -166,8 +167,7 @@ async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim:
         redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
         session_secret=keys.session_secret,
         data_key=keys.data_key,
-        hq_api_token=sitecreds.choose_token(
-            old.hq_api_token, await _credential(rt, site), rotation)[0],
+        hq_api_token=sitecreds.choose_token(old.hq_api_token, published, rotation)[0],
     )
     return secrets, skip, error
 
@@ -188,6 +188,8 @@ async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
             if db_new:
                 # A password PostgreSQL never accepted must not become the Secret's truth.
                 skip.add(DB_SECRET)
+        # After PostgreSQL, not beside it: a database name taken by someone else stops
+        # the reconcile (NotOurs) before a Redis user is created for the site.
         try:
             await rt.redis.ensure(site, claim, redis_pw)
         except RedisUnavailable as exc:
