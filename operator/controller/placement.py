@@ -60,6 +60,13 @@ def decide(rt: Runtime, body: dict[str, Any], selector: Mapping[str, str] | None
                         annotations.get(MOVE_DATABASE_ANNOTATION) or None)
 
 
+def needs_annotation(rt: Runtime) -> bool:
+    """With one server a site cannot be placed elsewhere: status.databaseServer records
+    it, and no SubSite write is spent on an annotation (a server added later finds such
+    sites by their DSN, :func:`legacy_server`)."""
+    return len(rt.postgres.servers) > 1
+
+
 async def record(rt: Runtime, name: str, server: str, move_done: bool = False) -> None:
     """Write the placement annotation (and drop a fulfilled move request) in one patch."""
     patch: dict[str, Any] = {DATABASE_SERVER_ANNOTATION: server}

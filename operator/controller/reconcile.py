@@ -449,7 +449,7 @@ async def _placed(rt: Runtime, ctx: SiteContext, body: dict[str, Any], namespace
             await events.post(rt.kube, body, "Warning", c.R_PLACEMENT_CONFLICT,
                               decision.warning)
     current = decision.server
-    if decision.annotate or decision.move_done:
+    if decision.move_done or (decision.annotate and placement.needs_annotation(rt)):
         await placement.record(rt, name, current, move_done=decision.move_done)
     rt.postgres.placed[name] = current
     target = decision.move_to

@@ -126,7 +126,8 @@ def test_placement_across_two_servers_and_move(operator: OperatorProcess, kubect
                       .get("conditions", []) if c["type"] == "Ready"), {})
         return ready.get("reason") == "NoDatabaseServer"
     wait_for(refused, 300, "the fifth site refused for lack of room")
-    assert _role(servers["pg-a"], fifth) is None and _role(servers["pg-b"], fifth) is None
+    assert _role(servers["pg-a"], fifth) is None
+    assert _role(servers["pg-b"], fifth) is None
     kubectl("delete", "subsite", fifth, "--wait=true", "--timeout=120s", timeout=150)
 
     # An edited annotation alone does not move a site: the data stays where it is.
