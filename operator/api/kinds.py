@@ -25,7 +25,7 @@ SHOP_URL_ANNOTATION = f"{GROUP}/shop-url"
 # lives on. Written by the operator when it places the site (a person may set it before
 # creating the SubSite to choose); never changed by the operator afterwards.
 DATABASE_SERVER_ANNOTATION = f"{GROUP}/database-server"
-# On a SubSite: a request to move its database to the named server (docs/operations.md,
+# On a SubSite: a request to move its database to the named server (docs/runbooks.md,
 # "Moving a site to another database server"); removed by the operator once done.
 MOVE_DATABASE_ANNOTATION = f"{GROUP}/move-database-to"
 # The SubSite annotations the operator acts on (a change wakes the site's loop).

@@ -112,7 +112,7 @@ def decide(annotations: Mapping[str, str] | None, status_server: str | None,
             return Decision(None, problem=(
                 f"the site's database is on PostgreSQL server {rec.server!r}, which is not "
                 f"in the operator's server list ({', '.join(sorted(names))}); add it back "
-                "(or move the site: docs/operations.md)"))
+                "(or move the site: docs/runbooks.md)"))
         server, annotate = rec.server, annotated is None
     elif legacy_server is not None:
         server, annotate = legacy_server, True
