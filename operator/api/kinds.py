@@ -80,6 +80,8 @@ OTHERS: tuple[Resource, ...] = (
     _r("v1", "Event", "events"),
     _r("coordination.k8s.io/v1", "Lease", "leases"),
     _r("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
+    # A CloudNativePG Cluster a PostgreSQL server entry may name (kameng.provision.servers).
+    _r("postgresql.cnpg.io/v1", "Cluster", "clusters"),
 )
 RESOURCES: dict[str, Resource] = {r.kind: r for r in (*CHILDREN, *OWN, *OTHERS)}
 PLURALS: dict[str, str] = {r.kind: r.plural for r in RESOURCES.values()}

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import yaml
 
+from kameng.api.kinds import resource
 from kameng.kube.client import Kube, path_for
 
 from .ownership import Claim
@@ -41,7 +42,7 @@ from .placement import ServerInfo
 from .postgres import DatabaseUnavailable, PgTarget, Postgres, target_of
 
 DEFAULT_SERVER = "default"
-CNPG_API_VERSION = "postgresql.cnpg.io/v1"
+CNPG_API_VERSION = resource("Cluster").api_version
 CNPG_PORT = 5432
 
 
