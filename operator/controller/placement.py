@@ -126,8 +126,13 @@ async def copy_database(source: Server, target: Server, site: str) -> None:
             await consumer.stdin.drain()
         consumer.stdin.close()
 
-    _, (_, dump_err), (_, restore_err) = await asyncio.gather(
-        pump(), producer.communicate(), consumer.communicate())
+    assert producer.stderr is not None
+    assert consumer.stderr is not None
+    # stdout is pumped above; only stderr is drained here (communicate() would read
+    # stdout a second time).
+    _, dump_err, restore_err = await asyncio.gather(
+        pump(), producer.stderr.read(), consumer.stderr.read())
+    await asyncio.gather(producer.wait(), consumer.wait())
     if producer.returncode or consumer.returncode:
         detail = (restore_err or dump_err or b"").decode(errors="replace").strip()
         raise MoveError(f"copying the database from {source.name} to {target.name} failed: "
