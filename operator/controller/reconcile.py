@@ -442,6 +442,9 @@ async def _placed(rt: Runtime, ctx: SiteContext, body: dict[str, Any], namespace
                                 placements)
     if decision.problem is not None or decision.server is None:
         raise NotOurs(c.R_NO_DATABASE_SERVER, decision.problem or "no PostgreSQL server")
+    # Taken before the first await: sites placed concurrently count each other (all of a
+    # batch went to one server, past its capacity, when this came after the write).
+    rt.postgres.placed[name] = decision.server
     if decision.warning != site.placement_warning:
         site.placement_warning = decision.warning
         if decision.warning:

@@ -74,7 +74,7 @@ def operator(devenv: dict[str, str], kubectl: Any, servers: dict[str, str],
                          d / "operator.log",
                          extra_env={"KAMENG_PG_SERVERS_FILE": str(conf),
                                     "IT_PG_A": servers["pg-a"],
-                                    "IT_PG_B": servers["pg-b"]}).start()
+                                    "IT_PG_B": servers["pg-b"]}).start(wait=120)
     try:
         yield op
     finally:
