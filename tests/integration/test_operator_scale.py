@@ -87,9 +87,10 @@ def test_writes_proportional_to_changes(converged: dict[str, float]) -> None:
     # Each child is applied once: a value the server omits (`value: ""`) is not drift
     # (before: 2-4 Deployment applies per site).
     assert converged.get("Deployment", 0) <= COUNT * 1.1, converged
-    # Events: one per transition (a new site's first phase is none; PhaseReady is), and
-    # repeats bump a count instead of adding objects (before: 2-3.2 per site).
-    assert converged.get("Event", 0) <= COUNT * 1.5, converged
+    # Events: one per transition (a new site's first phase is none; PhaseReady is, and
+    # its License's LicenseActive), repeats bump a count instead of adding objects
+    # (before: 3 per site, PhaseProvisioning included; 2.5-3.2 in the benchmark).
+    assert converged.get("Event", 0) <= COUNT * 2.25, converged
     total = sum(converged.values())
     assert total / COUNT <= MAX_WRITES_PER_SITE, converged
 
