@@ -110,3 +110,12 @@ def test_random_spec_edits_converge(converged: dict[str, float], kubectl: Any) -
                           "storefront": {"replicas": rng.choice([1, 2])}}}
         kubectl("patch", "subsite", name, "--type=merge", "-p", json.dumps(patch))
     _wait(lambda: _converged(kubectl), 300, "edited SubSites Ready at their generation")
+
+
+def test_kopf_writes_only_its_finalizer(converged: dict[str, float], kubectl: Any) -> None:
+    """kopf's diff base was a second PATCH of every new SubSite (and a copy of its spec in
+    an annotation); the finalizer is the only bookkeeping left."""
+    for o in _subsites(kubectl):
+        annotations = o["metadata"].get("annotations") or {}
+        assert "kameng.io/last-handled-configuration" not in annotations, o["metadata"]["name"]
+        assert "kameng.io/reclaim" in o["metadata"].get("finalizers", [])
