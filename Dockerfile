@@ -9,8 +9,9 @@ COPY storefront ./storefront
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
-# pg_dump/pg_restore for the exit archives (must not be older than the PostgreSQL server).
-RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \
+# pg_dump/pg_restore: the exit archives and moving a site's database to another PostgreSQL
+# server (docs/runbooks.md); they must be as new as the servers' major version.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-client \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 kameng && useradd --uid 10001 --gid 10001 --no-create-home kameng
 COPY --from=build /wheels /wheels

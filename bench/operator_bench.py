@@ -92,6 +92,21 @@ def apiserver_writes(kubectl: list[str]) -> tuple[float, float]:
     return total, kopf
 
 
+def partial(fig: dict[str, Any]) -> None:
+    """The figures so far: a run that fails later (a timeout at 1,000 sites on a loaded
+    machine) still reports what it measured."""
+    print("partial:", json.dumps(fig), flush=True)
+
+
+def apf_rejected(kubectl: list[str]) -> int:
+    """Requests API Priority and Fairness rejected so far, all levels (0 = the operator
+    never met the server's limit)."""
+    text = subprocess.run([*kubectl, "get", "--raw", "/metrics"], check=True,
+                          capture_output=True, text=True).stdout
+    return int(sum(float(v) for v in re.findall(
+        r'^apiserver_flowcontrol_rejected_requests_total\{[^}]*\} ([0-9.e+]+)$', text, re.M)))
+
+
 async def create_all(kube: Kube, docs: list[dict[str, Any]], parallel: int = 50) -> None:
     sem = asyncio.Semaphore(parallel)
 
@@ -184,12 +199,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         fig["of_which_kopf_bookkeeping"] = int(kopf_w1 - kopf_w0)
         fig["apiserver_writes_managed_kinds_all_clients"] = int(api_w1 - api_w0)
         fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+        fig["apf_rejected_during_batch"] = apf_rejected(kubectl)
         fig["operator_writes_per_subsite_by_kind"] = {
             f"{verb} {kind}": round(float(v) / args.count, 2)
             for kind, verb, v in re.findall(
                 r'^kameng_api_writes_total\{kind="([^"]*)",verb="([^"]*)"\} ([0-9.e+]+)$',
                 op.metrics(), re.M)}
 
+        partial(fig)
         await asyncio.sleep(5)  # the last Deployment status events settle
         op_i0, (api_i0, _) = op.api_writes(), apiserver_writes(kubectl)
         by_kind0 = write_breakdown(kubectl)
@@ -205,6 +222,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             k: int(v - by_kind0.get(k, 0.0)) for k, v in by_kind1.items()
             if v - by_kind0.get(k, 0.0) > 0}
         fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+        partial(fig)
 
         # One more SubSite at a time while the others exist: apply → Ready latency.
         lat = []
@@ -224,6 +242,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             fig["single_apply_to_ready_p99_s"] = round(
                 lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2)
 
+        partial(fig)
         # Random spec edits (replicas, title) converge: every edited site Ready again at
         # its new generation.
         rng = random.Random(args.count)
@@ -247,6 +266,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.5)
         fig["random_edits"] = args.edits
         fig["random_edits_converged_s"] = round(time.monotonic() - t0, 2)
+        fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+        partial(fig)
 
         raw_prefix = f"x{args.count}r{run_id}"
         raw_n, raw_s = await raw_loop(kube, raw_prefix, args.count)
@@ -260,15 +281,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             fig["operator_writes_until_ready"] / args.count, 1)
         await delete_prefix(kube, "Namespace", "v1", f"kameng-{raw_prefix}-")
     finally:
-        if not args.keep:
-            # The batch is `prefix-NNNN`, the single ones `prefixsN-0000`.
-            await delete_prefix(kube, "SubSite", API_VERSION, prefix)
-            fig["cleanup_complete"] = await wait_gone(
-                kube, "SubSite", API_VERSION, prefix, args.timeout)
-            await delete_prefix(kube, "License", API_VERSION, prefix)
-            await delete_prefix(kube, "RolePolicy", API_VERSION, prefix + "-")
-        op.stop()
-        await kube.close()
+        try:
+            if not args.keep:
+                # The batch is `prefix-NNNN`, the single ones `prefixsN-0000`.
+                await delete_prefix(kube, "SubSite", API_VERSION, prefix)
+                fig["cleanup_complete"] = await wait_gone(
+                    kube, "SubSite", API_VERSION, prefix, args.timeout)
+                await delete_prefix(kube, "License", API_VERSION, prefix)
+                await delete_prefix(kube, "RolePolicy", API_VERSION, prefix + "-")
+        finally:  # a failed cleanup must not leave the operator running
+            op.stop()
+            await kube.close()
     return fig
 
 

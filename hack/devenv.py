@@ -4,6 +4,9 @@
 Standard library only, so it runs before the project's virtualenv exists.
 
     hack/devenv up       start everything (idempotent), print `export` lines
+    hack/devenv up --postgres N
+                         also run PostgreSQL servers 2..N (to place sites across several),
+                         exported as KAMENG_PG_ADMIN_DSN_2... (added to a running one)
     hack/devenv down     stop everything and delete its state
     hack/devenv status   say what runs
     hack/devenv env      print the `export` lines of a running environment
@@ -377,17 +380,22 @@ def create_nodes(state: dict, bin_dir: Path) -> None:
             input=json.dumps(node), text=True, stdout=subprocess.DEVNULL)
 
 
-def start_postgres(state: dict, tools: dict[str, str]) -> None:
+def start_postgres(state: dict, tools: dict[str, str], number: int = 1) -> None:
+    """PostgreSQL server `number` (1: the environment's own; more: `up --postgres N`,
+    kept as extras so that `down` and `stop` handle them like `run`'s processes)."""
     pg_bin = Path(tools["pg_bin"])
-    data, sock = STATE / "pg" / "data", STATE / "pg" / "sock"
+    name, key = ("pg", "postgres") if number == 1 else (f"pg{number}", f"postgres-{number}")
+    if number > 1:
+        state["ports"][key] = free_port()
+    data, sock = STATE / name / "data", STATE / name / "sock"
     # PostgreSQL refuses to run as root; the Debian package's `postgres` user runs it.
     user = "postgres" if os.geteuid() == 0 else None
-    (STATE / "pg").mkdir()
+    (STATE / name).mkdir()
     sock.mkdir()
-    pwfile = STATE / "pg" / "pwfile"
+    pwfile = STATE / name / "pwfile"
     pwfile.write_text(state["pg_password"] + "\n")
     if user:
-        shutil.chown(STATE / "pg", user, user)
+        shutil.chown(STATE / name, user, user)
         shutil.chown(sock, user, user)
         shutil.chown(pwfile, user, user)
     pwfile.chmod(0o600)
@@ -398,8 +406,8 @@ def start_postgres(state: dict, tools: dict[str, str]) -> None:
         initdb = ["runuser", "-u", user, "--", *initdb]
     run(initdb, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     pwfile.unlink()
-    spawn("postgres", [
-        str(pg_bin / "postgres"), "-D", str(data), "-p", str(state["ports"]["postgres"]),
+    spawn(key, [
+        str(pg_bin / "postgres"), "-D", str(data), "-p", str(state["ports"][key]),
         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
         "-c", "max_connections=500", "-c", "shared_buffers=256MB",
         # Throwaway data: trade durability for speed.
@@ -409,9 +417,24 @@ def start_postgres(state: dict, tools: dict[str, str]) -> None:
 
     def ready() -> bool:
         r = subprocess.run([str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p",
-                            str(state["ports"]["postgres"])], capture_output=True, check=False)
+                            str(state["ports"][key])], capture_output=True, check=False)
         return r.returncode == 0
-    wait_for("PostgreSQL", ready, 60, state, "postgres")
+    wait_for(f"PostgreSQL {number}", ready, 60, state, key)
+    if number > 1:
+        state.setdefault("extras", {})[key] = state["pids"].pop(key)
+        save_state(state)
+
+
+def extra_postgres(state: dict, count: int) -> None:
+    """Servers 2..count, each started unless it already runs."""
+    tools = None
+    for number in range(2, count + 1):
+        key = f"postgres-{number}"
+        if ours(state.get("extras", {}).get(key), state.get("markers", {}).get(key, "")):
+            continue
+        tools = tools or ensure_packages()
+        shutil.rmtree(STATE / f"pg{number}", ignore_errors=True)
+        start_postgres(state, tools, number)
 
 
 def start_redis(state: dict, tools: dict[str, str]) -> None:
@@ -510,6 +533,9 @@ def exports(state: dict) -> str:
         "KAMENG_DEVENV_DIR": str(STATE),
         "KAMENG_BIN_DIR": state["bin_dir"],
     }
+    for key in sorted(k for k in state.get("extras", {}) if k.startswith("postgres-")):
+        lines[f"KAMENG_PG_ADMIN_DSN_{key.removeprefix('postgres-')}"] = (
+            f"postgresql://kameng_admin:{state['pg_password']}@127.0.0.1:{p[key]}/postgres")
     out = [f"export {k}='{v}'" for k, v in lines.items()]
     out.append(f"export PATH='{state['bin_dir']}':\"$PATH\"")
     return "\n".join(out)
@@ -578,10 +604,11 @@ def stop(state: dict | None) -> None:
         shutil.rmtree(STATE, ignore_errors=True)
 
 
-def up() -> None:
+def up(postgres: int = 1) -> None:
     state = load_state()
     if state and healthy(state):
         install_crds(state)
+        extra_postgres(state, postgres)
         print(exports(state))
         return
     if state:
@@ -636,6 +663,7 @@ def up() -> None:
     wait_for("controller-manager (default ServiceAccount)", default_sa, 60, state,
              "kube-controller-manager")
     install_crds(state)
+    extra_postgres(state, postgres)
     log(f"up in {time.monotonic() - t0:.1f}s: apiserver {state['server']}, PostgreSQL "
         f"127.0.0.1:{ports['postgres']}, Redis 127.0.0.1:{ports['redis']}, S3 "
         f"127.0.0.1:{ports['s3']}, logs in "
@@ -682,7 +710,13 @@ def main() -> int:
         # others wait and then find it running.
         fcntl.flock(lockf, fcntl.LOCK_EX)
         if cmd == "up":
-            up()
+            args = sys.argv[2:]
+            count = 1
+            if args[:1] == ["--postgres"] and len(args) == 2 and args[1].isdigit():
+                count = int(args[1])
+            elif args:
+                die("usage: hack/devenv up [--postgres N]")
+            up(count)
         elif cmd == "down":
             stop(load_state())
             log("stopped")

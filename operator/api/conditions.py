@@ -72,6 +72,11 @@ R_APPROVED_CHANGE = "ApprovedChangeApplied"
 R_CHANGED_OUTSIDE_APPROVAL = "ChangedOutsideApproval"
 # Tiered rights (kameng.contracts.plans): the SubSite asks for a feature its plan lacks.
 R_PLAN_FEATURE_MISSING = "PlanFeatureMissing"
+# Placement on one of several PostgreSQL servers.
+R_NO_DATABASE_SERVER = "NoDatabaseServer"  # none fits (full, or the selector matches none)
+R_PLACEMENT_CONFLICT = "DatabaseServerMismatch"  # annotation and record disagree
+R_DATABASE_MOVING = "DatabaseMoving"
+R_DATABASE_MOVED = "DatabaseMoved"
 
 MAX_MESSAGE = 2000  # the schema allows 2048
 

@@ -26,8 +26,16 @@ ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 # On a SubSite: another URL the shop is served at besides its domain (a platform team's
 # setting, e.g. the dev environment's loopback shops); HQ accepts payment URLs there too.
 SHOP_URL_ANNOTATION = f"{GROUP}/shop-url"
+# On a SubSite: the PostgreSQL server (a name from the operator's server list) its database
+# lives on. Written by the operator when it places the site (a person may set it before
+# creating the SubSite to choose); never changed by the operator afterwards.
+DATABASE_SERVER_ANNOTATION = f"{GROUP}/database-server"
+# On a SubSite: a request to move its database to the named server (docs/runbooks.md,
+# "Moving a site to another database server"); removed by the operator once done.
+MOVE_DATABASE_ANNOTATION = f"{GROUP}/move-database-to"
 # The SubSite annotations the operator acts on (a change wakes the site's loop).
-ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION)
+ACTED_ON_ANNOTATIONS = (ROTATE_CREDENTIALS_ANNOTATION, SHOP_URL_ANNOTATION,
+                        DATABASE_SERVER_ANNOTATION, MOVE_DATABASE_ANNOTATION)
 # On a License and SubSite HQ's onboarding created: the partner application they came
 # from. HQ adopts an existing object of that name only when it carries its own id.
 ONBOARDING_APPLICATION_LABEL = f"{GROUP}/onboarding-application"
@@ -83,6 +91,8 @@ OTHERS: tuple[Resource, ...] = (
     _r("v1", "Event", "events"),
     _r("coordination.k8s.io/v1", "Lease", "leases"),
     _r("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
+    # A CloudNativePG Cluster a PostgreSQL server entry may name (kameng.provision.servers).
+    _r("postgresql.cnpg.io/v1", "Cluster", "clusters"),
 )
 RESOURCES: dict[str, Resource] = {r.kind: r for r in (*CHILDREN, *OWN, *OTHERS)}
 PLURALS: dict[str, str] = {r.kind: r.plural for r in RESOURCES.values()}

@@ -160,6 +160,13 @@ class DatabaseSpec(KModel):
                 "to that SubSite's uid; without it such data is never handed to a new "
                 "SubSite."),
     ] = None
+    server_selector: Annotated[
+        dict[str, str] | None,
+        Field(max_length=16, description="Labels the PostgreSQL server the site is placed "
+              "on must carry (the operator's server list names each server's labels). "
+              "Used only when the site is first placed: a placed site never moves unless "
+              "asked to (annotation kameng.io/move-database-to)."),
+    ] = None
 
 
 class SubSiteSpec(KModel):
@@ -247,6 +254,10 @@ class SubSiteStatus(KModel):
     export: Annotated[
         ExportStatus | None, Field(description="The exit archive made when the SubSite was "
                                    "deleted (before any data was reclaimed).")
+    ] = None
+    database_server: Annotated[
+        str | None, Field(max_length=63, description="The PostgreSQL server (a name from "
+                          "the operator's server list) the site's database lives on.")
     ] = None
     conditions: Annotated[list[Condition], conditions_field()]
     approvable_fingerprints: Annotated[

@@ -28,6 +28,9 @@ class OperatorConfig:
     # Host the storefront pods use to reach PostgreSQL/Redis; defaults to the admin's.
     pg_site_host: str | None = None
     redis_site_host: str | None = None
+    # Several PostgreSQL servers to place sites on (kameng.provision.servers); without it
+    # the one server of pg_admin_dsn, named "default".
+    pg_servers_file: str | None = None
     resync_seconds: float = 300.0
     resync_jitter: float = 0.2
     workers: int = 16
@@ -63,6 +66,7 @@ class OperatorConfig:
             trusted_proxies=e.get("KAMENG_TRUSTED_PROXIES", ""),
             pg_site_host=e.get("KAMENG_PG_SITE_HOST") or None,
             redis_site_host=e.get("KAMENG_REDIS_SITE_HOST") or None,
+            pg_servers_file=e.get("KAMENG_PG_SERVERS_FILE") or None,
             resync_seconds=_env_float("KAMENG_RESYNC_SECONDS", 300.0),
             workers=int(e.get("KAMENG_WORKERS", "16")),
             metrics_port=int(e.get("KAMENG_METRICS_PORT", "8080")),

@@ -51,6 +51,18 @@ def read_existing(found: dict[str, dict[str, Any] | None]) -> Existing:
     )
 
 
+def db_location(db_secret: dict[str, Any] | None) -> tuple[str, int] | None:
+    """(host, port) of the DSN in the site's database Secret: where its database is."""
+    dsn = unb64(((db_secret or {}).get("data") or {}).get(pod.DB_DSN.key))
+    if not dsn:
+        return None
+    try:
+        parts = urlsplit(dsn)
+        return (parts.hostname or "", parts.port or 5432)
+    except ValueError:
+        return None
+
+
 def new_session_secret() -> str:
     return secrets.token_urlsafe(48)
 

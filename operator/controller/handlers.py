@@ -16,8 +16,10 @@ import kopf
 
 from kameng.api.common import GROUP, VERSION
 from kameng.api.holds import holds_of
+from kameng.api.kinds import DATABASE_SERVER_ANNOTATION
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
 from kameng.notify import config as notify_config
+from kameng.provision.servers import ServerConfigError, describe
 
 from . import agreements, children_watch, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
@@ -37,9 +39,13 @@ DEBOUNCE = 0.05
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, **_: Any) -> None:
     cfg: OperatorConfig = memo.config
-    if not cfg.pg_admin_dsn or not cfg.redis_url:
-        raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN and KAMENG_REDIS_URL are required")
-    memo.runtime = await create_runtime(cfg)
+    if not (cfg.pg_admin_dsn or cfg.pg_servers_file) or not cfg.redis_url:
+        raise kopf.PermanentError("KAMENG_PG_ADMIN_DSN (or KAMENG_PG_SERVERS_FILE) and "
+                                  "KAMENG_REDIS_URL are required")
+    try:
+        memo.runtime = await create_runtime(cfg)
+    except ServerConfigError as exc:
+        raise kopf.PermanentError(f"PostgreSQL servers: {exc}") from None
     kube = memo.runtime.kube
     metrics.publish_phases(())
     memo.agreements = agreements.Agreements(
@@ -51,7 +57,8 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
         memo.tasks.append(asyncio.create_task(lease.keep()))
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-    log.info("kameng operator started: %r", cfg)
+    log.info("kameng operator started: %r; PostgreSQL servers %s", cfg,
+             describe(list(memo.runtime.postgres.servers.values())))
 
 
 @kopf.on.cleanup()
@@ -89,6 +96,15 @@ def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
                        ) -> dict[str, domains.DomainClaim]:
     return {spec.get("domain", ""): domains.DomainClaim(
         str(meta.get("creationTimestamp") or ""), name, str(meta.get("uid") or ""))}
+
+
+@kopf.index(GROUP, VERSION, SUBSITE.plural)
+def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+                     ) -> dict[str, str] | None:
+    """Each placed site's PostgreSQL server (the capacity count of the placement)."""
+    server = status.get("databaseServer") or \
+        (meta.get("annotations") or {}).get(DATABASE_SERVER_ANNOTATION)
+    return {name: server} if server else None
 
 
 @kopf.index(GROUP, VERSION, LICENSE.plural)
@@ -174,7 +190,8 @@ async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, mem
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
                          rolepolicies: kopf.Index[str, Any],
-                         subsites_by_domain: kopf.Index[str, Any], stopped: kopf.DaemonStopped,
+                         subsites_by_domain: kopf.Index[str, Any],
+                         database_servers: kopf.Index[str, str], stopped: kopf.DaemonStopped,
                          memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo.runtime
     wake = rt.triggers.register(name)
@@ -192,7 +209,8 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
                     delay = await reconcile.reconcile(
                         rt, dict(body), _first(licenses, spec.get("licenseRef", "")),
                         _first(rolepolicies, spec.get("rolePolicyRef", "standard")),
-                        list(subsites_by_domain.get(spec.get("domain", ""), [])))
+                        list(subsites_by_domain.get(spec.get("domain", ""), [])),
+                        {site: next(iter(v)) for site, v in database_servers.items() if v})
             except Exception:  # a bug must not end the site's loop for good
                 if rt.closing:
                     return

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -42,8 +43,9 @@ from kameng.licensing.verdict import LicenseVerdict, token_for, verdict_for
 from kameng.provision.ownership import Claim, NotOurs, judge
 from kameng.provision.postgres import DatabaseUnavailable, site_dsn
 from kameng.provision.redis_acl import RedisUnavailable, site_url
+from kameng.provision.servers import Server
 
-from . import credentials, domains, keyvault, metrics, sitecreds, status
+from . import credentials, domains, keyvault, metrics, placement, sitecreds, status
 from .plan_rights import plan_problem
 from .runtime import Runtime
 
@@ -139,40 +141,41 @@ def _secret_probe(name: str, namespace: str) -> dict[str, Any]:
 
 
 async def _provision(rt: Runtime, site: str, namespace: str, fresh: bool, claim: Claim,
-                     connection_limit: int, rotation: str
+                     connection_limit: int, rotation: str, server: Server
                      ) -> tuple[SiteSecrets, set[str], str | None]:
     """Database role/db, Redis user and the site's HQ API token. Returns the secrets, the
     names of Secrets that must NOT be applied this round, and a transient error message;
     raises :class:`NotOurs` (before creating anything) when a name is taken by something
     this SubSite did not create."""
-    found = {}
-    for name in (DB_SECRET, REDIS_SECRET, KEYS_SECRET):
-        found[name] = await _live(rt, _secret_probe(name, namespace),
-                                  namespace if fresh else None)
+    # Independent reads at once (each is a round trip when not cached).
+    names = (DB_SECRET, REDIS_SECRET, KEYS_SECRET)
+    *secrets_found, saved_keys, published = await asyncio.gather(
+        *(_live(rt, _secret_probe(n, namespace), namespace if fresh else None) for n in names),
+        _check_keys_copy(rt, site, claim), _credential(rt, site))
+    found = dict(zip(names, secrets_found, strict=True))
     old = credentials.read_existing(found)
     db_pw, db_new = credentials.or_new(old.db_password)
     redis_pw, redis_new = credentials.or_new(old.redis_password)
-    saved_keys = await _check_keys_copy(rt, site, claim)
     # Shielded: if the loop is cancelled (the SubSite is being deleted), provisioning
     # still finishes under the lock, and the reclaim that waits for the lock then drops
     # what it created.
     skip, error = await asyncio.shield(asyncio.ensure_future(
-        _backends(rt, site, claim, connection_limit, db_pw, db_new, redis_pw, redis_new)))
+        _backends(rt, site, claim, connection_limit, db_pw, db_new, redis_pw, redis_new,
+                  server.name)))
     cfg = rt.config
     keys = await _site_keys(rt, site, old, claim, saved_keys)
     secrets = SiteSecrets(
-        db_dsn=site_dsn(site, db_pw, cfg.pg_site_host or rt.pg_target.host, rt.pg_target.port),
+        db_dsn=site_dsn(site, db_pw, server.site_host, server.site_port),
         redis_url=site_url(site, redis_pw, rt.redis_target, cfg.redis_site_host),
         session_secret=keys.session_secret,
         data_key=keys.data_key,
-        hq_api_token=sitecreds.choose_token(
-            old.hq_api_token, await _credential(rt, site), rotation)[0],
+        hq_api_token=sitecreds.choose_token(old.hq_api_token, published, rotation)[0],
     )
     return secrets, skip, error
 
 
 async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
-                    db_pw: str, db_new: bool, redis_pw: str, redis_new: bool
+                    db_pw: str, db_new: bool, redis_pw: str, redis_new: bool, server: str
                     ) -> tuple[set[str], str | None]:
     skip: set[str] = set()
     error: str | None = None
@@ -181,12 +184,14 @@ async def _backends(rt: Runtime, site: str, claim: Claim, connection_limit: int,
             return {DB_SECRET, REDIS_SECRET}, "the SubSite is being deleted"
         try:
             await rt.postgres.ensure(site, claim, db_pw, set_password=db_new,
-                                     connection_limit=connection_limit)
+                                     connection_limit=connection_limit, server=server)
         except DatabaseUnavailable as exc:
             error = str(exc)
             if db_new:
                 # A password PostgreSQL never accepted must not become the Secret's truth.
                 skip.add(DB_SECRET)
+        # After PostgreSQL, not beside it: a database name taken by someone else stops
+        # the reconcile (NotOurs) before a Redis user is created for the site.
         try:
             await rt.redis.ensure(site, claim, redis_pw)
         except RedisUnavailable as exc:
@@ -301,7 +306,8 @@ def being_deleted(rt: Runtime, body: dict[str, Any]) -> bool:
 async def reconcile(rt: Runtime, body: dict[str, Any],
                     license_entry: tuple[Any, ...] | None,
                     rolepolicy: dict[str, Any] | None,
-                    domain_claims: list[domains.DomainClaim] | None = None) -> float:
+                    domain_claims: list[domains.DomainClaim] | None = None,
+                    placements: Mapping[str, str] | None = None) -> float:
     """Reconcile once; return seconds until the next unprompted run.
 
     Never once the SubSite's deletion has begun: a reconcile that re-created what the
@@ -313,13 +319,15 @@ async def reconcile(rt: Runtime, body: dict[str, Any],
     async with rt.site(body["metadata"]["name"]).reconcile_lock:
         if being_deleted(rt, body):
             return rt.config.resync_seconds
-        return await _reconcile(rt, body, license_entry, rolepolicy, domain_claims or [])
+        return await _reconcile(rt, body, license_entry, rolepolicy, domain_claims or [],
+                                placements or {})
 
 
 async def _reconcile(rt: Runtime, body: dict[str, Any],
                      license_entry: tuple[Any, ...] | None,
                      rolepolicy: dict[str, Any] | None,
-                     domain_claims: list[domains.DomainClaim]) -> float:
+                     domain_claims: list[domains.DomainClaim],
+                     placements: Mapping[str, str]) -> float:
     started = time.monotonic()
     md = body["metadata"]
     name, generation = md["name"], int(md.get("generation", 1))
@@ -371,7 +379,8 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
             site.annotations_seen = acted = acted_on_annotations(md)
             db_ready, db_message, transient = await _converge(
                 rt, ctx, verdict, namespace, body, holder,
-                acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""), acted.get(SHOP_URL_ANNOTATION, ""))
+                acted.get(ROTATE_CREDENTIALS_ANNOTATION, ""), acted.get(SHOP_URL_ANNOTATION, ""),
+                placements)
         except NotOurs as exc:
             # Nothing was created: say exactly what is in the way, once per change.
             problem = (exc.reason, str(exc))
@@ -399,6 +408,7 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
         transient_error=transient, now=now,
         spec=body.get("spec") if spec is not None else None,
         approved_change=(md.get("annotations") or {}).get(APPROVED_CHANGE_ANNOTATION, ""),
+        database_server=rt.postgres.placed.get(name),
     )
     new_status = status.compute(obs, body.get("status"))
     try:
@@ -425,9 +435,71 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
     return delay
 
 
+async def _placed(rt: Runtime, ctx: SiteContext, body: dict[str, Any], namespace: str,
+                  fresh: bool, claim: Claim, placements: Mapping[str, str]
+                  ) -> tuple[Server, SiteContext, str | None]:
+    """The site's PostgreSQL server, recorded before anything is provisioned there, and
+    a requested move carried out. Returns the server, the context to build from (no
+    storefront pods while a move waits for them to stop) and, while a move is under way,
+    what it waits for. Raises :class:`NotOurs` when the site cannot be placed."""
+    name = ctx.name
+    site = rt.site(name)
+    db_secret = None if fresh else await _live(rt, _secret_probe(DB_SECRET, namespace))
+    location = credentials.db_location(db_secret)
+    decision = placement.decide(rt, body, ctx.spec.database.server_selector, location,
+                                placements)
+    if decision.problem is not None or decision.server is None:
+        raise NotOurs(c.R_NO_DATABASE_SERVER, decision.problem or "no PostgreSQL server")
+    # Taken before the first await: sites placed concurrently count each other (all of a
+    # batch went to one server, past its capacity, when this came after the write).
+    rt.postgres.placed[name] = decision.server
+    if decision.warning != site.placement_warning:
+        site.placement_warning = decision.warning
+        if decision.warning:
+            log.warning("SubSite %s: %s", name, decision.warning)
+            await events.post(rt.kube, body, "Warning", c.R_PLACEMENT_CONFLICT,
+                              decision.warning)
+    current = decision.server
+    if decision.move_done or (decision.annotate and placement.needs_annotation(rt)):
+        await placement.record(rt, name, current, move_done=decision.move_done)
+    rt.postgres.placed[name] = current
+    target = decision.move_to
+    if target is None:
+        return rt.postgres.servers[current], ctx, None
+    password = credentials.read_existing({DB_SECRET: db_secret}).db_password
+    if password is None:  # nothing was ever provisioned: nothing to copy
+        await placement.record(rt, name, target, move_done=True)
+        return rt.postgres.servers[target], ctx, None
+    dep = rt.cache.get(("Deployment", namespace, "storefront"))
+    stopped = dep is None or (
+        int((dep.get("spec") or {}).get("replicas", 1) or 0) == 0
+        and int((dep.get("status") or {}).get("replicas", 0) or 0) == 0)
+    if not stopped:
+        # The storefront stops first: nothing may write to the old copy during the copy.
+        quiet = replace(ctx, spec=ctx.spec.model_copy(update={
+            "storefront": ctx.spec.storefront.model_copy(update={"replicas": 0})}))
+        return rt.postgres.servers[current], quiet, (
+            f"moving the database from {current} to {target}: waiting for the storefront "
+            "pods to stop")
+    await events.post(rt.kube, body, "Normal", c.R_DATABASE_MOVING,
+                      f"moving the database from {current} to {target}")
+    try:
+        await placement.move(rt, name, claim, password, db_connection_limit(ctx), current,
+                             target)
+    except placement.MoveError as exc:
+        raise KubeError(0, "DatabaseMoveFailed", str(exc)) from None
+    await placement.record(rt, name, target, move_done=True)
+    await events.post(rt.kube, body, "Normal", c.R_DATABASE_MOVED,
+                      f"database moved from {current} to {target}; the old copy on "
+                      f"{current} is kept with its role locked: drop it when satisfied")
+    return rt.postgres.servers[target], ctx, None
+
+
 async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, namespace: str,
                     body: dict[str, Any], domain_holder: domains.DomainClaim | None,
-                    rotation: str = "", shop_url: str = "") -> tuple[bool, str, str | None]:
+                    rotation: str = "", shop_url: str = "",
+                    placements: Mapping[str, str] | None = None
+                    ) -> tuple[bool, str, str | None]:
     """Namespace, backends, then every child that differs. Returns (database ready,
     database message, transient error); raises :class:`NotOurs` before writing anything
     when the namespace, database, role, Redis user or key copy belongs to someone else."""
@@ -445,14 +517,18 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     fresh = live_ns is None
     claim = Claim(uid=ctx.uid, adopt_from=ctx.spec.database.adopt_retained_from,
                   adopt_unmarked=owned == "legacy")
+    server, ctx, waiting = await _placed(rt, ctx, body, namespace, fresh, claim, placements)
+    if waiting is not None:
+        db_message = waiting
     secrets, skip, transient = await _provision(rt, ctx.name, namespace, fresh, claim,
-                                                db_connection_limit(ctx), rotation)
+                                                db_connection_limit(ctx), rotation, server)
     if claim.uid in rt.reclaimed:
         return False, "the SubSite is being deleted", "the SubSite is being deleted"
     await _apply_if_changed(rt, ns_obj)
     fresh_ns = namespace if fresh else None
-    db_ready = transient is None
-    db_message = "database, role and Redis user provisioned" if db_ready else str(transient)
+    db_ready = transient is None and waiting is None
+    db_message = waiting or ("database, role and Redis user provisioned" if db_ready
+                             else str(transient))
     previous = await _previous_claims(rt, namespace, fresh_ns)
     secrets = replace(secrets, license_token=token_for(verdict, rt.keys.signing_key, previous,
                                                        ctx.now))
@@ -467,7 +543,9 @@ async def _converge(rt: Runtime, ctx: SiteContext, verdict: LicenseVerdict, name
     if known_token:
         # Same token: a suspension (or a new URL) reaches HQ before anything else is done.
         await _publish_credential(rt, entry)
-    children = [o for o in build_children(replace(ctx, secrets=secrets))
+    children = [o for o in build_children(replace(
+        ctx, secrets=secrets, platform=replace(ctx.platform, postgres_host=server.site_host,
+                                               postgres_port=server.site_port)))
                 if not (o["kind"] == "Secret" and o["metadata"]["name"] in skip)
                 and not (o["kind"] == "Ingress" and domain_holder is not None)]
     if ctx.role_policy is None:

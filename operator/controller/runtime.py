@@ -11,10 +11,10 @@ from kameng.children.context import Platform
 from kameng.contracts.hq_auth import SiteCredential
 from kameng.kube.cache import ChildCache
 from kameng.kube.client import Kube
-from kameng.provision import postgres as pg
 from kameng.provision import redis_acl
-from kameng.provision.postgres import PgTarget, Postgres
+from kameng.provision import servers as pg_servers
 from kameng.provision.redis_acl import RedisAcl, RedisTarget
+from kameng.provision.servers import Databases
 
 from . import hqkeys
 from .config import OperatorConfig
@@ -38,6 +38,7 @@ class SiteState:
     annotations_seen: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
     conflict: str | None = None  # the ownership conflict last reported as an Event
+    placement_warning: str | None = None  # the placement warning last reported
     # Held while the site's database/Redis user is being created or reclaimed: a deletion
     # waits for an in-flight CREATE DATABASE instead of racing it (an orphan otherwise).
     backend_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -72,9 +73,8 @@ class Triggers:
 class Runtime:
     config: OperatorConfig
     kube: Kube
-    postgres: Postgres
+    postgres: Databases  # one admin client per PostgreSQL server, and the placements
     redis: RedisAcl
-    pg_target: PgTarget
     redis_target: RedisTarget
     keys: HqKeys
     platform: Platform
@@ -109,7 +109,9 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
     startup, and tests that drive the reconcile and the reclaim directly)."""
     kube = Kube.from_environment(cfg.kubeconfig)
     keys = await hqkeys.load_or_create(kube, cfg.namespace, cfg.hq_keys_secret)
-    pg_target = pg.target_of(cfg.pg_admin_dsn)
+    servers = await pg_servers.resolve(kube, pg_servers.entries_from_config(
+        cfg.pg_servers_file, cfg.pg_admin_dsn, cfg.pg_site_host))
+    first = servers[0]
     redis_target = redis_acl.target_of(cfg.redis_url)
     platform = Platform(
         storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
@@ -117,12 +119,13 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
         ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
         monitoring_namespace=cfg.monitoring_namespace,
         trusted_proxies=cfg.trusted_proxies,
-        postgres_host=cfg.pg_site_host or pg_target.host, postgres_port=pg_target.port,
+        # Each site's own server replaces these (reconcile); the first is the default.
+        postgres_host=first.site_host, postgres_port=first.site_port,
         redis_host=cfg.redis_site_host or redis_target.host, redis_port=redis_target.port,
     )
     return Runtime(
-        config=cfg, kube=kube, postgres=pg.Postgres(cfg.pg_admin_dsn),
-        redis=redis_acl.RedisAcl(cfg.redis_url), pg_target=pg_target,
+        config=cfg, kube=kube, postgres=Databases(servers),
+        redis=redis_acl.RedisAcl(cfg.redis_url),
         redis_target=redis_target, keys=keys, platform=platform,
         semaphore=asyncio.Semaphore(cfg.workers),
     )

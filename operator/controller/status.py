@@ -38,6 +38,7 @@ class Observation:
     # approvable field is recorded in status (see :func:`record_changes`).
     spec: dict[str, Any] | None = None
     approved_change: str = ""
+    database_server: str | None = None  # the PostgreSQL server the site is placed on
 
 
 def deployment_available(dep: dict[str, Any] | None, replicas: int) -> tuple[bool, str, int]:
@@ -119,6 +120,8 @@ def compute(obs: Observation, previous: dict[str, Any] | None) -> dict[str, Any]
         "licenseExpiresAt": lic.expires_at,
         "readyReplicas": ready_replicas,
         "observedGeneration": obs.generation,
+        # The record of where the data is: kept when this reconcile could not tell.
+        "databaseServer": obs.database_server or (previous or {}).get("databaseServer"),
         "conditions": conds,
         **record_changes(previous, obs.spec, obs.approved_change, obs.now),
     })
@@ -226,7 +229,13 @@ def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[s
     """Events worth posting: (type, reason, message) for a changed phase or a changed
     Ready/LicenseValid/DatabaseReady status. Nothing when nothing changed."""
     out: list[tuple[str, str, str]] = []
-    if (old or {}).get("phase") != new.get("phase"):
+    first = not (old or {}).get("phase")
+    # A new SubSite's first phase is not a transition: its status says it, and an Event
+    # per new site (Provisioning) was one write in eight of a batch's. A site that starts
+    # in a bad phase (Failed, Suspended, Expired) still says so.
+    if first and new.get("phase") in (c.PHASE_PROVISIONING, c.PHASE_PENDING):
+        pass
+    elif (old or {}).get("phase") != new.get("phase"):
         ready = condition(new, c.READY) or {}
         bad = new.get("phase") in c.BAD_PHASES
         out.append(("Warning" if bad else "Normal", f"Phase{new.get('phase')}",

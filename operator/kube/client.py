@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +31,30 @@ API_WRITES = Counter(
     "kameng_api_writes_total", "Write requests the operator sent to the API server.",
     ["verb", "kind"],
 )
+
+
+# client-go retries a 429 ten times (rest.Request's maxRetries) honouring Retry-After.
+MAX_THROTTLED_RETRIES = 10
+API_THROTTLED = Counter(
+    "kameng_api_throttled_total",
+    "Requests the API server answered 429 (priority and fairness, storage not ready).",
+    ["reason"],
+)
+
+
+def metrics_throttled(resp: httpx.Response) -> None:
+    reason = "storage" if b"initializing" in resp.content else "flowcontrol"
+    API_THROTTLED.labels(reason=reason).inc()
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    """Seconds to wait: the server's Retry-After (APF says 1), jittered so that the
+    requests it rejected together do not come back together; at most 10."""
+    try:
+        seconds = float(resp.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(10.0, max(0.1, seconds)) * random.uniform(0.5, 1.0)  # noqa: S311
 
 
 class KubeError(Exception):
@@ -75,9 +101,22 @@ class _Auth:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
+# Requests in flight at once. The operator's ServiceAccount falls under the FlowSchema
+# "service-accounts", priority level "workload-low": 100 of the default 245 concurrency
+# shares, i.e. 245 of an API server's default 600 seats, of which 90% may be lent to other
+# levels. What it keeps when the cluster is busy is ~24 seats: more requests than that only
+# wait in APF's queues (or come back 429, retried above), so the client does not open more.
+# Measured in the dev cluster (apiserver_flowcontrol_nominal_limit_seats{workload-low}=245,
+# current 56 while idle); KAMENG_API_CONCURRENCY overrides it for a server with other limits.
+DEFAULT_CONCURRENCY = 24
+
+
 class Kube:
     def __init__(self, base_url: str, verify: ssl.SSLContext | bool, auth: _Auth,
-                 max_connections: int = 32, counted: bool = True) -> None:
+                 max_connections: int | None = None, counted: bool = True) -> None:
+        if max_connections is None:
+            max_connections = int(os.environ.get("KAMENG_API_CONCURRENCY",
+                                                 DEFAULT_CONCURRENCY))
         self._auth = auth
         # Bookkeeping clients (the operator lease) are not counted: the counter proves
         # that reconciling an unchanged world writes nothing.
@@ -101,8 +140,6 @@ class Kube:
         """In-cluster service account if present, else the kubeconfig (KUBECONFIG)."""
         token_file = SA_DIR / "token"
         if kubeconfig is None and token_file.exists():
-            import os
-
             host = os.environ["KUBERNETES_SERVICE_HOST"]
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
@@ -154,15 +191,26 @@ class Kube:
             content = json.dumps(body, separators=(",", ":"))
         if method != "GET" and self._counted:
             API_WRITES.labels(verb=method, kind=kind or "unknown").inc()
-        for attempt in range(3):
+        transport_errors = throttled = 0
+        while True:
             try:
-                return await self._http.request(method, path, content=content,
+                resp = await self._http.request(method, path, content=content,
                                                 params=params, headers=headers)
             except httpx.TransportError as exc:
-                if attempt == 2:
+                transport_errors += 1
+                if transport_errors == 3:
                     raise KubeError(0, "Unreachable", type(exc).__name__) from None
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+                await asyncio.sleep(0.2 * transport_errors)
+                continue
+            # 429: API Priority and Fairness rejected the request (its queues for our
+            # priority level are full) or storage is re-initialising (a CRD changed).
+            # Like client-go: wait as long as Retry-After says and try again, a bounded
+            # number of times; the request was not executed, so a retry is safe.
+            if resp.status_code != 429 or throttled == MAX_THROTTLED_RETRIES:
+                return resp
+            throttled += 1
+            metrics_throttled(resp)
+            await asyncio.sleep(_retry_after(resp))
 
     @staticmethod
     def _raise_for(resp: httpx.Response, kind: str) -> None:

@@ -52,6 +52,7 @@ class OperatorProcess:
             if self.alive():
                 return self
             time.sleep(0.1)
+        self.kill()  # a late start must not hold the Lease against the next operator
         raise RuntimeError(f"operator not live after {wait}s; see {self.log_path}")
 
     def alive(self) -> bool:

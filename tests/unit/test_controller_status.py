@@ -121,3 +121,20 @@ def test_terminating_status_keeps_other_conditions_and_settles() -> None:
     failed = terminating(t1, "ReclaimFailed", "db down", True, 5, T0 + timedelta(hours=3))
     assert (cond(failed, "Stalled"), condition(failed, "Stalled")["message"]) == \
         ("True", "db down")
+
+
+def test_a_new_sites_first_phase_posts_no_event_but_its_ready_does() -> None:
+    provisioning = compute(obs(deployment=None), None)
+    assert provisioning["phase"] == "Provisioning"
+    assert transitions(None, provisioning) == []
+    ready = compute(obs(), provisioning)
+    assert [e[1] for e in transitions(provisioning, ready)] == ["PhaseReady"]
+    # A site that starts in a bad phase still says so at once.
+    failed = compute(obs(problem="bad"), None)
+    assert [e[1] for e in transitions(None, failed)] == ["PhaseFailed"]
+
+
+def test_database_server_kept_when_a_reconcile_cannot_tell() -> None:
+    placed = compute(obs(database_server="pg-b"), None)
+    assert placed["databaseServer"] == "pg-b"
+    assert compute(obs(), placed)["databaseServer"] == "pg-b"
