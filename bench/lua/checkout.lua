@@ -55,6 +55,8 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
+  -- done() runs in the main Lua state, which has no init() args: ask a thread.
+  local out_file = threads[1]:get("out_file")
   if out_file == nil or out_file == "" then return end
   local f = assert(io.open(out_file, "w"))
   local bad = 0

@@ -17,7 +17,8 @@ from kameng.contracts import hq_api
 from kameng.contracts.hq_api import ApiError, FulfilRequest, PaymentCreated, PaymentRequest
 
 from ..state import state_of
-from .catalog import etag_matches, load_catalog
+from ..web.page_cache import etag_matches
+from .catalog import load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
 from .payments import AmountMismatch, BadSiteUrl, EscrowShort, open_payment, refund_payment

@@ -11,7 +11,8 @@ from starlette.routing import Route
 from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 
 from ..state import state_of
-from ..web.render import csrf_ok, error_page, locale_of, render
+from ..web.page_cache import etag_matches
+from ..web.render import csrf_ok, error_page, locale_of, render, render_shared
 from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_subject
 from .account import ACCOUNT_LOGIN_PATH, current_customer
 from .backoffice import latest_announcements
@@ -33,10 +34,24 @@ _REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, 
 
 
 async def index(request: Request) -> Response:
+    """The catalogue, from the page cache: a hit is neither a query nor a render. The page
+    is the same for every visitor of a locale (no CSRF token: it has no form), and the
+    license's mode and token are in the key, so a renewal or suspension shows at once."""
     state = state_of(request)
-    products = await visible_products(state)
-    return render(request, "shop/index.html", products=products,
-                  news=await latest_announcements(state))
+    locale = locale_of(request)
+    key = ("index", locale, state.effective_mode(), state.guard().token)
+    page = state.pages.get(key)
+    if page is None:
+        generation = state.pages.counter.value()  # before the reads: see page_cache
+        body = render_shared(request, "shop/index.html", locale,
+                             products=await visible_products(state),
+                             news=await latest_announcements(state))
+        page = state.pages.put(key, generation, body.encode())
+    # no-cache: browsers keep the page but ask each time, and get a 304 while it holds.
+    headers = {"ETag": page.etag, "Cache-Control": "no-cache", "Vary": "Cookie"}
+    if etag_matches(page.etag, request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
 
 
 async def product_page(request: Request) -> Response:
