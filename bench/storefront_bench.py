@@ -29,141 +29,22 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
 
-from kameng.contracts.hq_auth import (
-    REGISTRY_MOUNT,
-    SiteCredential,
-    new_site_api_token,
-    token_digest,
-)
-from kameng.contracts.license_token import (
-    LicenseClaims,
-    generate_signing_key,
-    public_key_to_b64,
-    sign_token,
-)
-from kameng_storefront.crypto import DataCipher
-from tests.support.net import free_port
 from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
-    site_config,
     staff_client,
+    start_process_stack,
     temp_database,
     wait_for,
 )
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PASSWORD = "bench-password-123"
-
-
-def _write(root: Path, rel: str, value: str) -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_text(value, encoding="utf-8")
-
-
-@dataclass
-class BenchStack:
-    hq_url: str
-    shop_url: str
-    shop_ops_url: str
-    shop_dsn: str
-    pids: dict[str, int]  # "shop" / "hq" → process id
-
-
-def start_stack(
-    stack: ExitStack, admin_dsn: str, redis_url: str, tmp: Path, workers: int
-) -> BenchStack:
-    key, master, site = generate_signing_key(), os.urandom(16).hex(), "bench"
-    hq_port, shop_port = free_port(), free_port()
-    hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
-    hq_dsn = stack.enter_context(temp_database(admin_dsn, "kameng_benchhq"))
-    shop_dsn = stack.enter_context(temp_database(admin_dsn, "kameng_benchsite"))
-    now = datetime.now(UTC)
-    token = sign_token(
-        LicenseClaims(
-            site=site,
-            categories=["game"],
-            regions=["CN-31"],
-            nbf=now - timedelta(hours=1),
-            exp=now + timedelta(days=1),
-            graceUntil=now + timedelta(days=2),
-            seq=1,
-        ),
-        key,
-    )
-    hq, shop = tmp / "hq", tmp / "shop"
-    for root, dsn, kind in ((hq, hq_dsn, "hq"), (shop, shop_dsn, "subsite")):
-        _write(root, "storefront-db/dsn", dsn)
-        _write(root, "storefront-redis/url", redis_url)
-        _write(root, "storefront-keys/session-secret", os.urandom(24).hex())
-        _write(root, "storefront-keys/data-key", DataCipher.generate_spec())
-        if kind == "hq":  # only HQ's admin has a bootstrap password
-            _write(root, "storefront-keys/admin-password", PASSWORD)
-            _write(root, "hq/master-secret", master)
-            _write(root, "hq/public-key", public_key_to_b64(key))
-    _write(shop, "config/site.json", site_config(site, hq_url, public_key_to_b64(key)).to_json())
-    api_token = new_site_api_token()
-    _write(shop, "storefront-keys/hq-api-token", api_token)
-    # HQ checks it against its mounted site-credential registry.
-    _write(hq, f"{REGISTRY_MOUNT}/{site}", SiteCredential(
-        site=site, sha256=token_digest(api_token), createdAt=now.isoformat(),
-        urls=[shop_url]).to_json())
-    _write(shop, "license/token", token)
-    ops_ports = {"hq": free_port(), "subsite": free_port()}
-    pids: dict[str, int] = {}
-    for mode, port, root, url in (
-        ("hq", hq_port, hq, hq_url),
-        ("subsite", shop_port, shop, shop_url),
-    ):
-        env = {
-            **os.environ,
-            "KAMENG_SECRETS_ROOT": str(root),
-            "KAMENG_PUBLIC_URL": url,
-            "KAMENG_SITE_CONFIG_FILE": str(root / "config/site.json"),
-            "KAMENG_LOG_LEVEL": "WARNING",
-            "KAMENG_CATALOG_SYNC_SECONDS": "1",
-            # The benchmark pays through HQ's sandbox: enabled explicitly, as tests do.
-            "KAMENG_SANDBOX_PAYMENTS": "enabled",
-        }
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kameng.cli.main",
-                "storefront",
-                "--mode",
-                mode,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--ops-port",
-                str(ops_ports[mode]),
-                *(["--workers", str(workers)] if mode == "subsite" and workers > 1 else []),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.callback(lambda p=proc: (p.terminate(), p.wait(timeout=20)))
-        pids["shop" if mode == "subsite" else "hq"] = proc.pid
-
-    def ready(u: str) -> bool:
-        try:
-            return httpx.get(f"{u}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(lambda: all(ready(f"http://127.0.0.1:{p}") for p in ops_ports.values()),
-             timeout=60, interval=0.3)
-    return BenchStack(hq_url, shop_url, f"http://127.0.0.1:{ops_ports['subsite']}", shop_dsn,
-                      pids)
 
 
 LUA = Path(__file__).parent / "lua"
@@ -220,6 +101,20 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+PROFILE_DIR: Path | None = None  # --profile: py-spy samples the servers during each run
+
+
+def _profilers(what: str, servers: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    if PROFILE_DIR is None:
+        return []
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    slug = re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-")
+    return [subprocess.Popen(
+        [exe, "record", "--subprocesses", "--idle", "--format", "raw", "-r", "97",
+         "-o", str(PROFILE_DIR / f"{name}-{slug}.txt"), "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in servers.items()]
+
+
 def wrk(what: str, url: str, *, seconds: float, threads: int, connections: int,
         servers: dict[str, int], script: Path | None = None, args: list[str] | None = None,
         until: Callable[[], bool] | None = None) -> WrkRun:
@@ -235,6 +130,7 @@ def wrk(what: str, url: str, *, seconds: float, threads: int, connections: int,
     cmd.append(url)
     if args:
         cmd += ["--", *args]
+    profilers = _profilers(what, servers)
     before = {k: _proc_cpu_seconds(p) for k, p in servers.items()}
     t_before = os.times()
     t0 = time.perf_counter()
@@ -247,6 +143,9 @@ def wrk(what: str, url: str, *, seconds: float, threads: int, connections: int,
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
     t_after = os.times()
+    for prof in profilers:
+        prof.send_signal(signal.SIGINT)
+        prof.wait(timeout=30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {err.strip()}")
     cpus = os.cpu_count() or 1
@@ -336,14 +235,21 @@ def main() -> int:
                     help="wrk connections (= customers of the order path)")
     ap.add_argument("--workers", type=int, default=1, help="sub-site worker processes")
     ap.add_argument("--keys", type=int, default=4000, help="card keys to stock")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="sample the servers with py-spy during each run (raw stacks in DIR)")
     args = ap.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile
+    if PROFILE_DIR is not None:
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     admin_dsn, redis_url = os.environ.get("KAMENG_PG_ADMIN_DSN"), os.environ.get("KAMENG_REDIS_URL")
     if not admin_dsn or not redis_url:
         print('run `eval "$(hack/devenv up)"` first (KAMENG_PG_ADMIN_DSN, KAMENG_REDIS_URL)')
         return 2
     secs, conns = args.seconds, args.connections
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        st = start_stack(stack, admin_dsn, redis_url, Path(tmp), args.workers)
+        st = start_process_stack(stack, admin_dsn, redis_url, Path(tmp), workers=args.workers,
+                                 password=PASSWORD)
         hq = staff_client(st.hq_url, "admin@hq.local", PASSWORD,
                           replace_bootstrap_with=f"{PASSWORD}-own-choice")
         hq_add_product(hq, "bench-10", "game", "10.00", "9.00")
