@@ -100,6 +100,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         async def lead() -> None:
             # Once per pod: see workers.LeaderLock.
             await leader.wait()
+            state.metrics.background_leader.set(1)
             await asyncio.gather(*(loop(state) for loop in loops))
 
         tasks = [asyncio.create_task(lead())]

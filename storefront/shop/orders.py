@@ -34,7 +34,7 @@ from kameng.contracts.refunds import REFUNDABLE_STATUSES, refund_action
 
 from ..state import AppState
 from ..sweeps import sweep_forever
-from .bus import enqueue, flush_outbox
+from .bus import enqueue, flush_outbox, publish_committed
 from .catalog import visible_products
 from .hq_client import HqError
 from .payments import PaymentError
@@ -190,9 +190,10 @@ async def create_order(
                 ),
             )
         ).fetchone()
-        await enqueue(conn, _event(state, order, "order.created"))
+        created = _event(state, order, "order.created")
+        await enqueue(conn, created)
     state.metrics.orders.labels("created").inc()
-    await flush_outbox(state)
+    await publish_committed(state, created)
     if wallet_customer is not None:
         await pay_from_wallet(state, oid, wallet_customer)
         return order
@@ -228,7 +229,12 @@ async def _use_coupon(conn: AsyncConnection, code: str) -> bool:
 
 
 async def handle_notification(state: AppState, note: PaymentNotification) -> str:
-    """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``."""
+    """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``.
+
+    ``paid``: the order is paid and committed; its delivery is the caller's next step
+    (:func:`deliver`), done after HQ has its answer: HQ's notification does not wait on
+    the fulfilment call back to HQ (and were that step lost, the delivery sweep takes the
+    order: it is due from the moment it is paid)."""
     if note.site != state.settings.site.site or note.status != "paid":
         return "ignored"
     async with state.pool.connection() as conn, conn.transaction():
@@ -250,16 +256,14 @@ async def handle_notification(state: AppState, note: PaymentNotification) -> str
             raise ValueError("notification does not match an order")
         if order["status"] != "created":
             return "unchanged"
-        order = await _mark_paid(state, conn, order, note.payment_id)
+        order, paid = await _mark_paid(state, conn, order, note.payment_id)
     state.metrics.orders.labels("paid").inc()
-    await flush_outbox(state)
-    if order["status"] == "paid":
-        await deliver(state, note.order_id)
+    await publish_committed(state, paid)
     return "paid"
 
 
 async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, Any],
-                     payment_id: str) -> dict[str, Any]:
+                     payment_id: str) -> tuple[dict[str, Any], OrderEvent]:
     """``created`` → ``paid`` (or ``frozen`` when risk holds it) with its ``order.paid``
     event, inside the caller's transaction with the order row locked: the one step every
     way of paying shares."""
@@ -282,8 +286,9 @@ async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, An
              coupon_used, refund_reason, order["id"]),
         )
     ).fetchone()
-    await enqueue(conn, _event(state, order, "order.paid"))
-    return order
+    paid = _event(state, order, "order.paid")
+    await enqueue(conn, paid)
+    return order, paid
 
 
 async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) -> str:
@@ -314,9 +319,9 @@ async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) ->
             log.warning("wallet payment refused by HQ",
                         extra={"order": order_id, "status": exc.status, "code": exc.code})
             raise WalletRefused("unavailable_body") from exc
-        order = await _mark_paid(state, conn, order, session.payment_id)
+        order, paid = await _mark_paid(state, conn, order, session.payment_id)
     state.metrics.orders.labels("paid").inc()
-    await flush_outbox(state)
+    await publish_committed(state, paid)
     if order["status"] == "paid":
         return await deliver(state, order_id)
     return order["status"]
@@ -418,9 +423,10 @@ async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
         if row is None:  # frozen meanwhile: HQ keeps the key bound to this order
             await _release(state, order)
             return "held"
-        await enqueue(conn, _event(state, row, "order.delivered"))
+        delivered = _event(state, row, "order.delivered")
+        await enqueue(conn, delivered)
     state.metrics.orders.labels("delivered").inc()
-    await flush_outbox(state)
+    await publish_committed(state, delivered)
     return "delivered"
 
 

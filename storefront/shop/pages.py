@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -20,6 +21,7 @@ from .catalog import visible_products
 from .orders import (
     OrderRefused,
     create_order,
+    deliver,
     find_order,
     handle_notification,
     lookup_order,
@@ -154,7 +156,10 @@ async def payment_notify(request: Request) -> Response:
         state.metrics.notifications.labels("mismatch").inc()
         return JSONResponse({"error": "mismatch"}, status_code=409)
     state.metrics.notifications.labels(result).inc()
-    return JSONResponse({"result": result})
+    # Delivery after the answer (see handle_notification); a held order is not delivered.
+    task = BackgroundTask(deliver, state, note.order_id) if result == "paid" and \
+        not is_topup_id(note.order_id) else None
+    return JSONResponse({"result": result}, background=task)
 
 
 def routes() -> list[Route]:

@@ -43,6 +43,11 @@ class Metrics:
             "1 while HQ's sandbox payment channel (one-click, no real money) is enabled",
             registry=r, multiprocess_mode="livemax",
         )
+        self.background_leader = Gauge(
+            "kameng_storefront_background_leader",
+            "1 in the worker process that runs the pod's background loops (summed over the"
+            " pod's live workers: 1)", registry=r, multiprocess_mode="livesum",
+        )
         self.catalog_syncs = Counter(
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
         )
