@@ -143,32 +143,35 @@ async def create_order(
     pepper = state.settings.pii_pepper
     contact_hash = hash_pii(contact, pepper)
     oid = new_order_id()
+    code = (coupon or "").strip().upper() or None
+    ip_hash, paid_via = hash_pii(ip, pepper), "wallet" if wallet_customer else "channel"
     async with state.pool.connection() as conn, conn.transaction():
-        blocked = await (
-            await conn.execute(
-                "SELECT 1 FROM blocked_contacts WHERE contact_hash = %s", (contact_hash,)
-            )
-        ).fetchone()
-        if blocked:
-            raise OrderRefused("forbidden")
-        discount = 0
-        code = (coupon or "").strip().upper() or None
-        if code:
+        # Pipelined (one round trip each): the two checks, then the order and its event.
+        async with conn.pipeline():
+            blocked_cur = await conn.execute(
+                "SELECT 1 FROM blocked_contacts WHERE contact_hash = %s", (contact_hash,))
             # Only checked here: the use is counted when the order is paid, so unpaid
             # orders can never use a coupon up.
-            row = await (
-                await conn.execute(
-                    "SELECT percent_off FROM coupons WHERE code = %s AND active"
-                    " AND used < max_uses",
-                    (code,),
-                )
-            ).fetchone()
+            coupon_cur = await conn.execute(
+                "SELECT percent_off FROM coupons WHERE code = %s AND active"
+                " AND used < max_uses", (code,)) if code else None
+        if await blocked_cur.fetchone():
+            raise OrderRefused("forbidden")
+        discount = 0
+        if coupon_cur is not None:
+            row = await coupon_cur.fetchone()
             if row is None:
                 raise OrderRefused("bad_request")
             discount = coupon_discount(product.price, product.cost, row["percent_off"])
         amount = product.price - discount
-        order = await (
-            await conn.execute(
+        # The event carries only what this insert writes, so it is built before it and
+        # leaves in the same round trip.
+        created = _event(state, {"id": oid, "contact_hash": contact_hash, "ip_hash": ip_hash,
+                                 "category": product.category, "product_id": product.id,
+                                 "amount_fen": amount, "paid_via": paid_via},
+                         "order.created")
+        async with conn.pipeline():
+            order_cur = await conn.execute(
                 "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
                 " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash,"
                 " paid_via, customer_id)"
@@ -184,14 +187,13 @@ async def create_order(
                     code,
                     state.cipher.encrypt(contact, aad=oid),
                     contact_hash,
-                    hash_pii(ip, pepper),
-                    "wallet" if wallet_customer else "channel",
+                    ip_hash,
+                    paid_via,
                     wallet_customer.id if wallet_customer else None,
                 ),
             )
-        ).fetchone()
-        created = _event(state, order, "order.created")
-        await enqueue(conn, created)
+            await enqueue(conn, created)
+        order = await order_cur.fetchone()
     state.metrics.orders.labels("created").inc()
     await publish_committed(state, created)
     if wallet_customer is not None:
