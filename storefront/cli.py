@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=int(os.environ.get(pod.OPS_PORT_ENV, pod.OPS_PORT.number)),
                    help="port of /healthz, /readyz and /metrics (never the public one)")
     p.add_argument("--log-level", default=os.environ.get("KAMENG_LOG_LEVEL", "INFO"))
-    p.add_argument("--workers", type=int, default=int(os.environ.get("KAMENG_WORKERS", "1")),
+    p.add_argument("--workers", type=int, default=int(os.environ.get(pod.WORKERS_ENV, "1")),
                    help="worker processes in this pod (default $KAMENG_WORKERS or 1); about "
                         "one per core the pod may use")
     sub = p.add_subparsers(dest="storefront_command", metavar="{hq-import}")
