@@ -42,8 +42,10 @@ from .state import AppState, state_of
 from .web import probes
 from .web.license_guard import LicenseGuard
 from .web.middleware import BodyLimit, LicenseGate, RejectNul, RequestMetrics, TrustedProxies
+from .web.page_cache import PageCache, SharedCounter
 from .web.staff import bootstrap_staff
 from .web.throttle import FailureThrottle
+from .workers import LeaderLock, inherited_sockets, shared_dir, worker_pool_size
 
 log = logging.getLogger("kameng.storefront")
 
@@ -53,6 +55,9 @@ Loop = Callable[[AppState], Coroutine[Any, Any, None]]
 def _state(settings: Settings) -> AppState:
     state = AppState(settings=settings, cipher=DataCipher(settings.data_keys))  # fail fast
     state.throttle = FailureThrottle(settings.site.site)
+    pod_dir = shared_dir()
+    if pod_dir is not None:  # one of several workers: the pod's counter, not our own
+        state.pages = PageCache(SharedCounter(pod_dir / "pages.generation"))
     if settings.mode == "hq":
         keys = [k.strip() for k in settings.hq_public_key.split(",") if k.strip()]
         state.license_keys = [load_public_key(k) for k in keys]
@@ -96,7 +101,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.pool = await open_pool(
-            settings.database_url, settings.mode, max_size=settings.pool_size
+            settings.database_url, settings.mode, max_size=worker_pool_size(settings.pool_size)
         )
         state.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
         state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
@@ -105,7 +110,15 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             [notification_sweeper, kpi_loop] if settings.mode == "hq"
             else await _start_subsite(state)
         )
-        tasks = [asyncio.create_task(loop(state)) for loop in loops]
+        leader = LeaderLock(shared_dir())
+
+        async def lead() -> None:
+            # Once per pod: see workers.LeaderLock.
+            await leader.wait()
+            state.metrics.background_leader.set(1)
+            await asyncio.gather(*(loop(state) for loop in loops))
+
+        tasks = [asyncio.create_task(lead())]
         log.info("storefront started", extra={"mode": settings.mode, "site": state.site})
         try:
             yield
@@ -159,7 +172,8 @@ class _NoSignals(uvicorn.Server):
 
 
 async def serve(app: Starlette, host: str, port: int, ops_port: int) -> None:
-    """Serve ``app`` on ``port`` and its probes and metrics on ``ops_port``, in one loop.
+    """Serve ``app`` on ``port`` and its probes and metrics on ``ops_port``, in one loop
+    (as a worker of several: on the sockets the supervisor bound, see ``workers``).
 
     Forwarded headers are left to :class:`TrustedProxies` (uvicorn's own handling is off):
     only the configured proxies are believed."""
@@ -168,9 +182,10 @@ async def serve(app: Starlette, host: str, port: int, ops_port: int) -> None:
     public = uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on", **common))
     ops = _NoSignals(uvicorn.Config(create_ops_app(app), port=ops_port, lifespan="off",
                                     **common))
-    ops_task = asyncio.create_task(ops.serve())
+    sockets = inherited_sockets()
+    ops_task = asyncio.create_task(ops.serve(sockets=[sockets[1]] if sockets else None))
     try:
-        await public.serve()
+        await public.serve(sockets=[sockets[0]] if sockets else None)
     finally:
         ops.should_exit = True
         await ops_task

@@ -16,6 +16,7 @@ from .config import Settings
 from .crypto import DataCipher
 from .web.license_guard import LicenseGuard, Mode
 from .web.metrics import Metrics
+from .web.page_cache import PageCache, SharedCounter
 from .web.throttle import FailureThrottle
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class AppState:
     # HQ: the Kubernetes client of the renewal page (kameng.kube.client, created on first
     # use with HQ's own ServiceAccount or settings.renewals_kubeconfig).
     _renewals_kube: Kube | None = None
+    # Sub-site: rendered catalogue pages, valid until a catalogue sync or an announcement
+    # bumps the pod-wide counter (shared by the pod's worker processes).
+    pages: PageCache = field(default_factory=lambda: PageCache(SharedCounter()))
 
     @property
     def site(self) -> str:

@@ -47,6 +47,20 @@ def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return volumes, mounts
 
 
+MAX_WORKERS = 8
+
+
+def storefront_workers(cpu: str) -> int:
+    """Worker processes for a pod requesting ``cpu`` (a Kubernetes quantity: "500m", "2",
+    "1.5"): one Python process uses one core, so one per whole core requested, at least
+    one; an unreadable quantity gets one (the API server already accepted it)."""
+    try:
+        cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    except ValueError:
+        return 1
+    return max(1, min(MAX_WORKERS, int(cores + 0.25)))
+
+
 def _probe(path: str, period: int) -> dict[str, Any]:
     # The ops port: probes and metrics are never on the public one (Ingress → "http").
     return {"httpGet": {"path": path, "port": pod.OPS_PORT.name}, "periodSeconds": period,
@@ -73,6 +87,7 @@ def deployment(ctx: SiteContext, checksum: str) -> dict[str, Any]:
             {"name": pod.SECRETS_ROOT_ENV, "value": pod.SECRETS_ROOT},
             # Within the role's CONNECTION LIMIT (children.namespace.PLAN_DB_CONNECTIONS).
             {"name": pod.DB_POOL_SIZE_ENV, "value": str(db_pool_size(ctx))},
+            {"name": pod.WORKERS_ENV, "value": str(storefront_workers(sf.resources.cpu))},
         ],
         "resources": {
             "requests": {"cpu": sf.resources.cpu, "memory": sf.resources.memory},

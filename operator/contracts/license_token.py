@@ -250,4 +250,11 @@ def evaluate_mode(claims: LicenseClaims, now: datetime | None = None) -> License
     Active and ExpiringSoon → ``normal``; Grace → ``readOnly``; Pending, Expired and
     Suspended → ``suspended``.
     """
-    return state_at(Terms.from_claims(claims), now or datetime.now(UTC)).mode
+    return mode_until(claims, now or datetime.now(UTC))[0]
+
+
+def mode_until(claims: LicenseClaims, now: datetime) -> tuple[LicenseMode, datetime | None]:
+    """:func:`evaluate_mode` at ``now`` and until when it holds by time alone (None:
+    forever): a shop asking on every request computes it once per change."""
+    cycle = state_at(Terms.from_claims(claims), now)
+    return cycle.mode, cycle.next_change

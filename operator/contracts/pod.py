@@ -34,6 +34,9 @@ SITE_CONFIG_FILE_ENV = "KAMENG_SITE_CONFIG_FILE"
 TRUSTED_PROXIES_ENV = "KAMENG_TRUSTED_PROXIES"
 OPS_PORT_ENV = "KAMENG_OPS_PORT"
 DB_POOL_SIZE_ENV = "KAMENG_DB_POOL_SIZE"  # pool size within the role's CONNECTION LIMIT
+# Worker processes of the storefront pod (`kameng storefront --workers`): about one per
+# core of its CPU request; the pod's pool (DB_POOL_SIZE_ENV) is split between them.
+WORKERS_ENV = "KAMENG_WORKERS"
 
 
 # --- the container's ports -------------------------------------------------------------

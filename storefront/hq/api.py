@@ -26,8 +26,9 @@ from kameng.contracts.hq_api import (
 )
 
 from ..state import state_of
+from ..web.page_cache import etag_matches
 from . import approvals
-from .catalog import etag_matches, load_catalog
+from .catalog import load_catalog
 from .fulfilment import fulfil
 from .inventory import OutOfStock
 from .kpis import store_report

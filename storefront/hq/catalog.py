@@ -40,10 +40,6 @@ async def load_catalog(pool: AsyncConnectionPool) -> Catalog:
     )
 
 
-def etag_matches(etag: str, if_none_match: str) -> bool:
-    return etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-
-
 @dataclass(frozen=True)
 class ProductInput:
     id: str

@@ -111,10 +111,15 @@ async def allocate_key(
     check and the allocation.
     """
     async with pool.connection() as conn, conn.transaction():
-        payment = await (await conn.execute(_PAYMENT, (site, order_id))).fetchone()
-        product = await (await conn.execute(_PRODUCT, (product_id,))).fetchone()
+        # Pipelined: the three reads leave together, one round trip instead of three
+        # (the payment's share lock is taken all the same, before anything is decided).
+        async with conn.pipeline():
+            payment_cur = await conn.execute(_PAYMENT, (site, order_id))
+            product_cur = await conn.execute(_PRODUCT, (product_id,))
+            existing_cur = await conn.execute(_EXISTING, (site, order_id))
+        payment, product = await payment_cur.fetchone(), await product_cur.fetchone()
         check(product, payment)
-        row = await (await conn.execute(_EXISTING, (site, order_id))).fetchone()
+        row = await existing_cur.fetchone()
         if row is None:
             try:
                 async with conn.transaction():  # a savepoint: the unique index may refuse

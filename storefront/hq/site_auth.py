@@ -95,18 +95,18 @@ def within_published_scope(claims: LicenseClaims, entry: SiteCredential | None
 async def highest_license_seq(pool: AsyncConnectionPool, site: str, seq: int) -> int:
     """Record ``seq`` if it is the highest seen for ``site``; return the highest."""
     # Write only when the sequence grows: the common case is a read, so concurrent
-    # fulfilments of one site do not queue on this row's lock.
+    # fulfilments of one site do not queue on this row's lock. One statement (one round
+    # trip on every API call): the new value if it was written, else the stored one (the
+    # statement's snapshot, taken before the write, has it).
     async with pool.connection() as conn:
         row = await (
             await conn.execute(
-                "INSERT INTO site_license_seq (site, seq) VALUES (%s, %s)"
+                "WITH up AS (INSERT INTO site_license_seq (site, seq) VALUES (%(site)s, %(seq)s)"
                 " ON CONFLICT (site) DO UPDATE SET seq = EXCLUDED.seq"
-                " WHERE site_license_seq.seq < EXCLUDED.seq RETURNING seq",
-                (site, seq),
+                " WHERE site_license_seq.seq < EXCLUDED.seq RETURNING seq)"
+                " SELECT coalesce((SELECT seq FROM up),"
+                " (SELECT seq FROM site_license_seq WHERE site = %(site)s)) AS seq",
+                {"site": site, "seq": seq},
             )
         ).fetchone()
-        if row is None:
-            row = await (
-                await conn.execute("SELECT seq FROM site_license_seq WHERE site = %s", (site,))
-            ).fetchone()
     return int(row["seq"])

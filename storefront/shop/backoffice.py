@@ -123,6 +123,7 @@ async def add_announcement(state: AppState, title: str, body: str) -> None:
         await conn.execute(
             "INSERT INTO announcements (title, body) VALUES (%s, %s)", (title[:200], body[:4000])
         )
+    state.pages.invalidate()  # the catalogue page shows the latest announcements
 
 
 async def settings_values(state: AppState) -> dict[str, str]:

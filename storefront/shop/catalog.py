@@ -34,12 +34,22 @@ class ShopProduct:
         return self.name_zh if locale == "zh-CN" else self.name_en
 
 
+# What the cached pages were built from, as the database has it: the catalogue's ETag (a
+# sync by any replica changes it) and the newest announcement.
+_SEEN = ("SELECT (SELECT etag FROM catalog_state WHERE id = 1) AS etag,"
+         " (SELECT max(id) FROM announcements) AS news")
+
+
 async def sync_catalog(state: AppState) -> str:
-    """One conditional GET. Returns ``"changed"``, ``"unchanged"`` or ``"failed"``."""
+    """One conditional GET. Returns ``"changed"``, ``"unchanged"`` or ``"failed"``.
+
+    Each round also notices what another replica changed in the shared database (a sync
+    of its own, an announcement) and drops this pod's cached pages then."""
     async with state.pool.connection() as conn:
-        row = await (await conn.execute("SELECT etag FROM catalog_state WHERE id = 1")).fetchone()
+        row = await (await conn.execute(_SEEN)).fetchone()
+    state.pages.observe((row["etag"], row["news"]))
     try:
-        fetched = await state.hq.catalog(row["etag"] if row else None)
+        fetched = await state.hq.catalog(row["etag"])
     except HqError as exc:
         if exc.status is None:
             log.warning("catalog sync failed", extra={"error": str(exc)})
@@ -72,6 +82,8 @@ async def sync_catalog(state: AppState) -> str:
             " ON CONFLICT (id) DO UPDATE SET etag = EXCLUDED.etag, synced_at = now()",
             (fetched.etag,),
         )
+    state.pages.invalidate()  # after the commit: see web.page_cache
+    state.pages.observe((fetched.etag, row["news"]))
     state.metrics.catalog_syncs.labels("changed").inc()
     log.info("catalog synced", extra={"products": len(products)})
     return "changed"

@@ -36,7 +36,7 @@ from kameng.contracts.refunds import REFUNDABLE_STATUSES, refund_action
 
 from ..state import AppState
 from ..sweeps import sweep_forever
-from .bus import enqueue, flush_outbox
+from .bus import enqueue, flush_outbox, publish_committed
 from .catalog import visible_products
 from .hq_client import HqError
 from .payments import PaymentError
@@ -171,34 +171,38 @@ async def create_order(
     pepper = state.settings.pii_pepper
     contact_hash = hash_pii(contact, pepper)
     oid = new_order_id()
+    code = (coupon or "").strip().upper() or None
+    ip_hash, paid_via = hash_pii(ip, pepper), "wallet" if wallet_customer else "channel"
     async with state.pool.connection() as conn, conn.transaction():
-        blocked = await (
-            await conn.execute(
-                "SELECT 1 FROM blocked_contacts WHERE contact_hash = %s", (contact_hash,)
-            )
-        ).fetchone()
-        if blocked:
-            raise OrderRefused("forbidden")
-        discount = 0
-        code = (coupon or "").strip().upper() or None
         if code and not has_feature(state, "marketing"):
             raise OrderRefused("bad_request")  # coupons are a plan feature (tiered rights)
-        if code:
+        # Pipelined (one round trip each): the two checks, then the order and its event.
+        async with conn.pipeline():
+            blocked_cur = await conn.execute(
+                "SELECT 1 FROM blocked_contacts WHERE contact_hash = %s", (contact_hash,))
             # Only checked here: the use is counted when the order is paid, so unpaid
             # orders can never use a coupon up.
-            row = await (
-                await conn.execute(
-                    "SELECT percent_off FROM coupons WHERE code = %s AND active"
-                    " AND used < max_uses",
-                    (code,),
-                )
-            ).fetchone()
+            coupon_cur = await conn.execute(
+                "SELECT percent_off FROM coupons WHERE code = %s AND active"
+                " AND used < max_uses", (code,)) if code else None
+        if await blocked_cur.fetchone():
+            raise OrderRefused("forbidden")
+        discount = 0
+        if coupon_cur is not None:
+            row = await coupon_cur.fetchone()
             if row is None:
                 raise OrderRefused("bad_request")
             discount = coupon_discount(product.price, product.cost, row["percent_off"])
         amount = product.price - discount
-        order = await (
-            await conn.execute(
+        # The event carries only what this insert writes, so it is built before it and
+        # leaves in the same round trip.
+        created = _event(state, {"id": oid, "contact_hash": contact_hash, "ip_hash": ip_hash,
+                                 "category": product.category, "product_id": product.id,
+                                 "amount_fen": amount, "paid_via": paid_via,
+                                 "region": region},
+                         "order.created")
+        async with conn.pipeline():
+            order_cur = await conn.execute(
                 "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
                 " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash,"
                 " paid_via, customer_id, region)"
@@ -214,16 +218,16 @@ async def create_order(
                     code,
                     state.cipher.encrypt(contact, aad=oid),
                     contact_hash,
-                    hash_pii(ip, pepper),
-                    "wallet" if wallet_customer else "channel",
+                    ip_hash,
+                    paid_via,
                     wallet_customer.id if wallet_customer else None,
                     region,
                 ),
             )
-        ).fetchone()
-        await enqueue(conn, _event(state, order, "order.created"))
+            await enqueue(conn, created)
+        order = await order_cur.fetchone()
     state.metrics.orders.labels("created").inc()
-    await flush_outbox(state)
+    await publish_committed(state, created)
     if wallet_customer is not None:
         await pay_from_wallet(state, oid, wallet_customer)
         return order
@@ -259,7 +263,12 @@ async def _use_coupon(conn: AsyncConnection, code: str) -> bool:
 
 
 async def handle_notification(state: AppState, note: PaymentNotification) -> str:
-    """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``."""
+    """Apply a verified payment notification. Idempotent: a replay returns ``duplicate``.
+
+    ``paid``: the order is paid and committed; its delivery is the caller's next step
+    (:func:`deliver`), done after HQ has its answer: HQ's notification does not wait on
+    the fulfilment call back to HQ (and were that step lost, the delivery sweep takes the
+    order: it is due from the moment it is paid)."""
     if note.site != state.settings.site.site or note.status != "paid":
         return "ignored"
     async with state.pool.connection() as conn, conn.transaction():
@@ -281,16 +290,14 @@ async def handle_notification(state: AppState, note: PaymentNotification) -> str
             raise ValueError("notification does not match an order")
         if order["status"] != "created":
             return "unchanged"
-        order = await _mark_paid(state, conn, order, note.payment_id)
+        order, paid = await _mark_paid(state, conn, order, note.payment_id)
     state.metrics.orders.labels("paid").inc()
-    await flush_outbox(state)
-    if order["status"] == "paid":
-        await deliver(state, note.order_id)
+    await publish_committed(state, paid)
     return "paid"
 
 
 async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, Any],
-                     payment_id: str) -> dict[str, Any]:
+                     payment_id: str) -> tuple[dict[str, Any], OrderEvent]:
     """``created`` → ``paid`` (or ``frozen`` when risk holds it) with its ``order.paid``
     event, inside the caller's transaction with the order row locked: the one step every
     way of paying shares."""
@@ -313,8 +320,9 @@ async def _mark_paid(state: AppState, conn: AsyncConnection, order: dict[str, An
              coupon_used, refund_reason, order["id"]),
         )
     ).fetchone()
-    await enqueue(conn, _event(state, order, "order.paid"))
-    return order
+    paid = _event(state, order, "order.paid")
+    await enqueue(conn, paid)
+    return order, paid
 
 
 async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) -> str:
@@ -345,9 +353,9 @@ async def pay_from_wallet(state: AppState, order_id: str, customer: Customer) ->
             log.warning("wallet payment refused by HQ",
                         extra={"order": order_id, "status": exc.status, "code": exc.code})
             raise WalletRefused("unavailable_body") from exc
-        order = await _mark_paid(state, conn, order, session.payment_id)
+        order, paid = await _mark_paid(state, conn, order, session.payment_id)
     state.metrics.orders.labels("paid").inc()
-    await flush_outbox(state)
+    await publish_committed(state, paid)
     if order["status"] == "paid":
         return await deliver(state, order_id)
     return order["status"]
@@ -449,9 +457,10 @@ async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
         if row is None:  # frozen meanwhile: HQ keeps the key bound to this order
             await _release(state, order)
             return "held"
-        await enqueue(conn, _event(state, row, "order.delivered"))
+        delivered = _event(state, row, "order.delivered")
+        await enqueue(conn, delivered)
     state.metrics.orders.labels("delivered").inc()
-    await flush_outbox(state)
+    await publish_committed(state, delivered)
     return "delivered"
 
 

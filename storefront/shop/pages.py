@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -11,7 +12,8 @@ from starlette.routing import Route
 from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 
 from ..state import state_of
-from ..web.render import csrf_ok, error_page, locale_of, render
+from ..web.page_cache import etag_matches
+from ..web.render import csrf_ok, error_page, locale_of, render, render_shared
 from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_subject
 from .account import ACCOUNT_LOGIN_PATH, current_customer
 from .backoffice import latest_announcements
@@ -20,6 +22,7 @@ from .kpis import count_visit
 from .orders import (
     OrderRefused,
     create_order,
+    deliver,
     find_order,
     handle_notification,
     lookup_order,
@@ -35,12 +38,28 @@ _REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, 
 
 
 async def index(request: Request) -> Response:
+    """The catalogue, from the page cache: a hit is neither a query nor a render. The page
+    is the same for every visitor of a locale (no CSRF token: it has no form), and the
+    license's mode and token are in the key, so a renewal or suspension shows at once."""
     state = state_of(request)
-    products = await visible_products(state)
     await count_visit(state, "index")
-    # Announcements are a plan feature: a site whose plan lacks it shows none.
-    news = await latest_announcements(state) if has_feature(state, "marketing") else []
-    return render(request, "shop/index.html", products=products, news=news)
+    locale = locale_of(request)
+    key = ("index", locale, state.effective_mode(), state.guard().token)
+    page = state.pages.get(key)
+    if page is None:
+        generation = state.pages.counter.value()  # before the reads: see page_cache
+        body = render_shared(request, "shop/index.html", locale,
+                             products=await visible_products(state),
+                             # Announcements are a plan feature (the plan is in the
+                             # token, which is in the key).
+                             news=await latest_announcements(state)
+                             if has_feature(state, "marketing") else [])
+        page = state.pages.put(key, generation, body.encode())
+    # no-cache: browsers keep the page but ask each time, and get a 304 while it holds.
+    headers = {"ETag": page.etag, "Cache-Control": "no-cache", "Vary": "Cookie"}
+    if etag_matches(page.etag, request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
 
 
 async def product_page(request: Request) -> Response:
@@ -146,7 +165,10 @@ async def payment_notify(request: Request) -> Response:
         state.metrics.notifications.labels("mismatch").inc()
         return JSONResponse({"error": "mismatch"}, status_code=409)
     state.metrics.notifications.labels(result).inc()
-    return JSONResponse({"result": result})
+    # Delivery after the answer (see handle_notification); a held order is not delivered.
+    task = BackgroundTask(deliver, state, note.order_id) if result == "paid" and \
+        not is_topup_id(note.order_id) else None
+    return JSONResponse({"result": result}, background=task)
 
 
 def routes() -> list[Route]:

@@ -18,6 +18,7 @@ from kameng.contracts.license_token import (
     TokenError,
     evaluate_mode,
     load_public_key,
+    mode_until,
     verify_token,
 )
 from kameng.contracts.siteconfig import SiteConfig
@@ -42,6 +43,8 @@ class LicenseGuard:
         self.claims: LicenseClaims | None = None
         self.problem: str | None = None
         self.token: str | None = None
+        # (claims, mode, until): mode() for those claims until that time (None: forever).
+        self._verdict: tuple[LicenseClaims, Mode, datetime | None] | None = None
         if token is not None or not token_file:
             self._token_file = None  # an env-provided token wins over files
             self._apply(token)
@@ -96,9 +99,22 @@ class LicenseGuard:
 
     def mode(self, now: datetime | None = None) -> Mode:
         self.reload_if_changed()
-        if self.claims is None:
+        claims = self.claims
+        if claims is None:
             return "suspended"
-        verdict = evaluate_mode(self.claims, now)
+        if now is None:
+            # Asked on every request: the verdict is kept until the life cycle's next
+            # change by time alone (or a new token), never computed twice in between.
+            at = datetime.now(UTC)
+            cached = self._verdict
+            if cached is not None and cached[0] is claims and (cached[2] is None
+                                                               or at < cached[2]):
+                return cached[1]
+            verdict, until = mode_until(claims, at)
+            mode = max(verdict, self.site.mode, key=_RANK.__getitem__)
+            self._verdict = (claims, mode, until)
+            return mode  # type: ignore[return-value]
+        verdict = evaluate_mode(claims, now)
         return max(verdict, self.site.mode, key=_RANK.__getitem__)  # type: ignore[return-value]
 
     def term_notice(self, now: datetime | None = None) -> dict[str, str] | None:

@@ -1,10 +1,17 @@
-"""Prometheus metrics. A private registry per app so tests can run several apps."""
+"""Prometheus metrics. A private registry per app so tests can run several apps.
+
+With several worker processes in a pod (``storefront.workers``) the metrics are in
+Prometheus' multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): each worker writes its samples
+to files there and :meth:`Metrics.render` aggregates all of them, whichever worker is
+scraped. Gauges say how they aggregate (``multiprocess_mode``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 @dataclass
@@ -29,12 +36,17 @@ class Metrics:
         )
         self.license_mode = Gauge(
             "kameng_storefront_license_mode", "1 for the current effective mode", ["mode"],
-            registry=r,
+            registry=r, multiprocess_mode="livemostrecent",
         )
         self.sandbox_payments = Gauge(
             "kameng_storefront_sandbox_payments_enabled",
             "1 while HQ's sandbox payment channel (one-click, no real money) is enabled",
-            registry=r,
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.background_leader = Gauge(
+            "kameng_storefront_background_leader",
+            "1 in the worker process that runs the pod's background loops (summed over the"
+            " pod's live workers: 1)", registry=r, multiprocess_mode="livesum",
         )
         self.catalog_syncs = Counter(
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
@@ -79,4 +91,9 @@ class Metrics:
                               registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        pod = CollectorRegistry()
+        MultiProcessCollector(pod, shared)
+        return generate_latest(pod)

@@ -65,21 +65,24 @@ def csrf_ok(request: Request, form: Any) -> bool:
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    body = render_shared(request, template, locale_of(request), csrf=csrf_token(request), **ctx)
+    return HTMLResponse(body, status_code=status_code)
+
+
+def render_shared(request: Request, template: str, locale: str, **ctx: Any) -> str:
+    """The page as every visitor with ``locale`` sees it: nothing of the visitor's own
+    (no CSRF token, no session), so it may be cached and served to all of them."""
     state = state_of(request)
-    locale = locale_of(request)
-    other = "en" if locale == "zh-CN" else "zh-CN"
-    body = _env.get_template(template).render(
+    return _env.get_template(template).render(
         request=request,
         t=translator(locale),
         locale=locale,
-        other_locale=other,
+        other_locale="en" if locale == "zh-CN" else "zh-CN",
         site=state.settings.site,
         app_mode=state.settings.mode,
         shop_mode=state.effective_mode(),
-        csrf=csrf_token(request),
         **ctx,
     )
-    return HTMLResponse(body, status_code=status_code)
 
 
 def error_page(request: Request, status_code: int, message_key: str) -> HTMLResponse:

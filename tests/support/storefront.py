@@ -5,12 +5,15 @@ benchmark. Each stack gets fresh databases, keys and a license.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +30,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kameng.contracts import invitation
-from kameng.contracts.hq_auth import SiteCredential, new_site_api_token, token_digest
+from kameng.contracts.hq_auth import (
+    REGISTRY_MOUNT,
+    SiteCredential,
+    new_site_api_token,
+    token_digest,
+)
 from kameng.contracts.license_token import (
     LicenseClaims,
     generate_signing_key,
@@ -119,6 +127,7 @@ class Stack:
     password: str = DEFAULT_PASSWORD
     # Every replica of the shop (one database); shop_app is the first, the one HQ notifies.
     shop_apps: list[Starlette] = field(default_factory=list)
+    shop_urls: list[str] = field(default_factory=list)  # of shop_apps, in that order
     shop_session_secret: str = ""
     hq_bootstrap_password: str = ""
     config: SiteConfig | None = None
@@ -301,9 +310,12 @@ def run_stack(
         stack.hq_app = create_app(hq_settings)
         stack.shop_apps = [create_app(shop_settings) for _ in range(shop_replicas)]
         stack.shop_app = stack.shop_apps[0]
+        ports = [shop_port, *(free_port() for _ in stack.shop_apps[1:])]
+        stack.shop_urls = [f"http://127.0.0.1:{p}" for p in ports]
         servers = [ServerThread(stack.hq_app, hq_port, hq_ops_port),
                    ServerThread(stack.shop_app, shop_port, shop_ops_port),
-                   *(ServerThread(app, free_port(), free_port()) for app in stack.shop_apps[1:])]
+                   *(ServerThread(app, port, free_port())
+                     for app, port in zip(stack.shop_apps[1:], ports[1:], strict=True))]
         try:
             for s in servers:
                 s.start()
@@ -570,3 +582,112 @@ def order_status(stack: Stack, order_id: str) -> str | None:
     with psycopg.connect(stack.shop_dsn) as conn:
         row = conn.execute("SELECT status FROM orders WHERE id = %s", (order_id,)).fetchone()
     return row[0] if row else None
+
+
+def _write_file(root: Path, rel: str, value: str) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(value, encoding="utf-8")
+
+
+@dataclass
+class ProcessStack:
+    hq_url: str
+    shop_url: str
+    shop_ops_url: str
+    shop_dsn: str
+    pids: dict[str, int]  # "shop" / "hq" → process id
+
+
+def start_process_stack(
+    stack: ExitStack, admin_dsn: str, redis_url: str, tmp: Path, *, workers: int = 1,
+    site: str = "bench", password: str = DEFAULT_PASSWORD,
+) -> ProcessStack:
+    """HQ and a sub-site as ``kameng storefront`` processes (as in a pod: configuration
+    from mounted files), the sub-site with ``workers`` worker processes; stopped when
+    ``stack`` closes. HQ's admin's bootstrap password is ``password``."""
+    key, master = generate_signing_key(), os.urandom(16).hex()
+    hq_port, shop_port = free_port(), free_port()
+    hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
+    hq_dsn = stack.enter_context(temp_database(admin_dsn, f"kameng_{site}hq"))
+    shop_dsn = stack.enter_context(temp_database(admin_dsn, f"kameng_{site}site"))
+    now = datetime.now(UTC)
+    token = sign_token(
+        LicenseClaims(
+            site=site,
+            categories=["game"],
+            regions=["CN-31"],
+            nbf=now - timedelta(hours=1),
+            exp=now + timedelta(days=1),
+            graceUntil=now + timedelta(days=2),
+            seq=1,
+        ),
+        key,
+    )
+    hq, shop = tmp / "hq", tmp / "shop"
+    for root, dsn, kind in ((hq, hq_dsn, "hq"), (shop, shop_dsn, "subsite")):
+        _write_file(root, "storefront-db/dsn", dsn)
+        _write_file(root, "storefront-redis/url", redis_url)
+        _write_file(root, "storefront-keys/session-secret", os.urandom(24).hex())
+        _write_file(root, "storefront-keys/data-key", DataCipher.generate_spec())
+        if kind == "hq":  # only HQ's admin has a bootstrap password
+            _write_file(root, "storefront-keys/admin-password", password)
+            _write_file(root, "hq/master-secret", master)
+            _write_file(root, "hq/public-key", public_key_to_b64(key))
+    _write_file(shop, "config/site.json",
+                site_config(site, hq_url, public_key_to_b64(key)).to_json())
+    api_token = new_site_api_token()
+    _write_file(shop, "storefront-keys/hq-api-token", api_token)
+    # HQ checks it against its mounted site-credential registry.
+    _write_file(hq, f"{REGISTRY_MOUNT}/{site}", SiteCredential(
+        site=site, sha256=token_digest(api_token), createdAt=now.isoformat(),
+        urls=[shop_url]).to_json())
+    _write_file(shop, "license/token", token)
+    ops_ports = {"hq": free_port(), "subsite": free_port()}
+    pids: dict[str, int] = {}
+    for mode, port, root, url in (
+        ("hq", hq_port, hq, hq_url),
+        ("subsite", shop_port, shop, shop_url),
+    ):
+        env = {
+            **os.environ,
+            "KAMENG_SECRETS_ROOT": str(root),
+            "KAMENG_PUBLIC_URL": url,
+            "KAMENG_SITE_CONFIG_FILE": str(root / "config/site.json"),
+            "KAMENG_LOG_LEVEL": "WARNING",
+            "KAMENG_CATALOG_SYNC_SECONDS": "1",
+            # The benchmark pays through HQ's sandbox: enabled explicitly, as tests do.
+            "KAMENG_SANDBOX_PAYMENTS": "enabled",
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kameng.cli.main",
+                "storefront",
+                "--mode",
+                mode,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ops-port",
+                str(ops_ports[mode]),
+                *(["--workers", str(workers)] if mode == "subsite" and workers > 1 else []),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stack.callback(lambda p=proc: (p.terminate(), p.wait(timeout=20)))
+        pids["shop" if mode == "subsite" else "hq"] = proc.pid
+
+    def ready(u: str) -> bool:
+        try:
+            return httpx.get(f"{u}/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(lambda: all(ready(f"http://127.0.0.1:{p}") for p in ops_ports.values()),
+             timeout=60, interval=0.3)
+    return ProcessStack(hq_url, shop_url, f"http://127.0.0.1:{ops_ports['subsite']}", shop_dsn,
+                      pids)

@@ -107,3 +107,18 @@ def test_probes_and_metrics_are_never_behind_the_ingress() -> None:
     assert backends == [{"name": "http"}]
     (rule,) = storefront_allow(ctx())["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_storefront_workers_follow_the_cpu_request() -> None:
+    """One worker process per whole core requested (a Python process uses one), at least
+    one, at most MAX_WORKERS; the pod's DB pool is split between them by the storefront."""
+    from kameng.children.workload import MAX_WORKERS, storefront_workers
+    from kameng.contracts import pod
+
+    assert [storefront_workers(c) for c in ("100m", "500m", "1", "1500m", "2", "3.9")] == \
+        [1, 1, 1, 1, 2, 4]
+    assert storefront_workers("64") == MAX_WORKERS
+    assert storefront_workers("lots") == 1
+    c = deployment(ctx(storefront={"resources": {"cpu": "2"}}), "abc")[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["value"] for e in c["env"]}[pod.WORKERS_ENV] == "2"

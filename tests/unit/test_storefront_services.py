@@ -20,7 +20,7 @@ from kameng.contracts.money import MoneyError
 from kameng.contracts.siteconfig import Member, SiteConfig
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
-from kameng_storefront.hq.catalog import etag_matches, product_from_form
+from kameng_storefront.hq.catalog import product_from_form
 from kameng_storefront.hq.notifications import notification_for
 from kameng_storefront.hq.site_auth import license_refusal
 from kameng_storefront.shop.backoffice import coupon_from_form, mask_contact, reconcile_csv
@@ -28,6 +28,7 @@ from kameng_storefront.shop.balance import WITHDRAWAL_LOCK_KEY, withdrawal_refus
 from kameng_storefront.shop.orders import coupon_discount
 from kameng_storefront.state import AppState, state_of
 from kameng_storefront.web.auth import requires
+from kameng_storefront.web.page_cache import etag_matches
 from kameng_storefront.web.staff import Staff
 
 
