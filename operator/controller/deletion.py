@@ -42,6 +42,7 @@ from kameng.api.subsite import SubSiteSpec
 from kameng.children.context import namespace_name
 from kameng.children.namespace import namespace_ownership
 from kameng.contracts import pod
+from kameng.exit.envelope import EnvelopeError
 from kameng.exit.export import ExportFailed
 from kameng.exit.runner import database_owner, load_store, run_export
 from kameng.exit.store import StoreUnavailable
@@ -151,7 +152,7 @@ async def export(rt: Runtime, body: dict[str, Any], retry: int) -> None:
             admin_dsn=rt.config.pg_admin_dsn, hq_dsn=rt.config.hq_database_url or None,
             store=store, data_keys=await _data_keys(rt, name), signing_key=rt.keys.signing_key,
             reason="termination", workdir=rt.config.export_workdir)
-    except (ExportFailed, StoreUnavailable, KubeError, OSError) as exc:
+    except (ExportFailed, StoreUnavailable, EnvelopeError, KubeError, OSError) as exc:
         message = f"export failed: {exc}; {way_out}"[:c.MAX_MESSAGE]
         await _status(rt, body, c.R_EXPORT_FAILED, message, stalled=True,
                       phase=c.PHASE_EXPORTING, exported=(False, c.R_EXPORT_FAILED, message))

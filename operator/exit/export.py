@@ -229,7 +229,14 @@ async def export_site(req: ExportRequest, admin_dsn: str, hq_dsn: str | None, st
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"kameng-exit-{req.site}-", dir=workdir) as tmp:
         work = Path(tmp)
-        m, rows = await build_plain(req, admin_dsn, hq_dsn, work)
+        try:
+            m, rows = await build_plain(req, admin_dsn, hq_dsn, work)
+        except psycopg.Error as exc:
+            # Never a silent crash: the reason reaches status (server messages name
+            # objects, not passwords).
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise ExportFailed(f"reading the site's data failed: {type(exc).__name__}: "
+                               f"{first}") from None
         plain, sealed = work / "archive.tar.gz", work / "archive.kmexit"
 
         def seal() -> tuple[str, int]:
