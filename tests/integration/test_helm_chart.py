@@ -81,10 +81,18 @@ def test_install_runs_a_restricted_operator(helm, kubectl):
     kubectl("create", "secret", "generic", "kameng-backing-services", "-n", NS,
             "--from-literal=pgAdminDsn=postgresql://unused", "--from-literal=redisUrl=redis://x",
             check=False)
+    settings = ("--set", "standardRolePolicy=false", "--set", "risk.defaultPolicy=false")
+    # Cluster-scoped objects of the same names left by an earlier test that applied the
+    # rendered manifests (or by an earlier run on a reused cluster) would make helm refuse
+    # to adopt them: remove them first, the release then owns what it creates.
+    rendered = helm("template", "kameng-it", str(CHART), "--namespace", NS, "--skip-crds",
+                    *settings).stdout
+    for doc in yaml.safe_load_all(rendered):
+        if doc and doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            kubectl("delete", doc["kind"], doc["metadata"]["name"], "--ignore-not-found")
     try:
         helm("install", "kameng-it", str(CHART), "--namespace", NS, "--skip-crds",
-             "--set", "standardRolePolicy=false", "--set", "risk.defaultPolicy=false",
-             "--wait", "--timeout", "90s")
+             *settings, "--wait", "--timeout", "90s")
         kubectl("wait", "-n", NS, "--for=condition=Available", "deployment/kameng-operator",
                 "--timeout=60s", timeout=70)
         pod = json.loads(kubectl("get", "pods", "-n", NS, "-l",

@@ -66,3 +66,7 @@ def test_operator_runs_with_its_least_privilege_role(devenv: dict[str, str], kub
         kubectl("delete", "subsite", SITE, "--ignore-not-found", "--wait=false")
         kubectl("delete", "license", SITE, "--ignore-not-found")
         kubectl("delete", "rolepolicy", RP, "--ignore-not-found")
+        # The cluster-scoped RBAC applied above, so a later chart install (or the next run
+        # on this cluster) does not meet objects it cannot adopt.
+        kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
+                input=yaml.safe_dump_all([d for d in rbac if d["kind"].startswith("Cluster")]))
