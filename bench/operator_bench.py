@@ -178,7 +178,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     log_path = Path(tempfile.gettempdir()) / f"kameng-operator-bench-{args.count}.log"
     op = OperatorProcess(env["KUBECONFIG"], env["KAMENG_PG_ADMIN_DSN"],
                          env["KAMENG_REDIS_URL"], log_path,
-                         extra_args=("--workers", str(args.workers))).start()
+                         extra_args=("--workers", str(args.workers))).start(wait=180)
     fig: dict[str, Any] = {"subsites": args.count}
     try:
         await asyncio.sleep(2)

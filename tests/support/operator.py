@@ -40,7 +40,7 @@ class OperatorProcess:
                     **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: float = 30.0) -> OperatorProcess:
+    def start(self, wait: float = 120.0) -> OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
