@@ -155,7 +155,8 @@ def wrk(what: str, url: str, *, seconds: float, threads: int, connections: int,
         share[k] = (_proc_cpu_seconds(p) - before[k]) / wall / cpus
     done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     requests = int(done.group(1)) if done else 0
-    dist = dict(re.findall(r"^\s+(50|90|99)(?:\.000)?%\s+(\S+)$", out, re.M))
+    # wrk pads its units ("1.06s "): no end-of-line anchor right after the value.
+    dist = dict(re.findall(r"^\s+(50|90|99)(?:\.000)?%\s+(\S+)\s*$", out, re.M))
     non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)$", out, re.M)
     return WrkRun(
