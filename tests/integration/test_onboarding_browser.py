@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_storefront_browser import WebDriver, _login, browser  # noqa: F401
+from tests.support.browser import WebDriver, browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import DEFAULT_PASSWORD, HQ_ADMIN, run_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def stack(devenv: dict[str, str], pg_admin_dsn: str, redis_url: str,
         yield st
 
 
-def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:  # noqa: F811
+def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
     shots = []
     browser.get(f"{stack.hq_url}/apply?lang=en")
     shots.append(browser.screenshot("40-hq-apply-form"))
@@ -48,7 +48,7 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:  
     assert "waiting for review" in browser.text("#app-status")
     shots.append(browser.screenshot("42-hq-apply-status"))
 
-    _login(browser, stack.hq_url, HQ_ADMIN, DEFAULT_PASSWORD)
+    browser.login(stack.hq_url, HQ_ADMIN, DEFAULT_PASSWORD)
     browser.get(f"{stack.hq_url}/admin/applications?lang=en")
     assert browser.exists("tr.application")
     shots.append(browser.screenshot("43-hq-applications-queue"))
@@ -61,7 +61,7 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:  
     shots.append(browser.screenshot("44-hq-application-review"))
 
     owner = stack.members["owner"]
-    _login(browser, stack.shop_url, owner, stack.password)
+    browser.login(stack.shop_url, owner, stack.password)
     browser.get(f"{stack.shop_url}/admin/requests?lang=en")
     assert "needs HQ approval" not in browser.text("main")  # this config lists none
     browser.click('#form-payments input[value="alipay"]')
@@ -69,7 +69,7 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:  
     wait_for(lambda: browser.exists("tr.request"), timeout=15)
     shots.append(browser.screenshot("45-shop-change-requests"))
 
-    _login(browser, stack.hq_url, HQ_ADMIN, DEFAULT_PASSWORD)
+    browser.login(stack.hq_url, HQ_ADMIN, DEFAULT_PASSWORD)
     browser.get(f"{stack.hq_url}/admin/approvals?lang=en")
     browser.click("tr.approval a")
     wait_for(lambda: browser.exists("#request"), timeout=15)

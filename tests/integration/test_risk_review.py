@@ -25,9 +25,9 @@ from kameng.workers.risk.policy import compile_policy
 from kameng.workers.risk.store import RiskStore
 from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
+from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import csrf_from
 
-from .test_storefront_browser import _login, browser  # noqa: F401
 from .test_storefront_purchase import _buy, _order_status, _pay, _risk, stack, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,7 +275,7 @@ async def test_review_pages_in_headless_chromium(stack, browser):  # noqa: F811
 
 def _browse_and_allow(wd, st, oid: str) -> None:
     shots = []
-    _login(wd, st.hq_url, "admin@hq.local", st.password)
+    wd.login(st.hq_url, "admin@hq.local", st.password)
     wd.get(f"{st.hq_url}/admin/review?lang=zh-CN")
     assert wd.exists(f'tr.held[data-order="{oid}"]')
     shots.append(wd.screenshot("20-hq-risk-queue-zh"))
