@@ -82,11 +82,13 @@ def hq_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
     """HQ's own identity: the ServiceAccount kameng-hq with exactly the chart's HQ roles
     (from the rendered manifests), as a kubeconfig."""
     rendered = yaml.safe_load_all((ROOT / "manifests" / "operator" / "kameng.yaml").read_text())
+    # Onboarding's and approvals' roles only: the SA's other capabilities (renewals,
+    # plan promotion) have tests of their own and must not widen what these tests allow.
+    names = {"kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
+             "kameng-hq-approvals"}
     rbac = [d for d in rendered if d and d["kind"] in RBAC_KINDS
-            and d["metadata"]["name"].startswith("kameng-hq")]
-    assert {d["metadata"]["name"] for d in rbac} == {
-        "kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
-        "kameng-hq-approvals"}
+            and d["metadata"]["name"] in names]
+    assert {d["metadata"]["name"] for d in rbac} == names
     kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     return sa_kubeconfig(kubectl, admin_kubeconfig, path, account="kameng-hq")
