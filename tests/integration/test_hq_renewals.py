@@ -28,6 +28,9 @@ def _rfc(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+SA = "kameng-hq-it-renewals"  # this test's stand-in for HQ's ServiceAccount
+
+
 def _license(name: str, end: datetime, strategy: str = "FromExpiry") -> dict[str, Any]:
     return {"apiVersion": "kameng.io/v1alpha1", "kind": "License",
             "metadata": {"name": name},
@@ -49,11 +52,19 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
     tmp = tmp_path_factory.mktemp("renew")
     rbac = _hq_rbac()
     assert {d["kind"] for d in rbac} == {"ClusterRole", "ClusterRoleBinding"}
-    created_sa = kubectl("create", "serviceaccount", "kameng-hq", "-n", "kameng-system",
-                         check=False).returncode == 0
+    # The chart's role bound to a ServiceAccount of this test's own: HQ's real account
+    # also holds onboarding's and plans' roles (tested there), which would blur what this
+    # role alone allows.
+    for d in rbac:
+        if d["kind"] == "ClusterRoleBinding":
+            d["metadata"]["name"] = SA
+            d["subjects"] = [{"kind": "ServiceAccount", "name": SA,
+                              "namespace": "kameng-system"}]
+    kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
+    kubectl("create", "serviceaccount", SA, "-n", "kameng-system", check=False)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     kubeconfig = sa_kubeconfig(kubectl, devenv["kubeconfig"], tmp / "hq.kubeconfig",
-                               account="kameng-hq")
+                               account=SA)
     now = datetime.now(UTC).replace(microsecond=0)
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
@@ -65,11 +76,9 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
         yield {"stack": st, "kubeconfig": kubeconfig, "now": now}
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
     # Cluster-wide objects the chart owns: left behind, a later `helm install` refuses them.
-    kubectl("delete", "clusterrolebinding,clusterrole", "kameng-hq-renewals",
-            "--ignore-not-found")
-    if created_sa:
-        kubectl("delete", "serviceaccount", "kameng-hq", "-n", "kameng-system",
-                "--ignore-not-found")
+    kubectl("delete", "clusterrole", "kameng-hq-renewals", "--ignore-not-found")
+    kubectl("delete", "clusterrolebinding", SA, "--ignore-not-found")
+    kubectl("delete", "serviceaccount", SA, "-n", "kameng-system", "--ignore-not-found")
 
 
 def _end(kubectl: Any, name: str) -> str:
