@@ -17,7 +17,7 @@ from kameng.api.common import API_VERSION
 from kameng.api.holds import holds_of
 from kameng.api.license import LicenseSpec
 from kameng.ledger.rules import Rates
-from kameng.licensing.lifecycle import Terms, state_at
+from kameng.licensing.lifecycle import Terms, state_at, terminated_of
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ def view_of(obj: dict[str, Any]) -> LicenseView:
     spec = LicenseSpec.model_validate(obj["spec"])
     rates = Rates.from_fees(spec.fees, license=md.get("name", ""),
                             generation=int(md.get("generation", 0)))
-    return LicenseView(rates=rates, terms=Terms.from_spec(spec, holds_of(md.get("annotations"))))
+    ann = md.get("annotations")
+    return LicenseView(rates=rates,
+                       terms=Terms.from_spec(spec, holds_of(ann), terminated_of(ann)))
 
 
 class LicenseBook:
