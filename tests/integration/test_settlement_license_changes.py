@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import psycopg
+import yaml
 
 from kameng.kube.client import Kube
 from kameng.ledger import invoices
@@ -16,7 +17,7 @@ from kameng.ledger.rules import Rates
 from kameng.ledger.verify import verify
 from kameng.licensing.term import Term, parse_time
 from kameng.workers.settlement.licenses import LicenseBook
-from tests.support.ledger import event, license_obj, setup_ledger
+from tests.support.ledger import ROOT, event, license_obj, setup_ledger
 
 from .test_kubectl_plugin import plugin
 from .test_settlement import _drain, _one, _worker, dsn, rp  # noqa: F401  (fixtures)
@@ -41,7 +42,14 @@ async def test_every_renewal_is_invoiced_once_across_restarts_and_hq_s_page(
     lic = license_obj(site)  # 12 000.00 a year, FromExpiry
     lic["metadata"] = {"name": site}
     lic["spec"]["term"] = {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
-    kubectl("apply", "-f", "-", input=json.dumps(lic))
+    # The SubSite object only (no operator runs here): `kubectl kameng renew` finds the
+    # License through it.
+    ss = yaml.safe_load((ROOT / "manifests/samples/subsite-demo.yaml").read_text())
+    ss["metadata"]["name"] = site
+    ss["spec"] |= {"licenseRef": site, "domain": f"{site}.example"}
+    kubectl("apply", "-f", str(ROOT / "manifests/samples/rolepolicy-standard.yaml"))
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                  "items": [lic, ss]}))
     kube = Kube.from_environment(kubeconfig)
     try:
         w = _worker(dsn, rp, LicenseBook(kube, ttl=0.0))
@@ -80,9 +88,9 @@ async def test_every_renewal_is_invoiced_once_across_restarts_and_hq_s_page(
         before = Term(parse_time(spec["term"]["start"]), parse_time(spec["term"]["end"]))
         after = Term(before.start, parse_time("2027-03-12T00:00:00Z"))
         inv = invoices.renewal_invoice(site, site, rates, before, after)
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            async with conn.transaction():
-                assert await invoices.post_invoice(conn, inv, rates, datetime.now(UTC))
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn, \
+                conn.transaction():
+            assert await invoices.post_invoice(conn, inv, rates, datetime.now(UTC))
         kubectl("patch", "license", site, "--type=merge",
                 "-p", '{"spec":{"term":{"end":"2027-03-12T00:00:00Z"}}}')
         await w3.housekeeping()
@@ -102,7 +110,7 @@ async def test_every_renewal_is_invoiced_once_across_restarts_and_hq_s_page(
             assert await verify(conn, check_payments=False) == []
     finally:
         await kube.close()
-        kubectl("delete", "license", site, "--wait=false", check=False)
+        kubectl("delete", "subsite,license", site, "--wait=false", check=False)
 
 
 async def test_fee_change_mid_period_is_pro_rated_to_the_fen(dsn, rp):  # noqa: F811
