@@ -56,6 +56,17 @@ def _money(r: Rates) -> dict[str, Any]:
     return d
 
 
+def rates_in_force(changes: list[RateChange], t: datetime) -> Rates:
+    """The rates of the last change at or before ``t`` (``changes`` oldest first, not
+    empty); before the first one, the first one's (nothing older is known)."""
+    best = changes[0]
+    for c in changes:
+        if c.effective_at > t:
+            break
+        best = c
+    return best.rates
+
+
 @dataclass(frozen=True)
 class FeePart:
     start: datetime
@@ -77,8 +88,7 @@ def base_fee_parts(changes: list[RateChange], fallback: Rates, period: str,
     one part costs exactly :func:`kameng.ledger.rules.base_fee_share`.
     """
     ordered = sorted(changes, key=lambda c: c.effective_at)
-    at_start = [c for c in ordered if c.effective_at <= start]
-    current = at_start[-1].rates if at_start else (ordered[0].rates if ordered else fallback)
+    current = rates_in_force(ordered, start) if ordered else fallback
     bounds: list[tuple[datetime, Rates]] = [(start, current)]
     for c in ordered:
         if start < c.effective_at < end and \

@@ -137,6 +137,9 @@ async def test_fee_change_mid_period_is_pro_rated_to_the_fen(dsn, rp):  # noqa: 
     for oid, amt in (("B", 10000), ("C", 12345)):
         await client.xadd(prefix + site, event("order.paid", site, oid, amt,
                                                ts=datetime(2026, 10, 20, tzinfo=UTC)))
+    # Sold on 8 Oct, posted only now (a backlog): the rate of its own time, 8 %.
+    await client.xadd(prefix + site, event("order.paid", site, "D", 5000,
+                                           ts=datetime(2026, 10, 8, tzinfo=UTC)))
     await _drain(w)
     await w.housekeeping(now=datetime(2026, 11, 1, tzinfo=UTC))
     (fig,) = (await _one(dsn, "SELECT figures FROM ledger.statements WHERE site = %s",
@@ -145,16 +148,16 @@ async def test_fee_change_mid_period_is_pro_rated_to_the_fen(dsn, rp):  # noqa: 
     #   base fee 1 Oct – 11 Oct: 1 200 000 / 12 × 10/31 = 32 258.06 → 32 258
     #   base fee 11 Oct – 1 Nov: 1 800 000 / 12 × 21/31 = 101 612.90 → 101 613
     #   shares: A 10 000 × 8 % = 800; B 10 000 × 10 % = 1 000; C 12 345 × 10 % = 1 234.5
-    #     → 1 235; total 3 035
-    #   net = 32 345 − 3 035 − 133 871 = −104 561
+    #     → 1 235; D (sold 8 Oct) 5 000 × 8 % = 400; total 3 435
+    #   net = 37 345 − 3 435 − 133 871 = −99 961
     assert fig["base_fee_lines"] == [
         {"from": "2026-10-01T00:00:00+00:00", "amount": 32258, "base_annual_fee": 1200000},
         {"from": "2026-10-11T00:00:00+00:00", "amount": 101613, "base_annual_fee": 1800000}]
     assert fig["base_fee"] == 133871
     assert [(o["order_id"], o["share"]) for o in fig["orders"]] == [
-        ("A", 800), ("B", 1000), ("C", 1235)]
-    assert fig["revenue_share"] == {"game-cards": 3035}
-    assert fig["net_payable"] == -104561
+        ("A", 800), ("B", 1000), ("C", 1235), ("D", 400)]
+    assert fig["revenue_share"] == {"game-cards": 3435}
+    assert fig["net_payable"] == -99961
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         assert await verify(conn, check_payments=False) == []
     from kameng.ledger.statements import to_csv

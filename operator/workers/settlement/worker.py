@@ -51,6 +51,9 @@ class Settlement:
         # latest recorded rates.
         self._accounted: dict[str, Term] | None = None
         self._rates_seen: dict[str, ledger_licenses.RateChange] | None = None
+        # site → its recorded rate changes, oldest first: an event is posted at the rates
+        # in force at its own time (loaded per site on first use, appended on change).
+        self._history: dict[str, list[ledger_licenses.RateChange]] = {}
         self._track_lock = asyncio.Lock()
 
     async def _conn(self, role: str) -> AsyncConnection:
@@ -71,8 +74,12 @@ class Settlement:
             r = self.book.rates(ev.site)
             if r is not None:
                 rates[ev.site] = r
+        for site in rates:
+            if site not in self._history:
+                self._history[site] = await ledger_licenses.rate_changes(
+                    await self._conn("track"), site)
         conn = await self._conn("post")
-        out = await repo.post_events(conn, events, rates)
+        out = await repo.post_events(conn, events, rates, self.rates_at)
         metrics.POSTINGS.inc(out.posted)
         if out.duplicates:
             metrics.DUPLICATES.inc(out.duplicates)
@@ -103,6 +110,15 @@ class Settlement:
                           f"{entry.stream} was not posted: {reason[:300]}; it is in "
                           f"{dead_letter_stream(self.consumer.cfg.group)}")
 
+    def rates_at(self, site: str, t: datetime) -> ledger_rules.Rates:
+        """The site's rates in force at ``t`` (today's when nothing is recorded)."""
+        hist = self._history.get(site)
+        current = self.book.rates(site)
+        if not hist:
+            assert current is not None  # post_events asks only for sites with a License
+            return current
+        return ledger_licenses.rates_in_force(hist, t)
+
     async def track_licenses(self, now: datetime | None = None) -> None:
         """Record what changed in the Licenses since the last pass: a term end that grew
         (→ the renewal invoice, whoever renewed) and fees or plan that changed (→ a rate
@@ -119,7 +135,10 @@ class Settlement:
                 seen = self._rates_seen.get(site)
                 if seen is None or not seen.same_terms(v.rates, v.plan):
                     await ledger_licenses.record_rates(conn, site, v.rates, v.plan, at)
-                    self._rates_seen[site] = ledger_licenses.RateChange(at, v.rates, v.plan)
+                    change = ledger_licenses.RateChange(at, v.rates, v.plan)
+                    self._rates_seen[site] = change
+                    if site in self._history:
+                        self._history[site].append(change)
                 if not v.uid or v.terms.terminated_at is not None:
                     continue  # a terminated License is not renewed by a later end
                 mark = self._accounted.get(v.uid)
