@@ -135,6 +135,20 @@ def terminated_of(annotations: Mapping[str, str] | None) -> datetime | None:
         return datetime.min.replace(tzinfo=UTC)
 
 
+def not_renewable(obj: dict[str, Any]) -> str | None:
+    """Why a License object (as the API returns it) cannot be renewed, or None. A
+    terminated License stays Terminated whatever its term says (its site was exported
+    and removed), so extending it would only bill a site that no longer exists:
+    ``kubectl kameng renew`` and HQ's page refuse it, the settlement worker invoices
+    nothing for it."""
+    at = terminated_of((obj.get("metadata") or {}).get("annotations"))
+    if at is None:
+        return None
+    name = (obj.get("metadata") or {}).get("name", "")
+    return (f"License {name} was terminated {format_time(at)} (its site was exported and "
+            "removed); a renewal needs a new SubSite and License")
+
+
 def _lead(duration: str) -> timedelta:
     try:
         return parse_duration(duration)

@@ -165,3 +165,36 @@ async def test_fee_change_mid_period_is_pro_rated_to_the_fen(dsn, rp):  # noqa: 
                  fig, True)
     assert "base_fee:from 2026-10-01T00:00:00+00:00,322.58,annual,12000.00" in csv
     assert "base_fee:from 2026-10-11T00:00:00+00:00,1016.13,annual,18000.00" in csv
+
+
+async def test_a_terminated_license_is_neither_renewed_nor_invoiced(
+        dsn, rp, kubectl, kubeconfig, devenv):  # noqa: F811
+    await setup_ledger(dsn)
+    site = f"ended-{uuid.uuid4().hex[:6]}"
+    lic = license_obj(site)
+    lic["metadata"] = {"name": site}
+    lic["spec"]["term"] = {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+    ss = yaml.safe_load((ROOT / "manifests/samples/subsite-demo.yaml").read_text())
+    ss["metadata"]["name"] = site
+    ss["spec"] |= {"licenseRef": site, "domain": f"{site}.example"}
+    kubectl("apply", "-f", str(ROOT / "manifests/samples/rolepolicy-standard.yaml"))
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                  "items": [lic, ss]}))
+    kube = Kube.from_environment(kubeconfig)
+    try:
+        w = _worker(dsn, rp, LicenseBook(kube, ttl=0.0))
+        await w.housekeeping()
+        # What the exit writes once the site was exported and reclaimed.
+        kubectl("annotate", "license", site, "kameng.io/terminated-at=2026-11-30T00:00:00Z")
+        out = plugin(devenv, "renew", site, "--extend", "30d")
+        assert out.returncode == 1
+        assert "was terminated 2026-11-30T00:00:00Z" in out.stderr
+        assert _end(kubectl, site) == "2027-01-01T00:00:00Z"
+        # A GitOps edit still lengthens the spec; no invoice for a site that is gone.
+        kubectl("patch", "license", site, "--type=merge",
+                "-p", '{"spec":{"term":{"end":"2028-01-01T00:00:00Z"}}}')
+        await w.housekeeping()
+        assert await _invoices(dsn, site) == []
+    finally:
+        await kube.close()
+        kubectl("delete", "subsite,license", site, "--wait=false", check=False)
