@@ -66,8 +66,13 @@ class Settlement:
     async def handle(self, batch: list[Entry]) -> None:
         await self.book.refresh()
         # Rate changes are recorded before anything is posted at the new rates, so the
-        # statement's parts and the entries' shares change at the same moment.
-        await self.track_licenses()
+        # statement's parts and the entries' shares change at the same moment. A failure
+        # here must not stop the money: events are then posted at the rates recorded so
+        # far, and housekeeping tries again.
+        try:
+            await self.track_licenses()
+        except Exception:
+            log.exception("License changes not recorded; posting at the recorded rates")
         events = [OrderEvent.from_fields(e.fields) for e in batch]
         rates = {}
         for ev in events:
@@ -135,10 +140,12 @@ class Settlement:
                 seen = self._rates_seen.get(site)
                 if seen is None or not seen.same_terms(v.rates, v.plan):
                     await ledger_licenses.record_rates(conn, site, v.rates, v.plan, at)
-                    change = ledger_licenses.RateChange(at, v.rates, v.plan)
-                    self._rates_seen[site] = change
+                    # Read back: another replica may have recorded it first, earlier;
+                    # this one must price events by the same time as the statement.
+                    hist = await ledger_licenses.rate_changes(conn, site)
+                    self._rates_seen[site] = hist[-1]
                     if site in self._history:
-                        self._history[site].append(change)
+                        self._history[site] = hist
                 if not v.uid or v.terms.terminated_at is not None:
                     continue  # a terminated License is not renewed by a later end
                 mark = self._accounted.get(v.uid)
