@@ -156,7 +156,7 @@ async def accounted_terms(conn: AsyncConnection) -> dict[str, Accounted]:
     return {r[0]: Accounted(Term(r[3], r[4]), r[1], r[2]) for r in rows}
 
 
-async def _invoiced_chain(conn: AsyncConnection, license: str, since: datetime,
+async def _invoiced_chain(conn: AsyncConnection, license: str, site: str, since: datetime,
                           until: datetime) -> datetime:
     """How far renewal invoices already posted for ``license`` (e.g. by HQ's page, before
     the worker saw the License) reach from ``since``, following old end → new end."""
@@ -165,8 +165,10 @@ async def _invoiced_chain(conn: AsyncConnection, license: str, since: datetime,
         seen.add(cur)
         prefix = f"renewal:{license}:{format_time(cur)}:"
         rows = await (await conn.execute(
-            "SELECT key FROM ledger.entries WHERE kind = 'invoice' AND key LIKE %s",
-            (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",)
+            # By site first (indexed), so a large journal is not scanned for the prefix.
+            "SELECT key FROM ledger.entries WHERE site = %s AND kind = 'invoice'"
+            " AND key LIKE %s",
+            (site, prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         )).fetchall()
         ends = [parse_time(r[0][len(prefix):]) for r in rows]
         if not ends:
@@ -195,7 +197,7 @@ async def account_term(conn: AsyncConnection, uid: str, license: str, site: str,
         mark = Term(row[0], row[1])
         if term.end <= mark.end:
             return mark, None  # no growth (or shortened: the mark never moves back)
-        reached = await _invoiced_chain(conn, license, mark.end, term.end)
+        reached = await _invoiced_chain(conn, license, site, mark.end, term.end)
         posted = None
         if reached < term.end:
             # Before the renewal: the accounted term (its start as recorded, unless the

@@ -27,3 +27,7 @@ CREATE TABLE ledger.rate_changes (
     recorded_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX rate_changes_site ON ledger.rate_changes (site, effective_at);
+
+-- The worker looks up a License's renewal invoices before posting one (HQ's page may have
+-- posted it first): a small partial index, not a scan of a site's every sale.
+CREATE INDEX entries_invoices ON ledger.entries (site, key) WHERE kind = 'invoice';

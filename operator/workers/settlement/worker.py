@@ -118,11 +118,12 @@ class Settlement:
     def rates_at(self, site: str, t: datetime) -> ledger_rules.Rates:
         """The site's rates in force at ``t`` (today's when nothing is recorded)."""
         hist = self._history.get(site)
+        if hist:
+            return ledger_licenses.rates_in_force(hist, t)
         current = self.book.rates(site)
-        if not hist:
-            assert current is not None  # post_events asks only for sites with a License
-            return current
-        return ledger_licenses.rates_in_force(hist, t)
+        if current is None:  # post_events asks only for sites with a License
+            raise ledger_rules.PostingError(f"no License in force for site {site!r}")
+        return current
 
     async def track_licenses(self, now: datetime | None = None) -> None:
         """Record what changed in the Licenses since the last pass: a term end that grew
