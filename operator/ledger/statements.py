@@ -16,6 +16,7 @@ refunded, share, net).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -160,7 +161,10 @@ async def close(conn: AsyncConnection, site: str, rates: Rates, start: datetime,
             await post_single(conn, key=f"fee:{site}:{s.isoformat()}" + (
                 "" if one else f":{p.start.isoformat()}"), kind="fee", site=site,
                 currency=rates.currency, amount=p.amount, legs=rules.fee_legs(site, p.amount),
-                rates=p.rates, event_at=p.start, inputs=inputs)
+                # The part's rates, but the period this statement closes by: an entry
+                # must land in this period even if settlementPeriod changed meanwhile.
+                rates=replace(p.rates, period=rates.period), event_at=p.start,
+                inputs=inputs)
         entries = await period_entries(conn, site, s)
         figures = compute(entries, await opening_balance(conn, site, s), fee)
         await conn.execute(
