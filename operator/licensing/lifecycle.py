@@ -203,7 +203,8 @@ def state_at(terms: Terms, now: datetime, expiring_soon: timedelta | None = None
         # Terminal: the site was exported and removed; nothing comes after it.
         state, message, nxt = TERMINATED, (
             f"terminated {format_time(t.terminated_at)}: the site was exported and "
-            "removed; a renewal needs a new SubSite and License"), None
+            "removed; a renewal needs a new SubSite and License (or HQ reinstates this "
+            f"one by removing its annotation {TERMINATED_AT_ANNOTATION})"), None
     elif t.suspended:
         why = f": {t.suspend_reason}" if t.suspend_reason else ""
         state, message = SUSPENDED, f"suspended by HQ{why}"
