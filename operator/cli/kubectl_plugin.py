@@ -27,6 +27,7 @@ from kameng.api.kinds import ROTATE_CREDENTIALS_ANNOTATION
 from kameng.api.resources import KINDS, LICENSE, ROLEPOLICY, SUBSITE
 from kameng.contracts import invitation
 from kameng.controller import keyvault
+from kameng.licensing.lifecycle import not_renewable
 from kameng.licensing.term import (
     Term,
     format_time,
@@ -142,6 +143,8 @@ def cmd_resume(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_renew(api: Api, args: argparse.Namespace) -> int:
     lic = license_of(api, args.site)
+    if why := not_renewable(lic):
+        raise PluginError(why)
     spec = lic["spec"]
     term = Term(parse_time(spec["term"]["start"]), parse_time(spec["term"]["end"]))
     now = datetime.now(UTC)

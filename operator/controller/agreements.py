@@ -17,14 +17,21 @@ from typing import Any
 from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
 from kameng.api.holds import Hold, holds_of
-from kameng.api.license import DEFAULT_NOTICE_LEADS, GRACE, PENDING, SUSPENDED, LicenseSpec
+from kameng.api.license import (
+    DEFAULT_NOTICE_LEADS,
+    GRACE,
+    PENDING,
+    SUSPENDED,
+    TERMINATED,
+    LicenseSpec,
+)
 from kameng.api.license import EXPIRED as EXPIRED_STATE
 from kameng.api.resources import LICENSE, ROLEPOLICY
 from kameng.api.rolepolicy import RolePolicySpec
 from kameng.kube import events
 from kameng.kube.client import Kube, KubeError, path_for
 from kameng.licensing import notices
-from kameng.licensing.lifecycle import LifeCycle, Terms, state_at, time_left
+from kameng.licensing.lifecycle import LifeCycle, Terms, state_at, terminated_of, time_left
 from kameng.licensing.term import format_time
 from kameng.notify import Notice, Notifiers, NotifyError
 
@@ -43,14 +50,16 @@ USAGE_MAX_DELAY = 10.0
 NOTICE_RETRY = 30.0
 
 
-def license_lifecycle(spec: dict[str, Any], now: datetime,
-                      holds: tuple[Hold, ...] = ()) -> LifeCycle:
-    return state_at(Terms.from_spec(LicenseSpec.model_validate(spec), holds), now)
+def license_lifecycle(spec: dict[str, Any], now: datetime, holds: tuple[Hold, ...] = (),
+                      terminated_at: datetime | None = None) -> LifeCycle:
+    return state_at(Terms.from_spec(LicenseSpec.model_validate(spec), holds, terminated_at),
+                    now)
 
 
 def license_status(spec: dict[str, Any], generation: int, previous: dict[str, Any] | None,
-                   now: datetime, holds: tuple[Hold, ...] = ()) -> dict[str, Any]:
-    lc = license_lifecycle(spec, now, holds)
+                   now: datetime, holds: tuple[Hold, ...] = (),
+                   terminated_at: datetime | None = None) -> dict[str, Any]:
+    lc = license_lifecycle(spec, now, holds, terminated_at)
     out: dict[str, Any] = {
         "expiresAt": format_time(lc.terms.end), "graceUntil": format_time(lc.terms.grace_until),
         "expiresIn": time_left(lc.terms, now)[0],
@@ -181,9 +190,13 @@ class Agreements:
         body = self.licenses.get(name) or {}
         spec = body.get("spec") or {}
         try:
-            lc = license_lifecycle(spec, now)
+            lc = license_lifecycle(spec, now,
+                                   terminated_at=terminated_of(body.get("metadata", {})
+                                                               .get("annotations")))
         except ValueError:
             return None
+        if lc.state == TERMINATED:
+            return None  # terminal: nothing changes by time any more
         sent = (body.get("status") or {}).get("noticesSent")
         points = [self._notice_retry.get(name), lc.next_change, time_left(lc.terms, now)[1],
                   notices.next_due(lc.terms, _leads(spec), sent, now)]
@@ -243,7 +256,8 @@ class Agreements:
         try:
             desired = license_status(body.get("spec") or {}, int(meta.get("generation", 1)),
                                      body.get("status"), now,
-                                     holds_of(meta.get("annotations")))
+                                     holds_of(meta.get("annotations")),
+                                     terminated_of(meta.get("annotations")))
         except ValueError as e:  # the schema admits nothing this rejects; be safe anyway
             log.warning("License %s: cannot evaluate: %s", meta["name"], e)
             return
@@ -281,7 +295,11 @@ class Agreements:
         retry = self._notice_retry.get(name)
         if retry is not None and now < retry:
             return
-        lc = license_lifecycle(spec, now, holds_of(meta.get("annotations")))
+        lc = license_lifecycle(spec, now, holds_of(meta.get("annotations")),
+                               terminated_of(meta.get("annotations")))
+        if lc.state == TERMINATED:  # no expiry notice for a site that is gone
+            self._notice_retry.pop(name, None)
+            return
         sent = desired.get("noticesSent", [])
         due = notices.due(lc.terms, _leads(spec), sent, now)
         if due is None:

@@ -18,6 +18,7 @@ from kameng.api.common import GROUP, VERSION
 from kameng.api.holds import holds_of
 from kameng.api.kinds import DATABASE_SERVER_ANNOTATION
 from kameng.api.resources import LICENSE, ROLEPOLICY, SUBSITE
+from kameng.licensing.lifecycle import terminated_of
 from kameng.notify import config as notify_config
 from kameng.provision.servers import ServerConfigError, describe
 
@@ -112,7 +113,7 @@ def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str,
     # Holds are annotations beside the spec Git owns (kameng.api.holds); they change no
     # generation, but every License event pokes the sites of that License.
     return {name: (int(meta.get("generation", 1)), dict(spec),
-                   holds_of(meta.get("annotations")))}
+                   holds_of(meta.get("annotations")), terminated_of(meta.get("annotations")))}
 
 
 @kopf.index(GROUP, VERSION, ROLEPOLICY.plural)

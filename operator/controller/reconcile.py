@@ -360,7 +360,8 @@ async def _reconcile(rt: Runtime, body: dict[str, Any],
         # The token's sequence is set when it is signed (`token_for`), never from the
         # License's generation, which restarts when a License is re-created.
         holds = license_entry[2] if license_entry and len(license_entry) > 2 else ()
-        verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now, holds)
+        ended = license_entry[3] if license_entry and len(license_entry) > 3 else None
+        verdict = verdict_for(name, spec.license_ref, lic_spec, 0, now, holds, ended)
         problem = _problem(spec, rp) or plan_problem(spec, spec.license_ref, lic_spec)
         replicas = spec.storefront.replicas
         ctx = SiteContext(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -159,10 +160,13 @@ def place(period: str, event_at: datetime, closed_until: datetime | None
 
 
 async def post_events(conn: AsyncConnection, events: list[OrderEvent],
-                      rates: dict[str, Rates]) -> Outcome:
+                      rates: dict[str, Rates],
+                      rates_at: Callable[[str, datetime], Rates] | None = None) -> Outcome:
     """Post a batch of order events in ONE transaction (the caller's, if one is open).
 
-    ``rates`` holds the License terms in force per site. A duplicate (same key, same
+    ``rates`` holds the License terms in force per site; ``rates_at(site, t)``, when
+    given, the terms in force at an event's own time (a backlog posted after a fee
+    change keeps the rate of when it was sold). A duplicate (same key, same
     inputs) is skipped; the same key with other inputs is a :class:`Conflict`, recorded
     and returned, never posted. A refund beyond what was paid, or of an order never
     paid, raises :class:`PostingError` and the whole batch applies nothing.
@@ -239,16 +243,21 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                 else:
                     o["refunded"] += r["amount"]
         # Serialised once per site and batch, not once per entry.
-        rates_json = {site: _raw_jsonb(json.dumps(rates[site].to_json())) for site in sites}
+        # Serialised once per distinct Rates and batch, not once per entry (the Rates is
+        # kept beside its JSON so its id is not reused within the batch).
+        rates_json: dict[int, tuple[Rates, Jsonb]] = {}
         entries: list[_Entry] = []
         holds: list[OrderEvent] = []
         voided: list[tuple[OrderEvent, str]] = []
         for ev in fresh:
-            r = rates[ev.site]
-            period_start, adjustment = place(r.period, ev.ts, closed[ev.site])
+            r = rates_at(ev.site, ev.ts) if rates_at else rates[ev.site]
+            if id(r) not in rates_json:
+                rates_json[id(r)] = (r, _raw_jsonb(json.dumps(r.to_json())))
+            # The period is the one the statement closes by (today's License).
+            period_start, adjustment = place(rates[ev.site].period, ev.ts, closed[ev.site])
             base = dict(key=ev.event_id, hash=known[ev.event_id], site=ev.site,
                         order_id=ev.order_id, currency=ev.currency, amount=ev.amount,
-                        rates=rates_json[ev.site], event_at=ev.ts, period_start=period_start,
+                        rates=rates_json[id(r)][1], event_at=ev.ts, period_start=period_start,
                         adjustment=adjustment)
             if ev.event == "order.paid":
                 if ev.amount <= 0:

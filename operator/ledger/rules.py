@@ -123,6 +123,9 @@ def _round_half_up(num: int, den: int) -> int:
     return (2 * num + den) // (2 * den)
 
 
+round_half_up = _round_half_up  # the ledger's one rounding, for its other modules
+
+
 def share_of(amount: int, bp: int) -> int:
     """HQ's share of ``amount`` fen at ``bp`` basis points, rounded half up to the fen."""
     return _round_half_up(amount * bp, 10_000)

@@ -16,6 +16,7 @@ refunded, share, net).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from . import rules
+from . import licenses, rules
 from .repo import post_single, site_lock_key
 from .rules import Rates
 
@@ -41,8 +42,13 @@ def compute(entries: Iterable[Mapping[str, Any]], opening: int, base_fee: int
     gross = refunds = adjustments = withdrawn = 0
     shares: dict[str, int] = {}
     orders: dict[str, dict[str, Any]] = {}
+    fees: list[dict[str, Any]] = []
     for e in entries:
         kind, amount, share = e["kind"], int(e["amount"]), int(e["share"])
+        if kind == "fee" and not e["adjustment"] and e.get("event_at") is not None:
+            fees.append({"from": rules._utc(e["event_at"]).isoformat(), "amount": amount,
+                         "base_annual_fee": int((e.get("rates") or {})
+                                                .get("base_annual_fee", 0))})
         if kind in ("withdrawal.hold", "withdrawal.void"):
             withdrawn += amount if kind == "withdrawal.hold" else -amount
             continue
@@ -65,14 +71,19 @@ def compute(entries: Iterable[Mapping[str, Any]], opening: int, base_fee: int
     for o in orders.values():
         o["net"] = o["gross"] - o["refunded"] - o["share"]
     net = gross - refunds - sum(shares.values()) - base_fee + adjustments
-    return {"gross": gross, "refunds": refunds,
-            "revenue_share": dict(sorted(shares.items())), "base_fee": base_fee,
-            "adjustments": adjustments, "net_payable": net, "withdrawals": withdrawn,
-            "opening": opening, "closing": opening + net - withdrawn,
-            "orders": sorted(orders.values(), key=lambda o: o["order_id"])}
+    out = {"gross": gross, "refunds": refunds,
+           "revenue_share": dict(sorted(shares.items())), "base_fee": base_fee,
+           "adjustments": adjustments, "net_payable": net, "withdrawals": withdrawn,
+           "opening": opening, "closing": opening + net - withdrawn,
+           "orders": sorted(orders.values(), key=lambda o: o["order_id"])}
+    if len(fees) > 1:
+        # Fees changed inside the period: one line per part (from its start, at its own
+        # annual fee). Only then, so statements closed before this existed re-compute.
+        out["base_fee_lines"] = sorted(fees, key=lambda f: f["from"])
+    return out
 
 
-_COLUMNS = "kind, order_id, category, amount, share, adjustment, rates"
+_COLUMNS = "kind, order_id, category, amount, share, adjustment, rates, event_at"
 
 
 async def period_entries(conn: AsyncConnection, site: str, start: datetime
@@ -96,9 +107,26 @@ async def draft(conn: AsyncConnection, site: str, rates: Rates, at: datetime
     start, end = rules.period_bounds(rates.period, at)
     entries = await period_entries(conn, site, start)
     fee = [e for e in entries if e["kind"] == "fee"]
-    base = int(fee[0]["amount"]) if fee else rules.base_fee_share(
-        rates.base_annual_fee, rates.period, start, end)
+    if fee:
+        base = sum(int(e["amount"]) for e in fee)
+    else:  # not closed yet: the lines the close will post, shown as they stand
+        parts = await fee_parts(conn, site, rates, start, end)
+        base = sum(p.amount for p in parts)
+        entries = [*entries, *(_fee_line(p) for p in parts if p.amount)] \
+            if len(parts) > 1 else entries
     return start, end, compute(entries, await opening_balance(conn, site, start), base)
+
+
+async def fee_parts(conn: AsyncConnection, site: str, rates: Rates, start: datetime,
+                    end: datetime) -> list[licenses.FeePart]:
+    """The base fee of a period per part with one rate (fees changed inside it)."""
+    changes = await licenses.rate_changes(conn, site)
+    return licenses.base_fee_parts(changes, rates, rates.period, start, end)
+
+
+def _fee_line(p: licenses.FeePart) -> dict[str, Any]:
+    return {"kind": "fee", "order_id": "", "category": "", "amount": p.amount, "share": 0,
+            "adjustment": False, "rates": p.rates.to_json(), "event_at": p.start}
 
 
 async def close(conn: AsyncConnection, site: str, rates: Rates, start: datetime,
@@ -117,14 +145,26 @@ async def close(conn: AsyncConnection, site: str, rates: Rates, start: datetime,
         if row:
             return row[0]
         s, end = rules.period_bounds(rates.period, start)
-        fee = rules.base_fee_share(rates.base_annual_fee, rates.period, s, end)
-        if fee:
-            # Posted inside the lock (re-entrant for this session): place() still
-            # sees the period open.
-            await post_single(conn, key=f"fee:{site}:{s.isoformat()}", kind="fee", site=site,
-                              currency=rates.currency, amount=fee,
-                              legs=rules.fee_legs(site, fee), rates=rates, event_at=s,
-                              inputs={"site": site, "period": s.isoformat(), "fee": fee})
+        parts = await fee_parts(conn, site, rates, s, end)
+        fee = sum(p.amount for p in parts)
+        for p in parts:
+            if not p.amount:
+                continue
+            # Posted inside the lock (re-entrant for this session): place() still sees
+            # the period open. One entry per part, dated at its start and carrying the
+            # rates of that part, so the statement's lines re-compute from the journal;
+            # a period with one part keeps the key and inputs it always had.
+            one = len(parts) == 1
+            inputs: dict[str, Any] = {"site": site, "period": s.isoformat(), "fee": p.amount}
+            if not one:
+                inputs |= {"from": p.start.isoformat(), "to": p.end.isoformat()}
+            await post_single(conn, key=f"fee:{site}:{s.isoformat()}" + (
+                "" if one else f":{p.start.isoformat()}"), kind="fee", site=site,
+                currency=rates.currency, amount=p.amount, legs=rules.fee_legs(site, p.amount),
+                # The part's rates, but the period this statement closes by: an entry
+                # must land in this period even if settlementPeriod changed meanwhile.
+                rates=replace(p.rates, period=rates.period), event_at=p.start,
+                inputs=inputs)
         entries = await period_entries(conn, site, s)
         figures = compute(entries, await opening_balance(conn, site, s), fee)
         await conn.execute(
@@ -168,6 +208,9 @@ def to_csv(site: str, start: datetime, end: datetime, figures: dict[str, Any],
         w.writerow([k, fen_to_str(figures[k])])
     for cat, fen in figures["revenue_share"].items():
         w.writerow([f"revenue_share:{cat}", fen_to_str(fen)])
+    for line in figures.get("base_fee_lines", []):
+        w.writerow([f"base_fee:from {line['from']}", fen_to_str(line["amount"]),
+                    "annual", fen_to_str(line["base_annual_fee"])])
     for k in ("base_fee", "adjustments", "net_payable", "withdrawals", "closing"):
         w.writerow([k, fen_to_str(figures[k])])
     w.writerow([])

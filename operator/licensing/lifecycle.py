@@ -8,11 +8,13 @@ answer. It works on a small :class:`Terms` value that can be built from a Licens
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from kameng.api.holds import Hold, holds_of
+from kameng.api.kinds import TERMINATED_AT_ANNOTATION
 from kameng.api.license import (
     ACTIVE,
     EXPIRED,
@@ -21,6 +23,7 @@ from kameng.api.license import (
     LIFECYCLE_REASONS,
     PENDING,
     SUSPENDED,
+    TERMINATED,
     LicenseSpec,
     LifeCycleState,
 )
@@ -79,6 +82,10 @@ class Terms:
     # How long before ``end`` the license is ExpiringSoon (per License; one home for it:
     # every side builds its Terms from the spec or from the token, never a constant).
     expiring_soon_lead: timedelta = EXPIRING_SOON_LEAD
+    # When the site's exit finished (annotation kameng.io/terminated-at, written by the
+    # SubSite's deletion once its data was exported and reclaimed). Terminal: a later
+    # term end does not bring the License back, the annotation outlives any spec edit.
+    terminated_at: datetime | None = None
 
     @property
     def warn_at(self) -> datetime:
@@ -89,12 +96,14 @@ class Terms:
             return datetime.min.replace(tzinfo=UTC)
 
     @classmethod
-    def from_spec(cls, spec: LicenseSpec, holds: tuple[Hold, ...] = ()) -> Terms:
+    def from_spec(cls, spec: LicenseSpec, holds: tuple[Hold, ...] = (),
+                  terminated_at: datetime | None = None) -> Terms:
         end = parse_time(spec.term.end)
         return cls(site=spec.sub_site, start=parse_time(spec.term.start), end=end,
                    grace_until=_after(end, spec.grace_period),
                    suspended=spec.suspended, suspend_reason=spec.suspend_reason,
-                   holds=holds, expiring_soon_lead=_lead(spec.expiring_soon_before))
+                   holds=holds, expiring_soon_lead=_lead(spec.expiring_soon_before),
+                   terminated_at=terminated_at)
 
     @classmethod
     def from_claims(cls, claims: ClaimsLike) -> Terms:
@@ -106,10 +115,38 @@ class Terms:
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Terms:
-        """A License object as the API returns it: spec plus the holds in its
-        annotations (what the risk and settlement workers read)."""
+        """A License object as the API returns it: spec plus the holds and the
+        termination in its annotations (what the risk and settlement workers read)."""
+        ann = (obj.get("metadata") or {}).get("annotations")
         return cls.from_spec(LicenseSpec.model_validate(obj.get("spec") or {}),
-                             holds_of((obj.get("metadata") or {}).get("annotations")))
+                             holds_of(ann), terminated_of(ann))
+
+
+def terminated_of(annotations: Mapping[str, str] | None) -> datetime | None:
+    """When the License was terminated, from its annotations (None: it was not). A value
+    that is not a time still terminates (a person's hand-written mark is never ignored,
+    like a hold's): it counts from the start of time."""
+    raw = (annotations or {}).get(TERMINATED_AT_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def not_renewable(obj: dict[str, Any]) -> str | None:
+    """Why a License object (as the API returns it) cannot be renewed, or None. A
+    terminated License stays Terminated whatever its term says (its site was exported
+    and removed), so extending it would only bill a site that no longer exists:
+    ``kubectl kameng renew`` and HQ's page refuse it, the settlement worker invoices
+    nothing for it."""
+    at = terminated_of((obj.get("metadata") or {}).get("annotations"))
+    if at is None:
+        return None
+    name = (obj.get("metadata") or {}).get("name", "")
+    return (f"License {name} was terminated {format_time(at)} (its site was exported and "
+            "removed); a renewal needs a new SubSite and License")
 
 
 def _lead(duration: str) -> timedelta:
@@ -139,27 +176,36 @@ class LifeCycle:
     @property
     def payouts_held(self) -> bool:
         """Whether HQ must hold the partner's payouts: suspended (by spec or a hold),
-        expired past grace, or any hold at all (a payout hold keeps the shop selling)."""
-        return self.state in (SUSPENDED, EXPIRED) or bool(self.terms.holds)
+        expired past grace, terminated, or any hold at all (a payout hold keeps the shop
+        selling). A terminated site's balance is settled by a person, not paid out."""
+        return self.state in (SUSPENDED, EXPIRED, TERMINATED) or bool(self.terms.holds)
 
 
 def state_at(terms: Terms, now: datetime, expiring_soon: timedelta | None = None) -> LifeCycle:
     """The state at ``now`` (``expiring_soon`` overrides the License's lead time).
     Each boundary belongs to the later state: at exactly
     ``start`` a license is Active, at ``end - expiring_soon`` ExpiringSoon, at ``end``
-    in Grace and at ``grace_until`` Expired. Suspension (by the spec or by a hold that
-    suspends, see :mod:`kameng.api.holds`) wins at any time."""
+    in Grace and at ``grace_until`` Expired. Termination (from ``terminated_at`` on) wins
+    over everything and never ends; suspension (by the spec or by a hold that
+    suspends, see :mod:`kameng.api.holds`) wins over the term at any time."""
     now = _utc(now)
     t = terms
     if expiring_soon is not None:
         t = replace(t, expiring_soon_lead=expiring_soon)
     warn_from = t.warn_at
-    future = [p for p in (t.start, warn_from, t.end, t.grace_until) if p > now]
+    points = (t.start, warn_from, t.end, t.grace_until, t.terminated_at)
+    future = [p for p in points if p is not None and p > now]
     nxt = min(future) if future else None
     end, grace = format_time(t.end), format_time(t.grace_until)
     state: LifeCycleState
     stops = [h for h in t.holds if h.suspends]
-    if t.suspended:
+    if t.terminated_at is not None and now >= t.terminated_at:
+        # Terminal: the site was exported and removed; nothing comes after it.
+        state, message, nxt = TERMINATED, (
+            f"terminated {format_time(t.terminated_at)}: the site was exported and "
+            "removed; a renewal needs a new SubSite and License (or HQ reinstates this "
+            f"one by removing its annotation {TERMINATED_AT_ANNOTATION})"), None
+    elif t.suspended:
         why = f": {t.suspend_reason}" if t.suspend_reason else ""
         state, message = SUSPENDED, f"suspended by HQ{why}"
     elif stops:
@@ -197,6 +243,8 @@ def time_left(terms: Terms, now: datetime) -> tuple[str, datetime | None]:
     afterwards "expired". A term that has not begun says "starts in 3d".
     """
     now = _utc(now)
+    if terms.terminated_at is not None and now >= terms.terminated_at:
+        return "terminated", None
     if now < terms.start:
         prefix, target = "starts in ", terms.start
     elif now < terms.end:

@@ -35,7 +35,9 @@ class LicenseVerdict:
 
 def claims_for(terms: Terms, spec: LicenseSpec, sequence: int) -> LicenseClaims:
     # A suspending hold is a suspension the shop must see in its signed token too.
-    suspended = terms.suspended or any(h.suspends for h in terms.holds)
+    # A terminated License likewise (a SubSite re-created on it must not sell).
+    suspended = terms.suspended or any(h.suspends for h in terms.holds) or \
+        terms.terminated_at is not None
     return LicenseClaims(
         site=terms.site, plan=spec.plan, categories=list(spec.categories),
         regions=list(spec.regions), nbf=terms.start, exp=terms.end,
@@ -45,7 +47,8 @@ def claims_for(terms: Terms, spec: LicenseSpec, sequence: int) -> LicenseClaims:
 
 
 def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence: int,
-                now: datetime, holds: tuple[Hold, ...] = ()) -> LicenseVerdict:
+                now: datetime, holds: tuple[Hold, ...] = (),
+                terminated_at: datetime | None = None) -> LicenseVerdict:
     if spec is None:
         return LicenseVerdict(False, R_LICENSE_NOT_FOUND,
                               f"License {license_ref!r} does not exist")
@@ -53,7 +56,7 @@ def verdict_for(site: str, license_ref: str, spec: LicenseSpec | None, sequence:
         return LicenseVerdict(False, R_LICENSE_FOR_OTHER_SITE,
                               f"License {license_ref!r} is for sub-site {spec.sub_site!r}, "
                               f"not {site!r}")
-    terms = Terms.from_spec(spec, holds)
+    terms = Terms.from_spec(spec, holds, terminated_at)
     lc = state_at(terms, now)
     return LicenseVerdict(
         valid=lc.selling, reason=f"License{lc.reason}", message=f"License {lc.message}",

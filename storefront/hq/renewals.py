@@ -33,6 +33,7 @@ from kameng.contracts.money import fen_to_str
 from kameng.kube.client import Kube, KubeError, path_for
 from kameng.ledger import invoices, repo
 from kameng.ledger.rules import Rates
+from kameng.licensing.lifecycle import not_renewable
 from kameng.licensing.term import Term, format_time, parse_duration, renewal_of_spec
 
 from ..state import state_of
@@ -90,6 +91,8 @@ async def plan(kube: Kube, site: str, name: str, extend: str, now: datetime) -> 
     except ValueError:
         raise RenewalRefused("renewal_bad_input") from None
     obj = await _read(kube, site, name)
+    if not_renewable(obj):
+        raise RenewalRefused("renewal_terminated")
     spec = obj["spec"]
     try:
         before, after = renewal_of_spec(spec, by, now)

@@ -130,6 +130,15 @@ def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(
     assert term["status"] == "True"
     assert key in term["message"]
     assert events(kubectl, src, "Terminated", lic["metadata"]["uid"])
+    # The life cycle's state (one pure function) reads the annotation: Terminated, what
+    # `kubectl get lic` prints, with nothing left to count down; payouts held, no selling.
+    wait_for(lambda: (get(kubectl, "license", src).get("status") or {}).get("state")
+             == "Terminated", 30, "License state Terminated")
+    st = get(kubectl, "license", src)["status"]
+    assert st["expiresIn"] == "terminated"
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Terminated")
+    assert "Terminated" in kubectl("get", "license", src).stdout
     # Exported before reclaimed: the Events' order.
     reclaimed = events(kubectl, src, "Reclaimed", uid)
     assert reclaimed

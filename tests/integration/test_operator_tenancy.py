@@ -211,6 +211,9 @@ def test_retained_data_goes_to_a_new_subsite_only_when_asked(
             c.execute("INSERT INTO old_tenant VALUES ('staff hashes and contacts')")
         kubectl("delete", "subsite", name, "--wait=true", "--timeout=30s", timeout=60)
         fresh_start(kubectl, name)
+        # The exit terminated the License; HQ reinstates it on purpose for the adoption
+        # (a terminated License licenses no new SubSite).
+        kubectl("annotate", "license", name, "kameng.io/terminated-at-")
 
         apply_site(kubectl, name, policy="Retain")
         conds = wait_reason(kubectl, name, "RetainedDataExists")

@@ -123,3 +123,50 @@ def test_a_suspending_hold_suspends_and_holds_payouts_a_payout_hold_only_holds_p
     parsed = holds_of({"hold.kameng.io/risk": Hold("risk", "r", "t", "w").to_value(),
                        "hold.kameng.io/payout": "by hand", "other": "x"})
     assert [(h.kind, h.reason) for h in parsed] == [("payout", "by hand"), ("risk", "r")]
+
+
+# --- Terminated (issue 11): the exit's annotation is the input, the state is terminal ---
+
+MID = START + timedelta(days=100)
+
+
+@pytest.mark.parametrize(("now", "state", "next_change"), [
+    (MID - S, "Active", MID),  # the termination time is a boundary the clock wakes for
+    (MID, "Terminated", None),  # the boundary belongs to the later state
+    (GRACE_UNTIL + timedelta(days=999), "Terminated", None),
+])
+def test_terminated_from_its_time_on_and_for_ever(now, state, next_change):
+    from dataclasses import replace
+    lc = state_at(replace(TERMS, terminated_at=MID), now)
+    assert (lc.state, lc.next_change) == (state, next_change)
+    if state == "Terminated":
+        assert lc.reason == "Terminated"
+        assert (lc.selling, lc.mode, lc.payouts_held) == (False, "suspended", True)
+
+
+def test_terminated_wins_over_suspension_and_a_renewal():
+    from dataclasses import replace
+    ended = replace(TERMS, terminated_at=MID, suspended=True,
+                    end=END + timedelta(days=3650), grace_until=END + timedelta(days=3653))
+    lc = state_at(ended, MID + S)
+    assert lc.state == "Terminated"  # a longer term does not bring a terminated License back
+    assert "new SubSite" in lc.message
+
+
+def test_terminated_from_the_annotation_and_shown_in_time_left():
+    from kameng.api.kinds import TERMINATED_AT_ANNOTATION
+    from kameng.licensing.lifecycle import terminated_of, time_left
+    obj = {"metadata": {"annotations": {TERMINATED_AT_ANNOTATION: "2030-04-11T00:00:00Z"}},
+           "spec": {"subSite": "demo", "plan": "basic", "categories": ["game"],
+                    "regions": ["CN-GD"],
+                    "term": {"start": "2030-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"},
+                    "fees": {"currency": "CNY", "baseAnnualFee": "0",
+                             "settlementPeriod": "Monthly"}}}
+    t = Terms.from_object(obj)
+    assert t.terminated_at == MID
+    assert state_at(t, MID).state == "Terminated"
+    assert time_left(t, MID) == ("terminated", None)
+    assert terminated_of({}) is None
+    # A hand-written mark that is no time still terminates (never silently ignored).
+    assert state_at(Terms.from_object({**obj, "metadata": {"annotations": {
+        TERMINATED_AT_ANNOTATION: "yes"}}}), START).state == "Terminated"

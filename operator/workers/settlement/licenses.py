@@ -17,7 +17,7 @@ from kameng.api.common import API_VERSION
 from kameng.api.holds import holds_of
 from kameng.api.license import LicenseSpec
 from kameng.ledger.rules import Rates
-from kameng.licensing.lifecycle import Terms, state_at
+from kameng.licensing.lifecycle import Terms, state_at, terminated_of
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 class LicenseView:
     rates: Rates
     terms: Terms
+    uid: str = ""  # the License's uid: its term is accounted per uid (re-created = new)
+    plan: str = ""
 
     def payouts_held(self, now: datetime | None = None) -> bool:
         return state_at(self.terms, now or datetime.now(UTC)).payouts_held
@@ -37,7 +39,10 @@ def view_of(obj: dict[str, Any]) -> LicenseView:
     spec = LicenseSpec.model_validate(obj["spec"])
     rates = Rates.from_fees(spec.fees, license=md.get("name", ""),
                             generation=int(md.get("generation", 0)))
-    return LicenseView(rates=rates, terms=Terms.from_spec(spec, holds_of(md.get("annotations"))))
+    ann = md.get("annotations")
+    return LicenseView(rates=rates,
+                       terms=Terms.from_spec(spec, holds_of(ann), terminated_of(ann)),
+                       uid=str(md.get("uid", "")), plan=str(spec.plan))
 
 
 class LicenseBook:
@@ -72,6 +77,9 @@ class LicenseBook:
             self._at = time.monotonic()
             log.warning("licenses could not be listed; using the last copy",
                         extra={"error": type(exc).__name__, "known": len(self._by_site)})
+
+    def views(self) -> list[LicenseView]:
+        return list(self._by_site.values())
 
     def get(self, site: str) -> LicenseView | None:
         return self._by_site.get(site)

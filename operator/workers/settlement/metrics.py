@@ -15,3 +15,5 @@ HELD_PAYOUTS = Gauge("kameng_ledger_held_payouts",
                      "Withdrawals waiting because the site's payouts are held.")
 PAYOUTS = Counter("kameng_ledger_payouts_total", "Withdrawals settled, by outcome.",
                   ["outcome"])
+INVOICES = Counter("kameng_ledger_renewal_invoices_total",
+                   "Renewal invoices the worker posted on seeing a License's term grow.")

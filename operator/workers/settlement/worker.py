@@ -20,9 +20,11 @@ from psycopg import AsyncConnection
 
 from kameng.api.common import API_VERSION
 from kameng.contracts.events import OrderEvent
+from kameng.ledger import licenses as ledger_licenses
 from kameng.ledger import repo, statements
 from kameng.ledger import rules as ledger_rules
 from kameng.ledger.payouts import settle_withdrawals
+from kameng.licensing.term import Term, format_time
 from kameng.payouts import PayoutProvider
 from kameng.workers.streams import ConsumerConfig, Entry, StreamConsumer, dead_letter_stream
 
@@ -44,6 +46,15 @@ class Settlement:
         self.consumer = StreamConsumer(redis, config or ConsumerConfig(group=GROUP),
                                        self.handle, self.on_dead_letter)
         self._conns: dict[str, AsyncConnection] = {}
+        # What the ledger holds of each License (loaded once, then kept in step), so a
+        # pass over unchanged Licenses costs no query: uid → term accounted; site →
+        # latest recorded rates.
+        self._accounted: dict[str, Term] | None = None
+        self._rates_seen: dict[str, ledger_licenses.RateChange] | None = None
+        # site → its recorded rate changes, oldest first: an event is posted at the rates
+        # in force at its own time (loaded per site on first use, appended on change).
+        self._history: dict[str, list[ledger_licenses.RateChange]] = {}
+        self._track_lock = asyncio.Lock()
 
     async def _conn(self, role: str) -> AsyncConnection:
         conn = self._conns.get(role)
@@ -54,14 +65,26 @@ class Settlement:
 
     async def handle(self, batch: list[Entry]) -> None:
         await self.book.refresh()
+        # Rate changes are recorded before anything is posted at the new rates, so the
+        # statement's parts and the entries' shares change at the same moment. A failure
+        # here must not stop the money: events are then posted at the rates recorded so
+        # far, and housekeeping tries again.
+        try:
+            await self.track_licenses()
+        except Exception:
+            log.exception("License changes not recorded; posting at the recorded rates")
         events = [OrderEvent.from_fields(e.fields) for e in batch]
         rates = {}
         for ev in events:
             r = self.book.rates(ev.site)
             if r is not None:
                 rates[ev.site] = r
+        for site in rates:
+            if site not in self._history:
+                self._history[site] = await ledger_licenses.rate_changes(
+                    await self._conn("track"), site)
         conn = await self._conn("post")
-        out = await repo.post_events(conn, events, rates)
+        out = await repo.post_events(conn, events, rates, self.rates_at)
         metrics.POSTINGS.inc(out.posted)
         if out.duplicates:
             metrics.DUPLICATES.inc(out.duplicates)
@@ -92,8 +115,55 @@ class Settlement:
                           f"{entry.stream} was not posted: {reason[:300]}; it is in "
                           f"{dead_letter_stream(self.consumer.cfg.group)}")
 
+    def rates_at(self, site: str, t: datetime) -> ledger_rules.Rates:
+        """The site's rates in force at ``t`` (today's when nothing is recorded)."""
+        hist = self._history.get(site)
+        if hist:
+            return ledger_licenses.rates_in_force(hist, t)
+        current = self.book.rates(site)
+        if current is None:  # post_events asks only for sites with a License
+            raise ledger_rules.PostingError(f"no License in force for site {site!r}")
+        return current
+
+    async def track_licenses(self, now: datetime | None = None) -> None:
+        """Record what changed in the Licenses since the last pass: a term end that grew
+        (→ the renewal invoice, whoever renewed) and fees or plan that changed (→ a rate
+        change the statements pro-rate by). See :mod:`kameng.ledger.licenses`."""
+        async with self._track_lock:
+            conn = await self._conn("track")
+            if self._accounted is None or self._rates_seen is None:
+                self._accounted = {uid: a.term for uid, a in
+                                   (await ledger_licenses.accounted_terms(conn)).items()}
+                self._rates_seen = await ledger_licenses.latest_rate_changes(conn)
+            for v in self.book.views():
+                at = now or datetime.now(UTC)
+                site = v.terms.site
+                seen = self._rates_seen.get(site)
+                if seen is None or not seen.same_terms(v.rates, v.plan):
+                    await ledger_licenses.record_rates(conn, site, v.rates, v.plan, at)
+                    # Read back: another replica may have recorded it first, earlier;
+                    # this one must price events by the same time as the statement.
+                    hist = await ledger_licenses.rate_changes(conn, site)
+                    self._rates_seen[site] = hist[-1]
+                    if site in self._history:
+                        self._history[site] = hist
+                if not v.uid or v.terms.terminated_at is not None:
+                    continue  # a terminated License is not renewed by a later end
+                mark = self._accounted.get(v.uid)
+                if mark is not None and v.terms.end <= mark.end:
+                    continue
+                term = Term(v.terms.start, v.terms.end)
+                self._accounted[v.uid], inv = await ledger_licenses.account_term(
+                    conn, v.uid, v.rates.license, site, term, v.rates, at)
+                if inv is not None:
+                    metrics.INVOICES.inc()
+                    log.info("renewal invoiced", extra={
+                        "license": inv.license, "site": site, "amount": inv.amount,
+                        "from": format_time(inv.before.end), "to": format_time(inv.after.end)})
+
     async def housekeeping(self, now: datetime | None = None) -> None:
         await self.book.refresh()
+        await self.track_licenses(now)
         conn = await self._conn("house")
         rnd = await settle_withdrawals(conn, self.provider, self.book.held, self.book.rates)
         metrics.HELD_PAYOUTS.set(rnd.held)
