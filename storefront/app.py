@@ -132,8 +132,6 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
                 await state.kube.close()
             await state.redis.aclose()
             await state.pool.close()
-            if state._renewals_kube is not None:
-                await state._renewals_kube.close()
 
     mode_routes = hq.routes() if settings.mode == "hq" else shop.routes()
     app = Starlette(

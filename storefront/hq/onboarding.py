@@ -456,15 +456,13 @@ def site_choice(state: AppState) -> SiteChoice:
 
 
 def kube_of(state: AppState) -> Kube | None:
-    """HQ's Kubernetes client (its ServiceAccount in a cluster, else the kubeconfig);
-    None where HQ has neither."""
-    if state.kube is None:
-        try:
-            state.kube = Kube.from_environment(state.settings.kubeconfig, counted=False)
-        except Exception as exc:  # no ServiceAccount and no kubeconfig
-            log.warning("no Kubernetes API for HQ", extra={"error": type(exc).__name__})
-            return None
-    return state.kube
+    """HQ's one Kubernetes client (:meth:`AppState.kube_client`); None where HQ has no
+    ServiceAccount and no kubeconfig setting."""
+    try:
+        return state.kube_client()
+    except Exception as exc:  # KubeUnavailable, or an unreadable kubeconfig
+        log.warning("no Kubernetes API for HQ", extra={"error": type(exc).__name__})
+        return None
 
 
 async def create_or_adopt(state: AppState, aid: str, objects: list[dict[str, Any]]) -> None:

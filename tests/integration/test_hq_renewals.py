@@ -61,7 +61,7 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
          _license(OTHER, now - timedelta(days=20), "FromNowIfExpired")]))
     with run_stack(devenv["pg_admin_dsn"], devenv["redis_url"], tmp,
                    hq_overrides={"renewals_enabled": True,
-                                 "renewals_kubeconfig": kubeconfig}) as st:
+                                 "kubeconfig": kubeconfig}) as st:
         yield {"stack": st, "kubeconfig": kubeconfig, "now": now}
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
     # Cluster-wide objects the chart owns: left behind, a later `helm install` refuses them.
