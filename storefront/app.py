@@ -31,6 +31,7 @@ from .db import open_pool
 from .hq.credentials import CredentialRegistry
 from .hq.kpis import kpi_loop
 from .hq.notifications import notification_sweeper
+from .hq.onboarding import expiry_sweeper
 from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
@@ -107,7 +108,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         await bootstrap_staff(state)
         loops: list[Loop] = (
-            [notification_sweeper, kpi_loop] if settings.mode == "hq"
+            [notification_sweeper, kpi_loop, expiry_sweeper] if settings.mode == "hq"
             else await _start_subsite(state)
         )
         leader = LeaderLock(shared_dir())

@@ -38,6 +38,10 @@ application creates the License and SubSite with HQ's ServiceAccount; ``gitops``
 produces the YAML bundle to commit instead), ``KAMENG_ONBOARDING_ROLEPOLICY`` (default
 ``standard``), ``KAMENG_ONBOARDING_OWNER_ROLE`` (default ``site-admin``),
 ``KAMENG_NAMESPACE`` (HQ's namespace, default ``kameng-system``).
+The public ``/apply`` form takes at most ``KAMENG_APPLY_PER_CLIENT_PER_HOUR`` (default 10)
+submissions per client address and ``KAMENG_APPLY_PER_HOUR`` (default 300) in all;
+a pending application older than ``KAMENG_ONBOARDING_EXPIRY_DAYS`` (default 30) is expired
+by a sweep every ``KAMENG_ONBOARDING_SWEEP_SECONDS`` (default 3600), freeing its name.
 
 HQ's way to the Kubernetes API (onboarding, approvals, renewals, plan promotion): its
 ServiceAccount in a cluster, else the ONE setting ``KAMENG_HQ_KUBECONFIG``. A developer's
@@ -140,6 +144,13 @@ class Settings:
     # (onboarding, approvals, renewals, plans) outside a cluster; None: the in-cluster
     # ServiceAccount, or no API at all (see AppState.kube_client).
     kubeconfig: str | None = None
+    # HQ: submissions of the public /apply form per client address and in all, per hour
+    # (a flood would bury the reviewers' queue and squat names), and how long a pending
+    # application may hold its site name and domain before the sweep expires it.
+    apply_per_client_per_hour: int = 10
+    apply_per_hour: int = 300
+    application_expiry_days: float = 30.0
+    onboarding_sweep_seconds: float = 3600.0
     # HQ: the token ``kubectl kameng approvals|approve|reject`` present (empty: that API is off).
     admin_api_token: str = ""
     # KPIs: how often HQ refreshes its KPI and ticket-SLA gauges and a shop reports its
@@ -219,6 +230,12 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
         if not sub else "",
         kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
+        apply_per_client_per_hour=_positive_int(env, "KAMENG_APPLY_PER_CLIENT_PER_HOUR", 10,
+                                                "a whole number"),
+        apply_per_hour=_positive_int(env, "KAMENG_APPLY_PER_HOUR", 300, "a whole number"),
+        application_expiry_days=_positive_float(env, "KAMENG_ONBOARDING_EXPIRY_DAYS", 30.0),
+        onboarding_sweep_seconds=_positive_float(env, "KAMENG_ONBOARDING_SWEEP_SECONDS",
+                                                 3600.0),
     )
 
 
@@ -239,11 +256,22 @@ def _networks(spec: str) -> tuple[Network, ...]:
         raise ConfigError(f"{pod.TRUSTED_PROXIES_ENV}: {exc}") from None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int,
+                  what: str = "a whole number of bytes") -> int:
     try:
         value = int(env.get(name, str(default)))
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of bytes") from None
+        raise ConfigError(f"{name} must be {what}") from None
     if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be positive")
     return value
