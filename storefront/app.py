@@ -39,6 +39,7 @@ from .shop.hq_client import HqClient
 from .shop.kpis import report_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
+from .shop.requests import money_approvals_loop
 from .state import AppState, state_of
 from .web import probes
 from .web.license_guard import LicenseGuard
@@ -83,7 +84,8 @@ async def _start_subsite(state: AppState) -> list[Loop]:
     async def decisions(st: AppState) -> None:
         await decisions_loop(st, apply_decision)
 
-    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop]
+    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop,
+            money_approvals_loop]
 
 
 async def _db_timeout(request: Request, exc: Exception) -> Response:

@@ -42,6 +42,8 @@ The public ``/apply`` form takes at most ``KAMENG_APPLY_PER_CLIENT_PER_HOUR`` (d
 submissions per client address and ``KAMENG_APPLY_PER_HOUR`` (default 300) in all;
 a pending application older than ``KAMENG_ONBOARDING_EXPIRY_DAYS`` (default 30) is expired
 by a sweep every ``KAMENG_ONBOARDING_SWEEP_SECONDS`` (default 3600), freeing its name.
+A shop asks HQ about its withdrawals and refunds held for approval every
+``KAMENG_APPROVALS_POLL_SECONDS`` (default 10).
 
 HQ's way to the Kubernetes API (onboarding, approvals, renewals, plan promotion): its
 ServiceAccount in a cluster, else the ONE setting ``KAMENG_HQ_KUBECONFIG``. A developer's
@@ -147,6 +149,8 @@ class Settings:
     # HQ: submissions of the public /apply form per client address and in all, per hour
     # (a flood would bury the reviewers' queue and squat names), and how long a pending
     # application may hold its site name and domain before the sweep expires it.
+    # Sub-site: how often it asks HQ about its withdrawals and refunds held for approval.
+    approvals_poll_seconds: float = 10.0
     apply_per_client_per_hour: int = 10
     apply_per_hour: int = 300
     application_expiry_days: float = 30.0
@@ -230,6 +234,7 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
         if not sub else "",
         kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
+        approvals_poll_seconds=_positive_float(env, "KAMENG_APPROVALS_POLL_SECONDS", 10.0),
         apply_per_client_per_hour=_positive_int(env, "KAMENG_APPLY_PER_CLIENT_PER_HOUR", 10,
                                                 "a whole number"),
         apply_per_hour=_positive_int(env, "KAMENG_APPLY_PER_HOUR", 300, "a whole number"),
