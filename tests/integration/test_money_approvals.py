@@ -200,3 +200,48 @@ def test_refund_above_limit_is_not_made_until_hq_decides(
         # for HQ to decide; no money moves without it).
         _wait(lambda: hold("BIG1")[0] == "executed", "the approved refund was never made")
         assert hold("BIG1")[1] != ""
+
+
+async def test_an_approval_seen_by_several_pollers_at_once_pays_once(
+        pg_admin_dsn: str, redis_url: str) -> None:
+    """Two replicas (or the route's own sync and the loop) may act on the same approval at
+    the same moment: exactly one of them makes the withdrawal."""
+    import asyncio
+    import secrets
+
+    import redis.asyncio as aioredis
+
+    from kameng.contracts.siteconfig import SiteConfig
+    from kameng_storefront.config import Settings
+    from kameng_storefront.crypto import DataCipher
+    from kameng_storefront.db import open_pool
+    from kameng_storefront.shop.balance import release_held_withdrawal, request_withdrawal
+    from kameng_storefront.state import AppState
+    from tests.support.storefront import temp_database
+
+    site = f"race{secrets.token_hex(3)}"
+    with temp_database(pg_admin_dsn, site) as dsn:
+        cfg = SiteConfig.model_validate({"site": site, "approvals": ["finance:withdraw"],
+                                         "approvalLimits": {"withdrawalFen": 100}})
+        settings = Settings(mode="subsite", site=cfg, database_url=dsn, redis_url=redis_url,
+                            session_secret="s", data_keys=DataCipher.generate_spec("k"),
+                            public_url="http://t", min_withdrawal_fen=100)
+        state = AppState(settings=settings, cipher=DataCipher(settings.data_keys))
+        state.pool = await open_pool(dsn, "subsite", min_size=2, max_size=8)
+        state.redis = aioredis.from_url(redis_url, decode_responses=True)
+        try:
+            _seed_margin(dsn, 10_000)
+            w = await request_withdrawal(state, 5_000, "fin@x")
+            assert w.awaiting_approval
+            assert w.id is not None
+            made = await asyncio.gather(*(release_held_withdrawal(state, w.id, True, "R1")
+                                          for _ in range(6)))
+            assert made.count(True) == 1
+            assert _events(redis_url, site, w.id) == 1
+            # A late rejection (HQ cannot, but a stale answer might arrive) changes nothing.
+            assert not await release_held_withdrawal(state, w.id, False, "R1")
+            assert _withdrawals(dsn) == [(w.id, 5_000, "requested")]
+        finally:
+            await state.redis.delete(orders_stream(site))
+            await state.redis.aclose()
+            await state.pool.close()
