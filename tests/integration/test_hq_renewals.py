@@ -6,6 +6,7 @@ once, and a second submit or another site's License changes nothing."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,23 +38,33 @@ def _license(name: str, end: datetime, strategy: str = "FromExpiry") -> dict[str
                      "fees": {"currency": "CNY", "baseAnnualFee": "3650.00"}}}
 
 
-def _hq_rbac() -> list[dict[str, Any]]:
-    """HQ's renewal role as the chart ships it (rendered into manifests/operator/)."""
-    docs = yaml.safe_load_all((ROOT / "manifests/operator/kameng.yaml").read_text())
-    return [d for d in docs if d and d["metadata"]["name"] == "kameng-hq-renewals"]
+# A ServiceAccount of its own (the chart's one value hqServiceAccount): HQ's real account
+# also holds the onboarding, approvals and plans roles, which other tests bind; this one
+# holds the renewal role alone, so what it may do is what that role allows.
+SA = "it-hq-renewals"
+
+
+def _hq_rbac(devenv: dict[str, str]) -> list[dict[str, Any]]:
+    """HQ's renewal role as the chart renders it, bound to :data:`SA`."""
+    out = subprocess.run(
+        [str(Path(devenv["bin_dir"]) / "helm"), "template", "kameng", str(ROOT / "charts/kameng"),
+         "--namespace", "kameng-system", "--set", f"hqServiceAccount={SA}",
+         "--show-only", "templates/hq-renewals-rbac.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
 @pytest.fixture(scope="module")
 def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("renew")
-    rbac = _hq_rbac()
+    rbac = _hq_rbac(devenv)
     assert {d["kind"] for d in rbac} == {"ClusterRole", "ClusterRoleBinding"}
-    created_sa = kubectl("create", "serviceaccount", "kameng-hq", "-n", "kameng-system",
-                         check=False).returncode == 0
+    kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
+    kubectl("create", "serviceaccount", SA, "-n", "kameng-system", check=False)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     kubeconfig = sa_kubeconfig(kubectl, devenv["kubeconfig"], tmp / "hq.kubeconfig",
-                               account="kameng-hq")
+                               account=SA)
     now = datetime.now(UTC).replace(microsecond=0)
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
@@ -67,9 +78,7 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
     # Cluster-wide objects the chart owns: left behind, a later `helm install` refuses them.
     kubectl("delete", "clusterrolebinding,clusterrole", "kameng-hq-renewals",
             "--ignore-not-found")
-    if created_sa:
-        kubectl("delete", "serviceaccount", "kameng-hq", "-n", "kameng-system",
-                "--ignore-not-found")
+    kubectl("delete", "serviceaccount", SA, "-n", "kameng-system", "--ignore-not-found")
 
 
 def _end(kubectl: Any, name: str) -> str:
