@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from kameng.contracts.events import orders_stream
+from tests.support.browser import browser_fixture  # noqa: F401 (the browser fixture)
 from tests.support.storefront import csrf_from, run_stack, staff_client
 
 pytestmark = pytest.mark.integration
@@ -105,7 +106,7 @@ def _wait(pred: Any, what: str, seconds: float = 20) -> None:
 
 
 def test_withdrawal_above_limit_waits_then_pays_once_rejected_releases_below_is_immediate(
-        pg_admin_dsn: str, redis_url: str, tmp_path: Path) -> None:
+        pg_admin_dsn: str, redis_url: str, tmp_path: Path, browser: Any) -> None:
     with _stack(pg_admin_dsn, redis_url, tmp_path) as st:
         _seed_margin(st.shop_dsn, 200_000)  # 2000.00 yuan to withdraw
         shop = staff_client(st.shop_url, st.members["finance"])
@@ -119,6 +120,13 @@ def test_withdrawal_above_limit_waits_then_pays_once_rejected_releases_below_is_
         # The reservation holds: the same money cannot be withdrawn again meanwhile.
         assert "exceeds" in _withdraw(shop, "600.00")
         rid = _hq_request(hq, f"W{w1}")
+        # What people see: HQ's request (amount, reference, who) and the shop's held row.
+        browser.login(st.hq_url, "admin@hq.local", st.password)
+        browser.get(f"{st.hq_url}/admin/approvals?id={rid}&lang=en")
+        browser.screenshot("money-01-hq-withdrawal-request")
+        browser.login(st.shop_url, st.members["finance"], st.password)
+        browser.get(f"{st.shop_url}/admin/finance?lang=en")
+        browser.screenshot("money-02-shop-withdrawal-held")
         time.sleep(1)  # several polls while pending: still held, still no event
         assert _withdrawals(st.shop_dsn)[0][2] == "awaiting_approval"
         assert _events(redis_url, st.site, w1) == 0
