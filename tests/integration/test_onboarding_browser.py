@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_storefront_browser import WebDriver, _login, browser  # noqa: F401
+from tests.integration.test_storefront_browser import WebDriver, _login
+from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import DEFAULT_PASSWORD, HQ_ADMIN, run_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def stack(devenv: dict[str, str], pg_admin_dsn: str, redis_url: str,
         yield st
 
 
-def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:  # noqa: F811
+def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
     shots = []
     browser.get(f"{stack.hq_url}/apply?lang=en")
     shots.append(browser.screenshot("40-hq-apply-form"))
