@@ -31,6 +31,7 @@ from .db import open_pool
 from .hq.credentials import CredentialRegistry
 from .hq.kpis import kpi_loop
 from .hq.notifications import notification_sweeper
+from .hq.onboarding import expiry_sweeper
 from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
@@ -38,6 +39,7 @@ from .shop.hq_client import HqClient
 from .shop.kpis import report_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
+from .shop.requests import money_approvals_loop
 from .state import AppState, state_of
 from .web import probes
 from .web.license_guard import LicenseGuard
@@ -82,7 +84,8 @@ async def _start_subsite(state: AppState) -> list[Loop]:
     async def decisions(st: AppState) -> None:
         await decisions_loop(st, apply_decision)
 
-    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop]
+    return [sync_loop, outbox_loop, decisions, delivery_sweeper, report_loop,
+            money_approvals_loop]
 
 
 async def _db_timeout(request: Request, exc: Exception) -> Response:
@@ -107,7 +110,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
         state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         await bootstrap_staff(state)
         loops: list[Loop] = (
-            [notification_sweeper, kpi_loop] if settings.mode == "hq"
+            [notification_sweeper, kpi_loop, expiry_sweeper] if settings.mode == "hq"
             else await _start_subsite(state)
         )
         leader = LeaderLock(shared_dir())
@@ -132,8 +135,6 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
                 await state.kube.close()
             await state.redis.aclose()
             await state.pool.close()
-            if state._renewals_kube is not None:
-                await state._renewals_kube.close()
 
     mode_routes = hq.routes() if settings.mode == "hq" else shop.routes()
     app = Starlette(

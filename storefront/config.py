@@ -37,8 +37,19 @@ Onboarding (HQ): ``KAMENG_ONBOARDING_MODE`` (``kubernetes``, the default: approv
 application creates the License and SubSite with HQ's ServiceAccount; ``gitops``: it
 produces the YAML bundle to commit instead), ``KAMENG_ONBOARDING_ROLEPOLICY`` (default
 ``standard``), ``KAMENG_ONBOARDING_OWNER_ROLE`` (default ``site-admin``),
-``KAMENG_NAMESPACE`` (HQ's namespace, default ``kameng-system``), ``KUBECONFIG`` outside
-a cluster.
+``KAMENG_NAMESPACE`` (HQ's namespace, default ``kameng-system``).
+The public ``/apply`` form takes at most ``KAMENG_APPLY_PER_CLIENT_PER_HOUR`` (default 10)
+submissions per client address and ``KAMENG_APPLY_PER_HOUR`` (default 300) in all;
+a pending application older than ``KAMENG_ONBOARDING_EXPIRY_DAYS`` (default 30) is expired
+by a sweep every ``KAMENG_ONBOARDING_SWEEP_SECONDS`` (default 3600), freeing its name.
+A shop asks HQ about its withdrawals and refunds held for approval every
+``KAMENG_APPROVALS_POLL_SECONDS`` (default 10).
+
+HQ's way to the Kubernetes API (onboarding, approvals, renewals, plan promotion): its
+ServiceAccount in a cluster, else the ONE setting ``KAMENG_HQ_KUBECONFIG``. A developer's
+``KUBECONFIG`` is deliberately not used: HQ must act as its own least-privilege identity,
+never as whoever happens to have started it. The capability switches (e.g.
+``KAMENG_HQ_RENEWALS=enabled``) stay separate.
 
 ``KAMENG_DATA_KEYS`` is ``kid:base64(32 bytes)[,kid:base64...]``; the first key encrypts,
 all decrypt (rotation). ``KAMENG_ADMIN_PASSWORD`` (HQ mode only) bootstraps the password
@@ -126,32 +137,39 @@ class Settings:
     # HQ: what approving a partner application does (``kubernetes``: create the License
     # and SubSite through the API; ``gitops``: hand out the YAML bundle to commit), the
     # RolePolicy new sites reference, the role their owner gets, HQ's namespace (where
-    # the operator keeps each site's key copy) and the kubeconfig outside a cluster.
+    # the operator keeps each site's key copy).
     onboarding_mode: str = "kubernetes"
     onboarding_rolepolicy: str = "standard"
     onboarding_owner_role: str = "site-admin"
     namespace: str = "kameng-system"
+    # HQ: the one kubeconfig for every HQ capability that talks to the Kubernetes API
+    # (onboarding, approvals, renewals, plans) outside a cluster; None: the in-cluster
+    # ServiceAccount, or no API at all (see AppState.kube_client).
     kubeconfig: str | None = None
+    # HQ: submissions of the public /apply form per client address and in all, per hour
+    # (a flood would bury the reviewers' queue and squat names), and how long a pending
+    # application may hold its site name and domain before the sweep expires it.
+    # Sub-site: how often it asks HQ about its withdrawals and refunds held for approval.
+    approvals_poll_seconds: float = 10.0
+    apply_per_client_per_hour: int = 10
+    apply_per_hour: int = 300
+    application_expiry_days: float = 30.0
+    onboarding_sweep_seconds: float = 3600.0
     # HQ: the token ``kubectl kameng approvals|approve|reject`` present (empty: that API is off).
     admin_api_token: str = ""
     # KPIs: how often HQ refreshes its KPI and ticket-SLA gauges and a shop reports its
     # visits and customers to HQ.
     kpi_seconds: float = 30.0
-    # HQ: how it reaches the Kubernetes API to change a License's plan (its ServiceAccount
-    # in a cluster, with the ClusterRole kameng-hq-plans; or a kubeconfig). "" and no
-    # ServiceAccount: promotion is off and the plans page says so.
-    hq_kubeconfig: str = ""
     extra: dict[str, str] = field(default_factory=dict)
-    # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled;
-    # the kubeconfig is for development, in a cluster HQ's ServiceAccount is used.
+    # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled.
     renewals_enabled: bool = False
-    renewals_kubeconfig: str | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(mode={self.mode!r}, site={self.site.site!r}, url={self.public_url!r})"
 
 
 SANDBOX_PAYMENTS_ENV = "KAMENG_SANDBOX_PAYMENTS"
+HQ_KUBECONFIG_ENV = "KAMENG_HQ_KUBECONFIG"
 
 
 def sandbox_enabled(env: Mapping[str, str]) -> bool:
@@ -208,16 +226,21 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         max_body_bytes=_positive_int(env, "KAMENG_MAX_BODY_BYTES", 1 << 20),
         max_upload_bytes=_positive_int(env, "KAMENG_MAX_UPLOAD_BYTES", 16 << 20),
         renewals_enabled=not sub and env.get("KAMENG_HQ_RENEWALS", "") == "enabled",
-        renewals_kubeconfig=env.get("KAMENG_HQ_RENEWALS_KUBECONFIG") or None,
         onboarding_mode=_onboarding_mode(env),
         onboarding_rolepolicy=env.get("KAMENG_ONBOARDING_ROLEPOLICY", "standard"),
         onboarding_owner_role=env.get("KAMENG_ONBOARDING_OWNER_ROLE", "site-admin"),
         namespace=env.get("KAMENG_NAMESPACE", "kameng-system"),
-        kubeconfig=env.get("KUBECONFIG") or None,
+        kubeconfig=(env.get(HQ_KUBECONFIG_ENV) or None) if not sub else None,
         admin_api_token=(read_secret("KAMENG_HQ_ADMIN_TOKEN", env, required=False) or "")
         if not sub else "",
         kpi_seconds=float(env.get("KAMENG_KPI_SECONDS", "30")),
-        hq_kubeconfig=env.get("KAMENG_HQ_KUBECONFIG", "") if not sub else "",
+        approvals_poll_seconds=_positive_float(env, "KAMENG_APPROVALS_POLL_SECONDS", 10.0),
+        apply_per_client_per_hour=_positive_int(env, "KAMENG_APPLY_PER_CLIENT_PER_HOUR", 10,
+                                                "a whole number"),
+        apply_per_hour=_positive_int(env, "KAMENG_APPLY_PER_HOUR", 300, "a whole number"),
+        application_expiry_days=_positive_float(env, "KAMENG_ONBOARDING_EXPIRY_DAYS", 30.0),
+        onboarding_sweep_seconds=_positive_float(env, "KAMENG_ONBOARDING_SWEEP_SECONDS",
+                                                 3600.0),
     )
 
 
@@ -238,11 +261,22 @@ def _networks(spec: str) -> tuple[Network, ...]:
         raise ConfigError(f"{pod.TRUSTED_PROXIES_ENV}: {exc}") from None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int,
+                  what: str = "a whole number of bytes") -> int:
     try:
         value = int(env.get(name, str(default)))
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of bytes") from None
+        raise ConfigError(f"{name} must be {what}") from None
     if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be positive")
     return value

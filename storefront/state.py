@@ -31,7 +31,11 @@ if TYPE_CHECKING:
     from .shop.hq_client import HqClient
     from .shop.payments import PaymentProvider
 
-__all__ = ["AppState", "state_of"]
+__all__ = ["AppState", "KubeUnavailable", "state_of"]
+
+
+class KubeUnavailable(RuntimeError):
+    """HQ has no way to the Kubernetes API (no ServiceAccount, no kubeconfig setting)."""
 
 
 @dataclass
@@ -46,16 +50,14 @@ class AppState:
     license_keys: list[Ed25519PublicKey] = field(default_factory=list)
     # HQ: the site-credential registry sub-sites' API tokens are checked against.
     credentials: CredentialRegistry | None = None
-    # HQ: the project's Kubernetes client (onboarding, approvals), opened on first use.
+    # HQ: THE Kubernetes client (onboarding, approvals, renewals, plans), made on first
+    # use by kube_client(); closed by the app's lifespan.
     kube: Kube | None = None
     pool: AsyncConnectionPool = field(init=False)
     redis: aioredis.Redis = field(init=False)
     http: httpx.AsyncClient = field(init=False)
     hq: HqClient = field(init=False)  # sub-site only
     payments: PaymentProvider = field(init=False)  # sub-site only
-    # HQ: the Kubernetes client of the renewal page (kameng.kube.client, created on first
-    # use with HQ's own ServiceAccount or settings.renewals_kubeconfig).
-    _renewals_kube: Kube | None = None
     # Sub-site: rendered catalogue pages, valid until a catalogue sync or an announcement
     # bumps the pod-wide counter (shared by the pod's worker processes).
     pages: PageCache = field(default_factory=lambda: PageCache(SharedCounter()))
@@ -67,13 +69,19 @@ class AppState:
     def effective_mode(self) -> Mode:
         return "normal" if self.license is None else self.license.mode()
 
-    def renewals_kube(self) -> Kube:
-        if self._renewals_kube is None:
-            from kameng.kube.client import Kube
+    def kube_client(self) -> Kube:
+        """HQ's one Kubernetes client (kameng.kube.client), made on first use: its
+        ServiceAccount in a cluster, else ``settings.kubeconfig``. Raises
+        :class:`KubeUnavailable` when HQ has neither: never falls back to a developer's
+        ``KUBECONFIG``, which would act with that person's rights instead of HQ's."""
+        if self.kube is None:
+            from kameng.kube.client import SA_DIR, Kube
 
-            self._renewals_kube = Kube.from_environment(self.settings.renewals_kubeconfig,
-                                                        counted=False)
-        return self._renewals_kube
+            path = self.settings.kubeconfig
+            if not path and not (SA_DIR / "token").exists():
+                raise KubeUnavailable("no ServiceAccount and no KAMENG_HQ_KUBECONFIG")
+            self.kube = Kube.from_environment(path, counted=False)
+        return self.kube
 
     def guard(self) -> LicenseGuard:
         """The sub-site's license guard (a programming error to ask for it on HQ)."""

@@ -35,6 +35,8 @@ def site_config(ctx: SiteContext) -> SiteConfig:
         "payments": {"methods": list(spec.payments.methods)},
         "members": [m.model_dump(by_alias=True, exclude_none=True) for m in spec.members],
         "approvals": list(ctx.role_policy.approvals) if ctx.role_policy else [],
+        "approvalLimits": ctx.role_policy.approval_limits.model_dump(by_alias=True)
+        if ctx.role_policy and ctx.role_policy.approval_limits else {},
     })
 
 

@@ -316,6 +316,27 @@ CHANGE_PERMISSIONS: dict[str, str] = {
 }
 
 
+# The storefront money actions (the rest of APPROVABLE) a back office asks HQ for when the
+# amount is above the RolePolicy's approvalLimits (SiteConfig.needs_hq_approval). HQ only
+# decides them: the shop holds the action (a withdrawal's amount reserved, a refund not
+# made), re-sends the request with its request_key until it is decided, makes it exactly
+# once on ``approved`` and drops it on ``rejected``. ``approved`` is their final status.
+ACTION_PERMISSIONS: dict[str, str] = {
+    "finance:withdraw": "finance:withdraw",
+    "orders:refund": "orders:refund",
+}
+
+
+class MoneyAction(BaseModel):
+    """``change`` of an action request: the amount and what it is about (``W<id>`` of a
+    withdrawal, the order id of a refund), so HQ's reviewer sees what they approve."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    amount_fen: int = Field(alias="amountFen", gt=0, le=MAX_FEN)
+    reference: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
 def admin_decision_path(request_id: str, decision: str) -> str:
     return ADMIN_DECISION_PATH.format(rid=request_id, decision=decision)
 
@@ -360,6 +381,9 @@ class DecisionRequest(_Body):
 def normalise_change(kind: str, change: Mapping[str, Any]) -> dict[str, Any]:
     """The change as it is stored and shown: only the field's key, its value as the
     SubSite holds it (validated by :func:`change_patch`)."""
+    if kind in ACTION_PERMISSIONS:
+        action = MoneyAction.model_validate(dict(change))
+        return {"amountFen": action.amount_fen, "reference": action.reference}
     spec = change_patch(kind, change)["spec"]
     key = kind.split(".")[-1]
     value = spec.get(key) if key in spec else next(iter(spec.values()))[key]

@@ -101,6 +101,17 @@ class Member(_Model):
     kubernetes_user: str | None = None
 
 
+# The storefront actions of RolePolicy.spec.approvals that move money, and the field of
+# ApprovalLimits that says up to which amount (fen) each one needs no approval.
+MONEY_ACTIONS: dict[str, str] = {"finance:withdraw": "withdrawal_fen",
+                                 "orders:refund": "refund_fen"}
+
+
+class ApprovalLimits(_Model):
+    withdrawal_fen: int | None = None
+    refund_fen: int | None = None
+
+
 class SiteConfig(_Model):
     schema_version: int = 1
     site: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -118,6 +129,8 @@ class SiteConfig(_Model):
     members: list[Member] = Field(default_factory=list)
     # The RolePolicy's ``approvals``: changes the back office sends to HQ as requests.
     approvals: list[str] = Field(default_factory=list)
+    # The RolePolicy's ``approvalLimits`` (see :meth:`needs_hq_approval`).
+    approval_limits: ApprovalLimits = Field(default_factory=ApprovalLimits)
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -130,6 +143,15 @@ class SiteConfig(_Model):
     def permissions_for(self, role: str) -> frozenset[str]:
         """Permissions of ``role``; an unknown role has none (deny by default)."""
         return frozenset(self.roles.get(role, ()))
+
+    def needs_hq_approval(self, action: str, amount_fen: int) -> bool:
+        """The one rule: a money action (:data:`MONEY_ACTIONS`) of ``amount_fen`` waits for
+        HQ when the RolePolicy lists it and the amount is above its limit (no limit: every
+        amount waits). Unlisted: never."""
+        if action not in self.approvals:
+            return False
+        limit = getattr(self.approval_limits, MONEY_ACTIONS[action])
+        return limit is None or amount_fen > limit
 
     def markup_for(self, category: str) -> Decimal:
         """Markup percent of ``category``; the last matching rule wins, ``*`` is a fallback."""

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from kameng.api.common import API_VERSION
 from kameng.api.kinds import APPROVED_CHANGE_ANNOTATION
 from kameng.contracts.hq_api import (
+    ACTION_PERMISSIONS,
     ADMIN_APPROVALS_PATH,
     ADMIN_DECISION_PATH,
     ADMIN_TOKEN_HEADER,
@@ -160,7 +161,9 @@ async def decide(state: AppState, rid: str, decision: str, actor: str, reason: s
             raise NotDecidable(rid)
         await audit(conn, actor, f"approval:{rid}", new, {"reason": reason[:2000]})
     log.info("approval decided", extra={"request": rid, "decision": new, "staff": actor})
-    if new == "approved":
+    # A money action (ACTION_PERMISSIONS) is the shop's to make once it sees the approval;
+    # HQ has nothing to patch, and ``approved`` is its final status.
+    if new == "approved" and row["kind"] not in ACTION_PERMISSIONS:
         await apply(state, row)
     return await request_by_id(state.pool, rid) or row
 

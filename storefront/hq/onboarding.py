@@ -10,6 +10,7 @@ SQL, rules and Kubernetes calls are here; the routes at the bottom only translat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -25,9 +26,11 @@ from typing import Any
 
 import yaml
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -45,6 +48,7 @@ from ..state import AppState, state_of
 from ..web.auth import requires
 from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff
+from ..web.throttle import client_subject
 
 log = logging.getLogger("kameng.storefront.hq.onboarding")
 
@@ -271,6 +275,13 @@ async def audit_trail(pool: AsyncConnectionPool, subject: str) -> list[dict[str,
             (subject,))).fetchall()  # type: ignore[return-value]
 
 
+# An application claims its site name and domain while it is live: a rejected or expired
+# one frees them (the partial unique indexes of migration hq_1801 say the same).
+FREED = ["rejected", "expired"]
+# Who the expiry sweep acts as in the audit trail and the decision.
+EXPIRY_ACTOR = "kameng-hq:expiry"
+
+
 class Taken(Exception):
     """The site name or domain is claimed (``field`` says which)."""
 
@@ -285,9 +296,9 @@ async def name_taken(state: AppState, app: ApplicationInput) -> str | None:
     async with state.pool.connection() as conn:
         row = await (await conn.execute(
             "SELECT bool_or(site_name = %s) AS site, bool_or(domain = %s) AS domain"
-            " FROM partner_applications WHERE status <> 'rejected'"
+            " FROM partner_applications WHERE status <> ALL(%s)"
             " AND (site_name = %s OR domain = %s)",
-            (app.site_name, app.domain, app.site_name, app.domain))).fetchone()
+            (app.site_name, app.domain, FREED, app.site_name, app.domain))).fetchone()
     if row and row["site"]:
         return "site_name"
     if row and row["domain"]:
@@ -449,6 +460,79 @@ async def approve(state: AppState, aid: str, actor: str, reason: str) -> dict[st
     return await application(state.pool, aid) or app
 
 
+# --- the public form's rate limit ----------------------------------------------------------
+
+APPLY_WINDOW_SECONDS = 3600
+
+
+def instance_prefix(state: AppState) -> str:
+    """Redis key prefix of THIS HQ: every HQ has its own database, and its replicas share
+    it, so the database's address names the instance (a password change keeps it). Two
+    HQs on one Redis (parallel test HQs, a staging HQ) never count each other's traffic."""
+    info = conninfo_to_dict(state.settings.database_url)
+    where = "\0".join(str(info.get(k, "")) for k in ("host", "port", "dbname"))
+    return f"hq:{hashlib.sha256(where.encode()).hexdigest()[:16]}:apply"
+
+
+async def apply_allowed(state: AppState, client: str) -> bool:
+    """Count one submission of /apply against its client (an IPv4 address or IPv6 /64)
+    and against all clients, in fixed hourly windows; False once either is over its
+    limit. Every submission counts, refused or not: a name-availability probe costs the
+    same as an application. Redis down: allowed and logged (the form has its own checks;
+    an outage must not close onboarding)."""
+    prefix = instance_prefix(state)
+    digest = hashlib.sha256(client_subject(client).encode()).hexdigest()[:32]
+    keys = (f"{prefix}:client:{digest}", f"{prefix}:all")
+    limits = (state.settings.apply_per_client_per_hour, state.settings.apply_per_hour)
+    try:
+        async with state.redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                # The window starts at the first submission and ends by itself (TTL).
+                pipe.set(key, 0, ex=APPLY_WINDOW_SECONDS, nx=True)
+                pipe.incr(key)
+            counts = (await pipe.execute())[1::2]
+    except RedisError as exc:
+        log.warning("apply rate limit unavailable, not enforced",
+                    extra={"error": type(exc).__name__})
+        return True
+    return all(int(c) <= limit for c, limit in zip(counts, limits, strict=True))
+
+
+# --- expiry of pending applications ------------------------------------------------------
+
+
+async def expire_stale(state: AppState) -> list[str]:
+    """Expire every application pending for longer than the expiry setting: it stops
+    holding its site name and domain, can no longer be decided, and the audit trail and
+    the partner's page say why. Returns the ids expired."""
+    days = state.settings.application_expiry_days
+    async with state.pool.connection() as conn, conn.transaction():
+        rows = await (await conn.execute(
+            "UPDATE partner_applications SET status = 'expired', decided_by = %s,"
+            " decided_at = now(), reason = %s"
+            " WHERE status = 'pending' AND created_at < now() - make_interval(secs => %s)"
+            " RETURNING id, site_name, domain",
+            (EXPIRY_ACTOR, f"not reviewed within {days:g} days", days * 86400))).fetchall()
+        for r in rows:
+            await audit(conn, EXPIRY_ACTOR, f"application:{r['id']}", "expired",
+                        {"site": r["site_name"], "domain": r["domain"], "days": days})
+    if rows:
+        log.info("pending applications expired", extra={"count": len(rows)})
+    return [r["id"] for r in rows]
+
+
+async def expiry_sweeper(state: AppState) -> None:
+    """HQ's background loop (leader only) running :func:`expire_stale`."""
+    while True:
+        try:
+            await expire_stale(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next round retries; nothing is half-expired
+            log.warning("application expiry failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(state.settings.onboarding_sweep_seconds)
+
+
 def site_choice(state: AppState) -> SiteChoice:
     s = state.settings
     return SiteChoice(rolepolicy=s.onboarding_rolepolicy, owner_role=s.onboarding_owner_role,
@@ -456,15 +540,13 @@ def site_choice(state: AppState) -> SiteChoice:
 
 
 def kube_of(state: AppState) -> Kube | None:
-    """HQ's Kubernetes client (its ServiceAccount in a cluster, else the kubeconfig);
-    None where HQ has neither."""
-    if state.kube is None:
-        try:
-            state.kube = Kube.from_environment(state.settings.kubeconfig, counted=False)
-        except Exception as exc:  # no ServiceAccount and no kubeconfig
-            log.warning("no Kubernetes API for HQ", extra={"error": type(exc).__name__})
-            return None
-    return state.kube
+    """HQ's one Kubernetes client (:meth:`AppState.kube_client`); None where HQ has no
+    ServiceAccount and no kubeconfig setting."""
+    try:
+        return state.kube_client()
+    except Exception as exc:  # KubeUnavailable, or an unreadable kubeconfig
+        log.warning("no Kubernetes API for HQ", extra={"error": type(exc).__name__})
+        return None
 
 
 async def create_or_adopt(state: AppState, aid: str, objects: list[dict[str, Any]]) -> None:
@@ -557,10 +639,14 @@ async def apply_submit(request: Request) -> Response:
     form = await request.form()
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
+    state = state_of(request)
+    if not await apply_allowed(state, request.client.host if request.client else ""):
+        response = error_page(request, 429, "apply_rate_limited")
+        response.headers["Retry-After"] = str(APPLY_WINDOW_SECONDS)
+        return response
     logos = await _upload(form, "logo")
     app, errors = parse_application(form, logos[0] if logos else None,
                                     await _upload(form, "documents"))
-    state = state_of(request)
     if not errors:
         try:
             aid, key = await submit(state, app)

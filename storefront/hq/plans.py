@@ -19,9 +19,9 @@ from starlette.routing import Route
 
 from kameng.api.common import API_VERSION
 from kameng.contracts.plans import PLANS, higher_plans
-from kameng.kube.client import SA_DIR, Kube, KubeError, path_for
+from kameng.kube.client import Kube, KubeError, path_for
 
-from ..state import AppState, state_of
+from ..state import AppState, KubeUnavailable, state_of
 from ..web.auth import requires
 from ..web.render import csrf_ok, error_page, render
 from ..web.staff import Staff
@@ -39,14 +39,11 @@ class PlansUnavailable(RuntimeError):
 
 
 def kube_of(state: AppState) -> Kube:
-    """HQ's one API client, made on first use (in-cluster ServiceAccount or kubeconfig)."""
-    kube = getattr(state, "_plans_kube", None)
-    if kube is None:
-        if not state.settings.hq_kubeconfig and not (SA_DIR / "token").exists():
-            raise PlansUnavailable("no ServiceAccount and no KAMENG_HQ_KUBECONFIG")
-        kube = Kube.from_environment(state.settings.hq_kubeconfig or None, counted=False)
-        state._plans_kube = kube  # type: ignore[attr-defined]
-    return kube
+    """HQ's one API client (:meth:`AppState.kube_client`)."""
+    try:
+        return state.kube_client()
+    except KubeUnavailable as exc:
+        raise PlansUnavailable(str(exc)) from None
 
 
 async def licenses_by_site(state: AppState) -> dict[str, dict[str, Any]]:

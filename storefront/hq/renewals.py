@@ -122,7 +122,7 @@ async def apply(kube: Kube, p: Plan) -> None:
 
 async def renew(state: Any, p: Plan, by: str, now: datetime) -> bool:
     """Renew and invoice. Returns whether an invoice was posted (False: no base fee)."""
-    kube = state.renewals_kube()
+    kube = state.kube_client()
     await apply(kube, p)
     # A connection of its own: the ledger code reads tuple rows (the pool's are dicts),
     # and renewals are rare.
@@ -158,7 +158,7 @@ async def renewals_page(request: Request, staff: Staff) -> Response:
     ctx: dict[str, Any] = {"default_extend": DEFAULT_EXTEND, "message": q.get("msg", "")}
     if site:
         try:
-            p = await plan(state_of(request).renewals_kube(), site, q.get("license") or site,
+            p = await plan(state_of(request).kube_client(), site, q.get("license") or site,
                            q.get("extend") or DEFAULT_EXTEND, datetime.now(UTC))
         except RenewalRefused as e:
             return render(request, "hq/renewals.html", status_code=400, error=e.code, **ctx)
@@ -177,7 +177,7 @@ async def renewals_confirm(request: Request, staff: Staff) -> Response:
     state = state_of(request)
     now = datetime.now(UTC)
     try:
-        p = await plan(state.renewals_kube(), site, name, str(form.get("extend", "")), now)
+        p = await plan(state.kube_client(), site, name, str(form.get("extend", "")), now)
         # The person confirmed a preview from this end; anything else is stale.
         if format_time(p.before.end) != str(form.get("from_end", "")):
             raise RenewalRefused("renewal_stale")

@@ -24,6 +24,7 @@ from .kpis import routes as kpi_routes
 from .orders import refund
 from .plans import requires_feature
 from .plans import routes as plan_routes
+from .requests import hold_refund, sync_money_approvals
 from .settlement import hq_settlement, hq_statement_csv
 from .tickets import routes as ticket_routes
 
@@ -81,6 +82,9 @@ async def order_refund(request: Request, staff: Staff) -> Response:
     if await _form(request) is None:
         return error_page(request, 400, "bad_request")
     oid = request.path_params["oid"]
+    # Above the RolePolicy's limit the refund waits for HQ (requests.hold_refund).
+    if await hold_refund(state_of(request), oid, staff.email):
+        return _done("refund+awaiting+HQ+approval")
     # The rule decides: refunded (before delivery), disputed (after: HQ decides),
     # refund_pending (the channel failed: the sweep finishes it) or busy (delivery running).
     result = await refund(state_of(request), oid, reason=f"staff:{staff.email}", by=staff.email)
@@ -178,6 +182,9 @@ async def withdraw(request: Request, staff: Staff) -> Response:
     except (TypeError, KeyError, MoneyError):
         return error_page(request, 400, "bad_request")
     outcome = await request_withdrawal(state_of(request), amount, staff.email)
+    if outcome.awaiting_approval:  # above the RolePolicy's limit: reserved, HQ decides
+        await sync_money_approvals(state_of(request))
+        return _done("withdrawal+awaiting+HQ+approval")
     return _done(_WITHDRAWAL_MESSAGES[outcome.refused])
 
 

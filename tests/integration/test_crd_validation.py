@@ -102,6 +102,15 @@ INVALID = [
      ["spec.roles[0].name", "lowercase DNS label"]),
     ("rolepolicy-unknown-approval", _with(RP, "spec.approvals", ["everything"]),
      ["spec.approvals[0]", 'Unsupported value: "everything"']),
+    ("rolepolicy-limit-without-its-approval",
+     _with(_with(RP, "spec.approvals", ["domain"]), "spec.approvalLimits",
+           {"withdrawalFen": 50000}),
+     ["spec.approvalLimits.withdrawalFen", "only has an effect when approvals lists "
+      "'finance:withdraw'"]),
+    ("rolepolicy-negative-limit",
+     _with(_with(RP, "spec.approvals", ["orders:refund"]), "spec.approvalLimits",
+           {"refundFen": -1}),
+     ["spec.approvalLimits.refundFen", "refundFen is an amount in fen"]),
 ]
 
 

@@ -6,6 +6,7 @@ once, and a second submit or another site's License changes nothing."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +29,6 @@ def _rfc(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-SA = "kameng-hq-it-renewals"  # this test's stand-in for HQ's ServiceAccount
-
-
 def _license(name: str, end: datetime, strategy: str = "FromExpiry") -> dict[str, Any]:
     return {"apiVersion": "kameng.io/v1alpha1", "kind": "License",
             "metadata": {"name": name},
@@ -40,26 +38,28 @@ def _license(name: str, end: datetime, strategy: str = "FromExpiry") -> dict[str
                      "fees": {"currency": "CNY", "baseAnnualFee": "3650.00"}}}
 
 
-def _hq_rbac() -> list[dict[str, Any]]:
-    """HQ's renewal role as the chart ships it (rendered into manifests/operator/)."""
-    docs = yaml.safe_load_all((ROOT / "manifests/operator/kameng.yaml").read_text())
-    return [d for d in docs if d and d["metadata"]["name"] == "kameng-hq-renewals"]
+# A ServiceAccount of its own (the chart's one value hqServiceAccount): HQ's real account
+# also holds the onboarding, approvals and plans roles, which other tests bind; this one
+# holds the renewal role alone, so what it may do is what that role allows.
+SA = "it-hq-renewals"
+
+
+def _hq_rbac(devenv: dict[str, str]) -> list[dict[str, Any]]:
+    """HQ's renewal role as the chart renders it, bound to :data:`SA`."""
+    out = subprocess.run(
+        [str(Path(devenv["bin_dir"]) / "helm"), "template", "kameng", str(ROOT / "charts/kameng"),
+         "--namespace", "kameng-system", "--set", f"hqServiceAccount={SA}",
+         "--show-only", "templates/hq-renewals-rbac.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
 @pytest.fixture(scope="module")
 def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("renew")
-    rbac = _hq_rbac()
+    rbac = _hq_rbac(devenv)
     assert {d["kind"] for d in rbac} == {"ClusterRole", "ClusterRoleBinding"}
-    # The chart's role bound to a ServiceAccount of this test's own: HQ's real account
-    # also holds onboarding's and plans' roles (tested there), which would blur what this
-    # role alone allows.
-    for d in rbac:
-        if d["kind"] == "ClusterRoleBinding":
-            d["metadata"]["name"] = SA
-            d["subjects"] = [{"kind": "ServiceAccount", "name": SA,
-                              "namespace": "kameng-system"}]
     kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
     kubectl("create", "serviceaccount", SA, "-n", "kameng-system", check=False)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
@@ -72,12 +72,12 @@ def env(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.TempPathF
          _license(OTHER, now - timedelta(days=20), "FromNowIfExpired")]))
     with run_stack(devenv["pg_admin_dsn"], devenv["redis_url"], tmp,
                    hq_overrides={"renewals_enabled": True,
-                                 "renewals_kubeconfig": kubeconfig}) as st:
+                                 "kubeconfig": kubeconfig}) as st:
         yield {"stack": st, "kubeconfig": kubeconfig, "now": now}
     kubectl("delete", "license", LIC, OTHER, "--ignore-not-found")
     # Cluster-wide objects the chart owns: left behind, a later `helm install` refuses them.
-    kubectl("delete", "clusterrole", "kameng-hq-renewals", "--ignore-not-found")
-    kubectl("delete", "clusterrolebinding", SA, "--ignore-not-found")
+    kubectl("delete", "clusterrolebinding,clusterrole", "kameng-hq-renewals",
+            "--ignore-not-found")
     kubectl("delete", "serviceaccount", SA, "-n", "kameng-system", "--ignore-not-found")
 
 

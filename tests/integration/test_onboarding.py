@@ -80,15 +80,14 @@ def operator(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.Temp
 
 def hq_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
     """HQ's own identity: the ServiceAccount kameng-hq with exactly the chart's HQ roles
-    (from the rendered manifests), as a kubeconfig."""
+    (from the rendered manifests; renewals included: it is ONE ServiceAccount holding one
+    named role per capability), as a kubeconfig."""
     rendered = yaml.safe_load_all((ROOT / "manifests" / "operator" / "kameng.yaml").read_text())
-    # Onboarding's and approvals' roles only: the SA's other capabilities (renewals,
-    # plan promotion) have tests of their own and must not widen what these tests allow.
-    names = {"kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
-             "kameng-hq-approvals"}
     rbac = [d for d in rendered if d and d["kind"] in RBAC_KINDS
-            and d["metadata"]["name"] in names]
-    assert {d["metadata"]["name"] for d in rbac} == names
+            and d["metadata"]["name"].startswith("kameng-hq")]
+    assert {d["metadata"]["name"] for d in rbac} == {
+        "kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
+        "kameng-hq-approvals", "kameng-hq-renewals"}
     kubectl("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     return sa_kubeconfig(kubectl, admin_kubeconfig, path, account="kameng-hq")
@@ -111,7 +110,8 @@ def test_hq_service_account_holds_only_what_onboarding_needs(hq_identity: str,
     assert can("create", "licenses.kameng.io")
     assert can("get", "secrets", "-n", "kameng-system")
     assert can("patch", "subsites.kameng.io")  # approvals
-    for verb in (("delete", "subsites.kameng.io"), ("patch", "licenses.kameng.io"),
+    assert can("patch", "licenses.kameng.io")  # renewals (the same ServiceAccount)
+    for verb in (("delete", "subsites.kameng.io"), ("delete", "licenses.kameng.io"),
                  ("update", "subsites.kameng.io"), ("list", "subsites.kameng.io"),
                  ("create", "rolepolicies.kameng.io"), ("get", "secrets", "-n", "default"),
                  ("list", "secrets", "-n", "kameng-system")):

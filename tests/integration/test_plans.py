@@ -171,7 +171,7 @@ def test_hq_promotes_a_site_through_the_kubernetes_api(devenv, kubectl, pg_admin
 
         with run_stack(pg_admin_dsn, redis_url, tmp_path, site=site,
                        license_overrides={"plan": "basic"},
-                       hq_overrides={"hq_kubeconfig": kubeconfig}) as st:
+                       hq_overrides={"kubeconfig": kubeconfig}) as st:
             hq = staff_client(st.hq_url, "admin@hq.local")
             page = hq.get("/admin/plans").text
             assert f'data-site="{site}" data-plan="basic"' in page

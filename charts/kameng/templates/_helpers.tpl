@@ -13,3 +13,10 @@ app.kubernetes.io/component: operator
 {{- define "kameng.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/* HQ's ServiceAccount: the one subject of every HQ role (hq-*.yaml). */}}
+{{- define "kameng.hqSubject" -}}
+- kind: ServiceAccount
+  name: {{ .Values.hqServiceAccount | quote }}
+  namespace: {{ .Release.Namespace | quote }}
+{{- end -}}
