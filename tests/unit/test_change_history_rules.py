@@ -192,3 +192,18 @@ def test_compute_records_changes_from_the_previous_status() -> None:
     assert second["changeHistory"] == [{"at": "2030-01-01T13:00:00Z", "fields": ["domain"],
                                         "source": "approval", "request": "R2"}]
     assert compute(_obs(spec=None), second)["changeHistory"] == second["changeHistory"]
+
+
+# --- terminating: the Exported condition of a site being deleted -------------------------
+
+def test_the_exported_condition_carries_its_reason_message_and_generation() -> None:
+    from kameng.api import conditions as c
+    from kameng.controller.status import condition, terminating
+    out = terminating(None, "Exporting", "writing the archive", False, 7, NOW,
+                      phase="Exporting",
+                      exported=(False, "ExportRunning", "archive being written"))
+    exp = condition(out, c.EXPORTED)
+    assert exp is not None
+    assert (exp["status"], exp["reason"], exp["message"], exp["observedGeneration"]) == (
+        "False", "ExportRunning", "archive being written", 7)
+    assert condition(out, c.READY)["observedGeneration"] == 7  # type: ignore[index]
