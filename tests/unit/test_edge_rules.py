@@ -42,3 +42,30 @@ def test_acted_on_annotations_keep_their_values_and_drop_empty_ones() -> None:
                             SHOP_URL_ANNOTATION: "", "other.io/x": "y"}}
     assert acted_on_annotations(meta) == {ROTATE_CREDENTIALS_ANNOTATION: "2030-01-01"}
     assert acted_on_annotations({}) == {}
+
+
+def test_a_pending_password_change_comes_first_unless_the_route_allows_it(
+        monkeypatch) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    from kameng_storefront.web import auth
+    from kameng_storefront.web.staff import Staff
+
+    staff = Staff(email="li@example.com", role="owner", permissions=frozenset({"orders:read"}),
+                  must_change_password=True)
+
+    async def current_staff(request):  # the session lookup (Redis) is not this rule
+        return staff
+
+    async def handler(request, who):
+        return PlainTextResponse("page")
+
+    monkeypatch.setattr(auth, "current_staff", current_staff)
+    request = Request({"type": "http", "method": "GET", "path": "/admin", "headers": []})
+    page = asyncio.run(auth.requires("orders:read")(handler)(request))
+    assert (page.status_code, page.headers["location"]) == (303, auth.PASSWORD_PATH)
+    page = asyncio.run(auth.requires(pending_change_ok=True)(handler)(request))
+    assert (page.status_code, page.body) == (200, b"page")
