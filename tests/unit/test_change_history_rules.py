@@ -4,8 +4,6 @@ Events a new record posts, and that compute() carries all of it into the status.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +18,7 @@ from kameng.controller.status import (
     record_changes,
 )
 from kameng.licensing.verdict import LicenseVerdict
+from tests.unit._zones import shanghai  # noqa: F401 - a fixture
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = {"domain": "a.example.com", "payments": {"methods": ["sandbox"]},
@@ -67,19 +66,8 @@ def test_an_unobserved_spec_keeps_what_was_recorded_and_nothing_else() -> None:
     assert record_changes(None, None, "", NOW) == {}
 
 
-@pytest.fixture
-def shanghai(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The operator's local time zone, which must not leak into the status."""
-    monkeypatch.setenv("TZ", "Asia/Shanghai")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 @pytest.mark.usefixtures("shanghai")
 def test_a_yaml_edit_is_recorded_with_its_fields_and_utc_time() -> None:
-    assert time.localtime(0).tm_hour == 8
     base = record_changes(None, SPEC, "", NOW)
     edited = {**SPEC, "domain": "b.example.com", "payments": {"methods": ["alipay"]}}
     at = datetime(2030, 1, 1, 20, 30, 5, tzinfo=timezone(timedelta(hours=8)))
@@ -96,6 +84,15 @@ def test_a_new_approval_annotation_marks_the_change_as_approved() -> None:
     assert out["lastApprovedChange"] == "R2"
     assert out["changeHistory"] == [{"at": "2030-01-01T12:00:00Z", "fields": ["domain"],
                                      "source": "approval", "request": "R2"}]
+
+
+@pytest.mark.parametrize("request_id", ["R2", "0", "XXXX", "a" * 64])
+def test_the_first_approval_after_a_baseline_without_one_is_an_approval(request_id) -> None:
+    # Whatever the id looks like: only the id seen last time makes a change a YAML edit.
+    base = record_changes(None, SPEC, "", NOW)
+    out = record_changes(base, {**SPEC, "domain": "b.example.com"}, request_id, NOW)
+    assert out["changeHistory"][-1]["source"] == "approval"
+    assert out["changeHistory"][-1]["request"] == request_id
 
 
 def test_an_old_approval_annotation_does_not_approve_a_later_edit() -> None:

@@ -17,6 +17,7 @@ from kameng.contracts.license_token import (
 from kameng.contracts.siteconfig import SiteConfig
 from kameng_storefront.web import license_guard
 from kameng_storefront.web.license_guard import LicenseGuard
+from tests.unit._zones import shanghai  # noqa: F401 - a fixture
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 END = datetime(2031, 1, 1, tzinfo=UTC)
@@ -67,6 +68,17 @@ def test_without_a_time_the_banner_is_for_now() -> None:
     assert g.term_notice(now - timedelta(days=2)) is None
     assert _guard(nbf=now - timedelta(days=30), exp=now + timedelta(days=300),
                   graceUntil=now + timedelta(days=303)).term_notice() is None
+
+
+@pytest.mark.usefixtures("shanghai")
+def test_now_is_utc_whatever_the_hosts_zone() -> None:
+    # Four hours before ExpiringSoon: a clock read in the host's zone (UTC+8) and taken
+    # for UTC would show the banner eight hours early.
+    now = datetime.now(UTC)
+    warn = now + timedelta(hours=4)
+    g = _guard(nbf=now - timedelta(days=30), exp=warn + timedelta(days=7),
+               graceUntil=warn + timedelta(days=10), warnAt=warn)
+    assert g.term_notice() is None
 
 
 def test_no_banner_without_a_valid_token() -> None:
