@@ -124,6 +124,11 @@ def test_a_nul_character_is_refused_before_postgresql_sees_it() -> None:
     with pytest.raises(ValueError) as err:  # noqa: PT011 - the message is asserted whole
         normalise_change("catalog.hiddenProducts", {"hiddenProducts": ["g\x001"]})
     assert str(err.value) == "NUL character"
+    with pytest.raises(ValueError, match=r"^NUL character$"):  # a backslash, then a NUL
+        normalise_change("catalog.hiddenProducts", {"hiddenProducts": ["\\\x00"]})
+    # A backslash followed by the text "u0000" is no NUL: PostgreSQL stores it.
+    assert normalise_change("catalog.hiddenProducts", {"hiddenProducts": ["\\u0000"]}) == {
+        "hiddenProducts": ["\\u0000"]}
     assert normalise_change("catalog.hiddenProducts", {"hiddenProducts": ["g0"]}) == {
         "hiddenProducts": ["g0"]}
 
