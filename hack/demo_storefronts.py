@@ -204,12 +204,15 @@ def start_hq(core: client.CoreV1Api) -> str:
     return url
 
 
-def start_settlement() -> str:
-    """The settlement worker on HQ's database: paid orders → ledger, payouts, statements."""
+def start_workers() -> str:
+    """The two workers on HQ's database (created by HQ's start): settlement (paid orders →
+    ledger, payouts, statements) and risk with the default RiskPolicy
+    (manifests/samples/riskpolicy-default.yaml), which stores its decisions there."""
     dsn = ensure_database(os.environ["KAMENG_PG_ADMIN_DSN"], "kameng_hq_demo")
-    subprocess.run([str(ROOT / "hack" / "devenv"), "run", "settlement", "--",
-                    KAMENG, "settlement", "--metrics-port", "0"],
-                   env={**os.environ, "KAMENG_HQ_DATABASE_URL": dsn}, check=True)
+    env = {**os.environ, "KAMENG_HQ_DATABASE_URL": dsn}
+    for name, cmd in (("settlement", ["settlement"]), ("risk", ["risk", "run"])):
+        subprocess.run([str(ROOT / "hack" / "devenv"), "run", name, "--",
+                        KAMENG, *cmd, "--metrics-port", "0"], env=env, check=True)
     return dsn
 
 
@@ -318,7 +321,7 @@ def main() -> int:
     core = client.CoreV1Api()
     co = client.CustomObjectsApi()
     hq_url = start_hq(core)
-    hq_dsn = start_settlement()
+    hq_dsn = start_workers()
     bootstrap = (STATE / "hq-bootstrap-password").read_text()
     shops: dict[str, str] = {}
     print(f"\nHQ          {hq_url}/   back office {hq_url}/admin   login {HQ_ADMIN}"
