@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from kameng.contracts.events import OrderEvent  # noqa: E402
 
 POLICY = ROOT / "manifests" / "samples" / "riskpolicy-default.yaml"
+PROFILE = ""  # --profile: py-spy's raw stacks of the throughput run's worker
 
 
 def devenv_url(name: str) -> str:
@@ -91,8 +93,11 @@ def event(site: str, i: int, tag: str) -> dict[str, str]:
 
 def start_worker(url: str, dsn: str, prefix: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAMENG_REDIS_URL": url, "KAMENG_HQ_DATABASE_URL": dsn}
+    # --profile: the worker runs under py-spy (raw stacks: where its time goes).
+    spy = ([str(Path(sys.executable).parent / "py-spy"), "record", "--idle", "-r", "200",
+            "-f", "raw", "-o", PROFILE, "--"] if PROFILE else [])
     return subprocess.Popen(
-        [sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
+        [*spy, sys.executable, "-m", "kameng.cli.main", "risk", "run", "--no-kube",
          "--metrics-port", "0", "--policy-file", str(POLICY), "--prefix", prefix],
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
@@ -131,8 +136,9 @@ async def throughput(url: str, dsn: str, n: int, log: Path) -> dict[str, Any]:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
     finally:
-        proc.terminate()
-        proc.wait(10)
+        # py-spy writes its profile on SIGINT (a SIGTERM would lose it).
+        proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
+        proc.wait(30)
         await cleanup(r, tag, site)
         await r.aclose()
     return {"events": n, "seconds": round(elapsed, 3),
@@ -202,7 +208,11 @@ def main() -> int:
                     help="offered load of the latency run (default: 0.05 × XADD/s)")
     ap.add_argument("--requests", type=int, default=100000, help="redis-benchmark -n")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", default="",
+                    help="write py-spy's raw stacks of the throughput run's worker here")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     from tests.support.risk import hq_database
 
     url = devenv_url("KAMENG_REDIS_URL")
@@ -210,6 +220,7 @@ def main() -> int:
     with hq_database(devenv_url("KAMENG_PG_ADMIN_DSN")) as dsn:
         xadd = xadd_rate(url, args.requests)
         tp = asyncio.run(throughput(url, dsn, args.events, log))
+        PROFILE = ""  # the latency run is never profiled
         rate = args.rate or 0.05 * xadd
         lt = asyncio.run(latency(url, dsn, rate, args.seconds, log))
     out = {"redis_benchmark_xadd_per_s": xadd, "throughput": tp, "latency": lt,
