@@ -18,6 +18,13 @@ import pytest
 
 from hack.devenv import test_dir
 
+# No test operator outlives its test or module (tests/support/operator_guard.py says why).
+from tests.support.operator_guard import (  # noqa: F401 - registers the fixtures and hook
+    _stop_operators_of_module,
+    _stop_operators_of_test,
+    pytest_sessionfinish,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 # Set before anything runs, so every `hack/devenv` a test starts (and pytest run without
 # hack/test, from a shell where the demo's environment is exported) meets the tests' one.

@@ -2,22 +2,119 @@
 
 Operators run ``--standalone`` unless given a peering name: each test controls exactly
 which operators exist, and a standalone one refuses to start next to another.
+
+A standalone operator holds the Lease ``kameng-system/kameng-operator`` while it runs
+(``kameng.controller.exclusive``), so one operator a test forgets to stop makes every
+later test's operator refuse to start: one failure becomes a cascade. Hence:
+
+- every started operator is recorded here, and ``tests/support/operator_guard.py`` (a
+  pytest plugin, loaded by ``tests/conftest.py``) stops whatever a test or a module left
+  running, even when the fixture that started it never reached its ``stop()`` (a later
+  step of the fixture raised, or its cleanup did);
+- :meth:`OperatorProcess.stop` is SIGTERM (the operator releases its Lease), then
+  SIGKILL after a deadline;
+- :meth:`OperatorProcess.start` first waits out a Lease still held by an operator of
+  this machine that has exited (killed, so it could not release), and refuses at once,
+  naming it, when a live operator this session did not start holds it: a test never
+  takes the Lease from an operator it does not own.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kameng.api.common import API_VERSION
+from kameng.controller.config import OperatorConfig
+from kameng.controller.exclusive import LEASE_NAME as LEASE
 from tests.support.net import free_port
+
+# SIGTERM to SIGKILL: a clean kopf shutdown takes a few seconds, ~15 s at load average 10.
+STOP_SECONDS = 30.0
+# The Lease lasts 15 s after its last renewal; a dead holder's is gone well within this.
+LEASE_WAIT_SECONDS = 60.0
+
+_SEQ = itertools.count(1)
+_last_seq = 0
+# Every operator this session started, by pid: whose Lease is "ours" to wait out.
+_STARTED: dict[int, OperatorProcess] = {}
+
+LeaseVerdict = Literal["free", "wait", "ours", "foreign", "elsewhere"]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this machine (a zombie, exited but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return not re.search(r"^State:\s+Z", status, re.M)
+
+
+def lease_verdict(spec: Mapping[str, Any], now: datetime, host: str,
+                  ours: Callable[[int], bool], alive: Callable[[int], bool]
+                  ) -> LeaseVerdict:
+    """What a test about to start a standalone operator makes of the Lease's spec.
+
+    ``free``: none held, released, or expired. ``wait``: still fresh but its holder, an
+    operator of this machine, has exited (killed, so it could not release): it expires
+    by itself within its duration. ``ours``: a live operator this session started (the
+    test may mean to see the refusal). ``foreign``: a live operator of this machine the
+    session did not start: never to be stolen. ``elsewhere``: held from another machine;
+    the operator itself judges whether it still renews.
+    """
+    holder = str(spec.get("holderIdentity") or "")
+    renewed = _parse_time(spec.get("renewTime"))
+    seconds = int(spec.get("leaseDurationSeconds") or 0)
+    if not holder or renewed is None or renewed + timedelta(seconds=seconds) < now:
+        return "free"
+    where, _, pid_text = holder.rpartition("/")
+    if where != host or not pid_text.isdigit():
+        return "elsewhere"
+    pid = int(pid_text)
+    if not alive(pid):
+        return "wait"
+    return "ours" if ours(pid) else "foreign"
+
+
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return t.replace(tzinfo=t.tzinfo or UTC) if t else None
+
+
+def started_mark() -> int:
+    """A mark: :func:`stop_started_since` stops the operators started after it."""
+    return _last_seq
+
+
+def stop_started_since(mark: int) -> list[OperatorProcess]:
+    """Stop every operator started after ``mark`` that still runs; return them."""
+    left = [op for op in _STARTED.values() if op.seq > mark and op.running()]
+    for op in left:
+        op.stop()
+    return left
 
 
 class OperatorProcess:
@@ -39,11 +136,31 @@ class OperatorProcess:
                     "KAMENG_EXPORT_DIR": str(log_path.parent / "exports"),
                     **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.seq = 0
+        self.namespace = self.env.get("KAMENG_NAMESPACE") or OperatorConfig.namespace
+        for i, arg in enumerate(extra_args):
+            if arg == "--namespace" and i + 1 < len(extra_args):
+                self.namespace = extra_args[i + 1]
+            elif arg.startswith("--namespace="):
+                self.namespace = arg.partition("=")[2]
+        self.standalone = peering is None
+
+    def __enter__(self) -> OperatorProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def start(self, wait: float = 120.0) -> OperatorProcess:
+        if self.standalone:
+            self.wait_for_lease(LEASE_WAIT_SECONDS)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
+        log.close()  # the child has its own descriptor
+        global _last_seq
+        self.seq = _last_seq = next(_SEQ)
+        _STARTED[self.proc.pid] = self
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -54,6 +171,51 @@ class OperatorProcess:
             time.sleep(0.1)
         self.kill()  # a late start must not hold the Lease against the next operator
         raise RuntimeError(f"operator not live after {wait}s; see {self.log_path}")
+
+    def _lease(self) -> dict[str, Any] | None:
+        """The Lease's spec as the API server has it ({} when there is none); None when
+        it cannot be read here (no kubectl: the operator's own check still applies)."""
+        bin_dir = self.env.get("KAMENG_BIN_DIR")
+        kubectl = str(Path(bin_dir) / "kubectl") if bin_dir else shutil.which("kubectl")
+        if not kubectl or not Path(kubectl).exists():
+            return None
+        proc = subprocess.run([kubectl, "--kubeconfig", self.env["KUBECONFIG"], "get",
+                               "lease", LEASE, "-n", self.namespace, "-o", "json",
+                               "--ignore-not-found"],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"cannot read Lease {self.namespace}/{LEASE}: "
+                               f"{proc.stderr.strip()[-500:]}")
+        return dict((json.loads(proc.stdout) if proc.stdout.strip() else {})
+                    .get("spec") or {})
+
+    def wait_for_lease(self, timeout: float) -> None:
+        """Before a standalone start: poll until the Lease is not held by an exited
+        operator of this machine (see :func:`lease_verdict`); refuse to start next to a
+        live operator this session did not start, naming it."""
+        host = self.env.get("POD_NAME") or socket.gethostname()
+        deadline = time.monotonic() + timeout
+        while True:
+            spec = self._lease()
+            if spec is None:
+                return
+            verdict = lease_verdict(spec, datetime.now(UTC), host,
+                                    ours=lambda pid: pid in _STARTED, alive=pid_alive)
+            if verdict == "foreign":
+                raise RuntimeError(
+                    f"Lease {self.namespace}/{LEASE} is held by a live operator this test "
+                    f"session did not start ({spec.get('holderIdentity')}); a test does not "
+                    "take it over: stop that process (a leftover of an earlier run?)")
+            if verdict != "wait":
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"Lease {self.namespace}/{LEASE} of the exited operator "
+                    f"{spec.get('holderIdentity')} still held after {timeout:g}s: {spec}")
+            time.sleep(0.5)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def alive(self) -> bool:
         try:
@@ -85,13 +247,15 @@ class OperatorProcess:
         """SIGKILL: no cleanup, like a crashed pod."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc:
+            self.proc.wait()  # SIGKILL cannot be ignored: this returns, and reaps it
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """SIGTERM (a clean stop releases the Lease), SIGKILL after ``timeout`` s."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 
