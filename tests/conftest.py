@@ -24,6 +24,7 @@ from tests.support.operator_guard import (  # noqa: F401 - registers the fixture
     _stop_operators_of_test,
     pytest_sessionfinish,
 )
+from tests.support.wait import budget
 
 ROOT = Path(__file__).resolve().parents[1]
 # Set before anything runs, so every `hack/devenv` a test starts (and pytest run without
@@ -103,6 +104,13 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stderr}{proc.stdout}")
         return proc
+
+    def wait_ready(self, obj: str, within: float) -> None:
+        """`kubectl wait --for=condition=Ready obj` for ``within`` seconds as measured on
+        a quiet machine, stretched by the current load (:func:`budget`)."""
+        seconds = budget(within)
+        self("wait", "--for=condition=Ready", obj, f"--timeout={seconds:.0f}s",
+             timeout=seconds + 30)
 
 
 @pytest.fixture(scope="session")

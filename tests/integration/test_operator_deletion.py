@@ -58,7 +58,7 @@ def test_deletion_removes_namespace_and_reclaims_per_policy(
     ident = "kameng_" + name.replace("-", "_")
     fresh_start(kubectl, name)
     create(kubectl, name, policy)
-    kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=15s", timeout=30)
+    kubectl.wait_ready(f"subsite/{name}", 15)
     assert pg_state(pg_admin_dsn, ident) == (True, True, True)
     assert redis_user_exists(redis_url, f"kameng-site-{name}")
 

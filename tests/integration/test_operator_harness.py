@@ -90,22 +90,30 @@ def test_the_next_module_gets_its_operator(tmp_path):
     op.stop()
 """
 
+MODULES = {"test_1_first.py": FIRST, "test_2_second.py": SECOND, "test_3_third.py": THIRD}
+
 
 def test_a_failing_operator_fixture_does_not_fail_the_next_modules(
         devenv: dict[str, str], tmp_path: Path) -> None:
-    for name, text in (("test_1_first.py", FIRST), ("test_2_second.py", SECOND),
-                       ("test_3_third.py", THIRD)):
+    for name, text in MODULES.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     pids = tmp_path / "pids"
     junit = tmp_path / "junit.xml"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIDS_FILE": str(pids)}
+    # tests.support importable, but not the repository root itself: its operator/
+    # directory would shadow the standard library's `operator` module.
+    (tmp_path / "path").mkdir()
+    for package in ("tests", "hack"):
+        (tmp_path / "path" / package).symlink_to(ROOT / package)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "path"), "PIDS_FILE": str(pids)}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "tests.support.operator_guard",
+            [sys.executable, "-P", "-m", "pytest", "-p", "tests.support.operator_guard",
              "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini"),
-             "--rootdir", str(tmp_path), f"--junitxml={junit}", "-q", str(tmp_path)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+             "--rootdir", str(tmp_path), f"--junitxml={junit}", "-q",
+             *(str(tmp_path / name) for name in sorted(MODULES))],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
         outcome = {case.get("name"): [child.tag for child in case]
                    for case in ET.parse(junit).getroot().iter("testcase")}
         # The two broken modules fail as they should; the third is untouched by them.

@@ -18,8 +18,8 @@ import yaml
 from kameng.contracts.license_token import verify_token
 from kameng.contracts.siteconfig import SiteConfig
 from tests.support.operator import OperatorProcess
+from tests.support.wait import budget, wait_until_quiet
 from tests.support.wait import wait_for as _wait_for
-from tests.support.wait import wait_until_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE, OTHER, RP = "it-life", "it-life-b", "it-life-rp"
@@ -91,14 +91,13 @@ def sites(operator: OperatorProcess, kubectl: Any) -> dict[str, float]:
         docs = sample_objects(name, RP)
         started = time.monotonic()
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=10s",
-                timeout=30)
+        kubectl.wait_ready(f"subsite/{name}", 10)
         took[name] = time.monotonic() - started
     return took
 
 
 def test_samples_become_ready_within_10s(sites: dict[str, float], kubectl: Any) -> None:
-    assert max(sites.values()) < 10
+    assert max(sites.values()) < budget(10)
     ss = get(kubectl, "subsite", SITE)
     st = ss["status"]
     assert st["phase"] == "Ready"
@@ -232,7 +231,7 @@ def test_spec_change_reaches_children_and_rolls(sites: dict[str, float],
     assert tmpl["metadata"]["annotations"][key] != old_rs["metadata"]["annotations"][key]
     env = {e["name"]: e.get("value") for e in tmpl["spec"]["containers"][0]["env"]}
     assert env["KAMENG_PUBLIC_URL"] == f"http://new-{SITE}.shop.example"
-    kubectl("wait", "--for=condition=Ready", f"subsite/{SITE}", "--timeout=15s", timeout=30)
+    kubectl.wait_ready(f"subsite/{SITE}", 15)
     ss = get(kubectl, "subsite", SITE)
     assert ss["status"]["url"] == f"http://new-{SITE}.shop.example"
     assert ss["status"]["readyReplicas"] == 3
@@ -310,7 +309,7 @@ def test_license_reference_gates_readiness(operator: OperatorProcess, kubectl: A
         assert cfg.mode == "suspended"
         lic["spec"]["term"] = {"start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}
         kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=15s", timeout=30)
+        kubectl.wait_ready(f"subsite/{name}", 15)
     finally:
         kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true", timeout=60)
         kubectl("delete", "license", name, "--ignore-not-found")

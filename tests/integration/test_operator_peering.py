@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.support.operator import OperatorProcess
+from tests.support.wait import budget
 
 from .test_operator_lifecycle import fresh_start, get, sample_objects, wait_for
 
@@ -33,7 +34,9 @@ def test_standalone_operator_refuses_to_start_next_to_an_active_one(
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="exited with 3"):
             second.start()
-        assert time.monotonic() - started < 20
+        # Refused within the holder check (7.5 s) plus a start; imports alone are slow
+        # under load.
+        assert time.monotonic() - started < budget(20)
         log = (tmp_path / "second.log").read_text()
         assert "another kameng operator is active" in log, log[-2000:]
         assert "stop it or use peering" in log

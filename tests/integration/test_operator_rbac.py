@@ -52,8 +52,7 @@ def test_operator_runs_with_its_least_privilege_role(devenv: dict[str, str], kub
         docs = sample_objects(SITE, RP)
         docs[2]["spec"]["database"] = {"reclaimPolicy": "Delete"}
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        kubectl("wait", "--for=condition=Ready", f"subsite/{SITE}", "--timeout=20s",
-                timeout=40)
+        kubectl.wait_ready(f"subsite/{SITE}", 20)
         # The member Role could only be created because the operator holds its rights.
         get(kubectl, "role", "member-li-wei", "-n", f"kameng-{SITE}")
         kubectl("delete", "subsite", SITE, "--wait=true", "--timeout=30s", timeout=60)

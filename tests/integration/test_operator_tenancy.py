@@ -161,7 +161,7 @@ def test_sites_of_the_previous_version_are_marked_and_keep_working(
     fresh_start(kubectl, name)
     apply_site(kubectl, name)
     try:
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=20s", timeout=40)
+        kubectl.wait_ready(f"subsite/{name}", 20)
         uid = get(kubectl, "subsite", name)["metadata"]["uid"]
         operator.stop()
         # Strip every mark, as the previous version left things.
@@ -187,7 +187,7 @@ def test_sites_of_the_previous_version_are_marked_and_keep_working(
                     and comments == (f"kameng:subsite-uid={uid}",) * 2)
 
         wait_for(marked, 20, "legacy site marked")
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=20s", timeout=40)
+        kubectl.wait_ready(f"subsite/{name}", 20)
     finally:
         if operator.proc is None or operator.proc.poll() is not None:
             operator.start()
@@ -202,7 +202,7 @@ def test_retained_data_goes_to_a_new_subsite_only_when_asked(
     fresh_start(kubectl, name)
     try:
         apply_site(kubectl, name, policy="Retain")
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=20s", timeout=40)
+        kubectl.wait_ready(f"subsite/{name}", 20)
         old_uid = get(kubectl, "subsite", name)["metadata"]["uid"]
         dsn = secret_value(kubectl, f"kameng-{name}", "storefront-db", "dsn")
         key = secret_value(kubectl, f"kameng-{name}", "storefront-keys", "data-key")
@@ -248,7 +248,7 @@ def ready_site(operator: OperatorProcess, kubectl: Any) -> Iterator[str]:
     name = "it-ten-site"
     fresh_start(kubectl, name)
     apply_site(kubectl, name)
-    kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=20s", timeout=40)
+    kubectl.wait_ready(f"subsite/{name}", 20)
     yield name
     kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true", timeout=60)
     kubectl("delete", "license", name, "--ignore-not-found")
@@ -334,8 +334,7 @@ def test_foreign_pod_template_additions_are_removed(ready_site: str, kubectl: An
 
     wait_for(clean, 15, "foreign template additions removed")
     assert "ForeignChangesRemoved" in events_of(kubectl, ready_site)
-    kubectl("wait", "--for=condition=Ready", f"subsite/{ready_site}", "--timeout=20s",
-            timeout=40)
+    kubectl.wait_ready(f"subsite/{ready_site}", 20)
 
 
 def test_one_domain_one_subsite(ready_site: str, kubectl: Any) -> None:
@@ -355,8 +354,7 @@ def test_one_domain_one_subsite(ready_site: str, kubectl: Any) -> None:
         kubectl("delete", "subsite", ready_site, "--wait=true", "--timeout=30s", timeout=60)
         wait_for(lambda: exists(kubectl, "ingress", "storefront", "-n", f"kameng-{later}"),
                  20, "the later SubSite gets its Ingress")
-        kubectl("wait", "--for=condition=Ready", f"subsite/{later}", "--timeout=20s",
-                timeout=40)
+        kubectl.wait_ready(f"subsite/{later}", 20)
     finally:
         kubectl("delete", "subsite", later, "--ignore-not-found", "--wait=true", timeout=60)
         kubectl("delete", "license", later, "--ignore-not-found")

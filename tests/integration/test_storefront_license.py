@@ -22,6 +22,7 @@ from tests.support.storefront import (
     staff_client,
     wait_for,
 )
+from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
 def _set(stack, token: str, expect_mode: str) -> None:
     stack.write_license(token)
     wait_for(lambda: httpx.get(f"{stack.shop_ops_url}/readyz").json()["licenseMode"] == expect_mode,
-             timeout=10)
+             timeout=budget(10))
 
 
 def _checkout(stack) -> httpx.Response:
