@@ -96,7 +96,7 @@ def make_site(kubectl: Any, name: str) -> None:
     fresh_start(kubectl, name)
     kubectl("delete", "license", name, "--ignore-not-found")  # a terminated one of a past run
     create(kubectl, name, "Delete")
-    kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s", timeout=45)
+    kubectl.wait_ready(f"subsite/{name}", 30)
 
 
 def test_terminated_site_is_archived_in_s3_and_restores_into_a_fresh_site(

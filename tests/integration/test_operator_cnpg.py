@@ -40,7 +40,12 @@ def cnpg(kubectl: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        # Gone before the next run: a namespace still terminating refuses the Cluster,
+        # and the CRD is cluster-wide (each test removes what it created).
+        kubectl("delete", "namespace", NS, "--ignore-not-found", "--timeout=120s",
+                timeout=150, check=False)
+        kubectl("delete", "crd", "clusters.postgresql.cnpg.io", "--ignore-not-found",
+                "--timeout=120s", timeout=150, check=False)
 
 
 def _b64(v: str) -> str:

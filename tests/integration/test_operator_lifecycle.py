@@ -325,7 +325,7 @@ def test_deleted_namespace_is_rebuilt_with_the_same_keys(sites: dict[str, float]
     kubectl("delete", "namespace", ns, "--wait=true", "--timeout=60s", timeout=90)
     wait_for(lambda: get(kubectl, "namespace", ns)["metadata"]["uid"] != uid, 30,
              "namespace recreated")
-    kubectl("wait", "--for=condition=Ready", f"subsite/{OTHER}", "--timeout=30s", timeout=60)
+    kubectl.wait_ready(f"subsite/{OTHER}", 30)
     assert secret_value(kubectl, ns, "storefront-keys", "data-key") == key
     # A new password, set on the role: the rebuilt storefront can still connect.
     with psycopg.connect(secret_value(kubectl, ns, "storefront-db", "dsn"),

@@ -67,8 +67,7 @@ def test_killed_mid_reconcile_converges_without_duplicates(
 
         op = OperatorProcess(*coords, tmp_path / "second.log").start()
         for name in SITES:
-            kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s",
-                    timeout=60)
+            kubectl.wait_ready(f"subsite/{name}", 30)
 
         # First the inputs of the pod template: what the first operator wrote must be
         # what the second kept (else the check below only sees a second ReplicaSet).

@@ -227,7 +227,7 @@ def test_retained_data_goes_to_a_new_subsite_only_when_asked(
 
         kubectl("patch", "subsite", name, "--type=merge", "-p", json.dumps(
             {"spec": {"database": {"adoptRetainedFrom": old_uid}}}))
-        kubectl("wait", "--for=condition=Ready", f"subsite/{name}", "--timeout=30s", timeout=50)
+        kubectl.wait_ready(f"subsite/{name}", 30)
         new_dsn = secret_value(kubectl, f"kameng-{name}", "storefront-db", "dsn")
         with psycopg.connect(new_dsn, connect_timeout=5) as c:
             assert c.execute("SELECT secret FROM old_tenant").fetchone() == (
