@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.browser import WebDriver, browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import DEFAULT_PASSWORD, HQ_ADMIN, run_stack, wait_for
-from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
                         ("regions", "CN-31"), ("capability", "Five years of game cards.")):
         browser.type(f"[name={name}]", value)
     browser.click("#apply-submit")
-    wait_for(lambda: browser.exists("#apply-errors"), timeout=budget(15))
+    wait_for(lambda: browser.exists("#apply-errors"), timeout=15)
     assert "reserved" in browser.text("#apply-errors")
     assert "shop.example.com" in browser.text("#apply-errors")
     shots.append(browser.screenshot("41-hq-apply-errors"))
@@ -45,7 +44,7 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
                         ("regions", "CN-31"), ("capability", "Five years of game cards.")):
         browser.type(f"[name={name}]", value)
     browser.click("#apply-submit")
-    wait_for(lambda: browser.exists("#application"), timeout=budget(15))
+    wait_for(lambda: browser.exists("#application"), timeout=15)
     assert "waiting for review" in browser.text("#app-status")
     shots.append(browser.screenshot("42-hq-apply-status"))
 
@@ -54,11 +53,11 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
     assert browser.exists("tr.application")
     shots.append(browser.screenshot("43-hq-applications-queue"))
     browser.click("tr.application a")
-    wait_for(lambda: browser.exists("#checks"), timeout=budget(15))
+    wait_for(lambda: browser.exists("#checks"), timeout=15)
     browser.type("[name=qualification_notes]", "business licence 91310000XXXX checked")
     browser.type("[name=credit_notes]", "no chargebacks in 12 months")
     browser.click("#save-checks")
-    wait_for(lambda: browser.exists("#message"), timeout=budget(15))
+    wait_for(lambda: browser.exists("#message"), timeout=15)
     shots.append(browser.screenshot("44-hq-application-review"))
 
     owner = stack.members["owner"]
@@ -67,13 +66,13 @@ def test_application_and_review_pages(stack: Any, browser: WebDriver) -> None:
     assert "needs HQ approval" not in browser.text("main")  # this config lists none
     browser.click('#form-payments input[value="alipay"]')
     browser.click("#form-payments button")
-    wait_for(lambda: browser.exists("tr.request"), timeout=budget(15))
+    wait_for(lambda: browser.exists("tr.request"), timeout=15)
     shots.append(browser.screenshot("45-shop-change-requests"))
 
     browser.login(stack.hq_url, HQ_ADMIN, DEFAULT_PASSWORD)
     browser.get(f"{stack.hq_url}/admin/approvals?lang=en")
     browser.click("tr.approval a")
-    wait_for(lambda: browser.exists("#request"), timeout=budget(15))
+    wait_for(lambda: browser.exists("#request"), timeout=15)
     assert "alipay" in browser.text("#change")
     shots.append(browser.screenshot("46-hq-approvals"))
     for path in shots:

@@ -27,7 +27,6 @@ from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
 from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
 from tests.support.storefront import csrf_from
-from tests.support.wait import budget
 
 from .test_storefront_purchase import _buy, _order_status, _pay, _risk, stack, wait_for  # noqa: F401
 
@@ -284,11 +283,11 @@ def _browse_and_allow(wd, st, oid: str) -> None:
     assert "every new order is reviewed (test)" in wd.text("#queue")
     shots.append(wd.screenshot("21-hq-risk-queue-en"))
     wd.click(f'tr.held[data-order="{oid}"] a')
-    wait_for(lambda: oid in wd.url, timeout=budget(15), interval=0.2)
+    wait_for(lambda: oid in wd.url, timeout=15, interval=0.2)
     shots.append(wd.screenshot("22-hq-risk-order"))
     wd.type("#allow-form textarea[name=note]", "verified by phone")
     wd.click("#allow-form button")
-    wait_for(lambda: wd.url.endswith("msg=reviewed"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: wd.url.endswith("msg=reviewed"), timeout=15, interval=0.2)
     assert "verified by phone" in wd.text("#review-record")
     shots.append(wd.screenshot("23-hq-risk-reviewed"))
     for path in shots:

@@ -20,7 +20,6 @@ from tests.support.storefront import (
     staff_client,
     wait_for,
 )
-from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +44,17 @@ def test_click_through_purchase(stack, browser):
     shots.append(browser.screenshot("02-catalog-en"))
 
     browser.click("#buy-steam-100")
-    wait_for(lambda: browser.url.endswith("/p/steam-100"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/p/steam-100"), timeout=15, interval=0.2)
     assert browser.text("#price") == "¥101.75"
     browser.type("#contact", "browser-buyer@example.com")
     shots.append(browser.screenshot("03-product-checkout"))
     browser.click("#place-order")
-    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"),
-             timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"), timeout=15, interval=0.2)
     assert "101.75" in browser.text("#amount")
     shots.append(browser.screenshot("04-hq-sandbox-payment"))
     browser.click("#pay")
     # The click returns when the POST is sent; the redirect lands a moment later.
-    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/order/"), timeout=budget(15),
+    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/order/"), timeout=15,
              interval=0.2)
     order_url = browser.url
 
@@ -75,7 +73,7 @@ def test_click_through_purchase(stack, browser):
     browser.type("input[name=email]", stack.members["site-admin"])
     browser.type("input[name=password]", stack.password)
     browser.click("#login")
-    wait_for(lambda: browser.url.endswith("/admin"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
     browser.get(f"{stack.shop_url}/admin/orders")
     assert "delivered" in browser.text("main")
     shots.append(browser.screenshot("07-admin-orders"))
@@ -99,7 +97,7 @@ def test_hq_pages_and_partner_finance(stack, browser):
     browser.type("input[name=email]", "admin@hq.local")
     browser.type("input[name=password]", stack.password)
     browser.click("#login")
-    wait_for(lambda: browser.url.endswith("/admin"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
     assert browser.exists('.stock[data-product="cmcc-50"]')
     assert "92.50" in browser.text("main")  # HQ cost column
     shots.append(browser.screenshot("10-hq-admin"))
@@ -108,7 +106,7 @@ def test_hq_pages_and_partner_finance(stack, browser):
     browser.type("input[name=email]", stack.members["owner"])
     browser.type("input[name=password]", stack.password)
     browser.click("#login")
-    wait_for(lambda: browser.url.endswith("/admin"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/admin"), timeout=15, interval=0.2)
     browser.get(f"{stack.shop_url}/admin/finance")
     assert browser.exists("#balance")
     shots.append(browser.screenshot("11-partner-finance"))
@@ -128,7 +126,7 @@ def test_invitation_password_and_members_pages(stack, browser):
     # site-admin lacks finance rights: no reset offered for the finance member.
     assert "has rights you lack" in browser.text("main")
     browser.click(f'tr[data-email="{stack.members["operations"]}"] button')
-    wait_for(lambda: browser.exists("#invitation-link"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.exists("#invitation-link"), timeout=15, interval=0.2)
     link = browser.text("#invitation-link")
     assert "/admin/invite/" in link
     shots.append(browser.screenshot("12-admin-members-reset"))
@@ -140,26 +138,25 @@ def test_invitation_password_and_members_pages(stack, browser):
     browser.type("input[name=confirm]", "aaaaaaaaaaaaaaaa")
     shots.append(browser.screenshot("13-invitation-set-password"))
     browser.click("#set-password")
-    wait_for(lambda: browser.exists("#problem"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
     shots.append(browser.screenshot("14-invitation-rule-broken"))
     browser.type("input[name=password]", "operations own phrase")
     browser.type("input[name=confirm]", "operations own phrase")
     browser.click("#set-password")
-    wait_for(lambda: browser.url.endswith("/admin?msg=password+set"),
-             timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/admin?msg=password+set"), timeout=15, interval=0.2)
 
     browser.get(f"{stack.shop_url}/admin/password")
     browser.type("input[name=current]", "not my password")
     browser.type("input[name=new]", "a brand new phrase")
     browser.type("input[name=confirm]", "a brand new phrase")
     browser.click("#change-password")
-    wait_for(lambda: browser.exists("#problem"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
     shots.append(browser.screenshot("15-password-change-wrong-current"))
     browser.type("input[name=current]", "operations own phrase")
     browser.type("input[name=new]", "a brand new phrase")
     browser.type("input[name=confirm]", "a brand new phrase")
     browser.click("#change-password")
-    wait_for(lambda: browser.url.endswith("/admin?msg=password+changed"), timeout=budget(15),
+    wait_for(lambda: browser.url.endswith("/admin?msg=password+changed"), timeout=15,
              interval=0.2)
 
     browser.get(link)  # used: the page says so
@@ -179,20 +176,19 @@ def test_wallet_pages(stack, browser):
     browser.type("#confirm", "wallet buyer phrase")
     shots.append(browser.screenshot("17-customer-signup"))
     browser.click("#submit")
-    wait_for(lambda: browser.url.endswith("/account"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/account"), timeout=15, interval=0.2)
     assert browser.text("#balance") == "0.00"
     browser.type("#topup-amount", "abc")
     browser.click("#topup")
-    wait_for(lambda: browser.exists("#problem"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.exists("#problem"), timeout=15, interval=0.2)
     shots.append(browser.screenshot("18-wallet-topup-refused"))
     browser.type("#topup-amount", "60")
     browser.click("#topup")
-    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"),
-             timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.startswith(f"{stack.hq_url}/pay/"), timeout=15, interval=0.2)
     assert "60.00" in browser.text("#amount")
     shots.append(browser.screenshot("19-hq-topup-payment"))
     browser.click("#pay")
-    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/account"), timeout=budget(15),
+    wait_for(lambda: browser.url.startswith(f"{stack.shop_url}/account"), timeout=15,
              interval=0.2)
 
     def credited() -> bool:
@@ -204,7 +200,7 @@ def test_wallet_pages(stack, browser):
     assert browser.exists("#pay-wallet")
     shots.append(browser.screenshot("20-product-pay-from-balance"))
     browser.click("#pay-wallet")
-    wait_for(lambda: "/order/" in browser.url, timeout=budget(15), interval=0.2)
+    wait_for(lambda: "/order/" in browser.url, timeout=15, interval=0.2)
     order_url = browser.url
 
     def delivered() -> bool:
@@ -221,7 +217,7 @@ def test_wallet_pages(stack, browser):
 
     browser.get(f"{stack.shop_url}/p/steam-100")  # 101.75 > 8.55: refused, said why
     browser.click("#pay-wallet")
-    wait_for(lambda: "balance" in browser.text("main").lower(), timeout=budget(15), interval=0.2)
+    wait_for(lambda: "balance" in browser.text("main").lower(), timeout=15, interval=0.2)
     shots.append(browser.screenshot("22-wallet-insufficient"))
 
     _login(browser, stack.shop_url, stack.members["site-admin"], stack.password)
@@ -229,7 +225,7 @@ def test_wallet_pages(stack, browser):
     assert "wa***om" in browser.text("#wallets")  # masked like every contact there
     shots.append(browser.screenshot("23-admin-customer-wallets"))
     browser.click("#wallets a")
-    wait_for(lambda: browser.url.endswith("/wallet"), timeout=budget(15), interval=0.2)
+    wait_for(lambda: browser.url.endswith("/wallet"), timeout=15, interval=0.2)
     assert browser.text("#balance") == "8.55"
     shots.append(browser.screenshot("24-admin-customer-wallet"))
     for path in shots:
@@ -287,7 +283,7 @@ def test_statement_pages(stack, browser):
     assert "20150.00" in row  # gross: 100.00 + 50.00 + 20 000.00, in yuan, not fen
     shots.append(browser.screenshot("26-hq-statements"))
     browser.click("#statements tr.statement a")
-    wait_for(lambda: "/admin/statements/" in browser.url, timeout=budget(15), interval=0.2)
+    wait_for(lambda: "/admin/statements/" in browser.url, timeout=15, interval=0.2)
     figures = browser.text("#figures")
     for label in ("Opening balance", "Gross sales", "Refunds", "HQ revenue share · game",
                   "Base fee (pro rata)", "Net payable", "Withdrawals", "Closing balance"):
@@ -309,7 +305,7 @@ def test_statement_pages(stack, browser):
     browser.clear_cookies(stack.shop_url)
     _login(browser, stack.shop_url, stack.members["owner"], stack.password)
     browser.get(f"{stack.shop_url}/admin/finance?lang=en")
-    wait_for(lambda: browser.exists("#settlement tr.statement"), timeout=budget(15), interval=0.3)
+    wait_for(lambda: browser.exists("#settlement tr.statement"), timeout=15, interval=0.3)
     st = browser.text("#settlement")
     for figure in ("2026-10-01 – 2026-11-01", "17517.75", "14517.75"):
         assert figure in st, (figure, st)

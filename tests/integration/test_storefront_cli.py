@@ -28,7 +28,6 @@ from kameng.contracts.license_token import (
 from kameng_storefront.crypto import DataCipher
 from tests.support.net import free_port
 from tests.support.storefront import site_config, temp_database, wait_for
-from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +103,7 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
             assert httpx.get(f"{shop_url}/").status_code == 200
             # The sub-site authenticated to HQ with the derived token: a catalogue sync ran.
             wait_for(lambda: 'kameng_storefront_catalog_syncs_total{result="changed"} 1.0'
-                     in httpx.get(f"{shop_ops}/metrics").text, timeout=budget(15), interval=0.3)
+                     in httpx.get(f"{shop_ops}/metrics").text, timeout=15, interval=0.3)
         finally:
             for p in procs:
                 p.terminate()

@@ -22,7 +22,6 @@ from tests.support.storefront import (
     staff_client,
     wait_for,
 )
-from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +40,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
 def _set(stack, token: str, expect_mode: str) -> None:
     stack.write_license(token)
     wait_for(lambda: httpx.get(f"{stack.shop_ops_url}/readyz").json()["licenseMode"] == expect_mode,
-             timeout=budget(10))
+             timeout=10)
 
 
 def _checkout(stack) -> httpx.Response:

@@ -21,7 +21,6 @@ from tests.support.storefront import (
     start_process_stack,
     wait_for,
 )
-from tests.support.wait import budget
 
 pytestmark = pytest.mark.integration
 PASSWORD = "workers-password-123"
@@ -72,7 +71,7 @@ def test_two_workers_share_one_pod(pg_admin_dsn, redis_url, tmp_path):
         first = wait_for(lambda: _price(st.shop_url), timeout=30)
         # The loops run once per pod: exactly one live worker leads.
         assert wait_for(lambda: _metric(st.shop_ops_url, "kameng_storefront_background_leader")
-                        == 1, timeout=budget(15))
+                        == 1, timeout=15)
 
         # Metrics answer for the pod: 40 requests spread over both workers all count,
         # whichever worker answers the scrape.
@@ -87,7 +86,7 @@ def test_two_workers_share_one_pod(pg_admin_dsn, redis_url, tmp_path):
 
         # A price change synced by the leader shows on every worker's cached page.
         hq_add_product(hq, "w-10", "game", "20.00", "19.00")
-        wait_for(lambda: _price(st.shop_url) != first, timeout=budget(10))
+        wait_for(lambda: _price(st.shop_url) != first, timeout=10)
         changed = _price(st.shop_url)
         assert all(_price(st.shop_url) == changed for _ in range(20))
 
@@ -99,8 +98,8 @@ def test_two_workers_share_one_pod(pg_admin_dsn, redis_url, tmp_path):
                  timeout=30)
         time.sleep(3)  # past a takeover poll
         assert wait_for(lambda: _metric(st.shop_ops_url, "kameng_storefront_background_leader")
-                        == 1, timeout=budget(15))
+                        == 1, timeout=15)
         hq_add_product(hq, "w-10", "game", "30.00", "29.00")
-        wait_for(lambda: _price(st.shop_url) not in (first, changed), timeout=budget(15))
+        wait_for(lambda: _price(st.shop_url) not in (first, changed), timeout=15)
         new = _price(st.shop_url)
         assert all(_price(st.shop_url) == new for _ in range(20))

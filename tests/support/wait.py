@@ -43,14 +43,21 @@ def budget(seconds: float) -> float:
     return seconds * load_factor()
 
 
+def _took(seconds: float, limit: float) -> str:
+    return f"{limit:.3g}s" if limit == seconds else \
+        f"{limit:.3g}s ({seconds:g}s on a quiet machine, stretched by load)"
+
+
 def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "",
              interval: float = 0.2) -> T:
-    """The first truthy value of ``pred()`` before ``timeout`` seconds pass.
+    """The first truthy value of ``pred()`` before ``timeout`` seconds pass, as measured
+    on a quiet machine: the deadline is :func:`budget` of it (stretched by the load).
 
     An ``AssertionError`` raised by ``pred`` counts as "not yet" (so a predicate may use
     plain asserts); its message is reported if the deadline passes.
     """
-    deadline = time.monotonic() + timeout
+    limit = budget(timeout)
+    deadline = time.monotonic() + limit
     last: Any = None
     while True:
         try:
@@ -61,8 +68,8 @@ def wait_for(pred: Callable[[], T], timeout: float = 30.0, what: str = "",
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or pred}; "
-                                 f"last seen: {last!r:.500}")
+            raise AssertionError(f"timed out after {_took(timeout, limit)} waiting for "
+                                 f"{what or pred}; last seen: {last!r:.500}")
         time.sleep(interval)
 
 
@@ -70,7 +77,8 @@ async def async_wait_for(pred: Callable[[], Any], within: float = 30.0, what: st
                          interval: float = 0.05) -> Any:
     """:func:`wait_for` inside an event loop: ``pred`` may be sync or return an awaitable,
     and the loop keeps running (the thing waited for may be a task of the same loop)."""
-    deadline = time.monotonic() + within
+    limit = budget(within)
+    deadline = time.monotonic() + limit
     last: Any = None
     while True:
         last = pred()
@@ -79,8 +87,8 @@ async def async_wait_for(pred: Callable[[], Any], within: float = 30.0, what: st
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what or pred}; "
-                                 f"last seen: {last!r:.500}")
+            raise AssertionError(f"timed out after {_took(within, limit)} waiting for "
+                                 f"{what or pred}; last seen: {last!r:.500}")
         await asyncio.sleep(interval)
 
 
@@ -91,9 +99,11 @@ def wait_until_quiet(read: Callable[[], Any], quiet_for: float, timeout: float,
     Replaces "sleep a bit to let things settle, then assert nothing changes for N s": on a
     loaded machine settling takes longer (this waits for it, up to ``timeout``), and a real
     regression — something that keeps changing more often than every ``quiet_for`` seconds
-    — never gets a quiet window and fails at ``timeout``.
+    — never gets a quiet window and fails at ``timeout`` (stretched by the load; the
+    quiet window is not: it is the claim).
     """
-    deadline = time.monotonic() + timeout
+    limit = budget(timeout)
+    deadline = time.monotonic() + limit
     value = read()
     since = time.monotonic()
     history = [value]
@@ -104,7 +114,7 @@ def wait_until_quiet(read: Callable[[], Any], quiet_for: float, timeout: float,
         if now >= deadline:
             raise AssertionError(
                 f"{what or read} never stayed unchanged for {quiet_for:g}s within "
-                f"{timeout:g}s; values seen: {history[-10:]!r:.500}")
+                f"{_took(timeout, limit)}; values seen: {history[-10:]!r:.500}")
         time.sleep(interval)
         new = read()
         if new != value:
