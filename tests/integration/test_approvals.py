@@ -29,7 +29,7 @@ from kameng.contracts import invitation, pod
 from kameng.contracts.hq_auth import REGISTRY_SECRET
 from kameng.contracts.license_token import generate_signing_key, public_key_to_b64
 from kameng.kube.events import EVENT_NAMESPACE
-from tests.integration.test_onboarding import hq_kubeconfig
+from tests.integration.test_onboarding import hq_kubeconfig, remove_hq_identity
 from tests.integration.test_operator_lifecycle import get
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
@@ -105,6 +105,7 @@ def world(devenv: dict[str, str], kubectl: Any, pg_admin_dsn: str, redis_url: st
                 "--timeout=90s", timeout=120, check=False)
         kubectl("delete", "license", SITE, "--ignore-not-found", check=False)
         kubectl("delete", "rolepolicy", RP, "--ignore-not-found", check=False)
+        remove_hq_identity(kubectl)
         op.stop()
 
 

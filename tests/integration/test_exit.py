@@ -39,6 +39,20 @@ def s3_prefix(devenv: dict[str, str], kubectl: Any) -> Iterator[str]:
     subprocess.run([str(ROOT / "hack" / "devenv"), "s3", "start"], check=False)
 
 
+SITES = ("it-exit-src", "it-exit-dst", "it-exit-down", "it-exit-waive", "it-exit-demand")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_terminated_licenses(kubectl: Any) -> Iterator[None]:
+    # Each site's License stays Terminated after its exit (that is the product); the test
+    # removes them so later modules' operators do not keep them in their caches and
+    # status clocks. A SubSite still here is a failed test's: its data is left for a look.
+    yield
+    for name in SITES:
+        if gone(kubectl, "subsite", name):
+            kubectl("delete", "license", name, "--ignore-not-found", check=False)
+
+
 @pytest.fixture
 def operator(devenv: dict[str, str], tmp_path: Path) -> Iterator[OperatorProcess]:
     op = OperatorProcess(devenv["kubeconfig"], devenv["pg_admin_dsn"], devenv["redis_url"],
@@ -264,3 +278,6 @@ def test_export_data_on_demand_keeps_the_site(
     verified = json.loads(kameng("site", "restore", out["location"], "--verify-only").stdout)
     assert verified["verified"] is True
     kubectl("delete", "subsite", name, "--wait=false")
+    # Exported and gone while this test's operator runs: a deletion left pending would be
+    # finished (and exported) by a later module's operator.
+    wait_for(lambda: gone(kubectl, "subsite", name), 120, "exported and deleted")

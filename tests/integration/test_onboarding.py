@@ -76,15 +76,30 @@ def operator(devenv: dict[str, str], kubectl: Any, tmp_path_factory: pytest.Temp
     kubectl("apply", "-f", "-", input=yaml.safe_dump(sample_objects("x", RP)[1]))
     yield op
     op.stop()
+    kubectl("delete", "rolepolicy", RP, "--ignore-not-found", check=False)
+
+
+def hq_rbac() -> list[dict[str, Any]]:
+    """The chart's HQ ServiceAccount and roles, from the rendered manifests."""
+    rendered = yaml.safe_load_all((ROOT / "manifests" / "operator" / "kameng.yaml").read_text())
+    return [d for d in rendered if d and d["kind"] in RBAC_KINDS
+            and d["metadata"]["name"].startswith("kameng-hq")]
+
+
+def remove_hq_identity(kubectl: Any) -> None:
+    """Undo :func:`hq_kubeconfig`: the objects are cluster-wide and the chart's own; left
+    behind, a later `helm install` refuses them and a later test starts from them."""
+    for d in hq_rbac():
+        ns = ["-n", d["metadata"]["namespace"]] if d["metadata"].get("namespace") else []
+        kubectl("delete", d["kind"].lower(), d["metadata"]["name"], *ns,
+                "--ignore-not-found", check=False)
 
 
 def hq_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
     """HQ's own identity: the ServiceAccount kameng-hq with exactly the chart's HQ roles
     (from the rendered manifests; renewals included: it is ONE ServiceAccount holding one
     named role per capability), as a kubeconfig."""
-    rendered = yaml.safe_load_all((ROOT / "manifests" / "operator" / "kameng.yaml").read_text())
-    rbac = [d for d in rendered if d and d["kind"] in RBAC_KINDS
-            and d["metadata"]["name"].startswith("kameng-hq")]
+    rbac = hq_rbac()
     assert {d["metadata"]["name"] for d in rbac} == {
         "kameng-hq", "kameng-hq-onboarding", "kameng-hq-onboarding-invitations",
         "kameng-hq-approvals", "kameng-hq-renewals"}
@@ -95,9 +110,12 @@ def hq_kubeconfig(kubectl: Any, admin_kubeconfig: str, path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def hq_identity(devenv: dict[str, str], kubectl: Any,
-                tmp_path_factory: pytest.TempPathFactory) -> str:
-    return hq_kubeconfig(kubectl, devenv["kubeconfig"],
-                         tmp_path_factory.mktemp("hq") / "hq.kubeconfig")
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        yield hq_kubeconfig(kubectl, devenv["kubeconfig"],
+                            tmp_path_factory.mktemp("hq") / "hq.kubeconfig")
+    finally:
+        remove_hq_identity(kubectl)
 
 
 def test_hq_service_account_holds_only_what_onboarding_needs(hq_identity: str,

@@ -50,6 +50,13 @@ def operator(devenv: dict[str, str], tmp_path: Any) -> Iterator[OperatorProcess]
     op.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _remove_rolepolicy(kubectl: Any) -> Iterator[None]:
+    # The tests' sites apply it; a later module's operator would keep reconciling it.
+    yield
+    kubectl("delete", "rolepolicy", RP, "--ignore-not-found", check=False)
+
+
 @pytest.mark.parametrize(("name", "policy"), [("it-del-drop", "Delete"),
                                               ("it-del-keep", "Retain")])
 def test_deletion_removes_namespace_and_reclaims_per_policy(

@@ -70,6 +70,7 @@ def operator(devenv: dict[str, str], kubectl: Any, git_docs: list[dict[str, Any]
     kubectl("delete", "subsite", SITE, "--ignore-not-found", "--wait=true", timeout=60)
     kubectl("delete", "license", SITE, "--ignore-not-found")
     kubectl("delete", "riskpolicy", POLICY, "--ignore-not-found")
+    kubectl("delete", "rolepolicy", RP, "--ignore-not-found")
     op.stop()
 
 
