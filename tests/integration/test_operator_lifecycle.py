@@ -182,9 +182,20 @@ def test_database_isolation(sites: dict[str, float], kubectl: Any) -> None:
         psycopg.connect(own_db_other_host, connect_timeout=5)
 
 
-def test_redis_isolation(sites: dict[str, float], kubectl: Any) -> None:
+def test_redis_isolation(sites: dict[str, float], kubectl: Any, redis_url: str) -> None:
     url = secret_value(kubectl, f"kameng-{SITE}", "storefront-redis", "url")
     r = redis.Redis.from_url(url)
+    try:
+        _isolated(r)
+    finally:
+        # A malformed order event left in the real orders stream would be read by every
+        # later worker on the default prefix (the demo's settlement and risk workers).
+        admin = redis.Redis.from_url(redis_url)
+        admin.delete(f"kameng:orders:{SITE}", f"site:{SITE}:k")
+        admin.close()
+
+
+def _isolated(r: redis.Redis) -> None:
     assert r.xadd(f"kameng:orders:{SITE}", {"v": "1"})
     r.set(f"site:{SITE}:k", "v")
     r.xrange(f"kameng:decisions:{SITE}")
