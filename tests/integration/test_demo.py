@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import Kubectl
+from tests.support.operator import drop_retained_data
 from tests.support.storefront import csrf_from
 from tests.support.wait import wait_for
 
@@ -26,11 +26,7 @@ def _drop_retained_moon(devenv: dict[str, str], kubectl: Kubectl) -> None:
     """The moon sample retains its data (reclaimPolicy Retain), marked as the deleted
     SubSite's: a later demo's new moon would be refused it (RetainedDataExists). Drop it as
     a person would (docs/runbooks.md, "Retained data")."""
-    with psycopg.connect(devenv["pg_admin_dsn"], autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "kameng_moon" WITH (FORCE)')
-        conn.execute('DROP ROLE IF EXISTS "kameng_moon"')
-    kubectl("delete", "secret", "kameng-keys-moon", "-n", "kameng-system",
-            "--ignore-not-found", check=False)
+    drop_retained_data(devenv["pg_admin_dsn"], kubectl, "moon")
 
 
 @pytest.fixture(scope="module")

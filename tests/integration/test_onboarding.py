@@ -28,7 +28,7 @@ import yaml
 from kameng.contracts.license_token import generate_signing_key, public_key_to_b64
 from tests.integration.test_operator_lifecycle import get, sample_objects
 from tests.integration.test_operator_rbac import RBAC_KINDS, ROOT, sa_kubeconfig
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, drop_retained_data
 from tests.support.storefront import (
     DEFAULT_PASSWORD,
     HQ_ADMIN,
@@ -137,13 +137,15 @@ def test_hq_service_account_holds_only_what_onboarding_needs(hq_identity: str,
 
 
 @pytest.fixture
-def cleanup(kubectl: Any) -> Iterator[list[str]]:
+def cleanup(kubectl: Any, pg_admin_dsn: str) -> Iterator[list[str]]:
     sites: list[str] = []
     yield sites
     for name in sites:
-        kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
-                "--timeout=90s", timeout=120, check=False)
+        deleted = kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
+                          "--timeout=90s", timeout=120, check=False).returncode == 0
         kubectl("delete", "license", name, "--ignore-not-found", check=False)
+        if deleted:  # its retained data too (a new name per run: they would pile up)
+            drop_retained_data(pg_admin_dsn, kubectl, name)
 
 
 def hq_for(kubeconfig: str, pg_admin_dsn: str, redis_url: str, tmp: Path,

@@ -269,6 +269,26 @@ class OperatorProcess:
         return 0
 
 
+def drop_retained_data(admin_dsn: str, kubectl: Callable[..., Any], site: str,
+                       namespace: str = OperatorConfig.namespace) -> None:
+    """Drop what a deleted SubSite with reclaimPolicy Retain keeps (its database, role and
+    the copy of its keys), as a person would (docs/runbooks.md, "Retained data"): a test
+    that made one removes it, so runs on a reused environment do not pile them up, and a
+    later site of the same name is not refused it (RetainedDataExists)."""
+    import psycopg
+    from psycopg import sql
+
+    from kameng.contracts.pod import site_keys_copy
+    from kameng.provision.names import pg_identifier
+
+    ident = sql.Identifier(pg_identifier(site))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+    kubectl("delete", "secret", site_keys_copy(site), "-n", namespace, "--ignore-not-found",
+            check=False)
+
+
 def batch_objects(prefix: str, n: int) -> list[dict[str, Any]]:
     """One RolePolicy, then a License and a SubSite per site (names `prefix-0000`...):
     the batch the benchmark and the scale test create."""
