@@ -105,13 +105,14 @@ def _parse_time(text: Any) -> datetime | None:
 
 
 def started_mark() -> int:
-    """A mark: :func:`stop_started_since` stops the operators started after it."""
+    """A mark: :func:`stop_started_since` stops the operators made after it."""
     return _last_seq
 
 
 def stop_started_since(mark: int) -> list[OperatorProcess]:
-    """Stop every operator started after ``mark`` that still runs; return them."""
-    left = [op for op in _STARTED.values() if op.seq > mark and op.running()]
+    """Stop every operator made after ``mark`` that still runs; return them."""
+    left = list({id(op): op for op in _STARTED.values()
+                 if op.seq > mark and op.running()}.values())
     for op in left:
         op.stop()
     return left
@@ -136,7 +137,11 @@ class OperatorProcess:
                     "KAMENG_EXPORT_DIR": str(log_path.parent / "exports"),
                     **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.seq = 0
+        # Numbered when made, not when (re)started: an operator a module fixture made and a
+        # test restarts (stop(), then start()) still belongs to the module, so the guard
+        # stops it at the module's end, not the test's.
+        global _last_seq
+        self.seq = _last_seq = next(_SEQ)
         self.namespace = self.env.get("KAMENG_NAMESPACE") or OperatorConfig.namespace
         for i, arg in enumerate(extra_args):
             if arg == "--namespace" and i + 1 < len(extra_args):
@@ -158,8 +163,6 @@ class OperatorProcess:
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
         log.close()  # the child has its own descriptor
-        global _last_seq
-        self.seq = _last_seq = next(_SEQ)
         _STARTED[self.proc.pid] = self
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -66,3 +66,33 @@ def test_pid_alive_sees_a_zombie_as_exited() -> None:
     assert not pid_alive(child.pid)
     child.wait()
     assert not pid_alive(child.pid)
+
+
+def test_the_guard_stops_an_operator_at_the_end_of_the_scope_that_made_it(tmp_path) -> None:
+    from tests.support import operator as harness
+
+    def made() -> harness.OperatorProcess:
+        op = harness.OperatorProcess("kubeconfig", "dsn", "redis://", tmp_path / "op.log")
+        return op
+
+    def run(op: harness.OperatorProcess) -> None:  # a stand-in child, registered as start does
+        op.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        harness._STARTED[op.proc.pid] = op
+
+    module_op = made()
+    run(module_op)
+    test_mark = harness.started_mark()
+    # A test restarts the module's operator (stop, then start): still the module's.
+    module_op.stop(timeout=5)
+    run(module_op)
+    test_op = made()
+    run(test_op)
+    try:
+        assert harness.stop_started_since(test_mark) == [test_op]
+        assert not test_op.running()
+        assert module_op.running()
+        assert harness.stop_started_since(test_mark - 1) == [module_op]
+        assert not module_op.running()
+    finally:
+        for op in (module_op, test_op):
+            op.kill()
