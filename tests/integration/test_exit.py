@@ -21,7 +21,7 @@ from kameng_storefront.crypto import DataCipher
 from tests.support import exit as ex
 from tests.support.operator import OperatorProcess
 
-from .test_operator_deletion import create, gone, pg_state
+from .test_operator_deletion import RP, create, gone, pg_state
 from .test_operator_lifecycle import fresh_start, get, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,7 @@ def _remove_terminated_licenses(kubectl: Any) -> Iterator[None]:
     for name in SITES:
         if gone(kubectl, "subsite", name):
             kubectl("delete", "license", name, "--ignore-not-found", check=False)
+    kubectl("delete", "rolepolicy", RP, "--ignore-not-found", check=False)  # create()'s
 
 
 @pytest.fixture
