@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kameng.contracts import invitation
+from kameng.contracts.events import decisions_stream, orders_stream
 from kameng.contracts.hq_auth import (
     REGISTRY_MOUNT,
     SiteCredential,
@@ -253,6 +254,19 @@ def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: 
             server.stop()
 
 
+def _drop_site_streams(redis_url: str, site: str) -> None:
+    """The site's order and decision streams under their real names: left behind (a new
+    site name per stack), they pile up run after run, and every worker on the default
+    prefix (the demo's settlement and risk workers) would read them as live orders."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.delete(orders_stream(site), decisions_stream(site))
+    finally:
+        r.close()
+
+
 @contextmanager
 def run_stack(
     pg_admin_dsn: str, redis_url: str, tmp_dir: Path, *, site: str | None = None,
@@ -328,6 +342,7 @@ def run_stack(
         finally:
             for s in reversed(servers):
                 s.stop()
+            _drop_site_streams(redis_url, site)
 
 
 @contextmanager
