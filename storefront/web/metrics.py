@@ -51,6 +51,10 @@ class Metrics:
         self.catalog_syncs = Counter(
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
         )
+        self.page_fast_hits = Counter(
+            "kameng_storefront_page_fast_hits_total",
+            "Catalogue page hits answered before the middleware (shop.fast_path)", registry=r,
+        )
 
         # KPIs over the last 30 days (kameng_storefront.hq.kpis; HQ only). Gauges, because
         # they are a window recomputed from HQ's records. Labels are bounded: site by the
