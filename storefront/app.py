@@ -101,16 +101,38 @@ async def _db_timeout(request: Request, exc: Exception) -> Response:
 
 # Outgoing HTTP (shop → HQ: payments, fulfilment; HQ → shops: notifications), over
 # kept-alive connections, all of them kept (httpx keeps 20 by default). Not more than
-# this many: httpcore's pool checks every connection against every other on each request
-# (O(n²), a socket poll each), 33 % of HQ's samples in the order bench's pay phase with
-# up to 100; past this many calls in flight the CPU is the limit anyway, and a call waits
-# for a free connection instead.
+# this many: httpcore's pool checks every connection against every other, and every
+# queued request against every connection, on each request and each response (O(n²),
+# a socket poll each): a third of HQ's samples in the order bench's pay phase with 100
+# connections and a queue. Past this many calls in flight the CPU is the limit anyway.
 HTTP_CONNECTIONS = 24
+
+
+class _BoundedClient(httpx.AsyncClient):
+    """Calls past :data:`HTTP_CONNECTIONS` in flight wait here (an O(1) asyncio queue),
+    not in httpcore's pool, so its bookkeeping never scans a queue. The wait is bounded by
+    the call's own pool timeout, as httpcore's was (``httpx.PoolTimeout``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._slots = asyncio.Semaphore(HTTP_CONNECTIONS)
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        wait = (request.extensions.get("timeout") or {}).get("pool")
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("no free connection", request=request) from exc
+        try:
+            return await super().send(request, **kwargs)
+        finally:
+            self._slots.release()
 
 
 def http_client() -> httpx.AsyncClient:
     """The app's client for its outgoing calls (see :data:`HTTP_CONNECTIONS`)."""
-    return httpx.AsyncClient(limits=httpx.Limits(
+    return _BoundedClient(limits=httpx.Limits(
         max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS))
 
 

@@ -45,7 +45,7 @@ def visits_key(site: str, day: date) -> str:
 
 async def count_visit(state: AppState, page: str, category: str = "") -> None:
     """Count one page view: no I/O (``web.visit_tally``; :func:`visit_flush_loop` adds it)."""
-    state.metrics.visits.labels(page).inc()
+    state.metrics.visit_counter(page).inc()
     state.visits.add(category)
 
 
