@@ -100,12 +100,15 @@ async def _db_timeout(request: Request, exc: Exception) -> Response:
 
 
 # Outgoing HTTP (shop → HQ: payments, fulfilment; HQ → shops: notifications), over
-# kept-alive connections, all of them kept (httpx keeps 20 by default). Not more than
-# this many: httpcore's pool checks every connection against every other, and every
-# queued request against every connection, on each request and each response (O(n²),
-# a socket poll each): a third of HQ's samples in the order bench's pay phase with 100
-# connections and a queue. Past this many calls in flight the CPU is the limit anyway.
-HTTP_CONNECTIONS = 24
+# kept-alive connections, all of them kept (httpx keeps 20 by default). httpcore's pool
+# checks every idle connection against every other, and every queued request against
+# every connection, on each request and each response (a socket poll each): a third of
+# HQ's samples in the order bench's pay phase, with up to 100 connections and a queue.
+# So calls past this many wait outside the pool (_BoundedClient), and the pool, which
+# only opens connections on demand, stays as small as the concurrency. Not smaller: 55
+# checkouts at once (tests/integration/test_storefront_money.py) must not wait for one
+# another's calls to HQ.
+HTTP_CONNECTIONS = 64
 
 
 class _BoundedClient(httpx.AsyncClient):

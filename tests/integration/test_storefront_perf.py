@@ -19,10 +19,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_bursts_reuse_the_kept_connections_and_never_open_more_than_the_limit():
-    """Two bursts of 40 calls (as HQ's notifications or a shop's payment calls come under
-    load): the first opens at most HTTP_CONNECTIONS connections (httpcore's pool costs
-    O(n²) per request in them), the second opens none (all are kept alive). With httpx's
-    defaults (100 connections) the first opened 40."""
+    """Two bursts of HTTP_CONNECTIONS + 16 calls (as HQ's notifications or a shop's
+    payment calls come under load): the first opens at most HTTP_CONNECTIONS connections
+    (httpcore's pool costs O(n²) per request in them), the second opens none (all are kept
+    alive). With httpx's defaults (100 connections) the first opened all 80."""
     async def slow(request: Request) -> PlainTextResponse:
         await asyncio.sleep(0.05)
         return PlainTextResponse("ok")
@@ -48,7 +48,8 @@ def test_bursts_reuse_the_kept_connections_and_never_open_more_than_the_limit():
             per_burst = []
             for _ in range(2):
                 before = opened[0]
-                for r in await asyncio.gather(*(client.get(url) for _ in range(40))):
+                calls = (client.get(url) for _ in range(HTTP_CONNECTIONS + 16))
+                for r in await asyncio.gather(*calls):
                     assert r.status_code == 200
                 per_burst.append(opened[0] - before)
             return per_burst
@@ -62,8 +63,9 @@ def test_bursts_reuse_the_kept_connections_and_never_open_more_than_the_limit():
 
 
 def test_calls_past_the_limit_wait_outside_httpcores_pool_and_all_complete():
-    """60 calls at once: all answered, and httpcore's pool never holds a queued request
-    (each one there is rescanned against every connection on every pool event)."""
+    """120 calls at once: all answered, and httpcore's pool never holds a queued request
+    (each one there is rescanned against every connection on every pool event). With
+    httpx's defaults (100 connections) 20 queued there."""
 
     async def slow(request: Request) -> PlainTextResponse:
         await asyncio.sleep(0.05)
@@ -86,7 +88,7 @@ def test_calls_past_the_limit_wait_outside_httpcores_pool_and_all_complete():
 
             pool._assign_requests_to_connections = watching
             url = f"http://127.0.0.1:{port}/"
-            for r in await asyncio.gather(*(client.get(url) for _ in range(60))):
+            for r in await asyncio.gather(*(client.get(url) for _ in range(120))):
                 assert r.status_code == 200
             return most[0]
 
