@@ -3,8 +3,9 @@ before the middleware stack and the router do any work.
 
 A hit is the same bytes for every such visitor (see :func:`.pages.index`), so all the
 full path adds to it is cost: a Request object, the session cookie's decode, six
-middleware frames and the route lookup. Measured with ``bench/storefront_bench.py`` that
-cost held the page at 0.70 × the same process's ``/healthz``.
+middleware frames and the route lookup (with the visit's Redis round trip, since batched:
+``web.visit_tally``, the page was at 0.17 × the same process's ``/healthz`` in
+``bench/storefront_bench.py``; about 0.8 without them).
 
 What the full path would do to such a request, and why answering it here is the same:
 
