@@ -35,8 +35,9 @@ from .hq.onboarding import expiry_sweeper
 from .hq.payments import announce_sandbox
 from .shop.bus import decisions_loop, flush_outbox, outbox_loop
 from .shop.catalog import sync_loop
+from .shop.fast_path import CataloguePageFastPath
 from .shop.hq_client import HqClient
-from .shop.kpis import report_loop
+from .shop.kpis import flush_visits, report_loop, visit_flush_loop
 from .shop.orders import apply_decision, delivery_sweeper
 from .shop.payments import SandboxProvider
 from .shop.requests import money_approvals_loop
@@ -52,6 +53,7 @@ from .workers import LeaderLock, inherited_sockets, shared_dir, worker_pool_size
 log = logging.getLogger("kameng.storefront")
 
 Loop = Callable[[AppState], Coroutine[Any, Any, None]]
+SHOP_WARM_CONNECTIONS = 4  # a checkout, a notification, a delivery and a background loop
 
 
 def _state(settings: Settings) -> AppState:
@@ -97,17 +99,63 @@ async def _db_timeout(request: Request, exc: Exception) -> Response:
                              headers={"Retry-After": "5"})
 
 
+# Outgoing HTTP (shop → HQ: payments, fulfilment; HQ → shops: notifications), over
+# kept-alive connections, all of them kept (httpx keeps 20 by default). httpcore's pool
+# checks every idle connection against every other, and every queued request against
+# every connection, on each request and each response (a socket poll each): a third of
+# HQ's samples in the order bench's pay phase, with up to 100 connections and a queue.
+# So calls past this many wait outside the pool (_BoundedClient), and the pool, which
+# only opens connections on demand, stays as small as the concurrency. Not smaller: 55
+# checkouts at once (tests/integration/test_storefront_money.py) must not wait for one
+# another's calls to HQ.
+HTTP_CONNECTIONS = 64
+
+
+class _BoundedClient(httpx.AsyncClient):
+    """Calls past :data:`HTTP_CONNECTIONS` in flight wait here (an O(1) asyncio queue),
+    not in httpcore's pool, so its bookkeeping never scans a queue. The wait is bounded by
+    the call's own pool timeout, as httpcore's was (``httpx.PoolTimeout``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._slots = asyncio.Semaphore(HTTP_CONNECTIONS)
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        wait = (request.extensions.get("timeout") or {}).get("pool")
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("no free connection", request=request) from exc
+        try:
+            return await super().send(request, **kwargs)
+        finally:
+            self._slots.release()
+
+
+def http_client() -> httpx.AsyncClient:
+    """The app's client for its outgoing calls (see :data:`HTTP_CONNECTIONS`)."""
+    return _BoundedClient(limits=httpx.Limits(
+        max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS))
+
+
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Starlette:
     """Build the app. ``http`` lets tests inject a client; otherwise one is created."""
     state = _state(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        size = worker_pool_size(settings.pool_size)
         state.pool = await open_pool(
-            settings.database_url, settings.mode, max_size=worker_pool_size(settings.pool_size)
+            settings.database_url, settings.mode, max_size=size,
+            # Warm at start: a connection opened while a request waits costs it the
+            # server's fork and authentication (HQ spent 10 % of its order-path samples
+            # there). HQ is one Deployment: all of its share. A shop keeps a few warm (one
+            # PostgreSQL server serves many shops; idle ones must not hold 20 each).
+            min_size=size if settings.mode == "hq" else min(size, SHOP_WARM_CONNECTIONS),
         )
         state.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-        state.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        state.http = http or http_client()
         await bootstrap_staff(state)
         loops: list[Loop] = (
             [notification_sweeper, kpi_loop, expiry_sweeper] if settings.mode == "hq"
@@ -122,6 +170,8 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             await asyncio.gather(*(loop(state) for loop in loops))
 
         tasks = [asyncio.create_task(lead())]
+        if settings.mode == "subsite":  # every worker flushes its own page views
+            tasks.append(asyncio.create_task(visit_flush_loop(state)))
         log.info("storefront started", extra={"mode": settings.mode, "site": state.site})
         try:
             yield
@@ -129,6 +179,11 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if settings.mode == "subsite":
+                try:  # this worker's last second of page views
+                    await flush_visits(state)
+                except Exception as exc:
+                    log.warning("visits not counted", extra={"error": type(exc).__name__})
             if http is None:
                 await state.http.aclose()
             if state.kube is not None:
@@ -137,12 +192,17 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             await state.pool.close()
 
     mode_routes = hq.routes() if settings.mode == "hq" else shop.routes()
+    session_cookie = f"kameng_{settings.mode}"
+    # The shop's catalogue hits skip the rest of the stack (see shop.fast_path).
+    fast = ([Middleware(CataloguePageFastPath, session_cookie=session_cookie)]
+            if settings.mode == "subsite" else [])
     app = Starlette(
         # No probes here: they are on the ops port (probes.ops_app), never behind the Ingress.
         routes=mode_routes,
         lifespan=lifespan,
         exception_handlers={PoolTimeout: _db_timeout},
         middleware=[
+            *fast,
             Middleware(RequestMetrics),
             Middleware(TrustedProxies, trusted=settings.trusted_proxies),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes,
@@ -150,7 +210,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Sta
             Middleware(RejectNul),
             Middleware(
                 SessionMiddleware, secret_key=settings.session_secret,
-                session_cookie=f"kameng_{settings.mode}", same_site="lax",
+                session_cookie=session_cookie, same_site="lax",
                 https_only=settings.public_url.startswith("https://"),
             ),
             Middleware(LicenseGate),

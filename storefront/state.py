@@ -18,6 +18,7 @@ from .web.license_guard import LicenseGuard, Mode
 from .web.metrics import Metrics
 from .web.page_cache import PageCache, SharedCounter
 from .web.throttle import FailureThrottle
+from .web.visit_tally import VisitTally
 
 if TYPE_CHECKING:
     import httpx
@@ -61,6 +62,8 @@ class AppState:
     # Sub-site: rendered catalogue pages, valid until a catalogue sync or an announcement
     # bumps the pod-wide counter (shared by the pod's worker processes).
     pages: PageCache = field(default_factory=lambda: PageCache(SharedCounter()))
+    # Sub-site: this worker's page views not yet added to Redis (shop.kpis).
+    visits: VisitTally = field(default_factory=VisitTally)
 
     @property
     def site(self) -> str:

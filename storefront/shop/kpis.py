@@ -3,9 +3,10 @@ category, from its own database and its Redis keys; reported to HQ (``KpiReport`
 to the partner's staff (``reports:read``) with inline SVG charts.
 
 Visits are counted in Redis (``site:<site>:kpi:visits:<day>``, one hash per UTC day, field =
-category, "" for pages without one; kept 40 days): one pipelined round trip per page view,
-no database write. Only the shop's own routes count and a category is counted only for a
-product the shop shows, so neither the keys nor HQ's labels grow with what a visitor sends.
+category, "" for pages without one; kept 40 days): counted in each worker's memory and
+added every second (``web.visit_tally``), no database write. Only the shop's own routes
+count and a category is counted only for a product the shop shows, so neither the keys
+nor HQ's labels grow with what a visitor sends.
 No customer identity leaves the shop: the report carries counts."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..web.auth import requires
 from ..web.charts import bar_chart, line_chart
 from ..web.render import locale_of, render, translator
 from ..web.staff import Staff
+from ..web.visit_tally import VISIT_FLUSH_SECONDS
 from .hq_client import HqError
 from .plans import has_feature, requires_feature
 
@@ -42,16 +44,25 @@ def visits_key(site: str, day: date) -> str:
 
 
 async def count_visit(state: AppState, page: str, category: str = "") -> None:
-    """Count one page view (never fails the page: a lost count is better than a 500)."""
-    state.metrics.visits.labels(page).inc()
-    key = visits_key(state.site, datetime.now(UTC).date())
-    try:
-        pipe = state.redis.pipeline(transaction=False)
-        pipe.hincrby(key, category, 1)
-        pipe.expire(key, VISIT_TTL_SECONDS)
-        await pipe.execute()
-    except Exception as exc:
-        log.warning("visit not counted", extra={"error": type(exc).__name__})
+    """Count one page view: no I/O (``web.visit_tally``; :func:`visit_flush_loop` adds it)."""
+    state.metrics.visit_counter(page).inc()
+    state.visits.add(category)
+
+
+async def flush_visits(state: AppState) -> None:
+    site = state.site
+    await state.visits.flush(state.redis, lambda day: visits_key(site, day), VISIT_TTL_SECONDS)
+
+
+async def visit_flush_loop(state: AppState) -> None:
+    """Every worker's own (its tally is in its memory): flush, sleep, until cancelled; the
+    app's lifespan flushes once more at shutdown."""
+    while True:
+        await asyncio.sleep(VISIT_FLUSH_SECONDS)
+        try:
+            await flush_visits(state)
+        except Exception as exc:
+            log.warning("visits not counted yet", extra={"error": type(exc).__name__})
 
 
 @dataclass

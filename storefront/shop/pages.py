@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from kameng.contracts.hq_api import NOTIFY_PATH, NotificationError
 
-from ..state import state_of
-from ..web.page_cache import etag_matches
+from ..state import AppState, state_of
+from ..web.page_cache import CachedPage, etag_matches
 from ..web.render import csrf_ok, error_page, locale_of, render, render_shared
 from ..web.throttle import LOOKUP_PER_CLIENT, LOOKUP_PER_ORDER_CLIENT, client_subject
 from .account import ACCOUNT_LOGIN_PATH, current_customer
@@ -37,14 +37,34 @@ _REFUSAL_STATUS = {"not_found": 404, "forbidden": 403, "unavailable_body": 502, 
                    "wallet_busy": 409}
 
 
+def index_key(state: AppState, locale: str) -> tuple[str | None, ...]:
+    """The catalogue page's cache key: the license's mode and token are in it, so a
+    renewal or suspension shows at once (the one home of the key: the route and
+    :mod:`.fast_path` both look pages up by it)."""
+    return ("index", locale, state.effective_mode(), state.guard().token)
+
+
+def index_headers(page: CachedPage, locale: str) -> dict[str, str]:
+    """Headers of the catalogue page, 200 and 304 alike (RFC 9110 §15.4.5: a 304 carries
+    what a 200 would of ETag, Cache-Control, Vary). The one home of the list: the route and
+    :mod:`.fast_path` both send it, and a test holds them equal."""
+    # no-cache: browsers keep the page but ask each time, and get a 304 while it holds.
+    # nosniff: the body is HTML and nothing else may be guessed from it.
+    return {"ETag": page.etag, "Cache-Control": "no-cache", "Vary": "Cookie",
+            "Content-Language": locale, "X-Content-Type-Options": "nosniff"}
+
+
+INDEX_MEDIA_TYPE = "text/html; charset=utf-8"
+
+
 async def index(request: Request) -> Response:
     """The catalogue, from the page cache: a hit is neither a query nor a render. The page
-    is the same for every visitor of a locale (no CSRF token: it has no form), and the
-    license's mode and token are in the key, so a renewal or suspension shows at once."""
+    is the same for every visitor of a locale (no CSRF token: it has no form). A hit for a
+    visitor without a session is answered before the middleware by :mod:`.fast_path`."""
     state = state_of(request)
     await count_visit(state, "index")
     locale = locale_of(request)
-    key = ("index", locale, state.effective_mode(), state.guard().token)
+    key = index_key(state, locale)
     page = state.pages.get(key)
     if page is None:
         generation = state.pages.counter.value()  # before the reads: see page_cache
@@ -55,11 +75,10 @@ async def index(request: Request) -> Response:
                              news=await latest_announcements(state)
                              if has_feature(state, "marketing") else [])
         page = state.pages.put(key, generation, body.encode())
-    # no-cache: browsers keep the page but ask each time, and get a 304 while it holds.
-    headers = {"ETag": page.etag, "Cache-Control": "no-cache", "Vary": "Cookie"}
+    headers = index_headers(page, locale)
     if etag_matches(page.etag, request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
-    return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
+    return Response(page.body, media_type=INDEX_MEDIA_TYPE, headers=headers)
 
 
 async def product_page(request: Request) -> Response:

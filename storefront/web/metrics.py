@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -51,6 +52,10 @@ class Metrics:
         self.catalog_syncs = Counter(
             "kameng_storefront_catalog_syncs_total", "Catalogue syncs", ["result"], registry=r
         )
+        self.page_fast_hits = Counter(
+            "kameng_storefront_page_fast_hits_total",
+            "Catalogue page hits answered before the middleware (shop.fast_path)", registry=r,
+        )
 
         # KPIs over the last 30 days (kameng_storefront.hq.kpis; HQ only). Gauges, because
         # they are a window recomputed from HQ's records. Labels are bounded: site by the
@@ -89,6 +94,15 @@ class Metrics:
         # Shop only: visits counted by page kind (bounded: the shop's own routes).
         self.visits = Counter("kameng_storefront_visits_total", "Shop page visits", ["page"],
                               registry=r)
+        self._visit_children: dict[str, Any] = {}
+
+    def visit_counter(self, page: str) -> Any:
+        """``visits`` for ``page``, the child looked up once: ``labels()`` validates and
+        locks on every call, a measurable share of a cached catalogue hit."""
+        child = self._visit_children.get(page)
+        if child is None:
+            child = self._visit_children[page] = self.visits.labels(page)
+        return child
 
     def render(self) -> bytes:
         shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

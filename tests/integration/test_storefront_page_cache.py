@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -111,3 +112,92 @@ def test_announcement_shows_at_once(stack):
             "csrf": admin_csrf(admin), "title": "Flash sale", "body": "today only"})
         assert r.status_code == 303
         assert "Flash sale" in c.get("/").text  # the same replica: no wait at all
+
+
+def _fast_hits(app) -> float:
+    return state_of(app).metrics.registry.get_sample_value(
+        "kameng_storefront_page_fast_hits_total") or 0.0
+
+
+_PER_RESPONSE = {"date", "server"}  # uvicorn's own, different on every response
+
+
+def _headers(r: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in r.headers.multi_items() if k not in _PER_RESPONSE]
+
+
+def _fast_hit(app, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """GET ``url`` until the fast path answers it: the catalogue sync (every second here)
+    may drop the page in between, and then a GET goes the full way and fills it again."""
+    for _ in range(5):
+        before = _fast_hits(app)
+        r = httpx.get(url, headers=headers)  # a fresh client: no cookies kept
+        if _fast_hits(app) == before + 1:
+            return r
+    raise AssertionError("a cache hit without a session took the full path")
+
+
+def test_a_hit_without_a_session_skips_the_stack_and_sends_what_the_full_path_sends(stack):
+    """A visitor without a session cookie gets a hit from the fast path (shop.fast_path);
+    one with the cookie (here one the app cannot decode: an empty session, the same page)
+    from the route behind the whole middleware stack. Same status, headers, body."""
+    app, url = stack.shop_app, f"{stack.shop_url}/"
+    cookie = {"Cookie": "kameng_subsite=not-a-session"}
+    fast = _fast_hit(app, url)
+    before = _fast_hits(app)
+    slow = httpx.get(url, headers=cookie)
+    assert _fast_hits(app) == before, "a request with a session cookie took the fast path"
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content
+    assert _headers(fast) == _headers(slow)
+    headers = dict(_headers(fast))
+    assert headers["content-language"] == "zh-CN"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["vary"] == "Cookie"
+    assert headers["cache-control"] == "no-cache"
+    # Revalidation: the same 304 both ways.
+    etag = {"If-None-Match": fast.headers["etag"]}
+    fast304 = _fast_hit(app, url, etag)
+    slow304 = httpx.get(url, headers={**etag, **cookie})
+    assert fast304.status_code == slow304.status_code == 304
+    assert fast304.content == slow304.content == b""
+    assert _headers(fast304) == _headers(slow304)
+    # Anything else goes the full way: a query, another method, a body.
+    before = _fast_hits(app)
+    for r in (httpx.get(f"{url}?lang=en"), httpx.head(url),
+              httpx.request("GET", url, content=b"x")):
+        assert r.status_code == 200
+    assert _fast_hits(app) == before
+
+
+def test_page_views_are_counted_in_batches_and_none_is_lost_when_redis_fails(stack,
+                                                                               redis_url):
+    """A view costs no Redis round trip (counted in memory, flushed every second); a
+    flush that fails keeps its counts for the next one."""
+    import redis.asyncio as aioredis
+
+    from kameng_storefront.shop.kpis import VISIT_TTL_SECONDS, visits_key
+    from kameng_storefront.web.visit_tally import VisitTally
+
+    async def scenario() -> None:
+        tally, key_of = VisitTally(), (lambda day: visits_key("tally-test", day))
+        for _ in range(5):
+            tally.add("game")
+        tally.add("")
+        dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+        with pytest.raises(Exception):  # noqa: B017,PT011 - whatever the client raises
+            await tally.flush(dead, key_of, VISIT_TTL_SECONDS)
+        await dead.aclose()
+        assert tally.pending() == 6
+        live = aioredis.from_url(redis_url, decode_responses=True)
+        try:
+            await tally.flush(live, key_of, VISIT_TTL_SECONDS)
+            assert tally.pending() == 0
+            key = key_of(datetime.now(UTC).date())
+            assert await live.hgetall(key) == {"game": "5", "": "1"}
+            assert 0 < await live.ttl(key) <= VISIT_TTL_SECONDS
+            await live.delete(key)
+        finally:
+            await live.aclose()
+
+    asyncio.run(scenario())
