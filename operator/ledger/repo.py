@@ -161,7 +161,8 @@ def place(period: str, event_at: datetime, closed_until: datetime | None
 
 async def post_events(conn: AsyncConnection, events: list[OrderEvent],
                       rates: dict[str, Rates],
-                      rates_at: Callable[[str, datetime], Rates] | None = None) -> Outcome:
+                      rates_at: Callable[[str, datetime], Rates] | None = None,
+                      hash_of: Callable[[OrderEvent], str] = event_hash) -> Outcome:
     """Post a batch of order events in ONE transaction (the caller's, if one is open).
 
     ``rates`` holds the License terms in force per site; ``rates_at(site, t)``, when
@@ -170,6 +171,8 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
     inputs) is skipped; the same key with other inputs is a :class:`Conflict`, recorded
     and returned, never posted. A refund beyond what was paid, or of an order never
     paid, raises :class:`PostingError` and the whole batch applies nothing.
+    ``hash_of`` is :func:`event_hash` or a lookup of hashes made by it ahead of time
+    (the worker hashes the next batch while this one is in the database).
     """
     out = Outcome()
     todo = [ev for ev in events if ev.event in POSTED_EVENTS]
@@ -188,7 +191,7 @@ async def post_events(conn: AsyncConnection, events: list[OrderEvent],
         known: dict[str, str] = {r[0]: r[1] for r in rows}
         fresh: list[OrderEvent] = []
         for ev in todo:
-            h = event_hash(ev)
+            h = hash_of(ev)
             if ev.event_id in known:
                 if known[ev.event_id] == h:
                     out.duplicates += 1

@@ -60,6 +60,9 @@ class Entry:
 
 
 BatchHandler = Callable[[list[Entry]], Awaitable[None]]
+# Called on a read-ahead batch as soon as it arrives (prefetch only): CPU work done there
+# overlaps the database work of the batch being handled. Must not raise.
+PrepareHook = Callable[[list[Entry]], None]
 DeadLetterHook = Callable[[Entry, str], Awaitable[None]]
 
 
@@ -142,11 +145,13 @@ class StreamConsumer:
     """One replica of a worker group over every ``<prefix><site>`` stream."""
 
     def __init__(self, redis: aioredis.Redis, config: ConsumerConfig, handler: BatchHandler,
-                 on_dead_letter: DeadLetterHook | None = None) -> None:
+                 on_dead_letter: DeadLetterHook | None = None,
+                 prepare: PrepareHook | None = None) -> None:
         self.redis = redis
         self.cfg = config
         self.handler = handler
         self.on_dead_letter = on_dead_letter
+        self.prepare = prepare
         self.streams: set[str] = set()
         self._next_discover = 0.0
         self._next_claim = 0.0
@@ -383,9 +388,17 @@ class StreamConsumer:
             # posted and committed. Order per stream still holds: batches are handled one
             # after the other; only the reading runs ahead. A crash leaves the read-ahead
             # entries pending, claimed later like any other (at-least-once, idempotent).
-            self._prefetch = asyncio.create_task(self.read())
+            self._prefetch = asyncio.create_task(self._read_ahead())
         done += await self.process(entries)
         return done
+
+    async def _read_ahead(self) -> list[Entry]:
+        entries = await self.read()
+        if entries and self.prepare is not None:
+            # Runs while the handler awaits its database: decoding the next batch here
+            # overlaps with the current one's posting instead of following it.
+            self.prepare(entries)
+        return entries
 
     async def _drop_prefetch(self) -> None:
         task, self._prefetch = self._prefetch, None

@@ -463,3 +463,47 @@ async def test_a_dead_letter_raises_an_event_on_the_license(dsn, rp, kubectl, ku
     finally:
         await kube.close()
         kubectl("delete", "license", site, "--wait=false", check=False)
+
+
+async def test_read_ahead_batches_are_decoded_early_and_post_exactly_once(dsn, rp):
+    """The worker decodes and hashes the read-ahead batch while the current one is in
+    PostgreSQL (the throughput of issue 9). Events decoded early must post exactly as the
+    others: a conflicting duplicate is still refused, an undecodable entry still ends in
+    the dead letters, and nothing is posted twice or left behind."""
+    await setup_ledger(dsn)
+    client, prefix = rp
+    book = LicenseBook()
+    book.set([license_obj("eta")])
+    cfg = ConsumerConfig(group=f"settle-{prefix}", consumer="ahead", prefix=prefix, batch=5,
+                         block_ms=20, claim_idle_ms=200, claim_seconds=0.0,
+                         discover_seconds=0.0, trim_seconds=3600.0, max_deliveries=1,
+                         prefetch=True)
+    w = Settlement(dsn, client, book,
+                   SandboxPayoutProvider(lambda: psycopg.AsyncConnection.connect(dsn)), cfg)
+    early: list[str] = []
+    prepare = w.consumer.prepare
+    assert prepare is not None, "the settlement worker decodes its read-ahead batches"
+
+    def spy(batch):
+        prepare(batch)
+        early.extend(e.id for e in batch)
+    w.consumer.prepare = spy
+    stream = prefix + "eta"
+    for i in range(40):
+        await client.xadd(stream, event("order.paid", "eta", f"O{i}", 100 + i))
+    await client.xadd(stream, {"v": "1", "event": "order.paid"})  # undecodable
+    await client.xadd(stream, event("order.paid", "eta", "O7", 99_999))  # same id, other amount
+    for i in range(40, 60):
+        await client.xadd(stream, event("order.paid", "eta", f"O{i}", 100 + i))
+    for _ in range(3):
+        await _drain(w)
+        await __import__("asyncio").sleep(0.25)
+    assert len(early) >= 40, "read-ahead batches were decoded ahead of their turn"
+    assert w._ready == {}, "every entry decoded early was handled"
+    b = await _balances(dsn)
+    assert b[rules.ESCROW] == sum(100 + i for i in range(60))
+    assert (await _one(dsn, "SELECT count(*) FROM ledger.entries"))[0][0] == 60
+    dead = await client.xrange(dead_letter_stream(w.consumer.cfg.group))
+    assert sorted(d[1].get("amount", "") for d in dead) == ["", "99999"]
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        assert await verify(conn, check_payments=False) == []

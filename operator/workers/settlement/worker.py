@@ -44,7 +44,11 @@ class Settlement:
         self.provider = provider
         self.interval = interval
         self.consumer = StreamConsumer(redis, config or ConsumerConfig(group=GROUP),
-                                       self.handle, self.on_dead_letter)
+                                       self.handle, self.on_dead_letter, self.prepare)
+        # Read-ahead entries decoded and hashed while the previous batch was in the
+        # database: (stream, id) → (event, input hash). Entry ids are immutable, so a
+        # decoded entry stays right however late it is handled.
+        self._ready: dict[tuple[str, str], tuple[OrderEvent, str]] = {}
         self._conns: dict[str, AsyncConnection] = {}
         # What the ledger holds of each License (loaded once, then kept in step), so a
         # pass over unchanged Licenses costs no query: uid → term accounted; site →
@@ -63,6 +67,31 @@ class Settlement:
             self._conns[role] = conn
         return conn
 
+    def prepare(self, batch: list[Entry]) -> None:
+        """Decode and hash a read-ahead batch (the consumer calls it while the current
+        batch is being posted: the worker's CPU work then overlaps PostgreSQL's). An entry
+        that does not decode is left to :meth:`handle`, which fails it the usual way."""
+        if len(self._ready) > 8 * max(self.consumer.cfg.batch, 1):
+            self._ready.clear()  # read-ahead never handled (not expected): bound memory
+        for e in batch:
+            try:
+                ev = OrderEvent.from_fields(e.fields)
+                self._ready[(e.stream, e.id)] = (ev, repo.event_hash(ev))
+            except Exception:  # noqa: S112 - decoded (and refused) again in handle
+                continue
+
+    def _decoded(self, batch: list[Entry]) -> tuple[list[OrderEvent], dict[int, str]]:
+        events: list[OrderEvent] = []
+        hashes: dict[int, str] = {}
+        for e in batch:
+            ready = self._ready.pop((e.stream, e.id), None)
+            if ready is None:
+                events.append(OrderEvent.from_fields(e.fields))
+            else:
+                events.append(ready[0])
+                hashes[id(ready[0])] = ready[1]
+        return events, hashes
+
     async def handle(self, batch: list[Entry]) -> None:
         await self.book.refresh()
         # Rate changes are recorded before anything is posted at the new rates, so the
@@ -73,7 +102,7 @@ class Settlement:
             await self.track_licenses()
         except Exception:
             log.exception("License changes not recorded; posting at the recorded rates")
-        events = [OrderEvent.from_fields(e.fields) for e in batch]
+        events, hashes = self._decoded(batch)
         rates = {}
         for ev in events:
             r = self.book.rates(ev.site)
@@ -84,7 +113,9 @@ class Settlement:
                 self._history[site] = await ledger_licenses.rate_changes(
                     await self._conn("track"), site)
         conn = await self._conn("post")
-        out = await repo.post_events(conn, events, rates, self.rates_at)
+        out = await repo.post_events(
+            conn, events, rates, self.rates_at,
+            lambda ev: hashes.get(id(ev)) or repo.event_hash(ev))
         metrics.POSTINGS.inc(out.posted)
         if out.duplicates:
             metrics.DUPLICATES.inc(out.duplicates)
