@@ -18,6 +18,7 @@ from kameng.api import conditions as c
 from kameng.api.common import API_VERSION
 from kameng.api.holds import Hold, holds_of
 from kameng.api.license import (
+    ACTIVE,
     DEFAULT_NOTICE_LEADS,
     GRACE,
     PENDING,
@@ -84,6 +85,15 @@ def rolepolicy_status(spec: dict[str, Any], generation: int, used_by: int,
     return {"roleCount": len(rp.roles), "usedBy": used_by, "observedGeneration": generation,
             "conditions": c.set_condition((previous or {}).get("conditions"), c.READY, True,
                                           c.R_VALID, msg, now, generation)}
+
+
+def first_state_quiet(current: dict[str, Any], new_state: str) -> bool:
+    """A new License's first state, when it is Active, is not a transition: its status
+    says it, and an Event per License was one write in twenty-six of a batch's (the rule
+    of a new SubSite's first phase). A License that starts anywhere else (ExpiringSoon,
+    Grace, Suspended…) still says so, and so does a Pending one (its status is written,
+    without a state) that becomes Active when its term begins."""
+    return not current and new_state == ACTIVE
 
 
 def _leads(spec: dict[str, Any]) -> list[str]:
@@ -279,6 +289,8 @@ class Agreements:
             # Counted where the Event is posted: once per transition, by the one
             # operator that wrote it, not per reconcile.
             metrics.LICENSE_TRANSITIONS.labels(state=new_state).inc()
+            if first_state_quiet(current, new_state):
+                return
             ready = c.find(desired["conditions"], c.READY) or {}
             await events.post(self.kube,
                               {**body, "kind": LICENSE.kind, "apiVersion": API_VERSION},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -187,6 +188,22 @@ async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, mem
 
 # --- the reconcile loop and deletion ---------------------------------------------------
 
+async def _await_new_license(body: kopf.Body, licenses: kopf.Index[str, Any],
+                             wake: asyncio.Event, stop: asyncio.Task[None]) -> None:
+    """A new SubSite's first reconcile waits briefly for its License (see
+    ``reconcile.NEW_LICENSE_WAIT``); the License's event pokes the site awake."""
+    loop = asyncio.get_running_loop()
+    ref = (body.get("spec") or {}).get("licenseRef", "")
+    deadline = loop.time() + reconcile.license_wait(dict(body), _first(licenses, ref),
+                                                    datetime.now(UTC))
+    while _first(licenses, ref) is None and (left := deadline - loop.time()) > 0 \
+            and not stop.done():
+        wake.clear()
+        woken = asyncio.create_task(wake.wait())
+        await asyncio.wait({woken, stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+
+
 @kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
@@ -202,6 +219,7 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
 
     stop = asyncio.create_task(until_stopped())
     try:
+        await _await_new_license(body, licenses, wake, stop)
         while not stopped and not reconcile.being_deleted(rt, dict(body)):
             wake.clear()
             spec = body.get("spec") or {}

@@ -1,0 +1,53 @@
+"""Pure rules behind the operator's write and CPU budget at scale (issue 13)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from kameng.controller.agreements import first_state_quiet
+from kameng.controller.reconcile import NEW_LICENSE_WAIT, license_wait
+from kameng.kube.drift import manifest_hash, with_hash
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _site(age: float, status: dict | None = None) -> dict:
+    created = (NOW - timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": {"name": "s", "creationTimestamp": created},
+            "status": status or {}}
+
+
+def test_a_new_site_waits_briefly_for_its_license() -> None:
+    assert license_wait(_site(0), None, NOW) == NEW_LICENSE_WAIT
+    assert license_wait(_site(1), None, NOW) == NEW_LICENSE_WAIT - 1
+    # Its License is known: no wait.
+    assert license_wait(_site(0), (1, {}, (), None), NOW) == 0.0
+    # Old enough, or reconciled before (a restarted operator): no wait.
+    assert license_wait(_site(60), None, NOW) == 0.0
+    assert license_wait(_site(0, {"phase": "Pending"}), None, NOW) == 0.0
+    # A clock running behind the API server's never makes the wait longer.
+    assert license_wait(_site(-600), None, NOW) == NEW_LICENSE_WAIT
+    assert license_wait({"metadata": {"name": "s"}}, None, NOW) == 0.0
+
+
+def test_a_new_licenses_first_active_state_posts_no_event() -> None:
+    assert first_state_quiet({}, "Active")
+    # Anything else a new License starts in is worth an Event…
+    assert not first_state_quiet({}, "ExpiringSoon")
+    assert not first_state_quiet({}, "Suspended")
+    # …and so is a Pending License (status written, no state) whose term began.
+    assert not first_state_quiet({"expiresAt": "x", "observedGeneration": 1}, "Active")
+
+
+def test_with_hash_leaves_the_manifest_alone_and_keeps_the_hash() -> None:
+    obj = {"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "c", "namespace": "n", "annotations": {"a": "1"}},
+           "data": {"k": "v"}}
+    before = manifest_hash(obj)
+    out = with_hash(obj)
+    assert obj["metadata"]["annotations"] == {"a": "1"}, "the input is not mutated"
+    assert out["metadata"]["annotations"]["a"] == "1"
+    assert before in out["metadata"]["annotations"].values()
+    # The hash is the stdlib's sorted JSON as before: an upgraded operator re-applies
+    # nothing.
+    assert before == "51346871359e0026d5b0"
