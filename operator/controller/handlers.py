@@ -82,26 +82,29 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
+# Coroutines although they never await: kopf runs a plain function in a thread of its
+# executor (a hop and a shielded future per index per event — four per SubSite event),
+# and a coroutine inline.
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("licenseRef", ""): name}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+async def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
                        ) -> dict[str, domains.DomainClaim]:
     return {spec.get("domain", ""): domains.DomainClaim(
         str(meta.get("creationTimestamp") or ""), name, str(meta.get("uid") or ""))}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+async def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
                      ) -> dict[str, str] | None:
     """Each placed site's PostgreSQL server (the capacity count of the placement)."""
     server = status.get("databaseServer") or \
@@ -110,7 +113,7 @@ def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
 
 
 @kopf.index(GROUP, VERSION, LICENSE.plural)
-def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
+async def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     # Holds are annotations beside the spec Git owns (kameng.api.holds); they change no
     # generation, but every License event pokes the sites of that License.
     return {name: (int(meta.get("generation", 1)), dict(spec),
@@ -118,7 +121,7 @@ def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str,
 
 
 @kopf.index(GROUP, VERSION, ROLEPOLICY.plural)
-def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
+async def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
     return {name: dict(spec)}
 
 

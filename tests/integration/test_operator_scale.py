@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kameng.children.context import namespace_name
 from tests.support.operator import OperatorProcess, batch_objects
 
 PREFIX = "it-scale"
@@ -87,10 +88,11 @@ def test_writes_proportional_to_changes(converged: dict[str, float]) -> None:
     # Each child is applied once: a value the server omits (`value: ""`) is not drift
     # (before: 2-4 Deployment applies per site).
     assert converged.get("Deployment", 0) <= COUNT * 1.1, converged
-    # Events: one per transition (a new site's first phase is none; PhaseReady is, and
-    # its License's LicenseActive), repeats bump a count instead of adding objects
-    # (before: 3 per site, PhaseProvisioning included; 2.5-3.2 in the benchmark).
-    assert converged.get("Event", 0) <= COUNT * 2.25, converged
+    # Events: one per transition (a new site's first phase is none, nor is a new
+    # License's first Active state; PhaseReady is), repeats bump a count instead of
+    # adding objects (before: 3 per site, PhaseProvisioning included; then 2.26 with
+    # LicenseActive; the margin is for a transient retry on a loaded machine).
+    assert converged.get("Event", 0) <= COUNT * 1.25, converged
     total = sum(converged.values())
     assert total / COUNT <= MAX_WRITES_PER_SITE, converged
 
@@ -119,3 +121,36 @@ def test_kopf_writes_only_its_finalizer(converged: dict[str, float], kubectl: An
         annotations = o["metadata"].get("annotations") or {}
         assert "kameng.io/last-handled-configuration" not in annotations, o["metadata"]["name"]
         assert "kameng.io/reclaim" in o["metadata"].get("finalizers", [])
+
+
+def test_a_site_applied_before_its_license_is_built_once(operator: OperatorProcess,
+                                                         kubectl: Any) -> None:
+    """GitOps applies a SubSite and its License together, in no fixed order. A SubSite
+    whose License arrives a moment later is built once, licensed (before: built
+    unlicensed, a LicenseValid Warning, then rebuilt — a second rollout of the
+    Deployment), and a new License's first Active state posts no Event."""
+    prefix = "it-scalelate"
+    rp, lic, ss = batch_objects(prefix, 1)
+    name = ss["metadata"]["name"]
+
+    def warnings_and_license_events() -> list[tuple[str, str, str]]:
+        items = json.loads(kubectl("get", "events", "-n", "default", "-o", "json").stdout)
+        return [(e["involvedObject"].get("kind"), e["type"], e["reason"])
+                for e in items["items"] if e["involvedObject"].get("name") == name
+                and (e["type"] == "Warning" or e["involvedObject"].get("kind") == "License")]
+
+    try:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump_all([rp, ss]))
+        time.sleep(1.0)
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
+        _wait(lambda: (json.loads(kubectl("get", "subsite", name, "-o", "json").stdout)
+                       .get("status") or {}).get("phase") == "Ready", 120, f"{name} Ready")
+        dep = json.loads(kubectl("get", "deployment", "storefront", "-n",
+                                 namespace_name(name), "-o", "json").stdout)
+        assert dep["metadata"]["generation"] == 1, "the Deployment was rolled out twice"
+        assert warnings_and_license_events() == []
+    finally:
+        kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
+                "--timeout=120s", timeout=150)
+        kubectl("delete", "license", name, "--ignore-not-found")
+        kubectl("delete", "rolepolicy", rp["metadata"]["name"], "--ignore-not-found")
