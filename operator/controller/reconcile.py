@@ -32,7 +32,7 @@ from kameng.children.namespace import db_connection_limit, namespace_ownership
 from kameng.children.namespace import namespace as namespace_of
 from kameng.children.rbac import MEMBER_PREFIX
 from kameng.children.secrets import unb64
-from kameng.contracts.hq_auth import SiteCredential
+from kameng.contracts.hq_auth import REGISTRY_SECRET, SiteCredential
 from kameng.contracts.license_token import LicenseClaims, TokenError, verify_token
 from kameng.contracts.pod import DB_SECRET, KEYS_SECRET, LICENSE_SECRET, LICENSE_TOKEN, REDIS_SECRET
 from kameng.kube import events
@@ -264,7 +264,13 @@ async def _credential(rt: Runtime, site: str) -> SiteCredential | None:
     state = rt.site(site)
     # Re-read once per resync period: an entry a person deleted is published again.
     if time.monotonic() - state.credential_loaded_at > rt.config.resync_seconds:
-        state.credential = await sitecreds.load(rt.kube, rt.config.namespace, site)
+        # The registry Secret is one of the operator's own (watched, so cached): read
+        # there. A GET per new site returned the whole registry — an entry per site — so
+        # a batch of N sites read O(N²) bytes (~175 MB at 1,000). Not cached yet (the
+        # first site, or the watch still listing): read from the API.
+        cached = rt.cache.get(("Secret", rt.config.namespace, REGISTRY_SECRET))
+        state.credential = sitecreds.entry_of(cached, site) if cached is not None else \
+            await sitecreds.load(rt.kube, rt.config.namespace, site)
         state.credential_loaded_at = time.monotonic()
     return state.credential
 
