@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from kameng.controller.agreements import first_state_quiet
@@ -51,3 +52,48 @@ def test_with_hash_leaves_the_manifest_alone_and_keeps_the_hash() -> None:
     # The hash is the stdlib's sorted JSON as before: an upgraded operator re-applies
     # nothing.
     assert before == "51346871359e0026d5b0"
+
+
+def test_the_child_cache_keeps_a_site_in_little_memory() -> None:
+    """The cache holds every child of every site: 17,000 objects at 1,000 sites. As
+    Python dicts they took ~4× their JSON size: 70 KiB a site here before, 18 after."""
+    import tracemalloc
+
+    from kameng.api.subsite import SubSiteSpec
+    from kameng.children.build import build_children
+    from kameng.children.context import SiteContext, SiteSecrets
+    from kameng.kube.cache import ChildCache, key_of
+    from tests.support.operator import subsite_spec
+
+    sites = 40
+    children = []
+    for i in range(sites):
+        name = f"mem-{i:04d}"
+        ctx = SiteContext(name=name, uid=f"00000000-0000-0000-0000-{i:012d}",
+                          spec=SubSiteSpec.model_validate(subsite_spec(name, "mem")),
+                          secrets=SiteSecrets(db_dsn="x" * 80, redis_url="x" * 60,
+                                              session_secret="x" * 44, data_key="x" * 48,
+                                              license_token="x" * 600))
+        children += [{**with_hash(o), "metadata": {**with_hash(o)["metadata"],
+                                                   "resourceVersion": str(100 + n)}}
+                     for n, o in enumerate(build_children(ctx))]
+    # As the watch and the API responses deliver them: parsed from JSON, owned by the
+    # cache alone afterwards.
+    raw = [json.dumps(o) for o in children]
+    cache = ChildCache()
+    tracemalloc.start()
+    try:
+        for text in raw:
+            cache.put(json.loads(text))
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_site = used / sites / 1024
+    print(f"child cache: {per_site:.1f} KiB a site")
+    assert per_site < 30, f"{per_site:.1f} KiB a site"
+    # What is read back is what was put (managedFields aside), and a copy.
+    o = children[5]
+    got = cache.get(key_of(o))
+    assert got == o
+    got["metadata"]["name"] = "changed"
+    assert cache.get(key_of(o)) == o
