@@ -120,6 +120,8 @@ class Agreements:
         self.owners: dict[str, str] = {}  # SubSite name → owner's e-mail (notices)
         self._notice_retry: dict[str, datetime] = {}  # License → when to try again
         self._due: dict[str, datetime | None] = {}  # License → its next change (clock)
+        # Licenses whose next change must be computed again (edited, synced, new).
+        self._due_stale: set[str] = set()
         self.licenses: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self.used_by: dict[str, int] = {}
@@ -131,11 +133,13 @@ class Agreements:
     async def license_seen(self, body: dict[str, Any], now: datetime | None = None) -> None:
         name = body["metadata"]["name"]
         self.licenses[name] = body
+        self._due_stale.add(name)
         self.changed.set()
         await self._sync_license(body, now or datetime.now(UTC))
 
     def license_gone(self, name: str) -> None:
         self.licenses.pop(name, None)
+        self._due.pop(name, None)
         self._notice_retry.pop(name, None)
 
     def site_seen(self, name: str, spec: dict[str, Any], deleted: bool = False) -> None:
@@ -216,7 +220,19 @@ class Agreements:
         """When the first known License changes by time alone. Remembers each License's
         own time, so the tick after the sleep knows which ones are due (recomputed then,
         the passed boundary would already be in the past and nothing would look due)."""
-        self._due = {name: self.due_at(name, now) for name in self.licenses}
+        # Computed again only for a License that changed, is new, or whose time has
+        # passed: until its first boundary a License's next change is the same whatever
+        # the time. Recomputing all of them on every License event (each status write
+        # echoes one) was O(N²): 16 % of the operator's CPU in a 1,000-site batch.
+        due = self._due
+        for name in self.licenses:
+            known = due.get(name, now)
+            if name in self._due_stale or name not in due or (known is not None
+                                                              and known <= now):
+                due[name] = self.due_at(name, now)
+        self._due_stale.clear()
+        for name in [n for n in due if n not in self.licenses]:
+            del due[name]
         return min((p for p in self._due.values() if p is not None), default=None)
 
     async def tick(self, now: datetime) -> None:
@@ -263,6 +279,8 @@ class Agreements:
 
     async def _sync_license(self, body: dict[str, Any], now: datetime) -> None:
         meta = body["metadata"]
+        # Its status (notices sent) or a notice's retry time may change below.
+        self._due_stale.add(meta["name"])
         try:
             desired = license_status(body.get("spec") or {}, int(meta.get("generation", 1)),
                                      body.get("status"), now,

@@ -97,3 +97,33 @@ def test_the_child_cache_keeps_a_site_in_little_memory() -> None:
     assert got == o
     got["metadata"]["name"] = "changed"
     assert cache.get(key_of(o)) == o
+
+
+def test_the_license_clock_recomputes_only_the_license_that_changed() -> None:
+    """Every License event woke the clock, which computed the next change of every
+    License: O(N²) over a batch, 16 % of the operator's CPU at 1,000 sites."""
+    from kameng.controller.agreements import Agreements
+
+    spec = {"subSite": "s", "plan": "basic", "categories": ["game-cards"],
+            "term": {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+            "gracePeriod": "72h"}
+    ag = Agreements(kube=None)  # type: ignore[arg-type] - only the pure part is used
+    ag.licenses = {f"l{i}": {"metadata": {"name": f"l{i}"}, "spec": spec} for i in range(50)}
+    calls: list[str] = []
+    real = ag.due_at
+
+    def counted(name: str, now: datetime) -> datetime | None:
+        calls.append(name)
+        return real(name, now)
+    ag.due_at = counted  # type: ignore[method-assign]
+    first = ag.next_change(NOW)
+    assert len(calls) == 50
+    calls.clear()
+    ag._due_stale.add("l7")  # what license_seen and a status sync do
+    assert ag.next_change(NOW + timedelta(seconds=5)) == first
+    assert calls == ["l7"]
+    # Once its time has passed, a License's next change is computed again.
+    calls.clear()
+    assert first is not None
+    ag.next_change(first + timedelta(seconds=1))
+    assert len(calls) == 50
