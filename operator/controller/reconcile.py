@@ -291,7 +291,7 @@ async def _credential(rt: Runtime, site: str) -> SiteCredential | None:
     if time.monotonic() - state.credential_loaded_at > rt.config.resync_seconds:
         # The registry Secret is one of the operator's own (watched, so cached): read
         # there. A GET per new site returned the whole registry — an entry per site — so
-        # a batch of N sites read O(N²) bytes (~175 MB at 1,000). Not cached yet (the
+        # a batch of N sites read O(N²) bytes (~180 MB at 1,000). Not cached yet (the
         # first site, or the watch still listing): read from the API.
         cached = rt.cache.get(("Secret", rt.config.namespace, REGISTRY_SECRET))
         state.credential = sitecreds.entry_of(cached, site) if cached is not None else \
