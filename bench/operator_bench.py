@@ -128,6 +128,11 @@ async def count_ready(kube: Kube, prefix: str) -> int:
                and o.get("status", {}).get("phase") == "Ready")
 
 
+async def _ready(kube: Kube, name: str) -> bool:
+    obj = await kube.get(path_for(API_VERSION, "SubSite", name), kind="SubSite")
+    return ((obj or {}).get("status") or {}).get("phase") == "Ready"
+
+
 async def raw_loop(kube: Kube, prefix: str, n: int) -> tuple[int, float]:
     """The same children, created one POST at a time: the floor any controller pays."""
     created, started = 0, time.monotonic()
@@ -191,7 +196,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() - started > args.timeout:
                 raise SystemExit(f"only {ready}/{args.count} Ready after {args.timeout}s; "
                                  f"operator log: {log_path}")
-            await asyncio.sleep(0.5)
+            # A LIST of every SubSite per poll: at 1,000 sites ~4 MB the API server
+            # serialises each time, load the operator would be measured under; polled
+            # less often at scale (the figure's resolution stays under 1 %).
+            await asyncio.sleep(0.5 if args.count <= 200 else 2.0)
             ready = await count_ready(kube, prefix)
         fig["seconds_until_all_ready"] = round(time.monotonic() - started, 2)
         api_w1, kopf_w1 = apiserver_writes(kubectl)
@@ -231,7 +239,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             docs[2]["spec"]["rolePolicyRef"] = f"{prefix}-rp"
             t0 = time.monotonic()
             await create_all(kube, docs[1:])
-            while await count_ready(kube, f"{prefix}s{i}") < 1:
+            # One GET of the one SubSite, not a LIST of all (10 LISTs of 1,000 SubSites
+            # a second loaded the API server the latency is measured against).
+            while not await _ready(kube, f"{prefix}s{i}-0000"):
                 if time.monotonic() - t0 > args.timeout:
                     raise SystemExit(f"single SubSite not Ready after {args.timeout}s")
                 await asyncio.sleep(0.1)

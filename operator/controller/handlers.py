@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -81,26 +82,29 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 # --- indexes: who references what, and the referenced specs (no list call per event) --
+# Coroutines although they never await: kopf runs a plain function in a thread of its
+# executor (a hop and a shielded future per index per event — four per SubSite event),
+# and a coroutine inline.
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def subsites_by_license(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("licenseRef", ""): name}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def subsites_by_rolepolicy(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("rolePolicyRef", "standard"): name}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+async def subsites_by_domain(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
                        ) -> dict[str, domains.DomainClaim]:
     return {spec.get("domain", ""): domains.DomainClaim(
         str(meta.get("creationTimestamp") or ""), name, str(meta.get("uid") or ""))}
 
 
 @kopf.index(GROUP, VERSION, SUBSITE.plural)
-def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+async def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
                      ) -> dict[str, str] | None:
     """Each placed site's PostgreSQL server (the capacity count of the placement)."""
     server = status.get("databaseServer") or \
@@ -109,7 +113,7 @@ def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
 
 
 @kopf.index(GROUP, VERSION, LICENSE.plural)
-def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
+async def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
     # Holds are annotations beside the spec Git owns (kameng.api.holds); they change no
     # generation, but every License event pokes the sites of that License.
     return {name: (int(meta.get("generation", 1)), dict(spec),
@@ -117,7 +121,7 @@ def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str,
 
 
 @kopf.index(GROUP, VERSION, ROLEPOLICY.plural)
-def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
+async def rolepolicies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
     return {name: dict(spec)}
 
 
@@ -187,6 +191,22 @@ async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, mem
 
 # --- the reconcile loop and deletion ---------------------------------------------------
 
+async def _await_new_license(body: kopf.Body, licenses: kopf.Index[str, Any],
+                             wake: asyncio.Event, stop: asyncio.Task[None]) -> None:
+    """A new SubSite's first reconcile waits briefly for its License (see
+    ``reconcile.NEW_LICENSE_WAIT``); the License's event pokes the site awake."""
+    loop = asyncio.get_running_loop()
+    ref = (body.get("spec") or {}).get("licenseRef", "")
+    deadline = loop.time() + reconcile.license_wait(dict(body), _first(licenses, ref),
+                                                    datetime.now(UTC))
+    while _first(licenses, ref) is None and (left := deadline - loop.time()) > 0 \
+            and not stop.done():
+        wake.clear()
+        woken = asyncio.create_task(wake.wait())
+        await asyncio.wait({woken, stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+
+
 @kopf.daemon(GROUP, VERSION, SUBSITE.plural, id="reconcile", cancellation_backoff=2.0,
              cancellation_timeout=5.0)
 async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, Any],
@@ -202,6 +222,7 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
 
     stop = asyncio.create_task(until_stopped())
     try:
+        await _await_new_license(body, licenses, wake, stop)
         while not stopped and not reconcile.being_deleted(rt, dict(body)):
             wake.clear()
             spec = body.get("spec") or {}

@@ -16,6 +16,10 @@ RECONCILE_ERRORS = Counter(
     "kameng_reconcile_errors_total", "Reconciles that failed, by reason.", ["reason"],
 )
 RECONCILES = Counter("kameng_reconciles_total", "Reconciles run.")
+BACKEND_CHECKS = Counter(
+    "kameng_backend_checks_total",
+    "Checks of a site's PostgreSQL role/database and Redis user (each a few statements).",
+)
 SUBSITES = Gauge("kameng_subsites", "Managed SubSites by phase.", ["phase"])
 CHILDREN_APPLIED = Counter(
     "kameng_children_applied_total", "Child objects applied because they differed.", ["kind"],

@@ -30,6 +30,9 @@ class SiteState:
     last_status: dict[str, Any] | None = None  # status last written
     failures: int = 0  # consecutive failed reconciles
     keys_backed_up: bool = False
+    # Digest of the inputs PostgreSQL and Redis were last provisioned with by this
+    # process, and when (monotonic); see reconcile._backends.
+    backends_ok: tuple[str, float] | None = None
     # The site's entry in the site-credential registry as last read or written
     # and when it was last read from the API (monotonic seconds; -inf: never).
     credential: SiteCredential | None = None
@@ -94,6 +97,8 @@ class Runtime:
         return self.sites.setdefault(name, SiteState())
 
     def set_phase(self, name: str, phase: str) -> None:
+        if self.site(name).phase == phase:
+            return  # the gauge counts every site: recounted on a change only
         self.site(name).phase = phase
         publish_phases(s.phase for s in self.sites.values())
 

@@ -10,7 +10,6 @@ Fields the server adds (defaults, status, other managers' fields) are ignored.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from typing import Any
@@ -30,10 +29,12 @@ def manifest_hash(obj: dict[str, Any]) -> str:
 
 
 def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
-    md = out["metadata"]
-    md["annotations"] = {**md.get("annotations", {}), APPLIED_HASH_ANNOTATION: manifest_hash(obj)}
-    return out
+    """``obj`` with the hash annotation. A new top level and metadata, sharing the rest:
+    nothing downstream mutates a manifest, and a deep copy of every child of every
+    reconcile was a measurable share of the operator's CPU at 1,000 sites."""
+    md = obj["metadata"]
+    return {**obj, "metadata": {**md, "annotations": {
+        **md.get("annotations", {}), APPLIED_HASH_ANNOTATION: manifest_hash(obj)}}}
 
 
 def _omitted(value: Any) -> bool:

@@ -14,10 +14,11 @@ that vanished meanwhile are reported as deleted.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import orjson
 
 from .client import Kube, KubeError
 
@@ -111,7 +112,7 @@ class Watcher:
         params = {"labelSelector": self.selector, "watch": "true", "resourceVersion": version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
         async for line in self.kube.stream_lines(self.path, params):
-            event = json.loads(line)
+            event = orjson.loads(line)
             type_, obj = event.get("type"), event.get("object") or {}
             if type_ == "ERROR":
                 if obj.get("code") == 410:

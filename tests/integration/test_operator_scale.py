@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kameng.children.context import namespace_name
 from tests.support.operator import OperatorProcess, batch_objects
 
 PREFIX = "it-scale"
@@ -87,10 +89,11 @@ def test_writes_proportional_to_changes(converged: dict[str, float]) -> None:
     # Each child is applied once: a value the server omits (`value: ""`) is not drift
     # (before: 2-4 Deployment applies per site).
     assert converged.get("Deployment", 0) <= COUNT * 1.1, converged
-    # Events: one per transition (a new site's first phase is none; PhaseReady is, and
-    # its License's LicenseActive), repeats bump a count instead of adding objects
-    # (before: 3 per site, PhaseProvisioning included; 2.5-3.2 in the benchmark).
-    assert converged.get("Event", 0) <= COUNT * 2.25, converged
+    # Events: one per transition (a new site's first phase is none, nor is a new
+    # License's first Active state; PhaseReady is), repeats bump a count instead of
+    # adding objects (before: 3 per site, PhaseProvisioning included; then 2.26 with
+    # LicenseActive; the margin is for a transient retry on a loaded machine).
+    assert converged.get("Event", 0) <= COUNT * 1.25, converged
     total = sum(converged.values())
     assert total / COUNT <= MAX_WRITES_PER_SITE, converged
 
@@ -119,3 +122,60 @@ def test_kopf_writes_only_its_finalizer(converged: dict[str, float], kubectl: An
         annotations = o["metadata"].get("annotations") or {}
         assert "kameng.io/last-handled-configuration" not in annotations, o["metadata"]["name"]
         assert "kameng.io/reclaim" in o["metadata"].get("finalizers", [])
+
+
+def test_a_site_applied_before_its_license_is_built_once(operator: OperatorProcess,
+                                                         kubectl: Any) -> None:
+    """GitOps applies a SubSite and its License together, in no fixed order. A SubSite
+    whose License arrives a moment later is built once, licensed (before: built
+    unlicensed, a LicenseValid Warning, then rebuilt — a second rollout of the
+    Deployment), and a new License's first Active state posts no Event."""
+    prefix = "it-scalelate"
+    rp, lic, ss = batch_objects(prefix, 1)
+    name = ss["metadata"]["name"]
+
+    def warnings_and_license_events() -> list[tuple[str, str, str]]:
+        items = json.loads(kubectl("get", "events", "-n", "default", "-o", "json").stdout)
+        return [(e["involvedObject"].get("kind"), e["type"], e["reason"])
+                for e in items["items"] if e["involvedObject"].get("name") == name
+                and (e["type"] == "Warning" or e["involvedObject"].get("kind") == "License")]
+
+    try:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump_all([rp, ss]))
+        time.sleep(1.0)
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(lic))
+        _wait(lambda: (json.loads(kubectl("get", "subsite", name, "-o", "json").stdout)
+                       .get("status") or {}).get("phase") == "Ready", 120, f"{name} Ready")
+        dep = json.loads(kubectl("get", "deployment", "storefront", "-n",
+                                 namespace_name(name), "-o", "json").stdout)
+        assert dep["metadata"]["generation"] == 1, "the Deployment was rolled out twice"
+        assert warnings_and_license_events() == []
+    finally:
+        kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
+                "--timeout=120s", timeout=150)
+        kubectl("delete", "license", name, "--ignore-not-found")
+        kubectl("delete", "rolepolicy", rp["metadata"]["name"], "--ignore-not-found")
+
+
+def _metric(operator: OperatorProcess, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf'^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$',
+                                            operator.metrics(), re.M))
+
+
+def test_wakes_of_a_provisioned_site_do_not_recheck_its_database(
+        converged: dict[str, float], operator: OperatorProcess, kubectl: Any) -> None:
+    """Every event of every child wakes its site; a site whose PostgreSQL role/database
+    and Redis user were provisioned with the same inputs is not checked again until the
+    resync period (before: a PostgreSQL session and several statements per wake — at
+    1,000 sites the reconciles queued behind them)."""
+    checks0 = _metric(operator, "kameng_backend_checks_total")
+    reconciles0 = _metric(operator, "kameng_reconciles_total")
+    for i in range(3):
+        ns = namespace_name(f"{PREFIX}-{i:04d}")
+        for n in range(2):  # a label nobody manages: a child event, nothing to apply
+            kubectl("label", "configmap", "storefront-config", "-n", ns,
+                    f"it-scale-touch={n}", "--overwrite")
+    _wait(lambda: _metric(operator, "kameng_reconciles_total") >= reconciles0 + 3, 30,
+          "the touched sites reconciled")
+    time.sleep(1)
+    assert _metric(operator, "kameng_backend_checks_total") == checks0
