@@ -100,36 +100,33 @@ local t = redis.call('TIME')
 local wall = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: the event's marker, then one hash per feature. ARGV: ts_ms, marker ttl_ms (0:
-# nothing records), then per feature: bucket_ms, buckets, value, record ("1"|"0").
-# Returns per feature its value as a decimal string.
-_SCRIPT = _FEATURE + """
-local now = tonumber(ARGV[1])
-local rec = ARGV[2] ~= '0' and redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2])
-local out = {}
-for i = 2, #KEYS do
-  local a = 3 + (i - 2) * 4
-  out[#out + 1] = feature(KEYS[i], now, tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
-                          ARGV[a + 2], rec and ARGV[a + 3] == '1', wall)
-end
-return out
-"""
-
-# A whole batch in ONE script call (the worker's hot path). Events run in order, so each
-# sees the ones before it, exactly as separate calls would.
+# A whole batch in ONE script call (the worker's hot path; a backtest sends one event a
+# call). Events run in order, so each sees the ones before it, exactly as separate calls
+# would. Arguments are compact (redis-py packs every argument in Python, so four per
+# feature and event cost more than the counting): the features' shapes once a call, then
+# per event one reference per feature.
 # KEYS: per event: its marker, its feature hashes (every policy's, in order), its snooze
-# keys. ARGV: per event: ts_ms, marker ttl_ms, number of feature keys, number of snooze
-# keys, then per feature: bucket_ms, buckets, value, record. Returns per event: 1 when a
-# snooze key exists (else 0), then per feature its value.
+# keys. ARGV: number of shapes S, then per shape: bucket_ms, buckets, aggregate ("c"|"s");
+# then per event: ts_ms, marker ttl_ms (0: records nothing), amount, number of feature
+# keys, number of snooze keys, then per feature its shape's number (negative: read only).
+# Returns per event: 1 when a snooze key exists (else 0), then per feature its value as a
+# decimal string.
 _BATCH = _FEATURE + """
+local shapes = {}
+local a = 2
+for i = 1, tonumber(ARGV[1]) do
+  shapes[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2] == 's'}
+  a = a + 3
+end
 local out = {}
-local k, a = 1, 1
+local k = 1
 while a <= #ARGV do
   local now = tonumber(ARGV[a])
   local ttl = ARGV[a + 1]
-  local nkeys = tonumber(ARGV[a + 2])
-  local nsnooze = tonumber(ARGV[a + 3])
-  a = a + 4
+  local amount = ARGV[a + 2]
+  local nkeys = tonumber(ARGV[a + 3])
+  local nsnooze = tonumber(ARGV[a + 4])
+  a = a + 5
   local snoozed = 0
   for j = 1, nsnooze do
     if redis.call('EXISTS', KEYS[k + nkeys + j]) == 1 then snoozed = 1 end
@@ -137,14 +134,19 @@ while a <= #ARGV do
   out[#out + 1] = snoozed
   local rec = ttl ~= '0' and redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
   for j = 1, nkeys do
-    out[#out + 1] = feature(KEYS[k + j], now, tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
-                            ARGV[a + 2], rec and ARGV[a + 3] == '1', wall)
-    a = a + 4
+    local ref = tonumber(ARGV[a])
+    local shape = shapes[math.abs(ref)]
+    out[#out + 1] = feature(KEYS[k + j], now, shape[1], shape[2],
+                            shape[3] and amount or '1', rec and ref > 0, wall)
+    a = a + 1
   end
   k = k + 1 + nkeys + nsnooze
 end
 return out
 """
+
+
+Shape = tuple[int, int, str]  # bucket_ms, buckets, "c" (count) | "s" (sum)
 
 
 @dataclass
@@ -153,10 +155,11 @@ class Call:
 
     names: list[str]
     keys: list[str]
-    args: list[Any]  # per key: bucket_ms, buckets, value, record
+    shapes: list[tuple[Shape, bool]]  # per key: its shape, and whether it records
     zeros: dict[str, int]
     ttl_ms: int = 0  # the event marker's life for this policy (0: records nothing)
     ts: int = 0
+    amount: int = 0
     marker: str = field(default="")
 
 
@@ -179,7 +182,6 @@ class Velocity:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix  # a backtest counts in its own scratch space
-        self._script = redis.register_script(_SCRIPT)
         self._batch = redis.register_script(_BATCH)
 
     def marker(self, event_id: str) -> str:
@@ -193,9 +195,9 @@ class Velocity:
         read. A feature whose key is empty on this event (no customer on a withdrawal,
         say) reads 0 and records nothing: an empty key would lump unrelated events
         together."""
-        call = Call([], [], [], {}, ts=int(event["ts"]), marker=self.marker(event["eventId"]))
+        call = Call([], [], [], {}, ts=int(event["ts"]), amount=int(event.get("amount") or 0),
+                    marker=self.marker(event["eventId"]))
         kind = str(event["event"])
-        amount = int(event.get("amount") or 0)
         for f in policy.features:
             kv = key_value(event, f.key)
             if not kv:
@@ -206,8 +208,8 @@ class Velocity:
             # Policy name in the key: two policies' features never share counters, so a
             # feature's meaning can change in one without touching the other.
             call.keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
-            call.args += [bucket_ms(f.window_s), buckets(f.window_s),
-                          1 if f.aggregate == "count" else amount, "1" if rec else "0"]
+            call.shapes.append(((bucket_ms(f.window_s), buckets(f.window_s),
+                                 "c" if f.aggregate == "count" else "s"), rec))
             if rec:
                 call.ttl_ms = max(call.ttl_ms, 2 * f.window_s * 1000)
         return call
@@ -224,30 +226,39 @@ class Velocity:
         call = self.prepare(policy, event, record)
         if not call.keys:
             return dict(call.zeros)
-        res = await self._script(keys=[call.marker, *call.keys],
-                                 args=[call.ts, call.ttl_ms, *call.args])
-        return self.parse(call, res)
+        return (await self.batch([([(policy, call)], [])]))[0][1][policy.name]
 
     async def batch(self, items: list[tuple[list[tuple[CompiledPolicy, Call]], list[str]]]
                     ) -> list[tuple[bool, dict[str, dict[str, int]]]]:
         """Every event of a batch in one script call. ``items`` holds per event its calls
         (one per policy, from :meth:`prepare`) and its snooze keys; returns per event
         whether a snooze is live and each policy's features."""
+        if not items:
+            return []
         keys: list[str] = []
         args: list[Any] = []
+        shapes: dict[Shape, int] = {}
         for calls, snoozes in items:
             if not calls:
                 keys += ["", *snoozes]
-                args += [0, 0, 0, len(snoozes)]
+                args += [0, 0, 0, 0, len(snoozes)]
                 continue
             first = calls[0][1]
             vkeys = [k for _, c in calls for k in c.keys]
             # One marker per event for all its policies: the longest life any needs.
             keys += [first.marker, *vkeys, *snoozes]
-            args += [first.ts, max(c.ttl_ms for _, c in calls), len(vkeys), len(snoozes)]
+            args += [first.ts, max(c.ttl_ms for _, c in calls), first.amount, len(vkeys),
+                     len(snoozes)]
             for _, c in calls:
-                args += c.args
-        res = await self._batch(keys=keys, args=args) if items else []
+                for shape, rec in c.shapes:
+                    n = shapes.get(shape)
+                    if n is None:
+                        n = shapes[shape] = len(shapes) + 1
+                    args.append(n if rec else -n)
+        head: list[Any] = [len(shapes)]
+        for shape in shapes:
+            head += shape
+        res = await self._batch(keys=keys, args=head + args)
         out = []
         i = 0
         for calls, _ in items:
