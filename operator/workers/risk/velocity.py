@@ -183,6 +183,7 @@ class Velocity:
         self.redis = redis
         self.prefix = prefix  # a backtest counts in its own scratch space
         self._batch = redis.register_script(_BATCH)
+        self._plans: dict[int, tuple[CompiledPolicy, list[Any]]] = {}
 
     def marker(self, event_id: str) -> str:
         # "!" never occurs in a policy name (a DNS label), so markers and counters never
@@ -198,21 +199,35 @@ class Velocity:
         call = Call([], [], [], {}, ts=int(event["ts"]), amount=int(event.get("amount") or 0),
                     marker=self.marker(event["eventId"]))
         kind = str(event["event"])
-        for f in policy.features:
-            kv = key_value(event, f.key)
+        for name, key, base, shape, window_ms, f in self._plan(policy):
+            kv = key_value(event, key)
             if not kv:
-                call.zeros[f.name] = 0
+                call.zeros[name] = 0
                 continue
             rec = record and f.applies(kind)
-            call.names.append(f.name)
-            # Policy name in the key: two policies' features never share counters, so a
-            # feature's meaning can change in one without touching the other.
-            call.keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
-            call.shapes.append(((bucket_ms(f.window_s), buckets(f.window_s),
-                                 "c" if f.aggregate == "count" else "s"), rec))
-            if rec:
-                call.ttl_ms = max(call.ttl_ms, 2 * f.window_s * 1000)
+            call.names.append(name)
+            call.keys.append(base + kv)
+            call.shapes.append((shape, rec))
+            if rec and 2 * window_ms > call.ttl_ms:
+                call.ttl_ms = 2 * window_ms
         return call
+
+    def _plan(self, policy: CompiledPolicy) -> list[tuple[str, str, str, Shape, int, Any]]:
+        """Per feature what does not change from one event to the next (computed once per
+        compiled policy: the hot path builds only the key value)."""
+        hit = self._plans.get(id(policy))
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        # Policy name in the key: two policies' features never share counters, so a
+        # feature's meaning can change in one without touching the other.
+        plan = [(f.name, f.key, f"{self.prefix}{policy.name}:{f.name}:",
+                 (bucket_ms(f.window_s), buckets(f.window_s),
+                  "c" if f.aggregate == "count" else "s"), f.window_s * 1000, f)
+                for f in policy.features]
+        if len(self._plans) > 256:  # policies are few; recompiled ones replace them
+            self._plans.clear()
+        self._plans[id(policy)] = (policy, plan)
+        return plan
 
     @staticmethod
     def parse(call: Call, res: Any) -> dict[str, int]:
