@@ -23,6 +23,7 @@ within ``discover_seconds`` without any configuration.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -254,13 +255,16 @@ class StreamConsumer:
             return 0
         try:
             second = await self.handler(entries)
+            if inspect.isawaitable(second) and not self.cfg.overlap:
+                await second  # a two-stage handler without overlap: both stages, in line
+                second = None
         except Exception as exc:
             log.warning("batch failed, retrying entries one by one",
                         extra={"group": self.cfg.group, "size": len(entries),
                                "error": type(exc).__name__})
             done = await self.settle()
             return done + await self._one_by_one(entries)
-        if second is not None:
+        if inspect.isawaitable(second):
             # Overlap: this batch's first stage ran while the previous batch's second
             # stage was in flight; wait for that one (order, and at most one in flight),
             # then let this one's run while the caller reads and starts the next batch.
@@ -304,7 +308,7 @@ class StreamConsumer:
         for e in entries:
             try:
                 second = await self.handler([e])
-                if second is not None:
+                if inspect.isawaitable(second):
                     await second
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {str(exc)[:300]}"
