@@ -48,7 +48,9 @@ Name = Annotated[
 
 
 class Feature(KModel):
-    """A velocity counter: count or sum of amount per key over a sliding window."""
+    """A velocity counter: count or sum of amount per key over a sliding window, measured
+    in steps of 1/60 of the window (an event counts until between window − window/60 and
+    window after it happened)."""
 
     model_config = ConfigDict(json_schema_extra=cel(
         rule("self.window != '' && self.window != '0s'", "a feature's window must be longer "

@@ -23,6 +23,7 @@ within ``discover_seconds`` without any configuration.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -59,7 +60,8 @@ class Entry:
         return self.stream.rsplit(":", 1)[-1]
 
 
-BatchHandler = Callable[[list[Entry]], Awaitable[None]]
+# Returns None when done, or (``overlap``) an awaitable: the batch's second stage.
+BatchHandler = Callable[[list[Entry]], Awaitable[Awaitable[Any] | None]]
 # Called on a read-ahead batch as soon as it arrives (prefetch only): CPU work done there
 # overlaps the database work of the batch being handled. Must not raise.
 PrepareHook = Callable[[list[Entry]], None]
@@ -94,6 +96,12 @@ class ConsumerConfig:
     # Read the next batch while the handler applies the current one (the settlement
     # worker turns it on; off by default so other groups keep their exact behaviour).
     prefetch: bool = False
+    # Two-stage handlers (the risk worker turns it on; off by default): a handler may
+    # return an awaitable, its second stage (store, publish). That stage and the ack then
+    # run while the NEXT batch's first stage runs; at most one second stage is in flight,
+    # and batches' second stages and acks keep their order. A crash leaves entries
+    # pending exactly as before (acked only after their second stage).
+    overlap: bool = False
 
 
 def _s(v: Any) -> str:
@@ -158,6 +166,8 @@ class StreamConsumer:
         self._next_trim = 0.0
         # The next read, already under way while the handler posts the current batch.
         self._prefetch: asyncio.Task[list[Entry]] | None = None
+        # The previous batch's second stage and ack (``overlap``), still under way.
+        self._inflight: asyncio.Task[int] | None = None
 
     # --- discovery -------------------------------------------------------------------
 
@@ -249,13 +259,52 @@ class StreamConsumer:
         if not entries:
             return 0
         try:
-            await self.handler(entries)
+            second = await self.handler(entries)
+            if inspect.isawaitable(second) and not self.cfg.overlap:
+                await second  # a two-stage handler without overlap: both stages, in line
+                second = None
         except Exception as exc:
             log.warning("batch failed, retrying entries one by one",
                         extra={"group": self.cfg.group, "size": len(entries),
                                "error": type(exc).__name__})
-            return await self._one_by_one(entries)
+            done = await self.settle()
+            return done + await self._one_by_one(entries)
+        if inspect.isawaitable(second):
+            # Overlap: this batch's first stage ran while the previous batch's second
+            # stage was in flight; wait for that one (order, and at most one in flight),
+            # then let this one's run while the caller reads and starts the next batch.
+            done = await self.settle()
+            self._inflight = asyncio.create_task(self._second(entries, second))
+            return done
         await self._ack(entries)
+        metrics.PROCESSED.labels(self.cfg.group).inc(len(entries))
+        return len(entries)
+
+    async def settle(self) -> int:
+        """Wait for the second stage in flight (``overlap``); returns what it acked."""
+        task, self._inflight = self._inflight, None
+        return await task if task is not None else 0
+
+    async def _second(self, entries: list[Entry], second: Awaitable[Any]) -> int:
+        try:
+            await second
+        except (RedisConnectionError, OSError) as exc:
+            # Left pending: claimed again after claim_idle_ms, like a crash.
+            log.warning("redis unavailable in a batch's second stage; left pending",
+                        extra={"group": self.cfg.group, "error": type(exc).__name__})
+            return 0
+        except Exception as exc:
+            log.warning("batch failed, retrying entries one by one",
+                        extra={"group": self.cfg.group, "size": len(entries),
+                               "error": type(exc).__name__})
+            try:
+                return await self._one_by_one(entries)
+            except (RedisConnectionError, OSError):
+                return 0
+        try:
+            await self._ack(entries)
+        except (RedisConnectionError, OSError):
+            return 0  # applied, not acknowledged: redelivered, and idempotent
         metrics.PROCESSED.labels(self.cfg.group).inc(len(entries))
         return len(entries)
 
@@ -263,7 +312,9 @@ class StreamConsumer:
         acked = 0
         for e in entries:
             try:
-                await self.handler([e])
+                second = await self.handler([e])
+                if inspect.isawaitable(second):
+                    await second
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {str(exc)[:300]}"
                 if e.deliveries >= self.cfg.max_deliveries:
@@ -423,6 +474,8 @@ class StreamConsumer:
                     log.warning("redis unavailable; retrying",
                                 extra={"error": type(exc).__name__})
                     await self._drop_prefetch()
+                    await self.settle()
                     await asyncio.sleep(1.0)
         finally:
             await self._drop_prefetch()
+            await self.settle()

@@ -436,3 +436,34 @@ async def test_replay_after_a_crash_publishes_what_was_stored_once(r):
         hits = conn.execute("SELECT count(*) FROM risk.hits h JOIN risk.decisions d"
                             " USING (event_id) WHERE d.site = %s", (site,)).fetchone()[0]
     assert (n, hits) == (40, 1)
+
+
+async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
+    """``overlap``: batch N+1 is decided while batch N is stored and published. Velocity
+    still runs batch after batch (the 26th event sees the 25 before it, across batches
+    of 10), every event is stored and acknowledged once, decisions keep stream order."""
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    pol = compile_policy(f"ov{tag}", {"sites": [site], "features": [
+        {"name": "n", "key": "customer", "window": "1h"}], "rules": [
+        {"name": "many", "expression": "features.n > 25", "action": "review"}]})
+    cfg = ConsumerConfig(group="risk", consumer="t", prefix=f"ktest:{tag}:orders:", batch=10,
+                         block_ms=20, claim_seconds=3600, discover_seconds=0,
+                         trim_seconds=3600, prefetch=True, overlap=True)
+    w = RiskWorker(client, Policies(policies=[pol]), RiskStore(dsn), cfg)
+    assert w.consumer.handler == w.handle_staged
+    events = [_ev(tag, site, "order.paid", i, customer=f"ov{tag}") for i in range(50)]
+    for ev in events:
+        await client.xadd(f"ktest:{tag}:orders:{site}", ev.to_fields())
+    acked = 0
+    for _ in range(50):
+        acked += await w.consumer.step()
+    acked += await w.consumer.settle()
+    assert acked == 50
+    pending = await client.xpending(f"ktest:{tag}:orders:{site}", "risk")
+    assert pending["pending"] == 0
+    actions = [(await _record(dsn, ev))["action"] for ev in events]
+    assert actions == ["allow"] * 25 + ["review"] * 25
+    assert [d.order_id for d in await _decisions(client, site)] == \
+        [ev.order_id for ev in events[25:]]
+    await w.store.close()

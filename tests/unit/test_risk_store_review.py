@@ -9,7 +9,7 @@ import pytest
 
 from kameng.workers.risk.policy import Hit, Verdict, compile_policy
 from kameng.workers.risk.review import QueueFilter, ReviewError, parse_age, snooze_key
-from kameng.workers.risk.store import Outcome, params_of
+from kameng.workers.risk.store import DECISION_COLUMNS, HIT_COLUMNS, Outcome, params_of
 from kameng_storefront.shop.orders import OrderRefused, order_region
 
 
@@ -23,12 +23,12 @@ def test_params_carry_every_hit_with_generation_mode_and_features():
                                         Hit("p", "b", "block", "shadow", True, "")))
     p = params_of([Outcome(view, verdict, [pol], {"p": {"n": 3}})],
                   datetime(2026, 1, 1, tzinfo=UTC))
-    (d,) = json.loads(p["d"])
+    (d,) = [dict(zip(DECISION_COLUMNS, row, strict=True)) for row in json.loads(p["d"])]
     assert (d["event_id"], d["ts_ms"], d["policies"], d["features"]) == (
         "o1:order.paid", 1_700_000_000_123, {"p": 4}, {"p": {"n": 3}})
-    assert [(h["rule"], h["mode"], h["generation"], h["features"])
-            for h in json.loads(p["h"])] == [("a", "enforce", 4, {"n": 3}),
-                                             ("b", "shadow", 4, {"n": 3})]
+    hits = [dict(zip(HIT_COLUMNS, row, strict=True)) for row in json.loads(p["h"])]
+    assert [(h["rule"], h["mode"], h["generation"], h["features"]) for h in hits] == [
+        ("a", "enforce", 4, {"n": 3}), ("b", "shadow", 4, {"n": 3})]
     assert p["ids"] == ["o1:order.paid"]
 
 

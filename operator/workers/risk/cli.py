@@ -130,8 +130,12 @@ async def _run(args: argparse.Namespace) -> int:
     policies = Policies(policies=list(files))
     source = KubeSource(kube) if kube else None
     worker = RiskWorker(redis, policies, store,
+                        # prefetch + overlap: reading batch N+1, and deciding it, run
+                        # while batch N is stored and published (the worker was half idle
+                        # waiting on one round trip after the other).
                         ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
-                                       claim_idle_ms=args.claim_idle_ms),
+                                       claim_idle_ms=args.claim_idle_ms, prefetch=True,
+                                       overlap=True),
                         escalation=Escalation(redis, kube))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ from cel_expr_python import cel
 from kameng.api.riskpolicy import ACTION_RANK, RiskPolicySpec
 
 _T = cel.Type
-_BOOL, _ERROR = _T.BOOL, _T.ERROR
+_BOOL, _ERROR, _INT = _T.BOOL, _T.ERROR, _T.INT
 _ENV = cel.NewEnv(variables={"event": _T.Map(_T.STRING, _T.DYN),
                              "features": _T.Map(_T.STRING, _T.INT)})
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -107,9 +107,44 @@ class CompiledPolicy:
     errors: tuple[RuleError, ...]
     rule_count: int
     escalation: EscalationDef | None = None
+    # The valid rules in ONE program per chunk of _CHUNK rules (see combine()); empty
+    # when they could not be combined, and evaluate() then runs them one by one.
+    combined: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def applies_to(self, site: str) -> bool:
         return not self.sites or site in self.sites
+
+
+# Rules per combined program: each is one bit of a CEL int (int64; 62 keeps clear of the
+# sign bit). The CRD allows 64 rules a policy, so a policy has at most two programs.
+_CHUNK = 62
+
+
+def combine(rules: tuple[CompiledRule, ...]) -> tuple[Any, ...]:
+    """All rules of a policy as one CEL program per chunk, giving the bit mask of the
+    rules that hit: ``(r0 ? 1 : 0) + (r1 ? 2 : 0) + …``. One evaluation over one
+    activation costs a third of evaluating the rules one by one (the runtime's fixed cost
+    per call and per lookup of ``event`` dominates a rule as small as these). Any rule
+    erroring, or giving a non-bool, makes the whole sum an error: the caller then runs
+    the rules one by one, so a broken rule still only takes itself out."""
+    out = []
+    for i in range(0, len(rules), _CHUNK):
+        chunk = rules[i:i + _CHUNK]
+        expr = _balanced([f"(({r.expression}) ? {1 << j} : 0)" for j, r in enumerate(chunk)])
+        try:
+            out.append(_ENV.compile(expr))
+        except Exception:  # every rule compiled alone; a combination that does not
+            return ()      # (a checker corner) costs speed, never a decision
+    return tuple(out)
+
+
+def _balanced(terms: list[str]) -> str:
+    """``a + b + c + …`` as a balanced tree: CEL's parser stops at a nesting depth of 32,
+    which a left-leaning chain of 62 sums exceeds."""
+    if len(terms) == 1:
+        return terms[0]
+    mid = len(terms) // 2
+    return f"({_balanced(terms[:mid])} + {_balanced(terms[mid:])})"
 
 
 def activation(event: Mapping[str, Any], features: Mapping[str, int]) -> Any:
@@ -181,7 +216,8 @@ def compile_policy(name: str, spec: Mapping[str, Any], generation: int = 0,
         e = model.site_escalation
         esc = EscalationDef(e.raise_at, e.lift_at, parse_duration(e.window), e.min_orders)
     return CompiledPolicy(name, generation, model.mode, frozenset(model.sites), features,
-                          tuple(rules), tuple(errors), len(model.rules), esc)
+                          tuple(rules), tuple(errors), len(model.rules), esc,
+                          combine(tuple(rules)))
 
 
 @dataclass(frozen=True)
@@ -213,12 +249,35 @@ def strongest(hits: list[Hit] | tuple[Hit, ...]) -> tuple[str, str]:
     return action, rule
 
 
+def _masks(p: CompiledPolicy, act: Any) -> list[int] | None:
+    """The combined programs' hit masks, or None when a program errored (then the rules
+    run one by one, to find and record the broken one)."""
+    if not p.combined:
+        return None
+    out = []
+    for prog in p.combined:
+        try:
+            res = prog.eval(act)
+        except Exception:
+            return None
+        if res.type() != _INT:
+            return None
+        out.append(int(res.value()))
+    return out
+
+
 def evaluate(policies: list[CompiledPolicy], event: Mapping[str, Any],
              features: Mapping[str, Mapping[str, int]]) -> Verdict:
     """Every rule of every policy evaluated; ``features`` is per policy name."""
     hits: list[Hit] = []
     for p in policies:
         act = activation(event, features.get(p.name, {}))
+        masks = _masks(p, act)
+        if masks is not None:
+            for i, r in enumerate(p.rules):
+                if masks[i // _CHUNK] >> (i % _CHUNK) & 1:
+                    hits.append(Hit(p.name, r.name, r.action, r.reason, r.shadow))
+            continue
         for r in p.rules:
             try:
                 if r.evaluate(act):

@@ -22,26 +22,30 @@ from psycopg import AsyncConnection
 from .policy import CompiledPolicy, Verdict
 
 # Each side of the batch travels as ONE JSON document (json.dumps is C; psycopg's Python
-# array dumper cost a fifth of the worker's time with 27 arrays a batch).
+# array dumper cost a fifth of the worker's time with 27 arrays a batch) of positional
+# rows, columns in the order below: a list per row encodes in a third of the time of a
+# dict per row (the worker's hot path).
+DECISION_COLUMNS = ("event_id", "site", "order_id", "event", "customer", "ip", "category",
+                    "product", "region", "amount", "currency", "ts_ms", "action", "rule",
+                    "snoozed", "policies", "features")
+HIT_COLUMNS = ("event_id", "policy", "rule", "generation", "mode", "action", "reason",
+               "error", "features")
+
 _SAVE = """
 WITH d AS (
   INSERT INTO risk.decisions (event_id, site, order_id, event, customer, ip, category,
       product, region, amount, currency, event_at, action, rule, snoozed, policies,
       features, decided_at)
-  SELECT event_id, site, order_id, event, customer, ip, category, product, region, amount,
-      currency, to_timestamp(ts_ms / 1000.0), action, rule, snoozed, policies, features,
-      to_timestamp(%(decided)s)
-  FROM jsonb_to_recordset(%(d)s::jsonb) AS x(event_id text, site text, order_id text,
-      event text, customer text, ip text, category text, product text, region text,
-      amount bigint, currency text, ts_ms bigint, action text, rule text, snoozed boolean,
-      policies jsonb, features jsonb)
+  SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, (r->>9)::bigint,
+      r->>10, to_timestamp((r->>11)::bigint / 1000.0), r->>12, r->>13, (r->>14)::boolean,
+      r->15, r->16, to_timestamp(%(decided)s)
+  FROM jsonb_array_elements(%(d)s::jsonb) AS r
   ON CONFLICT (event_id) DO NOTHING
 ), h AS (
   INSERT INTO risk.hits (event_id, policy, rule, generation, mode, action, reason, error,
       features)
-  SELECT event_id, policy, rule, generation, mode, action, reason, error, features
-  FROM jsonb_to_recordset(%(h)s::jsonb) AS x(event_id text, policy text, rule text,
-      generation bigint, mode text, action text, reason text, error text, features jsonb)
+  SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5, r->>6, r->>7, r->8
+  FROM jsonb_array_elements(%(h)s::jsonb) AS r
   ON CONFLICT DO NOTHING
 )
 SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%(ids)s::text[])
@@ -59,29 +63,30 @@ class Outcome:
 
 
 def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, Any]:
-    """The statement's parameters (pure; unit-tested)."""
-    ds: list[dict[str, Any]] = []
-    hs: list[dict[str, Any]] = []
+    """The statement's parameters (pure; unit-tested): rows in ``DECISION_COLUMNS`` and
+    ``HIT_COLUMNS`` order."""
+    ds: list[list[Any]] = []
+    hs: list[list[Any]] = []
+    gens_of: dict[int, dict[str, int]] = {}
     for o in outcomes:
         v, verdict = o.view, o.verdict
-        feats = {k: dict(f) for k, f in o.features.items()}
-        gens = {pol.name: pol.generation for pol in o.policies}
-        ds.append({
-            "event_id": v["eventId"], "site": v["site"], "order_id": v["orderId"],
-            "event": v["event"], "customer": v.get("customer") or "", "ip": v.get("ip") or "",
-            "category": v.get("category") or "", "product": v.get("product") or "",
-            "region": v.get("region") or "", "amount": int(v.get("amount") or 0),
-            "currency": v.get("currency") or "CNY", "ts_ms": int(v["ts"]),
-            "action": verdict.action, "rule": verdict.rule, "snoozed": verdict.snoozed,
-            "policies": gens, "features": feats})
-        hs += [{"event_id": v["eventId"], "policy": h.policy, "rule": h.rule,
-                "generation": gens.get(h.policy, 0),
-                "mode": "shadow" if h.shadow else "enforce", "action": h.action,
-                "reason": h.reason, "error": h.error, "features": feats.get(h.policy, {})}
+        # Generations per list of policies, not per event (the same list, batch-wide).
+        gens = gens_of.get(id(o.policies))
+        if gens is None:
+            gens = gens_of[id(o.policies)] = {p.name: p.generation for p in o.policies}
+        feats = o.features
+        ds.append([v["eventId"], v["site"], v["orderId"], v["event"], v.get("customer") or "",
+                   v.get("ip") or "", v.get("category") or "", v.get("product") or "",
+                   v.get("region") or "", int(v.get("amount") or 0),
+                   v.get("currency") or "CNY", int(v["ts"]), verdict.action, verdict.rule,
+                   verdict.snoozed, gens, feats])
+        hs += [[v["eventId"], h.policy, h.rule, gens.get(h.policy, 0),
+                "shadow" if h.shadow else "enforce", h.action, h.reason, h.error,
+                feats.get(h.policy, {})]
                for h in verdict.hits]
     return {"d": json.dumps(ds, separators=(",", ":")),
             "h": json.dumps(hs, separators=(",", ":")),
-            "ids": [d["event_id"] for d in ds], "decided": decided_at.timestamp()}
+            "ids": [d[0] for d in ds], "decided": decided_at.timestamp()}
 
 
 class RiskStore:

@@ -1,183 +1,242 @@
 """Velocity counters shared by every replica of the risk worker, in Redis.
 
-One sorted set per (feature, key value): member ``<event_id>|<amount>``, score the event's
-time in ms. Recording and reading is one Lua script per event, so it is atomic across
-replicas and idempotent: a redelivered event re-adds the same member, which changes
-nothing. Entries older than the window are removed and the key expires one window after
-its newest event, so memory follows traffic. Nothing is capped: a counter that grows
-past ``LARGE`` is reported on a metric (``kameng_risk_velocity_large_total``) rather than
-silently truncated.
+One hash per (policy, feature, key value) holding time buckets of 1/60 of the feature's
+window (``BUCKETS``): field ``<bucket number>`` → the count or the sum of amounts in that
+bucket, ``hi`` → the newest bucket seen, ``t`` → the running total of the window ending at
+``hi``. Recording an event is two ``HINCRBY``; reading the window at ``hi`` is the running
+total, kept up to date by subtracting each bucket once as it leaves the window. So the
+cost per event and feature is constant, whatever the traffic (the sorted sets before this
+cost a member per event and feature, and a sum read every member of the window).
+
+Granularity: the window is measured in whole buckets. An event counts from the moment it
+happens until between ``window − window/60`` and ``window`` later (a 10-minute feature
+forgets an event 590 to 600 seconds after it). Nothing is capped: counts and sums are
+64-bit integers, and a counter's size is bounded by its buckets (two windows are kept so
+that late events, read at their own time, still see the window before them).
+
+Idempotent per event: ONE once-only marker per event (``SET NX``, key ``<prefix>!<event
+id>``, living two of its longest windows: after that a redelivery would record only into
+buckets no read looks at any more) guards every feature's recording; a redelivered event
+only reads. Atomic across replicas: a batch is one Lua script.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter
 
 from .policy import CompiledPolicy
 
 PREFIX = "kameng:risk:v:"
-LARGE = 100_000
+BUCKETS = 60  # per window: the granularity (documented in docs/risk.md and the CRD)
 
-# KEYS: one sorted set per feature. ARGV: member, score_ms, then per key: window_ms,
-# aggregate ("count"|"sum"), record ("1"|"0"). Returns per key: value, cardinality.
-_SCRIPT = """
-local member = ARGV[1]
-local now = tonumber(ARGV[2])
-local out = {}
-for i, key in ipairs(KEYS) do
-  local base = 2 + (i - 1) * 3
-  local window = tonumber(ARGV[base + 1])
-  local agg = ARGV[base + 2]
-  if ARGV[base + 3] == '1' then
-    redis.call('ZADD', key, now, member)
-    local expire_at = now + window
-    local ttl = redis.call('PTTL', key)
-    local t = redis.call('TIME')
-    local wall = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    -- Old events (backfills) must not shorten the life of a counter.
-    local want = math.max(expire_at - wall, window)
-    if ttl < want then redis.call('PEXPIRE', key, want) end
+# One feature over one event: record (when asked) and read the window ending at the
+# event's bucket. Shared by the per-event script (backtests) and the batch script.
+_FEATURE = """
+-- Integers as exact decimal strings (a Lua number handed to Redis or returned could be
+-- formatted with an exponent).
+local function d(x) return string.format('%d', x) end
+local function feature(key, now, g, w, v, rec, wall)
+  local b = math.floor(now / g)
+  -- One read of the newest bucket and the running total (a call from Lua costs more than
+  -- the field it reads).
+  local st = redis.call('HMGET', key, 'hi', 't')
+  local hi, total = tonumber(st[1]), tonumber(st[2])
+  if hi ~= nil and b - hi >= 2 * w then
+    -- Everything kept is older than two windows: no read at or after b can see it.
+    redis.call('DEL', key)
+    hi = nil
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window * 2))
-  local value = 0
-  if agg == 'count' then
-    value = redis.call('ZCOUNT', key, '(' .. (now - window), now)
-  else
-    local members = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), now)
-    for _, m in ipairs(members) do
-      value = value + tonumber(string.match(m, '|(%d+)$') or '0')
+  if hi == nil then
+    if not rec then return '0' end
+    redis.call('HSET', key, d(b), v, 'hi', d(b), 't', v)
+    -- Kept until its newest bucket is two windows old (no GT here: GT never sets a TTL
+    -- on a key that has none).
+    redis.call('PEXPIRE', key, d(math.max((b + 2 * w) * g - wall, w * g)))
+    return v
+  end
+  if b > hi then
+    -- The window moves on: buckets (hi - w, min(hi, b - w)] leave the running total, and
+    -- buckets older than two windows are dropped. Each bucket pays this once.
+    local leave = {}
+    for x = hi - w + 1, math.min(hi, b - w) do leave[#leave + 1] = d(x) end
+    if #leave > 0 then
+      local s = 0
+      for _, x in ipairs(redis.call('HMGET', key, unpack(leave))) do
+        if x then s = s + tonumber(x) end
+      end
+      if s ~= 0 then total = redis.call('HINCRBY', key, 't', d(-s)) end
     end
+    local gone = {}
+    for x = math.max(hi - 2 * w + 1, 0), b - 2 * w do gone[#gone + 1] = d(x) end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    redis.call('HSET', key, 'hi', d(b))
+    hi = b
+    redis.call('PEXPIRE', key, d(math.max((b + 2 * w) * g - wall, w * g)), 'GT')
   end
-  out[#out + 1] = tostring(value)
-  out[#out + 1] = redis.call('ZCARD', key)
+  if b == hi then
+    if rec then
+      redis.call('HINCRBY', key, d(b), v)
+      return d(redis.call('HINCRBY', key, 't', v))
+    end
+    return d(total)
+  end
+  -- A late event (older than the newest): recorded in its bucket while it is kept, and
+  -- read as the window ending at its own bucket.
+  if b <= hi - 2 * w then return '0' end
+  if rec then
+    redis.call('HINCRBY', key, d(b), v)
+    if b > hi - w then redis.call('HINCRBY', key, 't', v) end
+  end
+  local want = {}
+  for x = math.max(b - w + 1, hi - 2 * w + 1), b do want[#want + 1] = d(x) end
+  local s = 0
+  for _, x in ipairs(redis.call('HMGET', key, unpack(want))) do
+    if x then s = s + tonumber(x) end
+  end
+  return d(s)
 end
-return out
-"""
-
-
-# The same work for a whole batch in ONE script call (the worker's hot path: a script call
-# per event and policy cost more in redis-py packing and parsing than the counting itself).
-# KEYS: per event, its velocity keys (every policy's, in order) then its snooze keys.
-# ARGV: per event: member, score_ms, number of velocity keys, number of snooze keys, then
-# per velocity key: window_ms, aggregate, record. Events run in order, so each sees the
-# ones before it, exactly as separate calls would. Returns per event: 1 when a snooze
-# key exists (else 0), then per velocity key: value, cardinality.
-_BATCH = """
-local out = {}
-local k, a = 1, 1
 local t = redis.call('TIME')
 local wall = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# A whole batch in ONE script call (the worker's hot path; a backtest sends one event a
+# call). Events run in order, so each sees the ones before it, exactly as separate calls
+# would. Arguments are compact (redis-py packs every argument in Python, so four per
+# feature and event cost more than the counting): the features' shapes once a call, then
+# per event one reference per feature.
+# KEYS: per event: its marker, its feature hashes (every policy's, in order), its snooze
+# keys. ARGV: number of shapes S, then per shape: bucket_ms, buckets, aggregate ("c"|"s");
+# then per event: ts_ms, marker ttl_ms (0: records nothing), amount, number of feature
+# keys, number of snooze keys, then per feature its shape's number (negative: read only).
+# Returns per event: 1 when a snooze key exists (else 0), then per feature its value as a
+# decimal string.
+_BATCH = _FEATURE + """
+local shapes = {}
+local a = 2
+for i = 1, tonumber(ARGV[1]) do
+  shapes[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2] == 's'}
+  a = a + 3
+end
+local out = {}
+local k = 1
 while a <= #ARGV do
-  local member = ARGV[a]
-  local now = tonumber(ARGV[a + 1])
-  local nkeys = tonumber(ARGV[a + 2])
-  local nsnooze = tonumber(ARGV[a + 3])
-  a = a + 4
+  local now = tonumber(ARGV[a])
+  local ttl = ARGV[a + 1]
+  local amount = ARGV[a + 2]
+  local nkeys = tonumber(ARGV[a + 3])
+  local nsnooze = tonumber(ARGV[a + 4])
+  a = a + 5
   local snoozed = 0
-  for j = 0, nsnooze - 1 do
+  for j = 1, nsnooze do
     if redis.call('EXISTS', KEYS[k + nkeys + j]) == 1 then snoozed = 1 end
   end
   out[#out + 1] = snoozed
-  for j = 0, nkeys - 1 do
-    local key = KEYS[k + j]
-    local window = tonumber(ARGV[a])
-    local agg = ARGV[a + 1]
-    if ARGV[a + 2] == '1' then
-      redis.call('ZADD', key, now, member)
-      -- GT: only ever lengthens the life of a counter (old events, backfills, must not
-      -- shorten it); one call instead of PTTL + PEXPIRE.
-      redis.call('PEXPIRE', key, math.max(now + window - wall, window), 'GT')
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window * 2))
-    end
-    a = a + 3
-    local value, n = 0, 0
-    if agg == 'count' then
-      value = redis.call('ZCOUNT', key, '(' .. (now - window), now)
-      n = value
-    else
-      local members = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), now)
-      for _, m in ipairs(members) do
-        value = value + tonumber(string.match(m, '|(%d+)$') or '0')
-      end
-      n = #members
-    end
-    -- The events in the window stand for the counter's size (trimmed to two windows):
-    -- a ZCARD per key per event cost a sixth of the script.
-    out[#out + 1] = tostring(value)
-    out[#out + 1] = n
+  local rec = ttl ~= '0' and redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
+  for j = 1, nkeys do
+    local ref = tonumber(ARGV[a])
+    local shape = shapes[math.abs(ref)]
+    out[#out + 1] = feature(KEYS[k + j], now, shape[1], shape[2],
+                            shape[3] and amount or '1', rec and ref > 0, wall)
+    a = a + 1
   end
-  k = k + nkeys + nsnooze
+  k = k + 1 + nkeys + nsnooze
 end
 return out
 """
+
+
+Shape = tuple[int, int, str]  # bucket_ms, buckets, "c" (count) | "s" (sum)
 
 
 @dataclass
 class Call:
+    """One policy's features over one event: what to ask Redis."""
+
     names: list[str]
-    args: list[Any]
     keys: list[str]
+    shapes: list[tuple[Shape, bool]]  # per key: its shape, and whether it records
     zeros: dict[str, int]
-
-
-LARGE_COUNTERS = Counter("kameng_risk_velocity_large_total",
-                         f"Velocity reads over a counter holding more than {LARGE} events "
-                         "(never capped: this says a window or key is too coarse).")
+    ttl_ms: int = 0  # the event marker's life for this policy (0: records nothing)
+    ts: int = 0
+    amount: int = 0
+    marker: str = field(default="")
 
 
 def key_value(event: Mapping[str, Any], key: str) -> str:
     return str(event.get(key) or "")
 
 
+def bucket_ms(window_s: int) -> int:
+    """A feature's bucket: 1/BUCKETS of its window, at least a millisecond."""
+    return max(1, window_s * 1000 // BUCKETS)
+
+
+def buckets(window_s: int) -> int:
+    """Whole buckets in a window (BUCKETS, or more when the window is not a multiple)."""
+    g = bucket_ms(window_s)
+    return -(-window_s * 1000 // g)
+
+
 class Velocity:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix  # a backtest counts in its own scratch space
-        self._script = redis.register_script(_SCRIPT)
         self._batch = redis.register_script(_BATCH)
-        self.large = 0  # counters seen above LARGE (exported by the worker)
+        self._plans: dict[int, tuple[CompiledPolicy, list[Any]]] = {}
+
+    def marker(self, event_id: str) -> str:
+        # "!" never occurs in a policy name (a DNS label), so markers and counters never
+        # share a key.
+        return f"{self.prefix}!{event_id}"
 
     def prepare(self, policy: CompiledPolicy, event: Mapping[str, Any],
                 record: bool = True) -> Call:
-        """The script call that records ``event`` in each feature it counts for and reads
-        every feature. A feature whose key is empty on this event (no customer on a
-        withdrawal, say) reads 0 and records nothing: an empty key would lump unrelated
-        events together."""
-        call = Call([], [f"{event['eventId']}|{int(event.get('amount') or 0)}",
-                         int(event["ts"])], [], {})
-        for f in policy.features:
-            kv = key_value(event, f.key)
+        """The counters ``event`` records into (when ``record``) and every feature to
+        read. A feature whose key is empty on this event (no customer on a withdrawal,
+        say) reads 0 and records nothing: an empty key would lump unrelated events
+        together."""
+        call = Call([], [], [], {}, ts=int(event["ts"]), amount=int(event.get("amount") or 0),
+                    marker=self.marker(event["eventId"]))
+        kind = str(event["event"])
+        for name, key, base, shape, window_ms, f in self._plan(policy):
+            kv = key_value(event, key)
             if not kv:
-                call.zeros[f.name] = 0
+                call.zeros[name] = 0
                 continue
-            call.names.append(f.name)
-            # Policy name in the key: two policies' features never share counters, so a
-            # feature's meaning can change in one without touching the other.
-            call.keys.append(f"{self.prefix}{policy.name}:{f.name}:{kv}")
-            call.args += [f.window_s * 1000, f.aggregate,
-                          "1" if record and f.applies(str(event["event"])) else "0"]
+            rec = record and f.applies(kind)
+            call.names.append(name)
+            call.keys.append(base + kv)
+            call.shapes.append((shape, rec))
+            if rec and 2 * window_ms > call.ttl_ms:
+                call.ttl_ms = 2 * window_ms
         return call
 
-    async def queue(self, call: Call, pipe: Any) -> bool:
-        """Queue the call on a pipeline; False when there is nothing to ask Redis."""
-        if not call.keys:
-            return False
-        # Awaiting a script call on a pipeline only queues it (and loads the script).
-        await self._script(keys=call.keys, args=call.args, client=pipe)
-        return True
+    def _plan(self, policy: CompiledPolicy) -> list[tuple[str, str, str, Shape, int, Any]]:
+        """Per feature what does not change from one event to the next (computed once per
+        compiled policy: the hot path builds only the key value)."""
+        hit = self._plans.get(id(policy))
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        # Policy name in the key: two policies' features never share counters, so a
+        # feature's meaning can change in one without touching the other.
+        plan = [(f.name, f.key, f"{self.prefix}{policy.name}:{f.name}:",
+                 (bucket_ms(f.window_s), buckets(f.window_s),
+                  "c" if f.aggregate == "count" else "s"), f.window_s * 1000, f)
+                for f in policy.features]
+        if len(self._plans) > 256:  # policies are few; recompiled ones replace them
+            self._plans.clear()
+        self._plans[id(policy)] = (policy, plan)
+        return plan
 
-    def parse(self, call: Call, res: Any) -> dict[str, int]:
+    @staticmethod
+    def parse(call: Call, res: Any) -> dict[str, int]:
         out = dict(call.zeros)
         for i, name in enumerate(call.names):
-            out[name] = int(res[2 * i])
-            if int(res[2 * i + 1]) > LARGE:
-                self.large += 1
-                LARGE_COUNTERS.inc()
+            out[name] = int(res[i])
         return out
 
     async def features(self, policy: CompiledPolicy, event: Mapping[str, Any],
@@ -185,24 +244,39 @@ class Velocity:
         call = self.prepare(policy, event, record)
         if not call.keys:
             return dict(call.zeros)
-        return self.parse(call, await self._script(keys=call.keys, args=call.args))
+        return (await self.batch([([(policy, call)], [])]))[0][1][policy.name]
 
     async def batch(self, items: list[tuple[list[tuple[CompiledPolicy, Call]], list[str]]]
                     ) -> list[tuple[bool, dict[str, dict[str, int]]]]:
         """Every event of a batch in one script call. ``items`` holds per event its calls
         (one per policy, from :meth:`prepare`) and its snooze keys; returns per event
         whether a snooze is live and each policy's features."""
+        if not items:
+            return []
         keys: list[str] = []
         args: list[Any] = []
+        shapes: dict[Shape, int] = {}
         for calls, snoozes in items:
+            if not calls:
+                keys += ["", *snoozes]
+                args += [0, 0, 0, 0, len(snoozes)]
+                continue
+            first = calls[0][1]
             vkeys = [k for _, c in calls for k in c.keys]
-            member, ts = calls[0][1].args[:2] if calls else ("", 0)
-            keys += vkeys + snoozes
-            args += [member, ts, len(vkeys), len(snoozes)]
+            # One marker per event for all its policies: the longest life any needs.
+            keys += [first.marker, *vkeys, *snoozes]
+            args += [first.ts, max(c.ttl_ms for _, c in calls), first.amount, len(vkeys),
+                     len(snoozes)]
             for _, c in calls:
-                args += c.args[2:]
-        res = await self._batch(keys=keys, args=args) if keys else \
-            [0] * len(items)
+                for shape, rec in c.shapes:
+                    n = shapes.get(shape)
+                    if n is None:
+                        n = shapes[shape] = len(shapes) + 1
+                    args.append(n if rec else -n)
+        head: list[Any] = [len(shapes)]
+        for shape in shapes:
+            head += shape
+        res = await self._batch(keys=keys, args=head + args)
         out = []
         i = 0
         for calls, _ in items:
@@ -211,7 +285,7 @@ class Velocity:
             feats: dict[str, dict[str, int]] = {}
             for pol, c in calls:
                 n = len(c.keys)
-                feats[pol.name] = self.parse(c, res[i:i + 2 * n])
-                i += 2 * n
+                feats[pol.name] = self.parse(c, res[i:i + n])
+                i += n
             out.append((snoozed, feats))
         return out

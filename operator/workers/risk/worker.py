@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,8 +150,9 @@ class RiskWorker:
         self.velocity = Velocity(redis)
         self._commit = redis.register_script(_COMMIT)
         self.clock = clock
-        self.consumer = StreamConsumer(redis, config or ConsumerConfig(group=GROUP),
-                                       self.handle)
+        cfg = config or ConsumerConfig(group=GROUP)
+        self.consumer = StreamConsumer(redis, cfg,
+                                       self.handle_staged if cfg.overlap else self.handle)
 
     async def handle(self, entries: list[Entry]) -> None:
         """A batch in three round trips: one script call records and reads every
@@ -160,6 +161,12 @@ class RiskWorker:
         HQ's PostgreSQL, then one script call publishes each decision once. A malformed
         entry raises: the shared machinery retries entries one by one and dead-letters
         that one; it never decides anything."""
+        await (await self.handle_staged(entries))
+
+    async def handle_staged(self, entries: list[Entry]) -> Awaitable[None]:
+        """The first stage (velocity and rules, in stream order: each batch's counters
+        see every earlier batch's); returns the second (store, publish, escalation), which
+        the consumer runs while the next batch's first stage does (``overlap``)."""
         events = [OrderEvent.from_fields(e.fields) for e in entries]
         views = [event_view(ev, self.policies.licences.get(ev.site)) for ev in events]
         items = []
@@ -184,58 +191,67 @@ class RiskWorker:
             # outcome: the velocity counters already saw it once.
             outcomes.setdefault(view["eventId"], o)
             order.append(outcomes[view["eventId"]])
-        now = self.clock()
+        return self._finish(entries, outcomes, order, self.clock())
+
+    async def _finish(self, entries: list[Entry], outcomes: dict[str, Outcome],
+                      order: list[Outcome], now: float) -> None:
         stored = await self.store.save(list(outcomes.values()),
                                        datetime.fromtimestamp(now, UTC))
-        escalating = []
         keys: list[str] = []
         args: list[Any] = [RECORD_TTL_S]
+        esc_items: list[tuple[str, str, str, int, EscalationDef, tuple[bool, bool]]] = []
+        # One Decision built per (action, rule) a batch, copied per order: the contract's
+        # model stays the one source of the fields without a model per event.
+        shapes: dict[tuple[str, str], dict[str, str]] = {}
+        at = datetime.fromtimestamp(now, UTC)
         for o in order:
             action, rule = stored.get(o.view["eventId"], (o.verdict.action, o.verdict.rule))
-            dec = Decision(order_id=o.view["orderId"], action=action,  # type: ignore[arg-type]
-                           rule=rule, ts=datetime.fromtimestamp(now, UTC)).to_fields()
             keys += [RECORD_PREFIX + o.view["eventId"], decisions_stream(o.view["site"])]
-            args += [action, "1" if action != "allow" else "0", len(dec),
-                     *[x for kv in dec.items() for x in kv]]
+            if action == "allow":
+                args += [action, "0", 0]  # nothing published: no fields to send
+            else:
+                shape = shapes.get((action, rule))
+                if shape is None:
+                    shape = shapes[(action, rule)] = Decision(
+                        order_id="-", action=action,  # type: ignore[arg-type]
+                        rule=rule, ts=at).to_fields()
+                dec = {**shape, "order_id": o.view["orderId"]}
+                args += [action, "1", len(dec), *[x for kv in dec.items() for x in kv]]
+            # Counted also on a redelivery: the counters are keyed by event id, so
+            # counting again is harmless, and a crash between commit and here must not
+            # lose the count.
+            esc_items += self._escalation_items(o.view, o.verdict)
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._commit(keys=keys, args=args, client=pipe)
-            for o in order:
-                # Counted also on a redelivery: the counters are keyed by event id, so
-                # counting again is harmless, and a crash between commit and here must
-                # not lose the count.
-                escalating.append(await self._queue_escalation(pipe, o.view, o.verdict))
-            results = iter(await pipe.execute())
-        done = next(results)
+            pairs = (await self.escalation.queue_batch(pipe, esc_items)
+                     if self.escalation is not None and esc_items else [])
+            results = await pipe.execute()
+        done = results[0]
+        for e, o, first in zip(entries, order, done, strict=True):
+            if first:
+                self._count(o.verdict, e.id, now)
         # Judged once per (policy, site) a batch, on the counts after its last event: a
         # judgement per event cost a Redis round trip per paid order (a fifth of the
         # worker's time), and the window's rate after the batch is the one that matters.
-        last: dict[tuple[str, str], tuple[Any, EscalationDef]] = {}
-        for e, o, first, esc in zip(entries, order, done, escalating, strict=True):
-            if first:
-                self._count(o.verdict, e.id, now)
-            for name, esc_def in esc:
-                last[(name, o.view["site"])] = (next(results), esc_def)
-        for (name, site), (counts, esc_def) in last.items():
-            assert self.escalation is not None
-            await self.escalation.judge(name, site, counts, esc_def,
-                                        self.policies.licences.get(site))
+        if pairs:
+            counts = results[1]
+            for i, (name, site, esc_def) in enumerate(pairs):
+                assert self.escalation is not None
+                await self.escalation.judge(name, site, counts[2 * i:2 * i + 2], esc_def,
+                                            self.policies.licences.get(site))
 
-    async def _queue_escalation(self, pipe: Any, view: Mapping[str, Any],
-                                verdict: Verdict) -> list[tuple[str, EscalationDef]]:
-        """Count the event for every applicable policy with a siteEscalation (each over
-        its own window); returns what was queued, in order."""
+    def _escalation_items(self, view: Mapping[str, Any], verdict: Verdict
+                          ) -> list[tuple[str, str, str, int, EscalationDef,
+                                          tuple[bool, bool]]]:
+        """The event's counting for every applicable policy with a siteEscalation (each
+        over its own window)."""
         if self.escalation is None:
             return []
         kinds = self.escalation.counts_for(view["event"], verdict.action)
         if kinds is None:
             return []
-        out = []
-        for pol in self.policies.for_site(view["site"]):
-            if pol.escalation is not None:
-                await self.escalation.queue(pipe, pol.name, view["site"], view["eventId"],
-                                            view["ts"], pol.escalation, kinds)
-                out.append((pol.name, pol.escalation))
-        return out
+        return [(pol.name, view["site"], view["eventId"], view["ts"], pol.escalation, kinds)
+                for pol in self.policies.for_site(view["site"]) if pol.escalation is not None]
 
     def _count(self, verdict: Verdict, entry_id: str, now: float) -> None:
         DECISIONS.labels(verdict.action).inc()
