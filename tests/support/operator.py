@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from hack.devenv import alive
 from kameng.api.common import API_VERSION
 from kameng.controller.config import OperatorConfig
 from kameng.controller.exclusive import LEASE_NAME as LEASE
@@ -55,19 +56,8 @@ _STARTED: dict[int, OperatorProcess] = {}
 LeaseVerdict = Literal["free", "wait", "ours", "foreign", "elsewhere"]
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs on this machine (a zombie, exited but not reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    return not re.search(r"^State:\s+Z", status, re.M)
+# One home for "is this pid a live process" (zombies count as exited): the dev environment's.
+pid_alive = alive
 
 
 def lease_verdict(spec: Mapping[str, Any], now: datetime, host: str,
