@@ -223,7 +223,9 @@ def test_walk_expiring_soon_grace_expired_on_time_and_renewal_restores(
         # record in status keeps it from being sent again.
         wait_for(lambda: len(list(spool.glob("*.json"))) == 1, 15, "first notice")
         walk_env["op"].stop()
-        walk_env["op"] = _operator(devenv, spool, walk_env["logs"] / "operator-2.log")
+        # The next tests of the module run on this operator: the module's, not this test's.
+        walk_env["op"] = _operator(devenv, spool,
+                                   walk_env["logs"] / "operator-2.log").for_module()
 
         reach("Grace", end)
         wait_for(lambda: _shop_mode(st) == "readOnly", 5, "shop read-only in grace")

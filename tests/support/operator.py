@@ -99,10 +99,13 @@ def started_mark() -> int:
     return _last_seq
 
 
-def stop_started_since(mark: int) -> list[OperatorProcess]:
-    """Stop every operator made after ``mark`` that still runs; return them."""
+def stop_started_since(mark: int, *, test_end: bool = False) -> list[OperatorProcess]:
+    """Stop every operator made after ``mark`` that still runs; return them. At a test's
+    end (``test_end``), one handed to its module (:meth:`OperatorProcess.for_module`) is
+    left to the module's end."""
     left = list({id(op): op for op in _STARTED.values()
-                 if op.seq > mark and op.running()}.values())
+                 if op.seq > mark and op.running()
+                 and not (test_end and op.module_owned)}.values())
     for op in left:
         op.stop()
     return left
@@ -132,6 +135,7 @@ class OperatorProcess:
         # stops it at the module's end, not the test's.
         global _last_seq
         self.seq = _last_seq = next(_SEQ)
+        self.module_owned = False
         self.namespace = self.env.get("KAMENG_NAMESPACE") or OperatorConfig.namespace
         for i, arg in enumerate(extra_args):
             if arg == "--namespace" and i + 1 < len(extra_args):
@@ -145,6 +149,13 @@ class OperatorProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    def for_module(self) -> OperatorProcess:
+        """Hand an operator a test made to its module (a test that replaces a module
+        fixture's operator for the tests after it): the guard stops it at the module's end,
+        not the test's."""
+        self.module_owned = True
+        return self
 
     def start(self, wait: float = 120.0) -> OperatorProcess:
         if self.standalone:

@@ -29,8 +29,8 @@ class OperatorLeftRunning(UserWarning):
     """An operator its test or fixture did not stop (stopped here instead)."""
 
 
-def _stop_left(mark: int, where: str) -> None:
-    left: list[OperatorProcess] = stop_started_since(mark)
+def _stop_left(mark: int, where: str, *, test_end: bool = False) -> None:
+    left: list[OperatorProcess] = stop_started_since(mark, test_end=test_end)
     for op in left:
         warnings.warn(OperatorLeftRunning(
             f"an operator started in {where} was still running at its end (its fixture "
@@ -48,7 +48,7 @@ def _stop_operators_of_module(request: pytest.FixtureRequest) -> Iterator[None]:
 def _stop_operators_of_test(request: pytest.FixtureRequest) -> Iterator[None]:
     mark = started_mark()
     yield
-    _stop_left(mark, f"test {request.node.nodeid}")
+    _stop_left(mark, f"test {request.node.nodeid}", test_end=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

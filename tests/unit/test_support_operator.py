@@ -96,3 +96,26 @@ def test_the_guard_stops_an_operator_at_the_end_of_the_scope_that_made_it(tmp_pa
     finally:
         for op in (module_op, test_op):
             op.kill()
+
+
+def test_an_operator_a_test_hands_to_its_module_outlives_the_test_not_the_module(
+        tmp_path) -> None:
+    """test_license_walk's walk replaces the module's operator for the tests after it:
+    stopped at the walk's end, the next test found no operator at all."""
+    from tests.support import operator as harness
+
+    module_mark = harness.started_mark()
+    handed = harness.OperatorProcess("kubeconfig", "dsn", "redis://", tmp_path / "a.log")
+    own = harness.OperatorProcess("kubeconfig", "dsn", "redis://", tmp_path / "b.log")
+    for op in (handed, own):
+        op.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        harness._STARTED[op.proc.pid] = op
+    assert handed.for_module() is handed
+    try:
+        assert harness.stop_started_since(module_mark, test_end=True) == [own]
+        assert handed.running()
+        assert harness.stop_started_since(module_mark) == [handed]
+        assert not handed.running()
+    finally:
+        for op in (handed, own):
+            op.kill()
