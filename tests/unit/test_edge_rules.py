@@ -69,3 +69,26 @@ def test_a_pending_password_change_comes_first_unless_the_route_allows_it(
     assert (page.status_code, page.headers["location"]) == (303, auth.PASSWORD_PATH)
     page = asyncio.run(auth.requires(pending_change_ok=True)(handler)(request))
     assert (page.status_code, page.body) == (200, b"page")
+
+
+def test_the_signed_claims_carry_a_hold_and_a_termination_as_suspended() -> None:
+    """The shop reads its token, not the verdict: a suspending hold and a termination
+    must reach the token's claims, and a hold that only holds payouts must not."""
+    spec = LicenseSpec.model_validate({
+        "subSite": "demo", "plan": "basic", "categories": ["game"],
+        "term": {"start": "2030-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"}})
+    now = START + timedelta(days=1)
+    free = verdict_for("demo", "demo", spec, 1, now)
+    assert free.claims is not None
+    assert not free.claims.suspended
+    risk = verdict_for("demo", "demo", spec, 1, now, (Hold("risk", "fraud"),))
+    assert risk.claims is not None
+    assert risk.claims.suspended
+    payout = verdict_for("demo", "demo", spec, 1, now, (Hold("payout", "audit"),))
+    assert payout.claims is not None
+    assert not payout.claims.suspended
+    assert payout.valid
+    ended = verdict_for("demo", "demo", spec, 1, now, terminated_at=now - timedelta(hours=1))
+    assert ended.claims is not None
+    assert ended.claims.suspended
+    assert (ended.valid, ended.state) == (False, "Terminated")

@@ -6,8 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from kameng.controller.agreements import first_state_quiet
-from kameng.controller.reconcile import NEW_LICENSE_WAIT, license_wait
+from kameng.controller.reconcile import NEW_LICENSE_WAIT, _backend_digest, license_wait
 from kameng.kube.drift import manifest_hash, with_hash
+from kameng.provision.ownership import Claim
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -29,6 +30,39 @@ def test_a_new_site_waits_briefly_for_its_license() -> None:
     # A clock running behind the API server's never makes the wait longer.
     assert license_wait(_site(-600), None, NOW) == NEW_LICENSE_WAIT
     assert license_wait({"metadata": {"name": "s"}}, None, NOW) == 0.0
+    assert license_wait({}, None, NOW) == 0.0  # no metadata at all: nothing to wait by
+    # The boundary: exactly NEW_LICENSE_WAIT old waits no more; an offset timestamp
+    # (not the API server's "Z" form) is read the same.
+    assert license_wait(_site(NEW_LICENSE_WAIT), None, NOW) == 0.0
+    created = (NOW - timedelta(seconds=2)).isoformat()
+    assert license_wait({"metadata": {"creationTimestamp": created}}, None, NOW) == 1.0
+    assert license_wait(_site(0, {"phase": "Ready"}), (1, {}, (), None), NOW) == 0.0
+
+
+def test_backend_digest_changes_with_every_input_and_keeps_no_password() -> None:
+    """A site's PostgreSQL and Redis are checked again only when this digest changes: an
+    input it ignored would leave a changed password or server unprovisioned until the
+    resync."""
+    base = (Claim("u1"), 20, "db-secret-pw", "redis-secret-pw", "pg-a")
+    d = _backend_digest(*base)
+    assert d == _backend_digest(Claim("u1"), 20, "db-secret-pw", "redis-secret-pw", "pg-a")
+    variants = [
+        (Claim("u2"), 20, "db-secret-pw", "redis-secret-pw", "pg-a"),
+        (Claim("u1", adopt_from="u0"), 20, "db-secret-pw", "redis-secret-pw", "pg-a"),
+        (Claim("u1", adopt_unmarked=True), 20, "db-secret-pw", "redis-secret-pw", "pg-a"),
+        (Claim("u1"), 21, "db-secret-pw", "redis-secret-pw", "pg-a"),
+        (Claim("u1"), 20, "db-secret-pX", "redis-secret-pw", "pg-a"),
+        (Claim("u1"), 20, "db-secret-pw", "redis-secret-pX", "pg-a"),
+        (Claim("u1"), 20, "db-secret-pw", "redis-secret-pw", "pg-b"),
+        # Fields run together must not collide ("ab" + "c" vs "a" + "bc").
+        (Claim("u1"), 20, "db-secret-p", "wredis-secret-pw", "pg-a"),
+    ]
+    digests = {_backend_digest(*v) for v in variants}
+    assert d not in digests
+    assert len(digests) == len(variants)
+    assert len(d) == 64  # a sha256 hex digest
+    int(d, 16)
+    assert "secret" not in d
 
 
 def test_a_new_licenses_first_active_state_posts_no_event() -> None:
