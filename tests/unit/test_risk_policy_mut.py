@@ -441,3 +441,32 @@ def test_compiled_policy_defaults():
     p = CompiledPolicy("p", 0, "enforce", frozenset(), (), (), (), 0)
     assert (p.escalation, p.combined) == (None, ())
     assert evaluate([p], SAMPLE_EVENT, {}) == Verdict("allow", "", ())
+
+
+class _Counting:
+    """A program that counts its evaluations (and passes them on)."""
+
+    def __init__(self, program):
+        self.program, self.calls = program, 0
+
+    def eval(self, act):
+        self.calls += 1
+        return self.program.eval(act)
+
+
+def test_the_combined_program_replaces_the_rules_one_by_one():
+    # The point of combining is one evaluation per policy: when it succeeds, no rule runs
+    # alone; only when it errors do the rules run one by one.
+    p = compile_policy("p", {"rules": [_rule("a", "event.amount > 10", "block"),
+                                       _rule("d", "100 / event.amount > 1", "review")]})
+    rules = tuple(replace(r, program=_Counting(r.program)) for r in p.rules)
+    (combined,) = p.combined
+    counted = replace(p, rules=rules, combined=(_Counting(combined),))
+    v = evaluate([counted], SAMPLE_EVENT, {})
+    assert (v.action, [h.rule for h in v.hits]) == ("block", ["a"])
+    assert counted.combined[0].calls == 1
+    assert [r.program.calls for r in rules] == [0, 0]
+    v = evaluate([counted], {**SAMPLE_EVENT, "amount": 0}, {})
+    assert [(h.rule, bool(h.error)) for h in v.hits] == [("d", True)]
+    assert counted.combined[0].calls == 2
+    assert [r.program.calls for r in rules] == [1, 1]
