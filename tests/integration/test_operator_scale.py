@@ -135,9 +135,13 @@ def test_a_site_applied_before_its_license_is_built_once(operator: OperatorProce
     name = ss["metadata"]["name"]
 
     def warnings_and_license_events() -> list[tuple[str, str, str]]:
+        # By uid, not name: Events outlive their objects (an hour), so a run before this
+        # one on the same cluster left a LicenseTerminated Event under the same name.
+        uids = {json.loads(kubectl("get", kind, name, "-o", "json").stdout)["metadata"]["uid"]
+                for kind in ("subsite", "license")}
         items = json.loads(kubectl("get", "events", "-n", "default", "-o", "json").stdout)
         return [(e["involvedObject"].get("kind"), e["type"], e["reason"])
-                for e in items["items"] if e["involvedObject"].get("name") == name
+                for e in items["items"] if e["involvedObject"].get("uid") in uids
                 and (e["type"] == "Warning" or e["involvedObject"].get("kind") == "License")]
 
     try:
