@@ -4,15 +4,16 @@ duplicates, no rotated keys and no orphaned databases."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psycopg
 import yaml
 
 from tests.support.operator import OperatorProcess
-from tests.support.wait import wait_until_quiet
+from tests.support.wait import budget, wait_until_quiet
 
-from .test_operator_lifecycle import fresh_start, get, sample_objects, secret_value, wait_for
+from .test_operator_lifecycle import fresh_start, get, sample_objects, secret_value
 
 SITES = [f"it-rst-{i}" for i in range(6)]
 RP = "it-rst-rp"
@@ -37,6 +38,32 @@ def _secrets(kubectl: Any) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
+def _freeze_once_a_config_is_written(op: OperatorProcess, kubectl: Any) -> None:
+    """Pause the operator (SIGSTOP) at its first pause point where a site config exists:
+    one every few API writes, read from its own counter (no kubectl round trip, which takes
+    seconds on a loaded machine, while the operator runs on)."""
+    step = op.api_writes() + 10
+    deadline = time.monotonic() + budget(60)
+    while time.monotonic() < deadline:
+        if op.api_writes() >= step:
+            op.pause()
+            if _configs(kubectl):
+                return
+            op.resume()
+            step = op.api_writes() + 3
+        time.sleep(0.02)
+    raise AssertionError("no site config written within the deadline")
+
+
+def _settled(read: Any) -> Any:
+    """``read()`` once two reads in a row agree: requests the operator sent just before it
+    was frozen may still land in the API server."""
+    last = read()
+    while (now := read()) != last:
+        last = now
+    return now
+
+
 def test_killed_mid_reconcile_converges_without_duplicates(
         devenv: dict[str, str], kubectl: Any, tmp_path: Any) -> None:
     docs: list[dict[str, Any]] = []
@@ -49,25 +76,29 @@ def test_killed_mid_reconcile_converges_without_duplicates(
     op = OperatorProcess(*coords, tmp_path / "first.log").start()
     try:
         fresh_start(kubectl, *SITES)
-        before = op.api_writes()
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         # Kill mid-reconcile, once at least one site's config is written: a restarted
         # operator that has not seen the RolePolicy yet must keep that config's roles, not
         # rewrite them as {} (every member losing every permission, a second ReplicaSet).
-        wait_for(lambda: op.api_writes() >= before + 10 and _configs(kubectl), 60,
-                 "first writes and a site config")
-        op.kill()
-        # Every Secret and site config written before the kill, to compare after the
-        # restart: a restart must reuse keys and passwords, never rotate them.
-        before_kill = _secrets(kubectl)
-        config_before = _configs(kubectl)
+        _freeze_once_a_config_is_written(op, kubectl)
+        # Frozen (SIGSTOP), so what is read now is what the kill leaves behind: on a
+        # loaded machine the operator would otherwise finish between a poll and the kill.
+        before_kill, config_before = _settled(lambda: (_secrets(kubectl), _configs(kubectl)))
         ready = [n for n in SITES if get(kubectl, "subsite", n).get("status", {})
                  .get("phase") == "Ready"]
-        assert len(ready) < len(SITES), "operator finished before it was killed"
+        op.kill()
+        assert len(ready) < len(SITES), "operator finished before it was frozen"
+        # Every Secret and site config written before the kill, to compare after the
+        # restart: a restart must reuse keys and passwords, never rotate them.
 
         op = OperatorProcess(*coords, tmp_path / "second.log").start()
         for name in SITES:
-            kubectl.wait_ready(f"subsite/{name}", 30)
+            try:
+                kubectl.wait_ready(f"subsite/{name}", 30)
+            except AssertionError as exc:  # what the site and the operator were doing
+                status = get(kubectl, "subsite", name).get("status", {})
+                raise AssertionError(f"{exc}\nstatus: {json.dumps(status, indent=1)}\n"
+                                     f"second operator's log:\n{op.log_tail(60)}") from None
 
         # First the inputs of the pod template: what the first operator wrote must be
         # what the second kept (else the check below only sees a second ReplicaSet).
@@ -97,6 +128,8 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         # Converged means quiet (polled: settling takes longer on a loaded machine).
         wait_until_quiet(op.api_writes, quiet_for=5, timeout=60, what="API writes")
     finally:
+        if not op.running():  # failed before the restart: the finalizers need an operator
+            op = OperatorProcess(*coords, tmp_path / "cleanup.log").start()
         kubectl("delete", "subsite", *SITES, "--ignore-not-found", "--wait=true",
                 "--timeout=60s", timeout=90)
         op.stop()

@@ -247,6 +247,23 @@ class OperatorProcess:
             out[kind] = out.get(kind, 0.0) + float(value)
         return out
 
+    def log_tail(self, lines: int) -> str:
+        """The last ``lines`` lines of its log (for a failing test's message)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def pause(self) -> None:
+        """SIGSTOP: the operator's state frozen while a test looks at it (its metrics
+        endpoint does not answer until :meth:`resume`)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, like a crashed pod."""
         if self.proc and self.proc.poll() is None:
@@ -257,6 +274,7 @@ class OperatorProcess:
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """SIGTERM (a clean stop releases the Lease), SIGKILL after ``timeout`` s."""
         if self.proc and self.proc.poll() is None:
+            self.resume()  # a paused process would not handle SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)

@@ -255,14 +255,16 @@ def run_hq(pg_admin_dsn: str, redis_url: str, public_key: str, credentials_dir: 
 
 
 def _drop_site_streams(redis_url: str, site: str) -> None:
-    """The site's order and decision streams under their real names: left behind (a new
-    site name per stack), they pile up run after run, and every worker on the default
-    prefix (the demo's settlement and risk workers) would read them as live orders."""
+    """The site's order and decision streams under their real names, and its own keys
+    (``site:<site>:*``: visit counts, throttles): left behind (a new site name per stack),
+    they pile up run after run, and every worker on the default prefix (the demo's
+    settlement and risk workers) would read the streams as live orders."""
     import redis
 
     r = redis.Redis.from_url(redis_url)
     try:
-        r.delete(orders_stream(site), decisions_stream(site))
+        r.delete(orders_stream(site), decisions_stream(site),
+                 *r.scan_iter(f"site:{site}:*", count=1000))
     finally:
         r.close()
 
