@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 
 from kameng.contracts import openapi
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -49,7 +50,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
         hq = staff_client(st_.hq_url, "admin@hq.local")
         hq_add_product(hq, "qq-10", "game", "10.00", "9.00")
         hq_import_keys(hq, "qq-10", [f"K{i}" for i in range(3)])
-        shop = httpx.Client(base_url=st_.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st_.shop_url)
         wait_for(lambda: "qq-10" in shop.get("/").text)
         yield st_
 

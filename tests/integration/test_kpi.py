@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kameng.contracts import hq_api
 from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     buy,
     csrf_from,
@@ -63,7 +64,7 @@ def test_kpis_move_after_real_purchases_and_the_dashboards_show_them(stack, brow
     wait_for(lambda: _kpi(stack, "kameng_kpi_conversion_ratio", site=site) == 0.0)
     assert _kpi(stack, "kameng_kpi_orders", site=site, category="game") is None
 
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     for _ in range(3):
         assert shop.get("/").status_code == 200  # 3 visits without a category
     for _ in range(2):

@@ -32,6 +32,7 @@ from kameng.kube.client import Kube
 from kameng.workers.risk.source import KubeSource
 from kameng.workers.risk.worker import Policies, license_block
 from kameng.workers.settlement.licenses import LicenseBook
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
     HQ_ADMIN,
@@ -308,7 +309,7 @@ def test_scope_taken_away_mid_term_is_refused_at_once(walk_env: dict[str, Any],
     hq = staff_client(st.hq_url, HQ_ADMIN)
     hq_add_product(hq, "walk-g1", "game", "10.00", "9.50", region="CN-31")
     hq_import_keys(hq, "walk-g1", [f"WG-{i}" for i in range(3)])
-    shop = httpx.Client(base_url=st.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
     with TokenMirror(kubectl, st.token_file) as mirror:
         wait_for(lambda: mirror.token and _shop_mode(st) == "normal", 20, "shop selling")
         wait_for(lambda: "walk-g1" in shop.get("/").text, 20, "product in the shop")

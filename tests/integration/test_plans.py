@@ -16,6 +16,7 @@ import yaml
 
 from kameng.contracts.license_token import sign_token
 from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.operator import OperatorProcess
 from tests.support.storefront import (
     csrf_from,
@@ -103,7 +104,7 @@ def test_shop_refuses_what_basic_lacks_and_shows_the_upgrade(pg_admin_dsn, redis
         assert '<code id="current-plan">basic</code>' in plan
         assert 'class="upgrade" data-plan="flagship"' in plan
 
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         wait_for(lambda: "steam-100" in shop.get("/").text)
         assert "Flagship sale" not in shop.get("/").text
         token = csrf_from(shop.get("/p/steam-100").text)

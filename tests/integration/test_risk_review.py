@@ -26,6 +26,7 @@ from kameng.workers.risk.store import RiskStore
 from kameng.workers.risk.worker import Policies, RiskWorker
 from kameng.workers.streams import ConsumerConfig
 from tests.support.browser import browser_fixture  # noqa: F401 - the fixture
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import csrf_from
 
 from .test_storefront_purchase import _buy, _order_status, _pay, _risk, stack, wait_for  # noqa: F401
@@ -67,7 +68,7 @@ async def test_frozen_order_is_reviewed_in_hq_back_office_then_delivered(stack):
     client = aioredis.from_url(stack.redis_url, decode_responses=True)
     try:
         worker = _worker(client, stack)
-        shop = httpx.Client(base_url=stack.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
         oid, pay_url = _buy(stack, shop, f"rv-{uuid.uuid4().hex[:6]}@example.com")
         await _until(worker, stack, oid, "freeze")
         _pay(pay_url)
@@ -120,7 +121,7 @@ async def test_frozen_order_is_reviewed_in_hq_back_office_then_delivered(stack):
 
 
 def _anonymous(st, url: str) -> tuple[int, int]:
-    anon = httpx.Client(base_url=st.hq_url)
+    anon = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.hq_url)
     return (anon.get("/admin/review").status_code,
             anon.post(url, data={"action": "block", "note": "x"}).status_code)
 
@@ -135,7 +136,7 @@ async def test_cli_block_of_a_paid_order_refunds_it(stack):  # noqa: F811
     client = aioredis.from_url(stack.redis_url, decode_responses=True)
     try:
         worker = _worker(client, stack)
-        shop = httpx.Client(base_url=stack.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
         oid, pay_url = _buy(stack, shop, f"rb-{uuid.uuid4().hex[:6]}@example.com")
         await _until(worker, stack, oid, "freeze")
         _pay(pay_url)
@@ -163,7 +164,7 @@ async def test_snooze_from_the_order_page_is_audited_and_stops_acting(stack):  #
     client = aioredis.from_url(stack.redis_url, decode_responses=True)
     try:
         worker = _worker(client, stack)
-        shop = httpx.Client(base_url=stack.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
         contact = f"sz-{uuid.uuid4().hex[:6]}@example.com"
         oid, _ = _buy(stack, shop, contact)
         await _until(worker, stack, oid, "freeze")
@@ -220,7 +221,7 @@ async def test_purchase_for_a_region_outside_the_license_is_blocked_by_default_p
         # The site's License as the worker reads it (the stack's: game, mobile; CN-31).
         lic = {stack.site: {"categories": ["game", "mobile"], "regions": ["CN-31"]}}
         worker = _worker(client, stack, [pol], lic)
-        shop = httpx.Client(base_url=stack.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
         # A region that is not an ISO 3166-2 code is refused at checkout.
         assert _checkout(stack, shop, "Narnia").status_code == 400
         outside, inside = _checkout(stack, shop, "us-ny"), _checkout(stack, shop, "CN-31")
@@ -262,7 +263,7 @@ async def test_review_pages_in_headless_chromium(stack, browser):  # noqa: F811
     client = aioredis.from_url(stack.redis_url, decode_responses=True)
     try:
         worker = _worker(client, stack)
-        shop = httpx.Client(base_url=stack.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
         oid, pay_url = _buy(stack, shop, f"br-{uuid.uuid4().hex[:6]}@example.com")
         await _until(worker, stack, oid, "freeze")
         _pay(pay_url)

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     hq_add_product,
     hq_import_keys,
@@ -36,7 +37,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
         hq_add_product(hq, "direct-10", "game", "10.00", "9.00")
         hq_import_keys(hq, "psn-50", [f"PSN-{i:03d}" for i in range(LAST_KEYS)])
         hq_import_keys(hq, "direct-10", [f"DIR-{i:03d}" for i in range(LAST_KEYS)])
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         wait_for(lambda: "psn-50" in shop.get("/").text)
         yield st
 

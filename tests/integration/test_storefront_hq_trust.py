@@ -11,6 +11,7 @@ import pytest
 from kameng.contracts.hq_api import FULFIL_PATH, NOTIFY_PATH, PAYMENTS_PATH, refund_path
 from kameng.contracts.hq_auth import new_site_api_token
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -50,7 +51,7 @@ def _open_payment(stack, order_id: str, amount: int, currency: str = "CNY",
 
 
 def _pay(pay_url: str) -> None:
-    with httpx.Client() as payer:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
         token = csrf_from(payer.get(pay_url).text)
         assert payer.post(pay_url, data={"csrf": token}).status_code == 303
 

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from kameng.contracts import invitation
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     HQ_ADMIN,
     admin_csrf,
@@ -205,7 +206,7 @@ def test_logout_ends_the_session_even_for_a_copied_cookie(stack):
     c = member_client(stack, "carol")
     stolen = dict(c.cookies)
     c.post("/admin/logout", data={"csrf": admin_csrf(c)})
-    replay = httpx.Client(base_url=stack.shop_url, cookies=stolen)
+    replay = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url, cookies=stolen)
     r = replay.get("/admin/orders")
     assert r.status_code == 303
     assert r.headers["location"] == "/admin/login"
@@ -224,7 +225,7 @@ def test_hq_admin_replaces_the_bootstrap_password_at_first_login(stack):
     r = login(stack.hq_url, HQ_ADMIN, stack.hq_bootstrap_password)
     assert r.status_code == 303
     assert r.headers["location"] == "/admin/password"
-    c = httpx.Client(base_url=stack.hq_url, cookies=dict(r.cookies))
+    c = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.hq_url, cookies=dict(r.cookies))
     # Nothing else opens before the change.
     blocked = c.get("/admin")
     assert blocked.status_code == 303

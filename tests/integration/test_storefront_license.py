@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from kameng.contracts.license_token import generate_signing_key, sign_token
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -32,7 +33,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
         hq = staff_client(st.hq_url, "admin@hq.local")
         hq_add_product(hq, "qq-10", "game", "10.00", "9.50")
         hq_import_keys(hq, "qq-10", [f"QQ-{i}" for i in range(10)])
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         wait_for(lambda: "qq-10" in shop.get("/").text)
         yield st
 
@@ -44,7 +45,7 @@ def _set(stack, token: str, expect_mode: str) -> None:
 
 
 def _checkout(stack) -> httpx.Response:
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     token = csrf_from(shop.get("/lookup").text)  # any page issues the session's CSRF token
     return shop.post("/checkout", data={"csrf": token, "product": "qq-10", "contact": "c@d.e"})
 

@@ -21,6 +21,7 @@ import pytest
 from kameng.contracts.hq_api import FULFIL_PATH
 from kameng.contracts.license_token import sign_token
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     HoldingProxy,
     admin_csrf,
@@ -43,7 +44,7 @@ def _stock(st, product: str, keys: int, cost: str = "9.00") -> None:
     hq_add_product(hq, product, "game", "10.00", cost)
     if keys:
         hq_import_keys(hq, product, [f"{product.upper()}-{i:03d}" for i in range(keys)])
-    shop = httpx.Client(base_url=st.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
     wait_for(lambda: f'data-product="{product}"' in shop.get("/").text, timeout=30)
 
 
@@ -260,7 +261,7 @@ def test_coupon_is_used_at_payment_never_more_than_allowed(pg_admin_dsn, redis_u
             assert conn.execute("SELECT used FROM coupons WHERE code = 'TWICE'"
                                 ).fetchone()[0] == 2
         # Used up now: a new checkout with it is refused.
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         token = csrf_from(shop.get("/p/cpn-10").text)
         r = shop.post("/checkout", data={"csrf": token, "product": "cpn-10",
                                          "contact": "late@example.com", "coupon": "TWICE"})
@@ -272,7 +273,7 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
                    hq_overrides={"sandbox_payments": False}) as st:
         _stock(st, "sbx-10", keys=1)
         # HQ opens no payment that nobody could pay: the shop says it cannot take money.
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         token = csrf_from(shop.get("/p/sbx-10").text)
         r = shop.post("/checkout", data={"csrf": token, "product": "sbx-10",
                                          "contact": "x@example.com"})

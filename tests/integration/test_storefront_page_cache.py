@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     admin_csrf,
     hq_add_product,
@@ -62,7 +63,7 @@ class _PoolSpy:
 
 def test_hit_costs_no_database_round_trip_and_revalidates_with_304(stack):
     state = state_of(stack.shop_app)
-    with httpx.Client(base_url=stack.shop_url) as c:
+    with httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url) as c:
         first = c.get("/")
         assert first.status_code == 200
         etag = first.headers["etag"]
@@ -105,7 +106,7 @@ def test_price_change_at_hq_shows_at_once_on_every_replica(stack):
 
 
 def test_announcement_shows_at_once(stack):
-    with httpx.Client(base_url=stack.shop_url) as c:
+    with httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url) as c:
         assert "Flash sale" not in c.get("/").text  # cached now
         admin = staff_client(stack.shop_url, stack.members["owner"])
         r = admin.post("/admin/announcements", data={

@@ -17,6 +17,7 @@ from kameng.contracts.events import Decision, OrderEvent, decisions_stream, orde
 from kameng.contracts.hq_api import refund_path, sign_notification
 from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -69,7 +70,7 @@ def _buy(st, shop: httpx.Client, contact: str) -> tuple[str, str]:
 
 
 def _pay(pay_url: str) -> str:
-    with httpx.Client() as payer:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
         token = csrf_from(payer.get(pay_url).text)
         r = payer.post(pay_url, data={"csrf": token})
     assert r.status_code == 303
@@ -77,7 +78,7 @@ def _pay(pay_url: str) -> str:
 
 
 def test_catalog_synced_with_markup_and_license_filter(stack):
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     wait_for(lambda: "steam-100" in shop.get("/").text)
     page = shop.get("/").text
     # 92.50 × 1.10 = 101.75; hidden, unlicensed-category and unlicensed-region are absent.
@@ -105,7 +106,7 @@ def test_catalog_api_conditional_get(stack):
 
 
 def test_purchase_path_end_to_end(stack):
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     wait_for(lambda: "steam-100" in shop.get("/").text)
     oid, pay_url = _buy(stack, shop, "buyer@example.com")
     assert _order_status(stack, oid) == "created"
@@ -160,7 +161,7 @@ def test_purchase_path_end_to_end(stack):
     assert "buyer@example.com" not in contact_enc
 
     # A second browser sees the key only with order number + contact.
-    other = httpx.Client(base_url=stack.shop_url)
+    other = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     assert other.get(f"/order/{oid}").status_code == 303
     token = csrf_from(other.get("/lookup").text)
     r = other.post("/lookup", data={"csrf": token, "order": oid, "contact": "wrong@example.com"})
@@ -183,7 +184,7 @@ def test_purchase_path_end_to_end(stack):
 
 
 def test_freeze_decision_holds_delivery_until_allowed(stack):
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     oid, pay_url = _buy(stack, shop, "risky@example.com")
     r = redis.Redis.from_url(stack.redis_url)
     r.xadd(decisions_stream(stack.site),
@@ -216,7 +217,7 @@ def test_probes_and_metrics(stack):
 
 
 def test_csrf_required(stack):
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     shop.get("/")
     r = shop.post("/checkout", data={"csrf": "nope", "product": "steam-100", "contact": "a@b"})
     assert r.status_code == 400
@@ -232,7 +233,7 @@ def test_coupon_discounts_margin_only_and_announcement_shows(stack):
     r = admin.post("/admin/announcements", data={"csrf": admin_csrf(admin),
                                                  "title": "双十一", "body": "全场九折"})
     assert r.status_code == 303
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     assert "全场九折" in shop.get("/").text
     token = csrf_from(shop.get("/p/steam-100").text)
     r = shop.post("/checkout", data={"csrf": token, "product": "steam-100",
@@ -261,7 +262,7 @@ def test_refund_after_delivery_and_withdrawal_is_a_dispute(stack):
     HQ absorb the cost; instead a dispute is recorded for HQ and no money moves."""
     from tests.support.storefront import admin_csrf
 
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     oid, pay_url = _buy(stack, shop, "refund-me@example.com")
     _pay(pay_url)
     wait_for(lambda: _order_status(stack, oid) == "delivered")
@@ -320,7 +321,7 @@ def test_order_lookup_is_throttled(stack):
     # Failures from one address against one order are limited (counted in Redis, shared by
     # replicas; tests/integration/test_throttle.py covers the rest).
     _clear_throttle(stack)
-    c = httpx.Client(base_url=stack.shop_url)
+    c = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     token = csrf_from(c.get("/lookup").text)
     codes = [c.post("/lookup", data={"csrf": token, "order": "K1", "contact": "x@y"}
                     ).status_code for i in range(11)]

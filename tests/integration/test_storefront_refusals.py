@@ -19,6 +19,7 @@ from kameng.contracts.hq_api import PaymentNotification, notification_headers
 from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng.contracts.license_token import sign_token
 from kameng_storefront.state import state_of
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     csrf_from,
     hq_add_product,
@@ -41,7 +42,7 @@ def stack(pg_admin_dsn, redis_url, tmp_path_factory):
         hq_add_product(hq, "bj-10", "game", "10.00", "9.50", region="CN-11")
         for pid in ("sh-10", "bj-10"):
             hq_import_keys(hq, pid, [f"{pid.upper()}-{i}" for i in range(5)])
-        shop = httpx.Client(base_url=st.shop_url)
+        shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         wait_for(lambda: "sh-10" in shop.get("/").text)
         yield st
 
@@ -104,7 +105,7 @@ def _new_order(stack) -> tuple[str, int]:
     stack.write_license(sign_token(stack.claims(seq=seq), stack.signing_key))
     guard = state_of(stack.shop_app).license
     wait_for(lambda: guard.mode() == "normal" and guard.claims.seq == seq, timeout=30)
-    shop = httpx.Client(base_url=stack.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     token = csrf_from(shop.get("/lookup").text)
     r = shop.post("/checkout", data={"csrf": token, "product": "sh-10", "contact": "t@x.y"})
     assert r.status_code == 303

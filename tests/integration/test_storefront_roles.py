@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     admin_csrf,
     assert_forbidden_page,
@@ -106,7 +107,7 @@ def test_refused_action_has_no_effect(stack):
 
 
 def test_anonymous_is_sent_to_login_and_csrf_is_checked(stack):
-    anon = httpx.Client(base_url=stack.shop_url)
+    anon = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     for method, path, _, _ in ACTIONS:
         r = anon.get(path) if method == "GET" else anon.post(path, data={})
         assert r.status_code == 303, path
@@ -117,7 +118,7 @@ def test_anonymous_is_sent_to_login_and_csrf_is_checked(stack):
 
 
 def test_wrong_password_refused(stack):
-    c = httpx.Client(base_url=stack.shop_url)
+    c = httpx.Client(timeout=HTTP_TIMEOUT, base_url=stack.shop_url)
     token = csrf_from(c.get("/admin/login").text)
     r = c.post("/admin/login", data={"csrf": token, "email": stack.members["owner"],
                                      "password": "wrong-password"})

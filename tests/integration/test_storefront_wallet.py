@@ -28,6 +28,7 @@ from kameng.contracts.hq_api import FULFIL_PATH, refund_path, sign_notification
 from kameng.contracts.hq_auth import notification_key, token_digest
 from kameng.contracts.money import to_fen
 from kameng_storefront.shop.wallet import WALLET_LOCK_WAIT_MS
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     HoldingProxy,
     admin_csrf,
@@ -52,7 +53,7 @@ def _stock(st, product: str, keys: int) -> int:
     hq = staff_client(st.hq_url, "admin@hq.local")
     hq_add_product(hq, product, "game", "10.00", "9.00")
     hq_import_keys(hq, product, [f"{product.upper()}-{i:03d}" for i in range(keys)])
-    shop = httpx.Client(base_url=st.shop_url)
+    shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
     wait_for(lambda: f'data-product="{product}"' in shop.get("/").text, timeout=30)
     page = shop.get(f"/p/{product}").text
     return to_fen(re.search(r'id="price">¥([0-9.]+)<', page).group(1))

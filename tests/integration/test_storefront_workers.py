@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
     hq_add_product,
     staff_client,
@@ -54,7 +55,7 @@ def _leader(worker_pids: list[int]) -> int:
 
 def _price(url: str) -> str | None:
     # A new connection per request: the kernel spreads them over the workers.
-    with httpx.Client() as c:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as c:
         m = re.search(r'class="price">¥([\d.]+)<', c.get(f"{url}/").text)
     return m.group(1) if m else None
 

@@ -48,7 +48,7 @@ from kameng_storefront.app import create_app, create_ops_app
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
-from .net import free_port
+from .net import HTTP_TIMEOUT, free_port
 from .wait import wait_for as _wait_for
 
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -588,7 +588,7 @@ def buy(stack: Stack, shop: httpx.Client, product: str, contact: str,
 
 def pay(pay_url: str) -> str:
     """Pay on HQ's sandbox page like the buyer; returns where HQ sends them back."""
-    with httpx.Client() as payer:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
         r = payer.post(pay_url, data={"csrf": csrf_from(payer.get(pay_url).text)})
     if r.status_code != 303:
         raise AssertionError(f"sandbox payment: HTTP {r.status_code}")
