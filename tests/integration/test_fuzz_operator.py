@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, drop_retained_data
 from tests.support.strategies import license_spec, rfc3339, rolepolicy_spec, subsite_spec
 
 PREFIX = f"fz{secrets.token_hex(2)}"
@@ -69,6 +69,8 @@ def operator(devenv, kubectl, tmp_path_factory):
     kubectl("delete", "license", *names, "--ignore-not-found")
     kubectl("delete", "rolepolicy", f"{PREFIX}-rp", "--ignore-not-found")
     op.stop()
+    for name in names:  # generated sites may say reclaimPolicy: Retain
+        drop_retained_data(devenv["pg_admin_dsn"], kubectl, name)
 
 
 def _get(kubectl, kind: str, name: str) -> dict[str, Any]:
