@@ -26,6 +26,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from kameng.api.resources import SUBSITE  # noqa: E402
 from kameng.api.subsite import SubSiteSpec  # noqa: E402
 from kameng.children.build import build_children  # noqa: E402
 from kameng.children.context import SiteContext, SiteSecrets  # noqa: E402
+from kameng.cli.memory_profile import ENV as MEMORY_PROFILE_ENV  # noqa: E402
 from kameng.kube.client import Kube, path_for  # noqa: E402
 from tests.support.operator import OperatorProcess, batch_objects, subsite_spec  # noqa: E402
 
@@ -173,6 +175,19 @@ async def wait_gone(kube: Kube, kind: str, api_version: str, prefix: str,
     return False
 
 
+def memory_report(op: OperatorProcess, path: str) -> str:
+    """The operator's live allocations by owning code (``kameng.cli.memory_profile``),
+    asked for with SIGUSR2 once the batch has converged."""
+    Path(path).unlink(missing_ok=True)
+    assert op.proc is not None
+    op.proc.send_signal(signal.SIGUSR2)
+    for _ in range(600):  # a snapshot of ~1M blocks takes a while
+        if Path(path).exists():
+            return Path(path).read_text()
+        time.sleep(0.5)
+    return "(no report within 300 s)"
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     env = devenv()
     kubectl = [str(Path(env["KAMENG_BIN_DIR"]) / "kubectl"), "--kubeconfig", env["KUBECONFIG"]]
@@ -181,9 +196,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run_id = f"{int(time.time()) % 100000:05d}"
     prefix = f"b{args.count}r{run_id}"
     log_path = Path(tempfile.gettempdir()) / f"kameng-operator-bench-{args.count}.log"
+    profile_env = {MEMORY_PROFILE_ENV: args.memory_profile} if args.memory_profile else {}
     op = OperatorProcess(env["KUBECONFIG"], env["KAMENG_PG_ADMIN_DSN"],
                          env["KAMENG_REDIS_URL"], log_path,
-                         extra_args=("--workers", str(args.workers))).start(wait=180)
+                         extra_args=("--workers", str(args.workers)),
+                         extra_env=profile_env).start(wait=180)
     fig: dict[str, Any] = {"subsites": args.count}
     try:
         await asyncio.sleep(2)
@@ -230,6 +247,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             k: int(v - by_kind0.get(k, 0.0)) for k, v in by_kind1.items()
             if v - by_kind0.get(k, 0.0) > 0}
         fig["operator_peak_rss_mib"] = round(op.rss_bytes() / 2**20, 1)
+        fig["operator_rss_after_idle_mib"] = round(op.current_rss_bytes() / 2**20, 1)
+        if args.memory_profile:
+            fig["memory_profile"] = await asyncio.to_thread(memory_report, op,
+                                                            args.memory_profile)
         partial(fig)
 
         # One more SubSite at a time while the others exist: apply → Ready latency.
@@ -341,6 +362,10 @@ def main() -> int:
     p.add_argument("--edits", type=int, default=100, help="random spec edits after the batch")
     p.add_argument("--keep", action="store_true", help="leave the SubSites in place")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--memory-profile", metavar="FILE", default="",
+                   help="trace the operator's allocations (kameng.cli.memory_profile) and "
+                   "write where its memory goes once the batch converged; tracing slows it, "
+                   "so this run's times are not comparable")
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     fig = asyncio.run(main_async(args))

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from kameng.controller import exclusive, kopf_setup
     from kameng.controller.config import OperatorConfig
 
+    from .memory_profile import install as install_memory_profile
+
+    install_memory_profile()  # only with KAMENG_MEMORY_PROFILE set
+
     cfg = OperatorConfig.from_env()
     cfg.namespace = args.namespace
     cfg.metrics_port = args.metrics_port

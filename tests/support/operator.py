@@ -281,14 +281,21 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def rss_bytes(self) -> int:
-        """Peak resident set size (VmHWM) of the operator process."""
+    def _status_kib(self, field: str) -> int:
         if not self.proc:
             return 0
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
         return 0
+
+    def rss_bytes(self) -> int:
+        """Peak resident set size (VmHWM) of the operator process."""
+        return self._status_kib("VmHWM") * 1024
+
+    def current_rss_bytes(self) -> int:
+        """Resident set size now (VmRSS)."""
+        return self._status_kib("VmRSS") * 1024
 
 
 def drop_retained_data(admin_dsn: str, kubectl: Callable[..., Any], site: str,
