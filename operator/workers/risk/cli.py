@@ -88,7 +88,9 @@ def _redis() -> Any:
     url = os.environ.get("KAMENG_REDIS_URL", "")
     if not url:
         raise SystemExit("KAMENG_REDIS_URL is required")
-    return aioredis.from_url(url, socket_connect_timeout=5)
+    # Replies decoded by the parser (hiredis, in C): stream entries arrive as str, and
+    # decoding every field in Python cost a tenth of the worker's CPU.
+    return aioredis.from_url(url, socket_connect_timeout=5, decode_responses=True)
 
 
 def _dsn() -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .policy import CompiledPolicy
+from .resp import Lane, Script
 
 PREFIX = "kameng:risk:v:"
 BUCKETS = 60  # per window: the granularity (documented in docs/risk.md and the CRD)
@@ -150,6 +151,9 @@ return out
 
 
 Shape = tuple[int, int, str]  # bucket_ms, buckets, "c" (count) | "s" (sum)
+# Shapes known to a Velocity before it starts afresh (policies are few; recompiled ones
+# add shapes, and the numbering must not grow without bound).
+_MAX_SHAPES = 256
 
 
 @dataclass
@@ -158,12 +162,21 @@ class Call:
 
     names: list[str]
     keys: list[str]
-    shapes: list[tuple[Shape, bool]]  # per key: its shape, and whether it records
+    refs: list[str]  # per key: its shape's number as a string, negative: read only
     zeros: dict[str, int]
     ttl_ms: int = 0  # the event marker's life for this policy (0: records nothing)
     ts: int = 0
     amount: int = 0
     marker: str = field(default="")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One policy's features for one event type: what does not change from one event to
+    the next (the hot path builds only the key values)."""
+
+    feats: tuple[tuple[str, str, str, str], ...]  # name, event key, key base, ref
+    ttl_ms: int  # the marker's life when every key is present
 
 
 def key_value(event: Mapping[str, Any], key: str) -> str:
@@ -185,8 +198,12 @@ class Velocity:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix  # a backtest counts in its own scratch space
-        self._batch = redis.register_script(_BATCH)
-        self._plans: dict[int, tuple[CompiledPolicy, list[Any]]] = {}
+        self._batch = Script(_BATCH)
+        self._lane = Lane(redis)
+        self._plans: dict[tuple[int, str], tuple[CompiledPolicy, _Plan]] = {}
+        # Shape → its number in the script's header; numbers stay fixed (plans hold them)
+        # until the registry is cleared between batches.
+        self._shapes: dict[Shape, int] = {}
 
     def marker(self, event_id: str) -> str:
         # "!" never occurs in a policy name (a DNS label), so markers and counters never
@@ -199,37 +216,54 @@ class Velocity:
         read. A feature whose key is empty on this event (no customer on a withdrawal,
         say) reads 0 and records nothing: an empty key would lump unrelated events
         together."""
-        call = Call([], [], [], {}, ts=int(event["ts"]), amount=int(event.get("amount") or 0),
-                    marker=self.marker(event["eventId"]))
-        kind = str(event["event"])
-        for name, key, base, shape, window_ms, f in self._plan(policy):
-            kv = key_value(event, key)
+        plan = self._plan(policy, str(event["event"]) if record else "")
+        names: list[str] = []
+        keys: list[str] = []
+        refs: list[str] = []
+        zeros: dict[str, int] = {}
+        ttl = plan.ttl_ms
+        for name, key, base, ref in plan.feats:
+            kv = event.get(key)
             if not kv:
-                call.zeros[name] = 0
+                zeros[name] = 0
+                if ref[0] != "-":
+                    ttl = -1  # a recording feature is missing: recompute below
                 continue
-            rec = record and f.applies(kind)
-            call.names.append(name)
-            call.keys.append(base + kv)
-            call.shapes.append((shape, rec))
-            if rec and 2 * window_ms > call.ttl_ms:
-                call.ttl_ms = 2 * window_ms
-        return call
+            names.append(name)
+            keys.append(base + str(kv))
+            refs.append(ref)
+        if ttl < 0:  # rare (an event without customer or IP): the longest present one
+            ttl = max((self._ttl_of(policy, n) for n, r in zip(names, refs, strict=True)
+                       if r[0] != "-"), default=0)
+        return Call(names, keys, refs, zeros, ttl, int(event["ts"]),
+                    int(event.get("amount") or 0), self.marker(event["eventId"]))
 
-    def _plan(self, policy: CompiledPolicy) -> list[tuple[str, str, str, Shape, int, Any]]:
-        """Per feature what does not change from one event to the next (computed once per
-        compiled policy: the hot path builds only the key value)."""
-        hit = self._plans.get(id(policy))
+    def _ttl_of(self, policy: CompiledPolicy, name: str) -> int:
+        return next(2 * f.window_s * 1000 for f in policy.features if f.name == name)
+
+    def _plan(self, policy: CompiledPolicy, kind: str) -> _Plan:
+        """The plan of ``policy`` for events of type ``kind`` ("": read only), computed
+        once per compiled policy and event type."""
+        hit = self._plans.get((id(policy), kind))
         if hit is not None and hit[0] is policy:
             return hit[1]
-        # Policy name in the key: two policies' features never share counters, so a
-        # feature's meaning can change in one without touching the other.
-        plan = [(f.name, f.key, f"{self.prefix}{policy.name}:{f.name}:",
-                 (bucket_ms(f.window_s), buckets(f.window_s),
-                  "c" if f.aggregate == "count" else "s"), f.window_s * 1000, f)
-                for f in policy.features]
-        if len(self._plans) > 256:  # policies are few; recompiled ones replace them
-            self._plans.clear()
-        self._plans[id(policy)] = (policy, plan)
+        feats = []
+        ttl = 0
+        for f in policy.features:
+            shape = (bucket_ms(f.window_s), buckets(f.window_s),
+                     "c" if f.aggregate == "count" else "s")
+            n = self._shapes.get(shape)
+            if n is None:
+                n = self._shapes[shape] = len(self._shapes) + 1
+            rec = bool(kind) and f.applies(kind)
+            if rec:
+                ttl = max(ttl, 2 * f.window_s * 1000)
+            # Policy name in the key: two policies' features never share counters, so a
+            # feature's meaning can change in one without touching the other.
+            feats.append((f.name, f.key, f"{self.prefix}{policy.name}:{f.name}:",
+                          str(n if rec else -n)))
+        plan = _Plan(tuple(feats), ttl)
+        self._plans[(id(policy), kind)] = (policy, plan)
         return plan
 
     @staticmethod
@@ -254,38 +288,47 @@ class Velocity:
         if not items:
             return []
         keys: list[str] = []
-        args: list[Any] = []
-        shapes: dict[Shape, int] = {}
+        args: list[str] = []
         for calls, snoozes in items:
             if not calls:
-                keys += ["", *snoozes]
-                args += [0, 0, 0, 0, len(snoozes)]
+                keys.append("")
+                keys += snoozes
+                args += ("0", "0", "0", "0", str(len(snoozes)))
                 continue
             first = calls[0][1]
-            vkeys = [k for _, c in calls for k in c.keys]
-            # One marker per event for all its policies: the longest life any needs.
-            keys += [first.marker, *vkeys, *snoozes]
-            args += [first.ts, max(c.ttl_ms for _, c in calls), first.amount, len(vkeys),
-                     len(snoozes)]
-            for _, c in calls:
-                for shape, rec in c.shapes:
-                    n = shapes.get(shape)
-                    if n is None:
-                        n = shapes[shape] = len(shapes) + 1
-                    args.append(n if rec else -n)
-        head: list[Any] = [len(shapes)]
-        for shape in shapes:
-            head += shape
-        res = await self._batch(keys=keys, args=head + args)
+            if len(calls) == 1:
+                vkeys, refs, ttl = first.keys, first.refs, first.ttl_ms
+            else:
+                vkeys = [k for _, c in calls for k in c.keys]
+                refs = [r for _, c in calls for r in c.refs]
+                # One marker per event for all its policies: the longest life any needs.
+                ttl = max(c.ttl_ms for _, c in calls)
+            keys.append(first.marker)
+            keys += vkeys
+            keys += snoozes
+            args += (str(first.ts), str(ttl), str(first.amount), str(len(vkeys)),
+                     str(len(snoozes)))
+            args += refs
+        head: list[str] = [str(len(self._shapes))]
+        for shape in self._shapes:  # in number order (insertion order)
+            head += (str(shape[0]), str(shape[1]), shape[2])
+        res = (await self._lane.scripts([(self._batch, self._batch.command(keys, head + args))
+                                         ]))[0]
+        if len(self._shapes) > _MAX_SHAPES:  # between batches: no prepared call holds one
+            self._shapes.clear()
+            self._plans.clear()
         out = []
         i = 0
         for calls, _ in items:
-            snoozed = bool(int(res[i]))
+            snoozed = res[i] == 1
             i += 1
             feats: dict[str, dict[str, int]] = {}
             for pol, c in calls:
                 n = len(c.keys)
-                feats[pol.name] = self.parse(c, res[i:i + n])
+                out_f = dict(c.zeros)
+                for name, x in zip(c.names, res[i:i + n], strict=True):
+                    out_f[name] = int(x)
+                feats[pol.name] = out_f
                 i += n
             out.append((snoozed, feats))
         return out

@@ -39,6 +39,7 @@ from kameng.licensing.lifecycle import state_at
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
 from .policy import CompiledPolicy, EscalationDef, Hit, Verdict, evaluate
+from .resp import Lane, Script
 from .review import snooze_keys_of
 from .store import Outcome, RiskStore
 from .velocity import Velocity
@@ -52,6 +53,7 @@ GROUP = "risk"
 # happen within seconds; dead letters are re-driven by a person within days).
 RECORD_PREFIX = "kameng:risk:d:"
 RECORD_TTL_S = 7 * 86400
+_TTL = str(RECORD_TTL_S)
 
 DECISIONS = Counter("kameng_risk_decisions_total", "Risk decisions by action.", ["action"])
 # Bounded: rules are at most 64 per policy and policies are few (cluster objects).
@@ -64,21 +66,34 @@ LATENCY = Histogram("kameng_risk_decision_seconds",
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
 # A batch's once-only markers and decisions in one script call.
-# KEYS: per event: marker key, decisions stream. ARGV: ttl, then per event: action,
-# publish flag, number of decision fields N, then N field/value pairs.
+# KEYS: per event: marker key, decisions stream. ARGV: ttl, number of templates T, then
+# per template: action, number of decision fields N (0: nothing published, i.e. allow),
+# then N field/value pairs (the contract's Decision, built once per batch; the value of
+# "order_id" is the event's own); then per event: template number, order id.
 # Returns per event 1 when this call decided it (0: an earlier delivery did).
 _COMMIT = """
 local ttl = tonumber(ARGV[1])
+local tpl = {}
+local a = 3
+for i = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a + 1])
+  local fields, oid = {}, 0
+  for j = 1, 2 * n do
+    fields[j] = ARGV[a + 1 + j]
+    if j % 2 == 1 and fields[j] == 'order_id' then oid = j + 1 end
+  end
+  tpl[i] = {ARGV[a], fields, oid}
+  a = a + 2 + 2 * n
+end
 local out = {}
-local a = 2
 for i = 1, #KEYS, 2 do
-  local action, publish, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local first = a + 3
-  a = first + n * 2
-  if redis.call('SET', KEYS[i], action, 'NX', 'EX', ttl) then
-    if publish == '1' then
-      local fields = {}
-      for j = first, a - 1 do fields[#fields + 1] = ARGV[j] end
+  local t = tpl[tonumber(ARGV[a])]
+  local order = ARGV[a + 1]
+  a = a + 2
+  if redis.call('SET', KEYS[i], t[1], 'NX', 'EX', ttl) then
+    local fields = t[2]
+    if #fields > 0 then
+      if t[3] > 0 then fields[t[3]] = order end
       redis.call('XADD', KEYS[i + 1], '*', unpack(fields))
     end
     out[#out + 1] = 1
@@ -138,6 +153,41 @@ class Policies:
         return [p for p in self.policies if p.applies_to(site)]
 
 
+class Tally:
+    """A batch's metrics, counted in dicts and added to the counters once a batch (a
+    labelled ``inc`` per event and hit cost more than a rule's evaluation)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, int] = {}
+        self.hits: dict[tuple[str, str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.latencies: list[float] = []
+
+    def add(self, verdict: Verdict, entry_id: str, now: float) -> None:
+        self.actions[verdict.action] = self.actions.get(verdict.action, 0) + 1
+        for h in verdict.hits:
+            if h.error:
+                k2 = (h.policy, h.rule)
+                self.errors[k2] = self.errors.get(k2, 0) + 1
+            else:
+                k3 = (h.policy, h.rule, "shadow" if h.shadow else "enforce")
+                self.hits[k3] = self.hits.get(k3, 0) + 1
+        if entry_id:
+            ms = int(entry_id.split("-", 1)[0])
+            self.latencies.append(max(0.0, now - ms / 1000))
+
+    def flush(self) -> None:
+        for action, n in self.actions.items():
+            DECISIONS.labels(action).inc(n)
+        for k3, n in self.hits.items():
+            RULE_HITS.labels(*k3).inc(n)
+        for k2, n in self.errors.items():
+            RULE_ERRORS.labels(*k2).inc(n)
+        observe = LATENCY.observe  # a histogram has no bulk observe: one call an event
+        for x in self.latencies:
+            observe(x)
+
+
 class RiskWorker:
     def __init__(self, redis: aioredis.Redis, policies: Policies, store: RiskStore,
                  config: ConsumerConfig | None = None,
@@ -148,7 +198,8 @@ class RiskWorker:
         self.escalation = escalation
         self.policies = policies
         self.velocity = Velocity(redis)
-        self._commit = redis.register_script(_COMMIT)
+        self._commit = Script(_COMMIT)
+        self._lane = Lane(redis)
         self.clock = clock
         cfg = config or ConsumerConfig(group=GROUP)
         self.consumer = StreamConsumer(redis, cfg,
@@ -198,38 +249,52 @@ class RiskWorker:
         stored = await self.store.save(list(outcomes.values()),
                                        datetime.fromtimestamp(now, UTC))
         keys: list[str] = []
-        args: list[Any] = [RECORD_TTL_S]
+        ev_args: list[str] = []
         esc_items: list[tuple[str, str, str, int, EscalationDef, tuple[bool, bool]]] = []
-        # One Decision built per (action, rule) a batch, copied per order: the contract's
-        # model stays the one source of the fields without a model per event.
-        shapes: dict[tuple[str, str], dict[str, str]] = {}
+        # One template per (action, rule) a batch: the contract's Decision is built once
+        # and the script sets each event's order id into it.
+        templates: dict[tuple[str, str], str] = {}
+        streams: dict[str, str] = {}  # per site (decisions_stream checks the name)
+        head: list[str] = []
         at = datetime.fromtimestamp(now, UTC)
         for o in order:
-            action, rule = stored.get(o.view["eventId"], (o.verdict.action, o.verdict.rule))
-            keys += [RECORD_PREFIX + o.view["eventId"], decisions_stream(o.view["site"])]
-            if action == "allow":
-                args += [action, "0", 0]  # nothing published: no fields to send
-            else:
-                shape = shapes.get((action, rule))
-                if shape is None:
-                    shape = shapes[(action, rule)] = Decision(
-                        order_id="-", action=action,  # type: ignore[arg-type]
-                        rule=rule, ts=at).to_fields()
-                dec = {**shape, "order_id": o.view["orderId"]}
-                args += [action, "1", len(dec), *[x for kv in dec.items() for x in kv]]
+            view = o.view
+            action, rule = stored.get(view["eventId"], (o.verdict.action, o.verdict.rule))
+            n = templates.get((action, rule))
+            if n is None:
+                n = templates[(action, rule)] = str(len(templates) + 1)
+                if action == "allow":  # nothing published: no fields
+                    head += (action, "0")
+                else:
+                    fields = Decision(order_id="-", action=action,  # type: ignore[arg-type]
+                                      rule=rule, ts=at).to_fields()
+                    head += (action, str(len(fields)))
+                    head += [x for kv in fields.items() for x in kv]
+            site = view["site"]
+            stream = streams.get(site)
+            if stream is None:
+                stream = streams[site] = decisions_stream(site)
+            keys += (RECORD_PREFIX + view["eventId"], stream)
+            ev_args += (n, view["orderId"])
             # Counted also on a redelivery: the counters are keyed by event id, so
             # counting again is harmless, and a crash between commit and here must not
             # lose the count.
-            esc_items += self._escalation_items(o.view, o.verdict)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._commit(keys=keys, args=args, client=pipe)
-            pairs = (await self.escalation.queue_batch(pipe, esc_items)
-                     if self.escalation is not None and esc_items else [])
-            results = await pipe.execute()
+            if self.escalation is not None:
+                esc_items += self._escalation_items(view, o.verdict)
+        calls = [(self._commit, self._commit.command(
+            keys, [_TTL, str(len(templates)), *head, *ev_args]))]
+        pairs: list[tuple[str, str, EscalationDef]] = []
+        if self.escalation is not None and esc_items:
+            esc_call, pairs = self.escalation.batch_command(esc_items)
+            if esc_call is not None:
+                calls.append(esc_call)
+        results = await self._lane.scripts(calls)
         done = results[0]
+        counted = Tally()
         for e, o, first in zip(entries, order, done, strict=True):
             if first:
-                self._count(o.verdict, e.id, now)
+                counted.add(o.verdict, e.id, now)
+        counted.flush()
         # Judged once per (policy, site) a batch, on the counts after its last event: a
         # judgement per event cost a Redis round trip per paid order (a fifth of the
         # worker's time), and the window's rate after the batch is the one that matters.
@@ -252,17 +317,6 @@ class RiskWorker:
             return []
         return [(pol.name, view["site"], view["eventId"], view["ts"], pol.escalation, kinds)
                 for pol in self.policies.for_site(view["site"]) if pol.escalation is not None]
-
-    def _count(self, verdict: Verdict, entry_id: str, now: float) -> None:
-        DECISIONS.labels(verdict.action).inc()
-        for h in verdict.hits:
-            if h.error:
-                RULE_ERRORS.labels(h.policy, h.rule).inc()
-            else:
-                RULE_HITS.labels(h.policy, h.rule, "shadow" if h.shadow else "enforce").inc()
-        if entry_id:
-            ms = int(entry_id.split("-", 1)[0])
-            LATENCY.observe(max(0.0, now - ms / 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
