@@ -127,15 +127,18 @@ def blocked(hit: Hit, verdict: Verdict) -> Verdict:
     return Verdict("block", hit.rule, (hit, *verdict.hits))
 
 
-def event_view(ev: OrderEvent, licence: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What a rule sees as ``event`` (camelCase, amount in fen, ts in ms)."""
+def event_view(ev: OrderEvent | Mapping[str, Any], licence: Mapping[str, Any] | None
+               ) -> dict[str, Any]:
+    """What a rule sees as ``event`` (camelCase, amount in fen, ts in ms), from an event
+    as :meth:`OrderEvent.read` gives it (or the model)."""
+    e = ev.model_dump() if isinstance(ev, OrderEvent) else ev
     lic = licence or {}
     return {
-        "event": ev.event, "eventId": ev.event_id, "site": ev.site, "orderId": ev.order_id,
-        "customer": ev.customer, "ip": ev.ip, "category": ev.category,
-        "product": ev.product, "region": ev.region,
-        "amount": ev.amount, "currency": ev.currency,
-        "ts": int(ev.ts.timestamp() * 1000),
+        "event": e["event"], "eventId": e["event_id"], "site": e["site"],
+        "orderId": e["order_id"], "customer": e["customer"], "ip": e["ip"],
+        "category": e["category"], "product": e["product"], "region": e["region"],
+        "amount": e["amount"], "currency": e["currency"],
+        "ts": int(e["ts"].timestamp() * 1000),
         "licenseCategories": list(lic.get("categories") or []),
         "licenseRegions": list(lic.get("regions") or []),
     }
@@ -218,8 +221,11 @@ class RiskWorker:
         """The first stage (velocity and rules, in stream order: each batch's counters
         see every earlier batch's); returns the second (store, publish, escalation), which
         the consumer runs while the next batch's first stage does (``overlap``)."""
-        events = [OrderEvent.from_fields(e.fields) for e in entries]
-        views = [event_view(ev, self.policies.licences.get(ev.site)) for ev in events]
+        # The contract's checked reader: a malformed entry raises EventError here, before
+        # anything is counted, and is dead-lettered with the fields it names.
+        events = [OrderEvent.read(e.fields) for e in entries]
+        lics = self.policies.licences
+        views = [event_view(ev, lics.get(ev["site"])) for ev in events]
         items = []
         for view in views:
             pols = self.policies.for_site(view["site"])
