@@ -467,3 +467,47 @@ async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
     assert [d.order_id for d in await _decisions(client, site)] == \
         [ev.order_id for ev in events[25:]]
     await w.store.close()
+
+
+async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_decided(r):
+    """The contract's checked reader (``OrderEvent.read``) rejects the entry before
+    anything is counted; the batch is retried one by one, the bad entry goes to the dead
+    letters with a reason naming the field (never its value), and the others are
+    decided."""
+    from dataclasses import replace
+
+    from kameng.workers.streams import dead_letter_stream
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    stream = f"ktest:{tag}:orders:{site}"
+    good = [_ev(tag, site, "order.paid", i) for i in range(3)]
+    bad = {**_ev(tag, site, "order.paid", 9).to_fields(), "amount": "-5",
+           "customer": f"secret-{tag}"}
+    w = _worker(client, dsn, tag, [_default(f"dl{tag}")])
+    w.consumer.cfg = replace(w.consumer.cfg, max_deliveries=1)
+    await client.xadd(stream, good[0].to_fields())
+    bad_id = await client.xadd(stream, bad)
+    for ev in good[1:]:
+        await client.xadd(stream, ev.to_fields())
+    for _ in range(20):
+        await w.consumer.step()
+        if not await client.xpending(stream, "risk") and \
+                all(decision_row(dsn, ev.event_id) for ev in good):
+            break
+    for ev in good:
+        assert decision_row(dsn, ev.event_id) is not None
+    assert decision_row(dsn, bad["event_id"]) is None
+    dead = [(i, f) for i, f in await client.xrange(dead_letter_stream("risk"))
+            if f.get("dl_stream") == stream]
+    try:
+        assert [f["dl_id"] for _, f in dead] == [bad_id]
+        reason = dead[0][1]["dl_error"]
+        assert "EventError" in reason
+        assert "amount" in reason
+        assert f"secret-{tag}" not in reason
+        # Nothing was counted for it: its customer's counters do not exist.
+        assert not [k async for k in client.scan_iter(match=f"kameng:risk:v:*secret-{tag}*")]
+    finally:
+        if dead:
+            await client.xdel(dead_letter_stream("risk"), *[i for i, _ in dead])

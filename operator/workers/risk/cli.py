@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -160,6 +161,12 @@ async def _run(args: argparse.Namespace) -> int:
         await source.refresh(policies)  # start deciding only with the policies loaded
         policies.policies = sorted([*policies.policies, *files], key=lambda p: p.name)
     task = asyncio.create_task(refresh())
+    # Everything loaded so far (modules, compiled policies) lives as long as the process:
+    # out of the collector's way. A batch allocates thousands of short-lived, acyclic
+    # dicts and lists (freed by reference counting), so the default gen-0 threshold of
+    # 700 ran a collection every few events for nothing: a tenth of the worker's CPU.
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     log.info("risk worker running", extra={"policies": [p.name for p in policies.policies]})
     try:
         await worker.run(stop)

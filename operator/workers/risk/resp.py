@@ -35,7 +35,8 @@ def _b(a: str | bytes | int) -> bytes:
 
 def pack(args: Sequence[str | bytes | int]) -> bytes:
     """One command as RESP: ``*<n>\\r\\n`` then ``$<len>\\r\\n<arg>\\r\\n`` per argument
-    (str as UTF-8, int as its decimal digits), byte for byte what redis-py sends."""
+    (str as UTF-8, int as its decimal digits), byte for byte what redis-py sends. The
+    command name is one word (redis-py would also split "SCRIPT LOAD" in two)."""
     try:
         enc = [a.encode() for a in args]  # type: ignore[union-attr]  # the usual case: all str
     except AttributeError:

@@ -227,15 +227,21 @@ class RiskWorker:
         lics = self.policies.licences
         views = [event_view(ev, lics.get(ev["site"])) for ev in events]
         items = []
+        # One list of policies per site a batch (the same object for each of its events:
+        # the store keys its generations on it).
+        by_site: dict[str, list[CompiledPolicy]] = {}
+        site_pols = []
         for view in views:
-            pols = self.policies.for_site(view["site"])
-            calls = [(p, self.velocity.prepare(p, view)) for p in pols]
-            items.append((calls, snooze_keys_of(view)))
+            pols = by_site.get(view["site"])
+            if pols is None:
+                pols = by_site[view["site"]] = self.policies.for_site(view["site"])
+            site_pols.append(pols)
+            prepare = self.velocity.prepare
+            items.append(([(p, prepare(p, view)) for p in pols], snooze_keys_of(view)))
         read = await self.velocity.batch(items)
         outcomes: dict[str, Outcome] = {}
         order: list[Outcome] = []
-        for view, (calls, _), (snoozed, feats) in zip(views, items, read, strict=True):
-            pols = [p for p, _ in calls]
+        for view, pols, (snoozed, feats) in zip(views, site_pols, read, strict=True):
             verdict = evaluate(pols, view, feats)
             lic_hit = license_block(view, self.policies.licences.get(view["site"]))
             if lic_hit is not None:
