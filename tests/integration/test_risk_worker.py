@@ -511,3 +511,39 @@ async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_
     finally:
         if dead:
             await client.xdel(dead_letter_stream("risk"), *[i for i, _ in dead])
+
+
+async def test_an_allowed_event_leaves_no_marker_and_is_counted_once(r):
+    """Nothing is published for ``allow``, so no once-only marker is written for it (a
+    key per allowed order, kept for a week, was most of the commit's writes); its stored
+    outcome still makes a redelivery count nothing twice. A frozen one keeps its
+    marker."""
+    from prometheus_client import REGISTRY
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    pol = compile_policy(f"al{tag}", {"rules": [
+        {"name": "big", "expression": "event.amount > 100000", "action": "freeze"}]})
+    allowed = _ev(tag, site, "order.paid", 0, amount=10)
+    frozen = _ev(tag, site, "order.paid", 1, amount=200000)
+    stream = f"ktest:{tag}:orders:{site}"
+    for ev in (allowed, frozen):
+        await client.xadd(stream, ev.to_fields())
+    entries = [Entry(stream, eid, f) for eid, f in await client.xrange(stream)]
+
+    def count(action: str) -> float:
+        return REGISTRY.get_sample_value("kameng_risk_decisions_total",
+                                         {"action": action}) or 0.0
+
+    before = count("allow"), count("freeze")
+    w = _worker(client, dsn, tag, [pol])
+    await w.handle(entries)
+    await w.handle(entries)  # a redelivery
+    await w.handle([entries[0], entries[0]])  # the same entry twice in a batch
+    assert (count("allow") - before[0], count("freeze") - before[1]) == (1, 1)
+    assert not await client.exists(f"kameng:risk:d:{allowed.event_id}")
+    assert await client.get(f"kameng:risk:d:{frozen.event_id}") == "freeze"
+    assert [d.order_id for d in await _decisions(client, site)] == [frozen.order_id]
+    rec = decision_row(dsn, allowed.event_id)
+    assert rec is not None
+    assert rec["action"] == "allow"

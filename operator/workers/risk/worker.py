@@ -11,10 +11,11 @@ Per event (a batch is handled event by event, in stream order):
 4. one script call per batch publishes, once per event id, the
    :class:`~kameng.contracts.events.Decision` on ``kameng:decisions:<site>`` when the
    action is not ``allow`` (marker ``kameng:risk:d:<event_id>``, set with the XADD
-   atomically). The stream entry is acknowledged only after: a worker killed mid-batch
-   leaves each event stored or not, published or not; the redelivery stores nothing twice
-   (primary keys), publishes what was stored the first time, and only if it was not
-   published yet.
+   atomically; an allowed event publishes nothing and sets no marker: its stored outcome
+   tells a redelivery that it was decided). The stream entry is acknowledged only
+   after: a worker killed mid-batch leaves each event stored or not, published or not;
+   the redelivery stores nothing twice (primary keys), publishes what was stored the
+   first time, and only if it was not published yet.
 
 ``allow`` publishes no decision: the shop delivers unless told otherwise, and a decision
 stream carrying every allowed order would cost every shop a read per order for nothing.
@@ -269,49 +270,59 @@ class RiskWorker:
         streams: dict[str, str] = {}  # per site (decisions_stream checks the name)
         head: list[str] = []
         at = datetime.fromtimestamp(now, UTC)
+        # Per event of the batch: True when this call decided it first (for the metrics),
+        # or its index in the commit script's result.
+        firsts: list[bool | int] = []
+        seen: set[str] = set()
         for o in order:
             view = o.view
-            action, rule = stored.get(view["eventId"], (o.verdict.action, o.verdict.rule))
-            n = templates.get((action, rule))
-            if n is None:
-                n = templates[(action, rule)] = str(len(templates) + 1)
-                if action == "allow":  # nothing published: no fields
-                    head += (action, "0")
-                else:
-                    fields = Decision(order_id="-", action=action,  # type: ignore[arg-type]
-                                      rule=rule, ts=at).to_fields()
-                    head += (action, str(len(fields)))
-                    head += [x for kv in fields.items() for x in kv]
-            site = view["site"]
-            stream = streams.get(site)
-            if stream is None:
-                stream = streams[site] = decisions_stream(site)
-            keys += (RECORD_PREFIX + view["eventId"], stream)
-            ev_args += (n, view["orderId"])
+            eid = view["eventId"]
+            action, rule = stored.get(eid, (o.verdict.action, o.verdict.rule))
             # Counted also on a redelivery: the counters are keyed by event id, so
             # counting again is harmless, and a crash between commit and here must not
             # lose the count.
             if self.escalation is not None:
                 esc_items += self._escalation_items(view, o.verdict)
+            if action == "allow":
+                # Nothing to publish, so no once-only marker (a key per allowed event,
+                # kept for days, was most of what the commit wrote): the stored outcome
+                # says whether an earlier delivery decided it.
+                firsts.append(eid not in stored and eid not in seen)
+                seen.add(eid)
+                continue
+            n = templates.get((action, rule))
+            if n is None:
+                n = templates[(action, rule)] = str(len(templates) + 1)
+                fields = Decision(order_id="-", action=action,  # type: ignore[arg-type]
+                                  rule=rule, ts=at).to_fields()
+                head += (action, str(len(fields)))
+                head += [x for kv in fields.items() for x in kv]
+            site = view["site"]
+            stream = streams.get(site)
+            if stream is None:
+                stream = streams[site] = decisions_stream(site)
+            firsts.append(len(ev_args) // 2)
+            keys += (RECORD_PREFIX + eid, stream)
+            ev_args += (n, view["orderId"])
         calls = [(self._commit, self._commit.command(
-            keys, [_TTL, str(len(templates)), *head, *ev_args]))]
+            keys, [_TTL, str(len(templates)), *head, *ev_args]))] if keys else []
         pairs: list[tuple[str, str, EscalationDef]] = []
         if self.escalation is not None and esc_items:
             esc_call, pairs = self.escalation.batch_command(esc_items)
             if esc_call is not None:
                 calls.append(esc_call)
-        results = await self._lane.scripts(calls)
-        done = results[0]
+        results = await self._lane.scripts(calls) if calls else []
+        done = results[0] if keys else []
         counted = Tally()
-        for e, o, first in zip(entries, order, done, strict=True):
-            if first:
+        for e, o, first in zip(entries, order, firsts, strict=True):
+            if first is True or (first is not False and done[first]):
                 counted.add(o.verdict, e.id, now)
         counted.flush()
         # Judged once per (policy, site) a batch, on the counts after its last event: a
         # judgement per event cost a Redis round trip per paid order (a fifth of the
         # worker's time), and the window's rate after the batch is the one that matters.
         if pairs:
-            counts = results[1]
+            counts = results[-1]
             for i, (name, site, esc_def) in enumerate(pairs):
                 assert self.escalation is not None
                 await self.escalation.judge(name, site, counts[2 * i:2 * i + 2], esc_def,
