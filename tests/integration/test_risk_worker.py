@@ -469,11 +469,14 @@ async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
     await w.store.close()
 
 
-async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_decided(r):
+@pytest.mark.parametrize("ahead", [False, True], ids=["in-line", "read-ahead"])
+async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_decided(
+        r, ahead):
     """The contract's checked reader (``OrderEvent.read``) rejects the entry before
     anything is counted; the batch is retried one by one, the bad entry goes to the dead
     letters with a reason naming the field (never its value), and the others are
-    decided."""
+    decided. Also when the batch was parsed ahead (``prefetch``: the read-ahead hook
+    leaves a batch it cannot parse to the handler)."""
     from dataclasses import replace
 
     from kameng.workers.streams import dead_letter_stream
@@ -485,7 +488,9 @@ async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_
     bad = {**_ev(tag, site, "order.paid", 9).to_fields(), "amount": "-5",
            "customer": f"secret-{tag}"}
     w = _worker(client, dsn, tag, [_default(f"dl{tag}")])
-    w.consumer.cfg = replace(w.consumer.cfg, max_deliveries=1)
+    w.consumer.cfg = replace(w.consumer.cfg, max_deliveries=1, prefetch=ahead, overlap=ahead)
+    if ahead:
+        w.consumer.handler, w.consumer.prepare = w.handle_staged, w.prepare
     await client.xadd(stream, good[0].to_fields())
     bad_id = await client.xadd(stream, bad)
     for ev in good[1:]:
