@@ -552,3 +552,13 @@ async def test_an_allowed_event_leaves_no_marker_and_is_counted_once(r):
     rec = decision_row(dsn, allowed.event_id)
     assert rec is not None
     assert rec["action"] == "allow"
+
+
+def test_hits_carry_only_the_index_their_queries_use(hq_dsn):
+    """risk.hits is read by event id only (the primary key); every other index costs
+    each hit an insert on the worker's hot path (migration hq_1002)."""
+    with psycopg.connect(hq_dsn) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'risk'"
+            " AND tablename = 'hits'").fetchall()]
+    assert names == ["hits_pkey"]
