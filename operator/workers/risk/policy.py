@@ -267,6 +267,22 @@ def _masks(p: CompiledPolicy, act: Any) -> list[int] | None:
     return out
 
 
+# Per compiled policy, the Hit of each rule (immutable, so one object serves every event
+# it hits): building a dataclass per hit cost more than finding the hit.
+_HITS: dict[int, tuple[CompiledPolicy, tuple[Hit, ...]]] = {}
+
+
+def _hits_of(p: CompiledPolicy) -> tuple[Hit, ...]:
+    got = _HITS.get(id(p))
+    if got is not None and got[0] is p:
+        return got[1]
+    if len(_HITS) > 256:  # policies are few; recompiled ones replace them
+        _HITS.clear()
+    hits = tuple(Hit(p.name, r.name, r.action, r.reason, r.shadow) for r in p.rules)
+    _HITS[id(p)] = (p, hits)
+    return hits
+
+
 def evaluate(policies: list[CompiledPolicy], event: Mapping[str, Any],
              features: Mapping[str, Mapping[str, int]]) -> Verdict:
     """Every rule of every policy evaluated; ``features`` is per policy name."""
@@ -275,9 +291,14 @@ def evaluate(policies: list[CompiledPolicy], event: Mapping[str, Any],
         act = activation(event, features.get(p.name, {}))
         masks = _masks(p, act)
         if masks is not None:
-            for i, r in enumerate(p.rules):
-                if masks[i // _CHUNK] >> (i % _CHUNK) & 1:
-                    hits.append(Hit(p.name, r.name, r.action, r.reason, r.shadow))
+            of = _hits_of(p)
+            for c, m in enumerate(masks):
+                # The set bits only, lowest first (rule order), not every rule.
+                base = c * _CHUNK
+                while m:
+                    low = m & -m
+                    hits.append(of[base + low.bit_length() - 1])
+                    m ^= low
             continue
         for r in p.rules:
             try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -306,7 +306,7 @@ class RiskWorker:
             # counting again is harmless, and a crash between commit and here must not
             # lose the count.
             if self.escalation is not None:
-                esc_items += self._escalation_items(view, o.verdict)
+                esc_items += self._escalation_items(view, o.verdict, o.policies)
             if action == "allow":
                 # Nothing to publish, so no once-only marker (a key per allowed event,
                 # kept for days, was most of what the commit wrote): the stored outcome
@@ -352,18 +352,19 @@ class RiskWorker:
                 await self.escalation.judge(name, site, counts[2 * i:2 * i + 2], esc_def,
                                             self.policies.licences.get(site))
 
-    def _escalation_items(self, view: Mapping[str, Any], verdict: Verdict
+    def _escalation_items(self, view: Mapping[str, Any], verdict: Verdict,
+                          policies: Sequence[CompiledPolicy]
                           ) -> list[tuple[str, str, str, int, EscalationDef,
                                           tuple[bool, bool]]]:
-        """The event's counting for every applicable policy with a siteEscalation (each
-        over its own window)."""
+        """The event's counting for every policy it was decided under (those applying to
+        its site) with a siteEscalation, each over its own window."""
         if self.escalation is None:
             return []
         kinds = self.escalation.counts_for(view["event"], verdict.action)
         if kinds is None:
             return []
         return [(pol.name, view["site"], view["eventId"], view["ts"], pol.escalation, kinds)
-                for pol in self.policies.for_site(view["site"]) if pol.escalation is not None]
+                for pol in policies if pol.escalation is not None]
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
