@@ -258,10 +258,11 @@ class RiskWorker:
         """The first stage (velocity and rules, in stream order: each batch's counters
         see every earlier batch's); returns the second (store, publish, escalation), which
         the consumer runs while the next batch's first stage does (``overlap``)."""
-        ready, self._ready = self._ready, None
+        ready = self._ready
         if ready is not None and ready[0] is entries:
+            self._ready = None
             _, views, site_pols, items = ready
-        else:
+        else:  # not parsed ahead (no prefetch, or a retry one by one)
             views, site_pols, items = self._parse(entries)
         read = await self.velocity.batch(items)
         outcomes: dict[str, Outcome] = {}
@@ -310,7 +311,9 @@ class RiskWorker:
             if action == "allow":
                 # Nothing to publish, so no once-only marker (a key per allowed event,
                 # kept for days, was most of what the commit wrote): the stored outcome
-                # says whether an earlier delivery decided it.
+                # says whether an earlier delivery decided it. (A crash between the
+                # store and here leaves that event out of the metrics, never out of
+                # the stored outcomes.)
                 firsts.append(eid not in stored and eid not in seen)
                 seen.add(eid)
                 continue
