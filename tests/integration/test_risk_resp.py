@@ -75,3 +75,23 @@ async def test_a_cancelled_call_drops_its_connection(client):
         await task
     k = f"ktest:{tag}:after"
     assert await lane.call([pack(["SET", k, "v"]), pack(["GET", k])]) == ["OK", "v"]
+
+
+async def test_a_pooled_connection_redis_closed_is_replaced_on_the_next_call(
+        client, redis_url):
+    """After a Redis restart or an idle timeout, the pool's connection is dead; the next
+    script call goes through on a new one instead of failing its batch (the client's
+    pool checks a connection as it hands it out, which the lane relies on)."""
+    c, tag = client
+    k = f"ktest:{tag}:r"
+    s = Script("return redis.call('INCR', KEYS[1])")
+    lane = Lane(c)
+    assert await lane.scripts([(s, s.command([k], []))]) == [1]
+    # The pooled connection the lane used (the pool hands the last one back first).
+    (conn_id,) = await lane.call([pack(["CLIENT", "ID"])])
+    killer = aioredis.from_url(redis_url)
+    try:
+        assert await killer.execute_command("CLIENT", "KILL", "ID", conn_id) == 1
+    finally:
+        await killer.aclose()
+    assert await lane.scripts([(s, s.command([k], []))]) == [2]
