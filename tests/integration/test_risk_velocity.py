@@ -151,3 +151,16 @@ async def test_a_sum_past_two_to_the_53_fails_instead_of_rounding(v):
         await vel.features(p, _ev(2, T0 + 1, 100))
     # Nothing of the failed call was written: the total is still exact.
     assert await vel.features(p, _ev(3, T0 + 2, 1)) == {"n": 2, "amt": big + 1, "ip": 0}
+
+
+async def test_an_amount_past_two_to_the_53_fails_on_every_delivery(v):
+    """Checked before the once-only marker: a retry must not read it as already recorded
+    (and so never count it)."""
+    from redis.exceptions import ResponseError
+
+    _, vel, tag = v
+    p = _policy(tag)
+    for _ in range(2):  # the redelivery fails the same way
+        with pytest.raises(ResponseError, match="2\\^53"):
+            await vel.features(p, _ev(1, T0, 2**53))
+    assert await vel.features(p, _ev(2, T0 + 1, 5)) == {"n": 1, "amt": 5, "ip": 0}
