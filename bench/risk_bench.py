@@ -7,7 +7,9 @@ Measured in one run, on the same Redis:
 * throughput: N order events of the default RiskPolicy's shape (7 velocity features, 11
   rules) pre-filled on one site stream, then one ``kameng risk run`` process started;
   events/s = N / time until the group has read and acknowledged all of them (every
-  outcome and hit stored in a fresh HQ database, as in production);
+  outcome and hit stored in a fresh HQ database, as in production); with the CPU each
+  process spent per event meanwhile (the worker, the Redis server, the worker's
+  PostgreSQL backend), so a run that misses the target says where the time went;
 * latency at a fixed offered load (half the throughput target, 0.05 × XADD/s, unless
   ``--rate``): events XADDed at that pace while one worker runs, by a producer sending
   every entry due once a millisecond in one pipelined round trip (its achieved rate and
@@ -133,19 +135,55 @@ async def throughput(url: str, dsn: str, n: int, log: Path) -> dict[str, Any]:
             await asyncio.sleep(0.005)
         t0 = time.perf_counter()
         first = await acked(r, stream)
+        cpu0 = await cpu_now(r, dsn, None if PROFILE else proc.pid)
         while (done := await acked(r, stream)) < n:
             if proc.poll() is not None:
                 raise SystemExit(f"worker exited {proc.returncode}; see {log}")
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
+        cpu1 = await cpu_now(r, dsn, None if PROFILE else proc.pid)
     finally:
         # py-spy writes its profile on SIGINT (a SIGTERM would lose it).
         proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
         proc.wait(30)
         await cleanup(r, tag, site)
         await r.aclose()
+    per_event = {k: round((cpu1[k] - cpu0[k]) / (done - first) * 1e6, 1)
+                 for k in cpu0 if cpu0[k] is not None and cpu1.get(k) is not None}
     return {"events": n, "seconds": round(elapsed, 3),
-            "events_per_s": round((done - first) / elapsed, 1)}
+            "events_per_s": round((done - first) / elapsed, 1),
+            "cpu_us_per_event": per_event}
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a local process (None when not on this machine)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_now(r: aioredis.Redis, dsn: str, worker_pid: int | None
+                  ) -> dict[str, float | None]:
+    """Where the CPU goes, as seconds so far: the worker process, the Redis server (its
+    own INFO) and the worker's PostgreSQL backends (their /proc entries, when the server
+    is on this machine): the throughput run reports each per event, so a run that misses
+    the target says which process it waited on."""
+    import psycopg
+
+    info = await r.info("cpu")
+    redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()")
+        pids = [row[0] for row in await cur.fetchall()]
+    pg = [_proc_cpu(p) for p in pids]
+    return {"worker": _proc_cpu(worker_pid) if worker_pid else None, "redis": redis_s,
+            "postgres": sum(x for x in pg if x is not None) if pg and None not in pg
+            else None}
 
 
 async def latency(url: str, dsn: str, rate: float, seconds: float, log: Path
@@ -245,7 +283,8 @@ def main() -> int:
            "targets": {"ratio_min": 0.1, "p99_ms_max": 20}}
     print(f"redis-benchmark XADD: {xadd:,.0f}/s")
     print(f"one worker: {tp['events_per_s']:,.0f} events/s "
-          f"({out['ratio']} × XADD; target ≥ 0.1)")
+          f"({out['ratio']} × XADD; target ≥ 0.1); CPU µs per event: "
+          + ", ".join(f"{k} {v}" for k, v in tp["cpu_us_per_event"].items()))
     print(f"latency at {lt['achieved_per_s']:,.0f}/s achieved of {lt['offered_per_s']:,.0f}/s "
           f"offered (producer CPU {lt['producer_cpu_share']:.0%}): p50 {lt['p50_ms']:.0f} ms, "
           f"p99 {lt['p99_ms']:.0f} ms, max {lt['max_ms']:.0f} ms (target p99 ≤ 20 ms); "

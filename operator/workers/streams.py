@@ -23,6 +23,7 @@ within ``discover_seconds`` without any configuration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -102,6 +103,12 @@ class ConsumerConfig:
     # and batches' second stages and acks keep their order. A crash leaves entries
     # pending exactly as before (acked only after their second stage).
     overlap: bool = False
+    # Discovery (a SCAN of the whole keyspace) in the background instead of in line
+    # before a read (the risk worker turns it on; off by default): with millions of keys
+    # (velocity counters, markers) a SCAN takes many round trips, and in line it held
+    # every event behind it. The first discovery still runs in line (nothing to read
+    # before it).
+    background_discovery: bool = False
 
 
 def _s(v: Any) -> str:
@@ -168,6 +175,8 @@ class StreamConsumer:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         # The previous batch's second stage and ack (``overlap``), still under way.
         self._inflight: asyncio.Task[int] | None = None
+        # A discovery under way (``background_discovery``).
+        self._discovery: asyncio.Task[set[str]] | None = None
 
     # --- discovery -------------------------------------------------------------------
 
@@ -415,8 +424,11 @@ class StreamConsumer:
         """One round: discovery, claims and housekeeping when due, then a read."""
         now = time.monotonic()
         if now >= self._next_discover:
-            await self.discover()
             self._next_discover = now + self.cfg.discover_seconds
+            if self.cfg.background_discovery and self.streams:
+                self._discover_in_background()
+            else:
+                await self.discover()
         done = 0
         if now >= self._next_claim:
             self._next_claim = now + self.cfg.claim_seconds
@@ -442,6 +454,26 @@ class StreamConsumer:
             self._prefetch = asyncio.create_task(self._read_ahead())
         done += await self.process(entries)
         return done
+
+    def _discover_in_background(self) -> None:
+        task = self._discovery
+        if task is not None and not task.done():
+            return  # the last one is still scanning: never two at once
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            # Reported here, retried now: the streams known so far keep being read.
+            log.warning("stream discovery failed; retrying",
+                        extra={"group": self.cfg.group,
+                               "error": type(task.exception()).__name__})
+        self._discovery = asyncio.create_task(self.discover())
+
+    async def _stop_discovery(self) -> None:
+        task, self._discovery = self._discovery, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RedisConnectionError, OSError,
+                                 ResponseError):
+            await task
 
     async def _read_ahead(self) -> list[Entry]:
         entries = await self.read()
@@ -477,5 +509,6 @@ class StreamConsumer:
                     await self.settle()
                     await asyncio.sleep(1.0)
         finally:
+            await self._stop_discovery()
             await self._drop_prefetch()
             await self.settle()

@@ -100,11 +100,17 @@ async def test_a_jump_past_two_windows_starts_afresh_and_memory_stays_bounded(v)
     p = _policy(tag)
     for i in range(300):  # 300 events over 3 windows, one every 6 s
         await vel.features(p, _ev(i, T0 + i * 6_000, 1))
-    key = f"{vel.prefix}{p.name}:n:c"
-    assert await client.hlen(key) <= 2 * BUCKETS + 2
+    key = vel.key(p.name, "customer", "c")  # features n and amt share the hash
+
+    async def fields(name: str) -> int:
+        return sum(1 for f in await client.hkeys(key) if f.startswith(f"{name}#"))
+
+    assert await fields("n") <= 2 * BUCKETS + 2
+    assert await fields("amt") <= 2 * BUCKETS + 2
     assert await vel.features(p, _ev("x", T0 + 10 * WINDOW_MS, 7)) \
         == {"n": 1, "amt": 7, "ip": 0}
-    assert await client.hlen(key) == 3  # the one bucket, hi and t
+    assert await fields("n") == 3  # the one bucket, hi and t
+    assert await client.hlen(key) == 6  # and the same for amt: nothing else is left
 
 
 async def test_counters_and_markers_expire(v, ):
@@ -114,7 +120,7 @@ async def test_counters_and_markers_expire(v, ):
 
     now = int(time.time() * 1000)
     await vel.features(p, _ev(1, now, 1))
-    ttl = await client.pttl(f"{vel.prefix}{p.name}:n:c")
+    ttl = await client.pttl(vel.key(p.name, "customer", "c"))
     assert WINDOW_MS < ttl <= 2 * WINDOW_MS + G
     assert 0 < await client.pttl(vel.marker("e1")) <= 2 * WINDOW_MS
 
@@ -129,3 +135,32 @@ async def test_batch_agrees_with_event_by_event_calls(v):
     other = Velocity(client, prefix=f"ktest:{tag}:w:")
     res = await other.batch([([(p, other.prepare(p, e))], []) for e in evs])
     assert [f[p.name] for _, f in res] == one
+
+
+async def test_a_sum_past_two_to_the_53_fails_instead_of_rounding(v):
+    """Counts and sums are added in Lua numbers (doubles): exact below 2^53, and past
+    that the script fails (the batch is retried event by event, the event dead-lettered),
+    never a rounded total."""
+    from redis.exceptions import ResponseError
+
+    _, vel, tag = v
+    p = _policy(tag)
+    big = 2**53 - 10
+    assert await vel.features(p, _ev(1, T0, big)) == {"n": 1, "amt": big, "ip": 0}
+    with pytest.raises(ResponseError, match="2\\^53"):
+        await vel.features(p, _ev(2, T0 + 1, 100))
+    # Nothing of the failed call was written: the total is still exact.
+    assert await vel.features(p, _ev(3, T0 + 2, 1)) == {"n": 2, "amt": big + 1, "ip": 0}
+
+
+async def test_an_amount_past_two_to_the_53_fails_on_every_delivery(v):
+    """Checked before the once-only marker: a retry must not read it as already recorded
+    (and so never count it)."""
+    from redis.exceptions import ResponseError
+
+    _, vel, tag = v
+    p = _policy(tag)
+    for _ in range(2):  # the redelivery fails the same way
+        with pytest.raises(ResponseError, match="2\\^53"):
+            await vel.features(p, _ev(1, T0, 2**53))
+    assert await vel.features(p, _ev(2, T0 + 1, 5)) == {"n": 1, "amt": 5, "ip": 0}

@@ -467,3 +467,98 @@ async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
     assert [d.order_id for d in await _decisions(client, site)] == \
         [ev.order_id for ev in events[25:]]
     await w.store.close()
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["in-line", "read-ahead"])
+async def test_a_malformed_event_is_dead_lettered_naming_the_field_and_the_rest_decided(
+        r, ahead):
+    """The contract's checked reader (``OrderEvent.read``) rejects the entry before
+    anything is counted; the batch is retried one by one, the bad entry goes to the dead
+    letters with a reason naming the field (never its value), and the others are
+    decided. Also when the batch was parsed ahead (``prefetch``: the read-ahead hook
+    leaves a batch it cannot parse to the handler)."""
+    from dataclasses import replace
+
+    from kameng.workers.streams import dead_letter_stream
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    stream = f"ktest:{tag}:orders:{site}"
+    good = [_ev(tag, site, "order.paid", i) for i in range(3)]
+    bad = {**_ev(tag, site, "order.paid", 9).to_fields(), "amount": "-5",
+           "customer": f"secret-{tag}"}
+    w = _worker(client, dsn, tag, [_default(f"dl{tag}")])
+    w.consumer.cfg = replace(w.consumer.cfg, max_deliveries=1, prefetch=ahead, overlap=ahead)
+    if ahead:
+        w.consumer.handler, w.consumer.prepare = w.handle_staged, w.prepare
+    await client.xadd(stream, good[0].to_fields())
+    bad_id = await client.xadd(stream, bad)
+    for ev in good[1:]:
+        await client.xadd(stream, ev.to_fields())
+    for _ in range(20):
+        await w.consumer.step()
+        if not await client.xpending(stream, "risk") and \
+                all(decision_row(dsn, ev.event_id) for ev in good):
+            break
+    for ev in good:
+        assert decision_row(dsn, ev.event_id) is not None
+    assert decision_row(dsn, bad["event_id"]) is None
+    dead = [(i, f) for i, f in await client.xrange(dead_letter_stream("risk"))
+            if f.get("dl_stream") == stream]
+    try:
+        assert [f["dl_id"] for _, f in dead] == [bad_id]
+        reason = dead[0][1]["dl_error"]
+        assert "EventError" in reason
+        assert "amount" in reason
+        assert f"secret-{tag}" not in reason
+        # Nothing was counted for it: its customer's counters do not exist.
+        assert not [k async for k in client.scan_iter(match=f"kameng:risk:v:*secret-{tag}*")]
+    finally:
+        if dead:
+            await client.xdel(dead_letter_stream("risk"), *[i for i, _ in dead])
+
+
+async def test_an_allowed_event_leaves_no_marker_and_is_counted_once(r):
+    """Nothing is published for ``allow``, so no once-only marker is written for it (a
+    key per allowed order, kept for a week, was most of the commit's writes); its stored
+    outcome still makes a redelivery count nothing twice. A frozen one keeps its
+    marker."""
+    from prometheus_client import REGISTRY
+
+    client, tag, dsn = r
+    site = f"rt{tag}"
+    pol = compile_policy(f"al{tag}", {"rules": [
+        {"name": "big", "expression": "event.amount > 100000", "action": "freeze"}]})
+    allowed = _ev(tag, site, "order.paid", 0, amount=10)
+    frozen = _ev(tag, site, "order.paid", 1, amount=200000)
+    stream = f"ktest:{tag}:orders:{site}"
+    for ev in (allowed, frozen):
+        await client.xadd(stream, ev.to_fields())
+    entries = [Entry(stream, eid, f) for eid, f in await client.xrange(stream)]
+
+    def count(action: str) -> float:
+        return REGISTRY.get_sample_value("kameng_risk_decisions_total",
+                                         {"action": action}) or 0.0
+
+    before = count("allow"), count("freeze")
+    w = _worker(client, dsn, tag, [pol])
+    await w.handle(entries)
+    await w.handle(entries)  # a redelivery
+    await w.handle([entries[0], entries[0]])  # the same entry twice in a batch
+    assert (count("allow") - before[0], count("freeze") - before[1]) == (1, 1)
+    assert not await client.exists(f"kameng:risk:d:{allowed.event_id}")
+    assert await client.get(f"kameng:risk:d:{frozen.event_id}") == "freeze"
+    assert [d.order_id for d in await _decisions(client, site)] == [frozen.order_id]
+    rec = decision_row(dsn, allowed.event_id)
+    assert rec is not None
+    assert rec["action"] == "allow"
+
+
+def test_hits_carry_only_the_index_their_queries_use(hq_dsn):
+    """risk.hits is read by event id only (the primary key); every other index costs
+    each hit an insert on the worker's hot path (migration hq_1002)."""
+    with psycopg.connect(hq_dsn) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'risk'"
+            " AND tablename = 'hits'").fetchall()]
+    assert names == ["hits_pkey"]

@@ -31,6 +31,7 @@ from kameng.kube import events
 from kameng.kube.client import Kube, path_for
 
 from .policy import EscalationDef
+from .resp import Script
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Escalation:
     def __init__(self, redis: aioredis.Redis, kube: Kube | None) -> None:
         self.redis = redis
         self.kube = kube
-        self._batch = redis.register_script(_BATCH)
+        self._batch = Script(_BATCH)
 
     @staticmethod
     def counts_for(event_type: str, action: str) -> tuple[bool, bool] | None:
@@ -89,32 +90,31 @@ class Escalation:
         is_fraud = action == "block" or event_type == "order.disputed"
         return (is_order, is_fraud) if is_order or is_fraud else None
 
-    async def queue_batch(self, pipe: Any,
-                          items: list[tuple[str, str, str, int, EscalationDef,
-                                            tuple[bool, bool]]]
-                          ) -> list[tuple[str, str, EscalationDef]]:
-        """Queue the counting of a batch's events — ``(policy, site, event_id, ts_ms,
-        esc, kinds)`` in stream order — as one script call on the commit pipeline;
-        returns the (policy, site, esc) pairs whose counts (orders, fraud) the call's
-        result holds, in order. Counters are per policy: each policy's thresholds apply
-        over its own window."""
-        pairs: dict[tuple[str, str], int] = {}
+    def batch_command(self, items: list[tuple[str, str, str, int, EscalationDef,
+                                              tuple[bool, bool]]]
+                      ) -> tuple[tuple[Script, bytes] | None, list[tuple[str, str, EscalationDef]]]:
+        """The counting of a batch's events — ``(policy, site, event_id, ts_ms, esc,
+        kinds)`` in stream order — as ONE script call, for the worker's commit round trip
+        (:class:`~.resp.Lane`); returns it with the (policy, site, esc) pairs whose counts
+        (orders, fraud) its result holds, in order. Counters are per policy: each policy's
+        thresholds apply over its own window."""
+        pairs: dict[tuple[str, str], str] = {}
         defs: list[tuple[str, str, EscalationDef]] = []
         keys: list[str] = []
-        ev_args: list[Any] = []
+        ev_args: list[str] = []
         for policy, site, event_id, ts_ms, esc, kinds in items:
             i = pairs.get((policy, site))
             if i is None:
-                i = pairs[(policy, site)] = len(pairs) + 1
+                i = pairs[(policy, site)] = str(len(pairs) + 1)
                 base = f"{PREFIX}{site}:{policy}"
                 keys += [f"{base}:orders", f"{base}:fraud"]
                 defs.append((policy, site, esc))
-            ev_args += [i, ts_ms, event_id, int(kinds[0]), int(kinds[1])]
+            ev_args += (i, str(ts_ms), event_id, "1" if kinds[0] else "0",
+                        "1" if kinds[1] else "0")
         if not defs:
-            return []
-        await self._batch(keys=keys, args=[len(defs), *[d[2].window_s * 1000 for d in defs],
-                                           *ev_args], client=pipe)
-        return defs
+            return None, []
+        args = [str(len(defs)), *[str(d[2].window_s * 1000) for d in defs], *ev_args]
+        return (self._batch, self._batch.command(keys, args)), defs
 
     async def judge(self, policy: str, site: str, counts: Any, esc: EscalationDef,
                     licence: Mapping[str, Any] | None) -> str:

@@ -52,6 +52,11 @@ SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%(ids)s::
 """
 
 
+# Rows are fresh lists of plain values: no cycle to guard against (the check cost a sixth
+# of the encoding).
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One event's outcome as the worker computed it."""
@@ -84,8 +89,7 @@ def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, An
                 "shadow" if h.shadow else "enforce", h.action, h.reason, h.error,
                 feats.get(h.policy, {})]
                for h in verdict.hits]
-    return {"d": json.dumps(ds, separators=(",", ":")),
-            "h": json.dumps(hs, separators=(",", ":")),
+    return {"d": _dumps(ds), "h": _dumps(hs),
             "ids": [d[0] for d in ds], "decided": decided_at.timestamp()}
 
 

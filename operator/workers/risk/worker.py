@@ -11,10 +11,11 @@ Per event (a batch is handled event by event, in stream order):
 4. one script call per batch publishes, once per event id, the
    :class:`~kameng.contracts.events.Decision` on ``kameng:decisions:<site>`` when the
    action is not ``allow`` (marker ``kameng:risk:d:<event_id>``, set with the XADD
-   atomically). The stream entry is acknowledged only after: a worker killed mid-batch
-   leaves each event stored or not, published or not; the redelivery stores nothing twice
-   (primary keys), publishes what was stored the first time, and only if it was not
-   published yet.
+   atomically; an allowed event publishes nothing and sets no marker: its stored outcome
+   tells a redelivery that it was decided). The stream entry is acknowledged only
+   after: a worker killed mid-batch leaves each event stored or not, published or not;
+   the redelivery stores nothing twice (primary keys), publishes what was stored the
+   first time, and only if it was not published yet.
 
 ``allow`` publishes no decision: the shop delivers unless told otherwise, and a decision
 stream carrying every allowed order would cost every shop a read per order for nothing.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,9 +40,10 @@ from kameng.licensing.lifecycle import state_at
 from ..streams import ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
 from .policy import CompiledPolicy, EscalationDef, Hit, Verdict, evaluate
+from .resp import Lane, Script
 from .review import snooze_keys_of
 from .store import Outcome, RiskStore
-from .velocity import Velocity
+from .velocity import Call, Velocity
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ GROUP = "risk"
 # happen within seconds; dead letters are re-driven by a person within days).
 RECORD_PREFIX = "kameng:risk:d:"
 RECORD_TTL_S = 7 * 86400
+_TTL = str(RECORD_TTL_S)
 
 DECISIONS = Counter("kameng_risk_decisions_total", "Risk decisions by action.", ["action"])
 # Bounded: rules are at most 64 per policy and policies are few (cluster objects).
@@ -64,21 +67,34 @@ LATENCY = Histogram("kameng_risk_decision_seconds",
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
 # A batch's once-only markers and decisions in one script call.
-# KEYS: per event: marker key, decisions stream. ARGV: ttl, then per event: action,
-# publish flag, number of decision fields N, then N field/value pairs.
+# KEYS: per event: marker key, decisions stream. ARGV: ttl, number of templates T, then
+# per template: action, number of decision fields N (0: nothing published, i.e. allow),
+# then N field/value pairs (the contract's Decision, built once per batch; the value of
+# "order_id" is the event's own); then per event: template number, order id.
 # Returns per event 1 when this call decided it (0: an earlier delivery did).
 _COMMIT = """
 local ttl = tonumber(ARGV[1])
+local tpl = {}
+local a = 3
+for i = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a + 1])
+  local fields, oid = {}, 0
+  for j = 1, 2 * n do
+    fields[j] = ARGV[a + 1 + j]
+    if j % 2 == 1 and fields[j] == 'order_id' then oid = j + 1 end
+  end
+  tpl[i] = {ARGV[a], fields, oid}
+  a = a + 2 + 2 * n
+end
 local out = {}
-local a = 2
 for i = 1, #KEYS, 2 do
-  local action, publish, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local first = a + 3
-  a = first + n * 2
-  if redis.call('SET', KEYS[i], action, 'NX', 'EX', ttl) then
-    if publish == '1' then
-      local fields = {}
-      for j = first, a - 1 do fields[#fields + 1] = ARGV[j] end
+  local t = tpl[tonumber(ARGV[a])]
+  local order = ARGV[a + 1]
+  a = a + 2
+  if redis.call('SET', KEYS[i], t[1], 'NX', 'EX', ttl) then
+    local fields = t[2]
+    if #fields > 0 then
+      if t[3] > 0 then fields[t[3]] = order end
       redis.call('XADD', KEYS[i + 1], '*', unpack(fields))
     end
     out[#out + 1] = 1
@@ -112,15 +128,18 @@ def blocked(hit: Hit, verdict: Verdict) -> Verdict:
     return Verdict("block", hit.rule, (hit, *verdict.hits))
 
 
-def event_view(ev: OrderEvent, licence: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What a rule sees as ``event`` (camelCase, amount in fen, ts in ms)."""
+def event_view(ev: OrderEvent | Mapping[str, Any], licence: Mapping[str, Any] | None
+               ) -> dict[str, Any]:
+    """What a rule sees as ``event`` (camelCase, amount in fen, ts in ms), from an event
+    as :meth:`OrderEvent.read` gives it (or the model)."""
+    e = ev.model_dump() if isinstance(ev, OrderEvent) else ev
     lic = licence or {}
     return {
-        "event": ev.event, "eventId": ev.event_id, "site": ev.site, "orderId": ev.order_id,
-        "customer": ev.customer, "ip": ev.ip, "category": ev.category,
-        "product": ev.product, "region": ev.region,
-        "amount": ev.amount, "currency": ev.currency,
-        "ts": int(ev.ts.timestamp() * 1000),
+        "event": e["event"], "eventId": e["event_id"], "site": e["site"],
+        "orderId": e["order_id"], "customer": e["customer"], "ip": e["ip"],
+        "category": e["category"], "product": e["product"], "region": e["region"],
+        "amount": e["amount"], "currency": e["currency"],
+        "ts": int(e["ts"].timestamp() * 1000),
         "licenseCategories": list(lic.get("categories") or []),
         "licenseRegions": list(lic.get("regions") or []),
     }
@@ -138,6 +157,41 @@ class Policies:
         return [p for p in self.policies if p.applies_to(site)]
 
 
+class Tally:
+    """A batch's metrics, counted in dicts and added to the counters once a batch (a
+    labelled ``inc`` per event and hit cost more than a rule's evaluation)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, int] = {}
+        self.hits: dict[tuple[str, str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.latencies: list[float] = []
+
+    def add(self, verdict: Verdict, entry_id: str, now: float) -> None:
+        self.actions[verdict.action] = self.actions.get(verdict.action, 0) + 1
+        for h in verdict.hits:
+            if h.error:
+                k2 = (h.policy, h.rule)
+                self.errors[k2] = self.errors.get(k2, 0) + 1
+            else:
+                k3 = (h.policy, h.rule, "shadow" if h.shadow else "enforce")
+                self.hits[k3] = self.hits.get(k3, 0) + 1
+        if entry_id:
+            ms = int(entry_id.split("-", 1)[0])
+            self.latencies.append(max(0.0, now - ms / 1000))
+
+    def flush(self) -> None:
+        for action, n in self.actions.items():
+            DECISIONS.labels(action).inc(n)
+        for k3, n in self.hits.items():
+            RULE_HITS.labels(*k3).inc(n)
+        for k2, n in self.errors.items():
+            RULE_ERRORS.labels(*k2).inc(n)
+        observe = LATENCY.observe  # a histogram has no bulk observe: one call an event
+        for x in self.latencies:
+            observe(x)
+
+
 class RiskWorker:
     def __init__(self, redis: aioredis.Redis, policies: Policies, store: RiskStore,
                  config: ConsumerConfig | None = None,
@@ -148,11 +202,15 @@ class RiskWorker:
         self.escalation = escalation
         self.policies = policies
         self.velocity = Velocity(redis)
-        self._commit = redis.register_script(_COMMIT)
+        self._commit = Script(_COMMIT)
+        self._lane = Lane(redis)
         self.clock = clock
         cfg = config or ConsumerConfig(group=GROUP)
+        # One batch parsed ahead (prefetch), kept with the very list it was parsed from.
+        self._ready: tuple[Any, ...] | None = None
         self.consumer = StreamConsumer(redis, cfg,
-                                       self.handle_staged if cfg.overlap else self.handle)
+                                       self.handle_staged if cfg.overlap else self.handle,
+                                       prepare=self.prepare if cfg.prefetch else None)
 
     async def handle(self, entries: list[Entry]) -> None:
         """A batch in three round trips: one script call records and reads every
@@ -163,22 +221,53 @@ class RiskWorker:
         that one; it never decides anything."""
         await (await self.handle_staged(entries))
 
+    def _parse(self, entries: list[Entry]) -> tuple[list[dict[str, Any]], list[list[
+            CompiledPolicy]], list[tuple[list[tuple[CompiledPolicy, Call]], list[str]]]]:
+        """A batch's events as rules see them, their policies and what to ask the
+        velocity counters (pure CPU: no Redis)."""
+        # The contract's checked reader: a malformed entry raises EventError here, before
+        # anything is counted, and is dead-lettered with the fields it names.
+        events = [OrderEvent.read(e.fields) for e in entries]
+        lics = self.policies.licences
+        views = [event_view(ev, lics.get(ev["site"])) for ev in events]
+        items = []
+        # One list of policies per site a batch (the same object for each of its events:
+        # the store keys its generations on it).
+        by_site: dict[str, list[CompiledPolicy]] = {}
+        site_pols = []
+        prepare = self.velocity.prepare
+        for view in views:
+            pols = by_site.get(view["site"])
+            if pols is None:
+                pols = by_site[view["site"]] = self.policies.for_site(view["site"])
+            site_pols.append(pols)
+            items.append(([(p, prepare(p, view)) for p in pols], snooze_keys_of(view)))
+        return views, site_pols, items
+
+    def prepare(self, entries: list[Entry]) -> None:
+        """The consumer's read-ahead hook (``prefetch``): parse the next batch as soon as
+        it arrives, while this batch waits on its velocity round trip (the worker was
+        idle there a fifth of the time). A malformed entry is left for the handler to
+        raise on (a hook must not raise)."""
+        try:
+            self._ready = (entries, *self._parse(entries))
+        except Exception:
+            self._ready = None
+
     async def handle_staged(self, entries: list[Entry]) -> Awaitable[None]:
         """The first stage (velocity and rules, in stream order: each batch's counters
         see every earlier batch's); returns the second (store, publish, escalation), which
         the consumer runs while the next batch's first stage does (``overlap``)."""
-        events = [OrderEvent.from_fields(e.fields) for e in entries]
-        views = [event_view(ev, self.policies.licences.get(ev.site)) for ev in events]
-        items = []
-        for view in views:
-            pols = self.policies.for_site(view["site"])
-            calls = [(p, self.velocity.prepare(p, view)) for p in pols]
-            items.append((calls, snooze_keys_of(view)))
+        ready = self._ready
+        if ready is not None and ready[0] is entries:
+            self._ready = None
+            _, views, site_pols, items = ready
+        else:  # not parsed ahead (no prefetch, or a retry one by one)
+            views, site_pols, items = self._parse(entries)
         read = await self.velocity.batch(items)
         outcomes: dict[str, Outcome] = {}
         order: list[Outcome] = []
-        for view, (calls, _), (snoozed, feats) in zip(views, items, read, strict=True):
-            pols = [p for p, _ in calls]
+        for view, pols, (snoozed, feats) in zip(views, site_pols, read, strict=True):
             verdict = evaluate(pols, view, feats)
             lic_hit = license_block(view, self.policies.licences.get(view["site"]))
             if lic_hit is not None:
@@ -198,71 +287,87 @@ class RiskWorker:
         stored = await self.store.save(list(outcomes.values()),
                                        datetime.fromtimestamp(now, UTC))
         keys: list[str] = []
-        args: list[Any] = [RECORD_TTL_S]
+        ev_args: list[str] = []
         esc_items: list[tuple[str, str, str, int, EscalationDef, tuple[bool, bool]]] = []
-        # One Decision built per (action, rule) a batch, copied per order: the contract's
-        # model stays the one source of the fields without a model per event.
-        shapes: dict[tuple[str, str], dict[str, str]] = {}
+        # One template per (action, rule) a batch: the contract's Decision is built once
+        # and the script sets each event's order id into it.
+        templates: dict[tuple[str, str], str] = {}
+        streams: dict[str, str] = {}  # per site (decisions_stream checks the name)
+        head: list[str] = []
         at = datetime.fromtimestamp(now, UTC)
+        # Per event of the batch: True when this call decided it first (for the metrics),
+        # or its index in the commit script's result.
+        firsts: list[bool | int] = []
+        seen: set[str] = set()
         for o in order:
-            action, rule = stored.get(o.view["eventId"], (o.verdict.action, o.verdict.rule))
-            keys += [RECORD_PREFIX + o.view["eventId"], decisions_stream(o.view["site"])]
-            if action == "allow":
-                args += [action, "0", 0]  # nothing published: no fields to send
-            else:
-                shape = shapes.get((action, rule))
-                if shape is None:
-                    shape = shapes[(action, rule)] = Decision(
-                        order_id="-", action=action,  # type: ignore[arg-type]
-                        rule=rule, ts=at).to_fields()
-                dec = {**shape, "order_id": o.view["orderId"]}
-                args += [action, "1", len(dec), *[x for kv in dec.items() for x in kv]]
+            view = o.view
+            eid = view["eventId"]
+            action, rule = stored.get(eid, (o.verdict.action, o.verdict.rule))
             # Counted also on a redelivery: the counters are keyed by event id, so
             # counting again is harmless, and a crash between commit and here must not
             # lose the count.
-            esc_items += self._escalation_items(o.view, o.verdict)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._commit(keys=keys, args=args, client=pipe)
-            pairs = (await self.escalation.queue_batch(pipe, esc_items)
-                     if self.escalation is not None and esc_items else [])
-            results = await pipe.execute()
-        done = results[0]
-        for e, o, first in zip(entries, order, done, strict=True):
-            if first:
-                self._count(o.verdict, e.id, now)
+            if self.escalation is not None:
+                esc_items += self._escalation_items(view, o.verdict, o.policies)
+            if action == "allow":
+                # Nothing to publish, so no once-only marker (a key per allowed event,
+                # kept for days, was most of what the commit wrote): the stored outcome
+                # says whether an earlier delivery decided it. (A crash between the
+                # store and here leaves that event out of the metrics, never out of
+                # the stored outcomes.)
+                firsts.append(eid not in stored and eid not in seen)
+                seen.add(eid)
+                continue
+            n = templates.get((action, rule))
+            if n is None:
+                n = templates[(action, rule)] = str(len(templates) + 1)
+                fields = Decision(order_id="-", action=action,  # type: ignore[arg-type]
+                                  rule=rule, ts=at).to_fields()
+                head += (action, str(len(fields)))
+                head += [x for kv in fields.items() for x in kv]
+            site = view["site"]
+            stream = streams.get(site)
+            if stream is None:
+                stream = streams[site] = decisions_stream(site)
+            firsts.append(len(ev_args) // 2)
+            keys += (RECORD_PREFIX + eid, stream)
+            ev_args += (n, view["orderId"])
+        calls = [(self._commit, self._commit.command(
+            keys, [_TTL, str(len(templates)), *head, *ev_args]))] if keys else []
+        pairs: list[tuple[str, str, EscalationDef]] = []
+        if self.escalation is not None and esc_items:
+            esc_call, pairs = self.escalation.batch_command(esc_items)
+            if esc_call is not None:
+                calls.append(esc_call)
+        results = await self._lane.scripts(calls) if calls else []
+        done = results[0] if keys else []
+        counted = Tally()
+        for e, o, first in zip(entries, order, firsts, strict=True):
+            if first is True or (first is not False and done[first]):
+                counted.add(o.verdict, e.id, now)
+        counted.flush()
         # Judged once per (policy, site) a batch, on the counts after its last event: a
         # judgement per event cost a Redis round trip per paid order (a fifth of the
         # worker's time), and the window's rate after the batch is the one that matters.
         if pairs:
-            counts = results[1]
+            counts = results[-1]
             for i, (name, site, esc_def) in enumerate(pairs):
                 assert self.escalation is not None
                 await self.escalation.judge(name, site, counts[2 * i:2 * i + 2], esc_def,
                                             self.policies.licences.get(site))
 
-    def _escalation_items(self, view: Mapping[str, Any], verdict: Verdict
+    def _escalation_items(self, view: Mapping[str, Any], verdict: Verdict,
+                          policies: Sequence[CompiledPolicy]
                           ) -> list[tuple[str, str, str, int, EscalationDef,
                                           tuple[bool, bool]]]:
-        """The event's counting for every applicable policy with a siteEscalation (each
-        over its own window)."""
+        """The event's counting for every policy it was decided under (those applying to
+        its site) with a siteEscalation, each over its own window."""
         if self.escalation is None:
             return []
         kinds = self.escalation.counts_for(view["event"], verdict.action)
         if kinds is None:
             return []
         return [(pol.name, view["site"], view["eventId"], view["ts"], pol.escalation, kinds)
-                for pol in self.policies.for_site(view["site"]) if pol.escalation is not None]
-
-    def _count(self, verdict: Verdict, entry_id: str, now: float) -> None:
-        DECISIONS.labels(verdict.action).inc()
-        for h in verdict.hits:
-            if h.error:
-                RULE_ERRORS.labels(h.policy, h.rule).inc()
-            else:
-                RULE_HITS.labels(h.policy, h.rule, "shadow" if h.shadow else "enforce").inc()
-        if entry_id:
-            ms = int(entry_id.split("-", 1)[0])
-            LATENCY.observe(max(0.0, now - ms / 1000))
+                for pol in policies if pol.escalation is not None]
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
