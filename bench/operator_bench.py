@@ -234,10 +234,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         partial(fig)
         await asyncio.sleep(5)  # the last Deployment status events settle
         op_i0, (api_i0, _) = op.api_writes(), apiserver_writes(kubectl)
-        by_kind0 = write_breakdown(kubectl)
+        by_kind0, op_kind0 = write_breakdown(kubectl), op.writes_by_kind()
         await asyncio.sleep(args.idle)
         fig["idle_seconds"] = args.idle
         fig["operator_writes_while_idle"] = int(op.api_writes() - op_i0)
+        # By kind, from the operator's own counter: what it still writes, and so why.
+        fig["operator_idle_writes_by_kind"] = {
+            k: int(v - op_kind0.get(k, 0.0)) for k, v in op.writes_by_kind().items()
+            if v - op_kind0.get(k, 0.0) > 0}
         fig["apiserver_writes_managed_kinds_while_idle"] = int(
             apiserver_writes(kubectl)[0] - api_i0)
         by_kind1 = write_breakdown(kubectl)
