@@ -470,3 +470,131 @@ def test_the_combined_program_replaces_the_rules_one_by_one():
     assert [(h.rule, bool(h.error)) for h in v.hits] == [("d", True)]
     assert counted.combined[0].calls == 2
     assert [r.program.calls for r in rules] == [1, 1]
+
+
+# --- rules gated on an event type ---------------------------------------------------------
+
+@pytest.mark.parametrize(("rest", "want"), [
+    # A bracket first: `||` inside it is part of one conjunct.
+    ("(event.amount > 1 || event.amount < 0)", True),
+    ("'a||b' == event.product", True),
+    # Nesting counts each level, so `||` inside the outer bracket stays inside.
+    (" ((event.amount > 1) || event.amount < 0)", True),
+    (" [[1], [2]][0][0] == 1 || true", False),
+    # `X` is a plain character: neither a quote nor a bracket.
+    (" features.X > 1", True),
+    (" features.X > 1 && event.site == 'X'", True),
+    # Each string literal ends at its own closing quote, not the last one.
+    (" event.product == 'a' || event.product == 'b'", False),
+    (' event.product == "a" || event.product == "b"', False),
+    # A literal with a backslash is not analysed.
+    (r" event.product == 'a\\'", False),
+    (r' event.product == "a\"b"', False),
+    (" event.product == 'a", False),
+])
+def test_conjunction_reads_brackets_and_literals(rest, want):
+    assert P._conjunction(rest) is want
+
+
+def test_a_comment_makes_a_rule_ungated():
+    assert P.gate("event.event == 'a' && event.amount > 1") == "a"
+    assert P.gate("event.event == 'a' && event.amount > 1 // note") is None
+    assert P.gate("event.event == 'a' && features.X > 1") == "a"
+
+
+def _typed_policy():
+    rules = [
+        _rule("paid-big", "event.event == 'order.paid' && event.amount > 50", "freeze"),
+        _rule("any-cny", "event.currency == 'CNY'", "review"),
+        _rule("created", "event.event == 'order.created' && event.amount > 0", "block"),
+        _rule("paid-shadow", "event.event == 'order.paid' && true", "block", mode="shadow"),
+    ]
+    return compile_policy("p", {"rules": rules})
+
+
+def _count(p):
+    """``p`` with every program (rules, combined, typed) counting its evaluations."""
+    rules = tuple(replace(r, program=_Counting(r.program)) for r in p.rules)
+    combined = tuple(_Counting(c) for c in p.combined)
+    typed = {t: (tuple(_Counting(c) for c in progs), idx)
+             for t, (progs, idx) in p.typed.items()}
+    return replace(p, rules=rules, combined=combined, typed=typed)
+
+
+@pytest.mark.parametrize(("kind", "runs", "hits"), [
+    ("order.paid", "order.paid", ["paid-big", "any-cny", "paid-shadow"]),
+    ("order.created", "order.created", ["any-cny", "created"]),
+    # A type no rule is gated on runs the ungated rules only ("").
+    ("refund.paid", "", ["any-cny"]),
+])
+def test_an_event_runs_only_its_types_program(kind, runs, hits):
+    p = _count(_typed_policy())
+    assert sorted(p.typed) == ["", "order.created", "order.paid"]
+    ev = {**SAMPLE_EVENT, "event": kind, "amount": 100}
+    v = evaluate([p], ev, {})
+    assert [h.rule for h in v.hits] == hits
+    assert v == _per_rule(replace(_typed_policy(), typed={}), ev, {})
+    # One evaluation of that type's program; neither the whole policy's program nor a
+    # rule alone, nor another type's program.
+    for t, (progs, _) in p.typed.items():
+        assert [c.calls for c in progs] == [1 if t == runs else 0], t
+    assert [c.calls for c in p.combined] == [0]
+    assert [r.program.calls for r in p.rules] == [0, 0, 0, 0]
+
+
+def test_a_type_with_no_rule_to_run_runs_nothing():
+    p = _count(compile_policy("p", {"rules": [
+        _rule("paid", "event.event == 'order.paid' && true", "block")]}))
+    assert p.typed[""][1] == ()
+    v = evaluate([p], {**SAMPLE_EVENT, "event": "order.created"}, {})
+    assert v == Verdict("allow", "", ())
+    assert [c.calls for c in p.combined] == [0]
+    assert [r.program.calls for r in p.rules] == [0]
+    assert evaluate([p], SAMPLE_EVENT, {}).action == "block"
+
+
+def test_typed_programs_past_the_first_chunk_map_bits_back_to_rule_order():
+    # 64 rules: gated ones interleaved with ungated ones, so the typed indexes differ from
+    # the bit positions, and the order.created program has two chunks.
+    rules = []
+    for i in range(64):
+        cond = f"event.amount % {i + 2} == 0"
+        expr = f"event.event == 'order.created' && {cond}" if i % 7 == 3 else cond
+        rules.append(_rule(f"r{i}", expr, ("review", "freeze", "block")[i % 3]))
+    plain = compile_policy("p", {"rules": rules})
+    p = _count(plain)
+    progs, idx = p.typed[""]
+    assert len(progs) == 1
+    assert len(idx) == 64 - 9
+    assert len(p.typed["order.created"][0]) == 2
+    for kind in ("order.paid", "order.created", "other"):
+        for amount in (1, 2, 60, 63, 65, 2 * 3 * 5 * 7 * 11 * 13):
+            ev = {**SAMPLE_EVENT, "event": kind, "amount": amount}
+            got = evaluate([p], ev, {})
+            assert got == _per_rule(plain, ev, {})
+            gated = kind == "order.created"
+            assert [h.rule for h in got.hits] == \
+                [f"r{i}" for i in range(64) if amount % (i + 2) == 0
+                 and (gated or i % 7 != 3)]
+    assert [c.calls for c in p.combined] == [0, 0]
+    assert [r.program.calls for r in p.rules] == [0] * 64
+
+
+def test_hits_are_built_once_per_compiled_policy():
+    p = _typed_policy()
+    ev = {**SAMPLE_EVENT, "amount": 100}
+    first, second = evaluate([p], ev, {}), evaluate([p], ev, {})
+    assert first == second
+    assert all(a is b for a, b in zip(first.hits, second.hits, strict=True))
+    assert P._hits_of(p) is P._hits_of(p)
+    # A recompiled policy (a new object, equal fields) gets its own.
+    again = _typed_policy()
+    assert P._hits_of(again) == P._hits_of(p)
+    assert P._hits_of(again) is not P._hits_of(p)
+
+
+def test_a_policy_without_features_sees_an_empty_map():
+    p = compile_policy("p", {"rules": [_rule("none", "size(features) == 0", "review")]})
+    for pol in (p, replace(p, combined=())):
+        assert evaluate([pol], SAMPLE_EVENT, {}) == \
+            Verdict("review", "p/none", (Hit("p", "none", "review", "", False),))
