@@ -110,6 +110,13 @@ async def _db_timeout(request: Request, exc: Exception) -> Response:
 # another's calls to HQ.
 HTTP_CONNECTIONS = 64
 
+# How long the server keeps an idle HTTP/1.1 connection open. uvicorn's default (5 s) equals
+# httpx's client expiry and is shorter than ingress-nginx's upstream keep-alive (60 s), so a
+# client could send a request on a connection the server was closing that instant, and get
+# a reset instead of a response (a POST cannot be retried blindly). Longer than every
+# client's idle timeout, the client always lets go first.
+KEEP_ALIVE_S = 75
+
 
 class _BoundedClient(httpx.AsyncClient):
     """Calls past :data:`HTTP_CONNECTIONS` in flight wait here (an O(1) asyncio queue),
@@ -239,7 +246,7 @@ async def serve(app: Starlette, host: str, port: int, ops_port: int) -> None:
     Forwarded headers are left to :class:`TrustedProxies` (uvicorn's own handling is off):
     only the configured proxies are believed."""
     common: dict[str, Any] = dict(host=host, log_config=None, access_log=False,
-                                  proxy_headers=False)
+                                  proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_S)
     public = uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on", **common))
     ops = _NoSignals(uvicorn.Config(create_ops_app(app), port=ops_port, lifespan="off",
                                     **common))

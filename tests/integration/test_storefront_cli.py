@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -101,6 +103,7 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
                 for path in ("/healthz", "/readyz", "/metrics"):
                     assert httpx.get(f"{base}{path}").status_code == 404, (base, path)
             assert httpx.get(f"{shop_url}/").status_code == 200
+            _idle_connection_still_served(shop_port)
             # The sub-site authenticated to HQ with the derived token: a catalogue sync ran.
             wait_for(lambda: 'kameng_storefront_catalog_syncs_total{result="changed"} 1.0'
                      in httpx.get(f"{shop_ops}/metrics").text, timeout=15, interval=0.3)
@@ -111,6 +114,26 @@ def test_cli_runs_hq_and_subsite_from_mounted_files(pg_admin_dsn, redis_url, tmp
         for secret in (master, "s" * 48, "t" * 48, token, hq_dsn.split("password=")[-1][:20]):
             assert secret not in logs
         assert '"msg": "storefront started"' in logs
+
+
+def _idle_connection_still_served(port: int) -> None:
+    """A connection idle longer than a client's own keep-alive expiry (httpx: 5 s) is
+    still served: the server must never be the side that closes first, or a request sent
+    as it closes is lost (see KEEP_ALIVE_S)."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        for attempt in range(2):
+            if attempt:
+                time.sleep(6)
+            sock.sendall(request)
+            status = reader.readline()
+            assert status.startswith(b"HTTP/1.1 200"), (attempt, status)
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
 
 
 def _hq_files(root: Path, dsn: str, redis_url: str) -> None:

@@ -44,7 +44,7 @@ from kameng.contracts.license_token import (
     sign_token,
 )
 from kameng.contracts.siteconfig import DEFAULT_ROLES, PERMISSIONS, SiteConfig
-from kameng_storefront.app import create_app, create_ops_app
+from kameng_storefront.app import KEEP_ALIVE_S, create_app, create_ops_app
 from kameng_storefront.config import Settings
 from kameng_storefront.crypto import DataCipher
 
@@ -67,7 +67,8 @@ class ServerThread:
         # As in production (kameng_storefront.app.serve): forwarded headers are the
         # TrustedProxies middleware's business, not uvicorn's.
         common: dict[str, Any] = dict(host="127.0.0.1", log_level="warning",
-                                      access_log=False, proxy_headers=False)
+                                      access_log=False, proxy_headers=False,
+                                      timeout_keep_alive=KEEP_ALIVE_S)
         self.servers = [uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on",
                                                       **common))]
         if ops_port is not None:
