@@ -194,7 +194,8 @@ async def test_snooze_from_the_order_page_is_audited_and_stops_acting(stack):  #
         (d2,) = _hq_rows(stack, "SELECT action, snoozed FROM risk.decisions"
                          " WHERE order_id = %s", oid2)
         assert (d2["action"], d2["snoozed"]) == ("allow", True)
-        assert _hq_rows(stack, "SELECT rule FROM risk.hits WHERE event_id = %s",
+        assert _hq_rows(stack, "SELECT h->>'rule' AS rule FROM risk.decisions,"
+                        " jsonb_array_elements(hits) h WHERE event_id = %s",
                         f"{oid2}:order.created") == [{"rule": "new-order"}]
         assert await _order_decisions(client, stack, oid2) == []
         assert _risk(stack, oid2) is None

@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from kameng.workers.risk.review import hits_of
+
 from .storefront import temp_database
 
 
@@ -30,12 +32,11 @@ def hq_database(admin_dsn: str) -> Iterator[str]:
 
 
 def decision_row(dsn: str, event_id: str) -> dict[str, Any] | None:
-    """The stored outcome of one event, with its hits (sorted by policy and rule)."""
+    """The stored outcome of one event, with its hits as the review pages read them
+    (sorted by policy and rule)."""
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         row = conn.execute("SELECT * FROM risk.decisions WHERE event_id = %s",
                            (event_id,)).fetchone()
-        if row is not None:
-            row["hits"] = conn.execute(
-                "SELECT * FROM risk.hits WHERE event_id = %s ORDER BY policy, rule",
-                (event_id,)).fetchall()
-        return row
+    if row is not None:
+        row["hits"] = sorted(hits_of(row), key=lambda h: (h["policy"], h["rule"]))
+    return row

@@ -9,11 +9,11 @@ import pytest
 
 from kameng.workers.risk.policy import Hit, Verdict, compile_policy
 from kameng.workers.risk.review import QueueFilter, ReviewError, parse_age, snooze_key
-from kameng.workers.risk.store import DECISION_COLUMNS, HIT_COLUMNS, Outcome, params_of
+from kameng.workers.risk.store import DECISION_COLUMNS, Outcome, params_of
 from kameng_storefront.shop.orders import OrderRefused, order_region
 
 
-def test_params_carry_every_hit_with_generation_mode_and_features():
+def test_params_carry_every_hit_with_generation_mode_and_reason():
     pol = compile_policy("p", {"rules": [
         {"name": "a", "expression": "true", "action": "review"}]}, 4)
     view = {"eventId": "o1:order.paid", "site": "s", "orderId": "o1", "event": "order.paid",
@@ -26,9 +26,12 @@ def test_params_carry_every_hit_with_generation_mode_and_features():
     (d,) = [dict(zip(DECISION_COLUMNS, row, strict=True)) for row in json.loads(p["d"])]
     assert (d["event_id"], d["ts_ms"], d["policies"], d["features"]) == (
         "o1:order.paid", 1_700_000_000_123, {"p": 4}, {"p": {"n": 3}})
-    hits = [dict(zip(HIT_COLUMNS, row, strict=True)) for row in json.loads(p["h"])]
-    assert [(h["rule"], h["mode"], h["generation"], h["features"]) for h in hits] == [
-        ("a", "enforce", 4, {"n": 3}), ("b", "shadow", 4, {"n": 3})]
+    # In evaluation order, in the decision's own row; the features are the decision's.
+    assert d["hits"] == [
+        {"policy": "p", "rule": "a", "generation": 4, "mode": "enforce", "action": "review",
+         "reason": "why", "error": ""},
+        {"policy": "p", "rule": "b", "generation": 4, "mode": "shadow", "action": "block",
+         "reason": "shadow", "error": ""}]
     assert p["ids"] == ["o1:order.paid"]
 
 

@@ -1,7 +1,7 @@
 """Review: the one service behind `kameng risk review|snooze` and HQ's review back office.
 
 Everything reads the risk worker's stored outcomes in HQ's PostgreSQL (``risk.decisions``
-and ``risk.hits``, see ``store``); Redis is touched only where the hot path needs it.
+with their rule hits, see ``store``); Redis is touched only where the hot path needs it.
 
 * The **queue**: orders whose latest acted-on decision is ``review`` or ``freeze`` and that
   no reviewer has decided yet, with the rules that hit, their reasons and feature values.
@@ -32,6 +32,8 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from kameng.contracts.events import Decision, decisions_stream
+
+from .rows import HIT_FIELDS
 
 REVIEW_PREFIX = "kameng:risk:review:"
 SNOOZE_PREFIX = "kameng:risk:snooze:"
@@ -95,24 +97,37 @@ class QueueFilter:
             raise ReviewError(f"action is one of {', '.join(QUEUE_ACTIONS)}")
 
 
-async def _hits(conn: AsyncConnection, event_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {e: [] for e in event_ids}
-    if not event_ids:
-        return out
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT event_id, policy, rule, generation, mode, action, reason, error, features"
-            " FROM risk.hits WHERE event_id = ANY(%s) ORDER BY event_id, policy, rule",
-            (event_ids,))
-        for h in await cur.fetchall():
-            out[h.pop("event_id")].append(h)
-    return out
+async def _with_hits(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Each stored decision's hits (in evaluation order), each with the feature values its
+    policy saw (the decision's ``features``). Decisions stored by a worker of the previous
+    release during a rolling upgrade have their hits in ``risk.hits`` (hq_1003)."""
+    legacy: dict[str, list[dict[str, Any]]] = {}
+    old = [r["event_id"] for r in rows if not r["hits"]]
+    if old:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql.SQL(
+                "SELECT event_id, {cols} FROM risk.hits WHERE event_id = ANY(%s)"
+                " ORDER BY event_id, policy, rule").format(
+                    cols=sql.SQL(", ").join(map(sql.Identifier, HIT_FIELDS))), (old,))
+            for h in await cur.fetchall():
+                legacy.setdefault(h.pop("event_id"), []).append(h)
+    for r in rows:
+        r["hits"] = hits_of(r, legacy.get(r["event_id"], []))
+
+
+def hits_of(row: Mapping[str, Any], legacy: list[dict[str, Any]] | None = None
+            ) -> list[dict[str, Any]]:
+    """A stored decision's hits (or ``legacy``, its ``risk.hits`` rows, when it has none of
+    its own), each with the feature values of its policy as the decision recorded them."""
+    feats = row["features"] or {}
+    return [{**h, "features": feats.get(h["policy"], {})}
+            for h in row["hits"] or legacy or []]
 
 
 _DECISION_COLS = sql.SQL(", ").join(map(sql.Identifier, (
     "event_id", "site", "order_id", "event", "customer", "ip", "category", "product",
     "region", "amount", "currency", "event_at", "action", "rule", "snoozed", "policies",
-    "features", "decided_at")))
+    "features", "hits", "decided_at")))
 
 
 async def queue(conn: AsyncConnection, f: QueueFilter) -> list[dict[str, Any]]:
@@ -134,9 +149,7 @@ async def queue(conn: AsyncConnection, f: QueueFilter) -> list[dict[str, Any]]:
              "before": now - f.older_than if f.older_than else None,
              "limit": max(1, min(f.limit, 1000))})
         rows = await cur.fetchall()
-    hits = await _hits(conn, [r["event_id"] for r in rows])
-    for r in rows:
-        r["hits"] = hits[r["event_id"]]
+    await _with_hits(conn, rows)
     return rows
 
 
@@ -151,9 +164,7 @@ async def order(conn: AsyncConnection, order_id: str, history: int = 20
         events = await cur.fetchall()
         if not events:
             return None
-        hits = await _hits(conn, [e["event_id"] for e in events])
-        for e in events:
-            e["hits"] = hits[e["event_id"]]
+        await _with_hits(conn, events)
         latest = events[-1]
         customer, ip = latest["customer"], latest["ip"]
         past: list[dict[str, Any]] = []

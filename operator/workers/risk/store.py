@@ -1,12 +1,14 @@
-"""The risk worker's outcomes in HQ's PostgreSQL (schema ``risk``, migration
-``storefront/migrations/hq_1001_risk.sql``): one row per decided event and one per rule
-hit, with each policy's generation, the mode the rule ran in and the feature values it saw.
+"""The risk worker's outcomes in HQ's PostgreSQL (schema ``risk``, migrations
+``storefront/migrations/hq_1001_risk.sql`` and ``hq_1003``): one row per decided event,
+with each policy's generation, the feature values the rules saw and every rule hit (the
+mode the rule ran in, its action, reason and run-time error) in the row itself.
 
-A batch is ONE statement (data-modifying CTEs over ``unnest`` arrays): one round trip
-however many events and hits, atomic, and idempotent — a redelivered event or a second
-replica deciding the same event conflicts on the primary keys and changes nothing. The
-statement also returns the events that were *already* stored, with their stored action,
-so a redelivery publishes what was decided the first time, never a second opinion.
+A batch is ONE statement (an insert from a JSON document of positional rows): one round
+trip however many events, atomic, and idempotent — a redelivered event or a second replica
+deciding the same event conflicts on the primary key and changes nothing. Events the
+statement did not insert were stored *before* it (or by a replica it waited for); their
+stored action is read back, so a redelivery publishes what was decided the first time,
+never a second opinion.
 """
 
 from __future__ import annotations
@@ -20,36 +22,29 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from .policy import CompiledPolicy, Verdict
+from .rows import HIT_FIELDS
 
-# Each side of the batch travels as ONE JSON document (json.dumps is C; psycopg's Python
-# array dumper cost a fifth of the worker's time with 27 arrays a batch) of positional
-# rows, columns in the order below: a list per row encodes in a third of the time of a
-# dict per row (the worker's hot path).
+# The batch travels as ONE JSON document (json.dumps is C; psycopg's Python array dumper
+# cost a fifth of the worker's time with 27 arrays a batch) of positional rows, columns in
+# the order below: a list per row encodes in a third of the time of a dict per row (the
+# worker's hot path). The hits are stored as objects: people read them with SQL.
 DECISION_COLUMNS = ("event_id", "site", "order_id", "event", "customer", "ip", "category",
                     "product", "region", "amount", "currency", "ts_ms", "action", "rule",
-                    "snoozed", "policies", "features")
-HIT_COLUMNS = ("event_id", "policy", "rule", "generation", "mode", "action", "reason",
-               "error", "features")
+                    "snoozed", "policies", "features", "hits")
 
 _SAVE = """
-WITH d AS (
-  INSERT INTO risk.decisions (event_id, site, order_id, event, customer, ip, category,
-      product, region, amount, currency, event_at, action, rule, snoozed, policies,
-      features, decided_at)
-  SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, (r->>9)::bigint,
-      r->>10, to_timestamp((r->>11)::bigint / 1000.0), r->>12, r->>13, (r->>14)::boolean,
-      r->15, r->16, to_timestamp(%(decided)s)
-  FROM jsonb_array_elements(%(d)s::jsonb) AS r
-  ON CONFLICT (event_id) DO NOTHING
-), h AS (
-  INSERT INTO risk.hits (event_id, policy, rule, generation, mode, action, reason, error,
-      features)
-  SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5, r->>6, r->>7, r->8
-  FROM jsonb_array_elements(%(h)s::jsonb) AS r
-  ON CONFLICT DO NOTHING
-)
-SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%(ids)s::text[])
+INSERT INTO risk.decisions (event_id, site, order_id, event, customer, ip, category,
+    product, region, amount, currency, event_at, action, rule, snoozed, policies,
+    features, hits, decided_at)
+SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, (r->>9)::bigint,
+    r->>10, to_timestamp((r->>11)::bigint / 1000.0), r->>12, r->>13, (r->>14)::boolean,
+    r->15, r->16, r->17, to_timestamp(%(decided)s)
+FROM jsonb_array_elements(%(d)s::jsonb) AS r
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
 """
+
+_STORED = "SELECT event_id, action, rule FROM risk.decisions WHERE event_id = ANY(%s)"
 
 
 # Rows are fresh lists of plain values: no cycle to guard against (the check cost a sixth
@@ -68,10 +63,9 @@ class Outcome:
 
 
 def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, Any]:
-    """The statement's parameters (pure; unit-tested): rows in ``DECISION_COLUMNS`` and
-    ``HIT_COLUMNS`` order."""
+    """The statement's parameters (pure; unit-tested): rows in ``DECISION_COLUMNS``
+    order, each hit an object of ``HIT_FIELDS``."""
     ds: list[list[Any]] = []
-    hs: list[list[Any]] = []
     gens_of: dict[int, dict[str, int]] = {}
     for o in outcomes:
         v, verdict = o.view, o.verdict
@@ -79,18 +73,16 @@ def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, An
         gens = gens_of.get(id(o.policies))
         if gens is None:
             gens = gens_of[id(o.policies)] = {p.name: p.generation for p in o.policies}
-        feats = o.features
         ds.append([v["eventId"], v["site"], v["orderId"], v["event"], v.get("customer") or "",
                    v.get("ip") or "", v.get("category") or "", v.get("product") or "",
                    v.get("region") or "", int(v.get("amount") or 0),
                    v.get("currency") or "CNY", int(v["ts"]), verdict.action, verdict.rule,
-                   verdict.snoozed, gens, feats])
-        hs += [[v["eventId"], h.policy, h.rule, gens.get(h.policy, 0),
-                "shadow" if h.shadow else "enforce", h.action, h.reason, h.error,
-                feats.get(h.policy, {})]
-               for h in verdict.hits]
-    return {"d": _dumps(ds), "h": _dumps(hs),
-            "ids": [d[0] for d in ds], "decided": decided_at.timestamp()}
+                   verdict.snoozed, gens, o.features,
+                   [dict(zip(HIT_FIELDS, (h.policy, h.rule, gens.get(h.policy, 0),
+                                          "shadow" if h.shadow else "enforce", h.action,
+                                          h.reason, h.error), strict=True))
+                    for h in verdict.hits]])
+    return {"d": _dumps(ds), "ids": [d[0] for d in ds], "decided": decided_at.timestamp()}
 
 
 class RiskStore:
@@ -112,7 +104,13 @@ class RiskStore:
         if not outcomes:
             return {}
         conn = await self.conn()
-        cur = await conn.execute(_SAVE, params_of(outcomes, decided_at))  # type: ignore[arg-type]
+        params = params_of(outcomes, decided_at)
+        cur = await conn.execute(_SAVE, params)  # type: ignore[arg-type]
+        inserted = {r[0] for r in await cur.fetchall()}
+        before = [eid for eid in params["ids"] if eid not in inserted]
+        if not before:
+            return {}
+        cur = await conn.execute(_STORED, (before,))
         return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
     async def close(self) -> None:
