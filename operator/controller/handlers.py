@@ -25,7 +25,7 @@ from kameng.provision.servers import ServerConfigError, describe
 
 from . import agreements, children_watch, deletion, domains, exclusive, metrics, reconcile
 from .config import OperatorConfig
-from .runtime import Runtime, create_runtime
+from .runtime import Runtime, agreement_changed, create_runtime
 
 log = logging.getLogger(__name__)
 DEBOUNCE = 0.05
@@ -112,12 +112,18 @@ async def database_servers(name: str, meta: kopf.Meta, status: kopf.Status, **_:
     return {name: server} if server else None
 
 
+def license_inputs(spec: kopf.Spec | dict[str, Any], meta: kopf.Meta | dict[str, Any]
+                   ) -> tuple[Any, ...]:
+    """What a SubSite's reconcile reads of its License: the spec (by its generation),
+    and the holds and termination, annotations beside the spec Git owns
+    (kameng.api.holds) that change no generation. Never its status."""
+    ann = meta.get("annotations")
+    return (int(meta.get("generation", 1)), dict(spec), holds_of(ann), terminated_of(ann))
+
+
 @kopf.index(GROUP, VERSION, LICENSE.plural)
 async def licenses(name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any]:
-    # Holds are annotations beside the spec Git owns (kameng.api.holds); they change no
-    # generation, but every License event pokes the sites of that License.
-    return {name: (int(meta.get("generation", 1)), dict(spec),
-                   holds_of(meta.get("annotations")), terminated_of(meta.get("annotations")))}
+    return {name: license_inputs(spec, meta)}
 
 
 @kopf.index(GROUP, VERSION, ROLEPOLICY.plural)
@@ -158,9 +164,11 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
                 rt.triggers.poke(waiting)
 
 
-def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
+def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str, kind: str,
+              inputs: Any, event: kopf.RawEvent) -> None:
     rt: Runtime | None = memo.get("runtime")
-    if rt is not None:
+    if rt is not None and agreement_changed(rt, kind, key, inputs,
+                                            event.get("type") == "DELETED"):
         for site in index.get(key, []):
             rt.triggers.poke(site)
 
@@ -168,7 +176,8 @@ def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str) -> None:
 @kopf.on.event(GROUP, VERSION, LICENSE.plural)
 async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                         subsites_by_license: kopf.Index[str, str], **_: Any) -> None:
-    _poke_all(memo, subsites_by_license, name)
+    _poke_all(memo, subsites_by_license, name, LICENSE.kind,
+              license_inputs(body.get("spec") or {}, body.get("metadata") or {}), event)
     ag: agreements.Agreements | None = memo.get("agreements")
     if ag is not None:
         if event.get("type") == "DELETED":
@@ -180,7 +189,9 @@ async def license_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: 
 @kopf.on.event(GROUP, VERSION, ROLEPOLICY.plural)
 async def rolepolicy_event(name: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                            subsites_by_rolepolicy: kopf.Index[str, str], **_: Any) -> None:
-    _poke_all(memo, subsites_by_rolepolicy, name)
+    # The sites read its spec only (the rolepolicies index): its generation says it all.
+    _poke_all(memo, subsites_by_rolepolicy, name, ROLEPOLICY.kind,
+              (body.get("metadata") or {}).get("generation"), event)
     ag: agreements.Agreements | None = memo.get("agreements")
     if ag is not None:
         if event.get("type") == "DELETED":

@@ -92,6 +92,10 @@ class Runtime:
     reclaimed: set[str] = field(default_factory=set)
     # Sites that wait for a domain another SubSite holds: woken when any SubSite changes.
     domain_waiting: set[str] = field(default_factory=set)
+    # Per (kind, name) of a License or RolePolicy, what its sites last read of it (see
+    # agreement_changed): its own status writes echo as events and must not
+    # wake every site that references it.
+    agreements_seen: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def site(self, name: str) -> SiteState:
         return self.sites.setdefault(name, SiteState())
@@ -134,3 +138,19 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
         redis_target=redis_target, keys=keys, platform=platform,
         semaphore=asyncio.Semaphore(cfg.workers),
     )
+
+
+def agreement_changed(rt: Runtime, kind: str, name: str, inputs: Any, deleted: bool) -> bool:
+    """Whether what the sites read of a License or RolePolicy changed since the last event
+    (always on its first event and its deletion). Status-only events, mostly the echoes of
+    the operator's own status writes, are not: a License's daily "time left" step at
+    midnight, or a RolePolicy's usage count, once woke every site referencing it (1,000
+    reconciles that found nothing to do)."""
+    key = (kind, name)
+    if deleted:
+        rt.agreements_seen.pop(key, None)
+        return True
+    if key in rt.agreements_seen and rt.agreements_seen[key] == inputs:
+        return False
+    rt.agreements_seen[key] = inputs
+    return True

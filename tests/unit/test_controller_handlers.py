@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import kopf
 import pytest
 
+from kameng.api.holds import Hold
 from kameng.controller import children_watch, handlers
 from kameng.controller.runtime import SiteState, Triggers
 from kameng.kube.cache import ChildCache
@@ -16,7 +17,7 @@ from kameng.kube.cache import ChildCache
 @pytest.fixture
 def fake_runtime() -> SimpleNamespace:
     return SimpleNamespace(triggers=Triggers(), cache=ChildCache(), sites={},
-                           domain_waiting=set())
+                           domain_waiting=set(), agreements_seen={})
 
 
 @pytest.fixture
@@ -32,6 +33,64 @@ async def test_rolepolicy_change_wakes_only_its_subsites(fake_runtime: SimpleNam
                                     body={"metadata": {"name": "standard"}},
                                     subsites_by_rolepolicy=index, memo=memo)
     assert {s for s, f in flags.items() if f.is_set()} == {"a", "b"}
+
+
+def _woken(flags: dict[str, asyncio.Event]) -> set[str]:
+    out = {s for s, f in flags.items() if f.is_set()}
+    for f in flags.values():
+        f.clear()
+    return out
+
+
+async def test_rolepolicy_status_writes_wake_no_site(fake_runtime: SimpleNamespace,
+                                                    memo: kopf.Memo) -> None:
+    """Its usage count is written to its status; the echo must not wake its 1,000 sites."""
+    flags = {s: fake_runtime.triggers.register(s) for s in ("a", "b")}
+    index = {"standard": ["a", "b"]}
+
+    async def event(kind: str, generation: int, used_by: int) -> set[str]:
+        await handlers.rolepolicy_event(
+            name="standard", event={"type": kind}, subsites_by_rolepolicy=index, memo=memo,
+            body={"metadata": {"name": "standard", "generation": generation},
+                  "spec": {"roles": []}, "status": {"usedBy": used_by}})
+        return _woken(flags)
+
+    assert await event("ADDED", 1, 0) == {"a", "b"}
+    assert await event("MODIFIED", 1, 2) == set()
+    assert await event("MODIFIED", 2, 2) == {"a", "b"}
+    assert await event("DELETED", 2, 2) == {"a", "b"}
+    assert await event("ADDED", 2, 0) == {"a", "b"}  # the same name again: a new object
+
+
+async def test_license_wakes_its_sites_only_when_what_they_read_changes(
+        fake_runtime: SimpleNamespace, memo: kopf.Memo) -> None:
+    flags = {s: fake_runtime.triggers.register(s) for s in ("a", "b")}
+    index = {"lic-a": ["a"], "lic-b": ["b"]}
+    spec = {"subSite": "a", "plan": "basic",
+            "term": {"start": "2026-01-01T00:00:00Z", "end": "2036-01-01T00:00:00Z"}}
+
+    async def event(kind: str, generation: int, status: dict, annotations: dict | None = None
+                    ) -> set[str]:
+        await handlers.license_event(
+            name="lic-a", event={"type": kind}, subsites_by_license=index, memo=memo,
+            body={"metadata": {"name": "lic-a", "generation": generation,
+                               "annotations": annotations or {}},
+                  "spec": spec, "status": status})
+        return _woken(flags)
+
+    assert await event("ADDED", 1, {}) == {"a"}
+    # The operator's own status writes: the midnight "time left" step, a notice sent.
+    assert await event("MODIFIED", 1, {"state": "Active", "expiresIn": "3317d"}) == set()
+    assert await event("MODIFIED", 1, {"state": "Active", "expiresIn": "3316d"}) == set()
+    # A renewal (spec, new generation), a hold (an annotation, same generation), its
+    # release, and the deletion all change what the site reads.
+    assert await event("MODIFIED", 2, {"expiresIn": "3316d"}) == {"a"}
+    hold = {Hold("risk", "fraud rate", "2026-12-01T00:00:00Z", "risk-worker").annotation:
+            Hold("risk", "fraud rate", "2026-12-01T00:00:00Z", "risk-worker").to_value()}
+    assert await event("MODIFIED", 2, {}, hold) == {"a"}
+    assert await event("MODIFIED", 2, {"state": "Suspended"}, hold) == set()
+    assert await event("MODIFIED", 2, {}) == {"a"}
+    assert await event("DELETED", 2, {}) == {"a"}
 
 
 async def test_child_event_updates_cache_and_wakes_its_site(
