@@ -129,6 +129,9 @@ class _Auth:
 # Measured in the dev cluster (apiserver_flowcontrol_nominal_limit_seats{workload-low}=245,
 # current 56 while idle); KAMENG_API_CONCURRENCY overrides it for a server with other limits.
 DEFAULT_CONCURRENCY = 24
+# Seconds to open a connection to the API server (TCP and TLS), not counting a request's
+# wait for one of the client's own connections (see Kube._slots).
+CONNECT_TIMEOUT_S = 10.0
 
 
 class Kube:
@@ -150,6 +153,8 @@ class Kube:
         # a row — tests and CLIs do both).
         self._sessions: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession,
                               aiohttp.ClientSession] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.connect_timeout = CONNECT_TIMEOUT_S
 
     def _session(self, stream: bool = False) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -157,15 +162,20 @@ class Kube:
                 or self._sessions[1].closed:
             http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=30.0, connect=10.0),
+                timeout=aiohttp.ClientTimeout(total=30.0, connect=self.connect_timeout),
                 headers=self._headers)
             # Watches hold a connection each for minutes: a pool of their own, so they
             # never take the connections reconciles need.
             streams = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
                 headers=self._headers)
             self._sessions = (loop, http, streams)
+            # Requests queue HERE for one of the pool's connections: aiohttp counts the
+            # wait for a pooled connection against its connect timeout, so 1,000 sites
+            # deleted at once (each reclaim a few requests) timed out in the queue and
+            # were reported as an unreachable API server, thousands of times, and retried.
+            self._slots = asyncio.Semaphore(self._max_connections or 1_000_000)
         return self._sessions[2 if stream else 1]
 
     @classmethod
@@ -238,9 +248,12 @@ class Kube:
         transport_errors = throttled = 0
         url = self._base + path
         while True:
+            session = self._session()
+            assert self._slots is not None  # made with the session
             try:
-                async with self._session().request(method, url, data=content, params=params,
-                                                   headers=headers) as raw:
+                async with self._slots, session.request(method, url, data=content,
+                                                        params=params,
+                                                        headers=headers) as raw:
                     resp = Response(raw.status, raw.reason or "", raw.headers,
                                     await raw.read())
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -183,3 +183,36 @@ def test_wakes_of_a_provisioned_site_do_not_recheck_its_database(
           "the touched sites reconciled")
     time.sleep(1)
     assert _metric(operator, "kameng_backend_checks_total") == checks0
+
+
+def test_a_license_time_step_writes_its_status_and_wakes_no_site(
+        converged: dict[str, float], operator: OperatorProcess, kubectl: Any) -> None:
+    """The "time left" column of a License steps by time alone (at midnight, for a fleet
+    of Licenses ending on the same day: once each, at the same instant). Its status is
+    written once per step; its sites read nothing of the status, so none is reconciled
+    (before: every status echo woke every site of the License)."""
+    names = [f"{PREFIX}-{i:04d}" for i in (1, 2, 3)]
+    # Eight minutes left: the text steps every minute ("8m", "7m", ...), so a step
+    # comes within a minute of any moment; no notices (they would write too).
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 8 * 60))
+    for name in names:
+        kubectl("patch", "license", name, "--type=merge", "-p", json.dumps(
+            {"spec": {"term": {"end": end}, "notices": {"before": []}}}))
+
+    def left() -> dict[str, str]:
+        items = json.loads(kubectl("get", "licenses", *names, "-o", "json").stdout)["items"]
+        return {o["metadata"]["name"]: (o.get("status") or {}).get("expiresIn", "")
+                for o in items}
+
+    _wait(lambda: _converged(kubectl) and all(v.endswith("m") for v in left().values()),
+          300, "the renewed Licenses' sites converged")
+    time.sleep(2)  # the last echoes of the renewal settle
+    reconciles0 = _metric(operator, "kameng_reconciles_total")
+    writes0, texts0 = operator.writes_by_kind(), left()
+    _wait(lambda: all(v != texts0[k] for k, v in left().items()), 120,
+          "the next minute step of every License")
+    time.sleep(3)  # any wake-up it caused would have reconciled by now
+    writes = operator.writes_by_kind()
+    assert _metric(operator, "kameng_reconciles_total") == reconciles0
+    assert {k: writes.get(k, 0.0) - v for k, v in writes0.items()
+            if writes.get(k, 0.0) != v} == {"License": len(names)}
