@@ -23,6 +23,7 @@ within ``discover_seconds`` without any configuration.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -103,6 +104,11 @@ class ConsumerConfig:
     # and batches' second stages and acks keep their order. A crash leaves entries
     # pending exactly as before (acked only after their second stage).
     overlap: bool = False
+    # With ``overlap``: how many second stages may be in flight at once (the risk worker:
+    # 2, so one batch's store runs beside the next one's; the handler keeps what must stay
+    # in order, such as publishing, in order itself). Acks may then complete out of
+    # order: harmless, an entry is acked only after its own second stage.
+    overlap_depth: int = 1
     # Discovery (a SCAN of the whole keyspace) in the background instead of in line
     # before a read (the risk worker turns it on; off by default): with millions of keys
     # (velocity counters, markers) a SCAN takes many round trips, and in line it held
@@ -174,7 +180,7 @@ class StreamConsumer:
         # The next read, already under way while the handler posts the current batch.
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         # The previous batch's second stage and ack (``overlap``), still under way.
-        self._inflight: asyncio.Task[int] | None = None
+        self._inflight: collections.deque[asyncio.Task[int]] = collections.deque()
         # A discovery under way (``background_discovery``).
         self._discovery: asyncio.Task[set[str]] | None = None
 
@@ -279,20 +285,24 @@ class StreamConsumer:
             done = await self.settle()
             return done + await self._one_by_one(entries)
         if inspect.isawaitable(second):
-            # Overlap: this batch's first stage ran while the previous batch's second
-            # stage was in flight; wait for that one (order, and at most one in flight),
+            # Overlap: this batch's first stage ran while earlier batches' second stages
+            # were in flight; wait for the oldest until fewer than overlap_depth remain,
             # then let this one's run while the caller reads and starts the next batch.
-            done = await self.settle()
-            self._inflight = asyncio.create_task(self._second(entries, second))
+            done = 0
+            while len(self._inflight) >= max(1, self.cfg.overlap_depth):
+                done += await self._inflight.popleft()
+            self._inflight.append(asyncio.create_task(self._second(entries, second)))
             return done
         await self._ack(entries)
         metrics.PROCESSED.labels(self.cfg.group).inc(len(entries))
         return len(entries)
 
     async def settle(self) -> int:
-        """Wait for the second stage in flight (``overlap``); returns what it acked."""
-        task, self._inflight = self._inflight, None
-        return await task if task is not None else 0
+        """Wait for every second stage in flight (``overlap``); returns what they acked."""
+        done = 0
+        while self._inflight:
+            done += await self._inflight.popleft()
+        return done
 
     async def _second(self, entries: list[Entry], second: Awaitable[Any]) -> int:
         try:

@@ -438,10 +438,32 @@ async def test_replay_after_a_crash_publishes_what_was_stored_once(r):
     assert (n, hits) == (40, 1)
 
 
-async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
-    """``overlap``: batch N+1 is decided while batch N is stored and published. Velocity
-    still runs batch after batch (the 26th event sees the 25 before it, across batches
-    of 10), every event is stored and acknowledged once, decisions keep stream order."""
+class _SlowFirstStore(RiskStore):
+    """Stores the batch holding ``slow`` late, so the batch after it (with two second
+    stages in flight) stores first; counts the saves running at once."""
+
+    def __init__(self, dsn: str, slow: str) -> None:
+        super().__init__(dsn)
+        self.slow, self.running, self.most = slow, 0, 0
+
+    async def save(self, outcomes, decided_at):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if any(o.view["eventId"] == self.slow for o in outcomes):
+                await asyncio.sleep(0.3)
+            return await super().save(outcomes, decided_at)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+async def test_overlapped_batches_keep_order_and_decide_every_event_once(r, depth):
+    """``overlap``: batch N+1 is decided while batch N (and with ``overlap_depth`` 2, batch
+    N-1 too) is stored and published. Velocity still runs batch after batch (the 26th
+    event sees the 25 before it, across batches of 10, with each batch's velocity call
+    sent ahead), every event is stored and acknowledged once, and decisions keep stream
+    order even when a later batch's store finishes first."""
     client, tag, dsn = r
     site = f"rt{tag}"
     pol = compile_policy(f"ov{tag}", {"sites": [site], "features": [
@@ -449,10 +471,25 @@ async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
         {"name": "many", "expression": "features.n > 25", "action": "review"}]})
     cfg = ConsumerConfig(group="risk", consumer="t", prefix=f"ktest:{tag}:orders:", batch=10,
                          block_ms=20, claim_seconds=3600, discover_seconds=0,
-                         trim_seconds=3600, prefetch=True, overlap=True)
-    w = RiskWorker(client, Policies(policies=[pol]), RiskStore(dsn), cfg)
-    assert w.consumer.handler == w.handle_staged
+                         trim_seconds=3600, prefetch=True, overlap=True, overlap_depth=depth)
     events = [_ev(tag, site, "order.paid", i, customer=f"ov{tag}") for i in range(50)]
+    store = _SlowFirstStore(dsn, events[25].event_id)
+    w = RiskWorker(client, Policies(policies=[pol]), store, cfg)
+    assert w.consumer.handler == w.handle_staged
+    # A batch's velocity call is sent ahead, but never while another awaits its answer:
+    # Redis must count batch after batch.
+    counting, most_counting, batch = 0, 0, w.velocity.batch
+
+    async def one_at_a_time(items):
+        nonlocal counting, most_counting
+        counting += 1
+        most_counting = max(most_counting, counting)
+        try:
+            return await batch(items)
+        finally:
+            counting -= 1
+
+    w.velocity.batch = one_at_a_time
     for ev in events:
         await client.xadd(f"ktest:{tag}:orders:{site}", ev.to_fields())
     acked = 0
@@ -466,6 +503,8 @@ async def test_overlapped_batches_keep_order_and_decide_every_event_once(r):
     assert actions == ["allow"] * 25 + ["review"] * 25
     assert [d.order_id for d in await _decisions(client, site)] == \
         [ev.order_id for ev in events[25:]]
+    assert store.most == depth
+    assert most_counting == 1
     await w.store.close()
 
 

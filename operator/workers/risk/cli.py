@@ -138,7 +138,8 @@ async def _run(args: argparse.Namespace) -> int:
                         # waiting on one round trip after the other).
                         ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
                                        claim_idle_ms=args.claim_idle_ms, prefetch=True,
-                                       overlap=True, background_discovery=True),
+                                       overlap=True, overlap_depth=2,
+                                       background_discovery=True),
                         escalation=Escalation(redis, kube))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ never a second opinion.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,16 +87,20 @@ def params_of(outcomes: Sequence[Outcome], decided_at: datetime) -> dict[str, An
 
 
 class RiskStore:
-    """HQ's database as the risk worker sees it: one connection, reopened when broken."""
+    """HQ's database as the risk worker sees it: ``connections`` connections (two batches
+    may be storing at once, see ``ConsumerConfig.overlap_depth``), each reopened when
+    broken."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, connections: int = 2) -> None:
         self.dsn = dsn
-        self._conn: AsyncConnection | None = None
+        self._conns: list[AsyncConnection | None] = [None] * max(1, connections)
+        self._locks = [asyncio.Lock() for _ in self._conns]
 
-    async def conn(self) -> AsyncConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await AsyncConnection.connect(self.dsn, autocommit=True)
-        return self._conn
+    async def _conn(self, i: int) -> AsyncConnection:
+        conn = self._conns[i]
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conns[i] = await AsyncConnection.connect(self.dsn, autocommit=True)
+        return conn
 
     async def save(self, outcomes: Sequence[Outcome], decided_at: datetime
                    ) -> dict[str, tuple[str, str]]:
@@ -103,16 +108,20 @@ class RiskStore:
         that were stored before this call (redeliveries), as first decided."""
         if not outcomes:
             return {}
-        conn = await self.conn()
-        params = params_of(outcomes, decided_at)
-        cur = await conn.execute(_SAVE, params)  # type: ignore[arg-type]
-        inserted = {r[0] for r in await cur.fetchall()}
-        before = [eid for eid in params["ids"] if eid not in inserted]
-        if not before:
-            return {}
-        cur = await conn.execute(_STORED, (before,))
-        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        i = next((n for n, lock in enumerate(self._locks) if not lock.locked()), 0)
+        async with self._locks[i]:
+            conn = await self._conn(i)
+            params = params_of(outcomes, decided_at)
+            cur = await conn.execute(_SAVE, params)  # type: ignore[arg-type]
+            inserted = {r[0] for r in await cur.fetchall()}
+            before = [eid for eid in params["ids"] if eid not in inserted]
+            if not before:
+                return {}
+            cur = await conn.execute(_STORED, (before,))
+            return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        for conn in self._conns:
+            if conn is not None:
+                await conn.close()
+        self._conns = [None] * len(self._conns)

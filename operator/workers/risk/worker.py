@@ -24,6 +24,7 @@ stream carrying every allowed order would cost every shop a read per order for n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -208,6 +209,12 @@ class RiskWorker:
         cfg = config or ConsumerConfig(group=GROUP)
         # One batch parsed ahead (prefetch), kept with the very list it was parsed from.
         self._ready: tuple[Any, ...] | None = None
+        # That batch's velocity call, sent as soon as the batch before it had its answer
+        # (see handle_staged), with the list it was sent for.
+        self._counted_ahead: tuple[list[Entry], asyncio.Task[Any]] | None = None
+        self._counting = False  # a batch's velocity call awaits its answer
+        # Resolved once the latest second stage has published (see _finish).
+        self._published: asyncio.Future[None] | None = None
         self.consumer = StreamConsumer(redis, cfg,
                                        self.handle_staged if cfg.overlap else self.handle,
                                        prepare=self.prepare if cfg.prefetch else None)
@@ -253,6 +260,9 @@ class RiskWorker:
             self._ready = (entries, *self._parse(entries))
         except Exception:
             self._ready = None
+            return
+        if not self._counting:  # the batch before it has its counts: count this one now
+            self._count_next()
 
     async def handle_staged(self, entries: list[Entry]) -> Awaitable[None]:
         """The first stage (velocity and rules, in stream order: each batch's counters
@@ -264,7 +274,17 @@ class RiskWorker:
             _, views, site_pols, items = ready
         else:  # not parsed ahead (no prefetch, or a retry one by one)
             views, site_pols, items = self._parse(entries)
-        read = await self.velocity.batch(items)
+        ahead = self._counted_ahead
+        self._counting = True
+        try:
+            if ahead is not None and ahead[0] is entries:
+                self._counted_ahead = None
+                read = await ahead[1]
+            else:  # a claimed batch or a retry: the one read ahead keeps its call
+                read = await self.velocity.batch(items)
+        finally:
+            self._counting = False
+        self._count_next()
         outcomes: dict[str, Outcome] = {}
         order: list[Outcome] = []
         for view, pols, (snoozed, feats) in zip(views, site_pols, read, strict=True):
@@ -282,8 +302,32 @@ class RiskWorker:
             order.append(outcomes[view["eventId"]])
         return self._finish(entries, outcomes, order, self.clock())
 
+    def _count_next(self) -> None:
+        """Send the velocity call of the batch read ahead now, while this one's rules run:
+        the worker no longer waits a round trip (Redis's Lua work for a batch) at the
+        start of every batch. Sent only once this batch's call has its answer, so Redis
+        still counts batch after batch in stream order."""
+        ready = self._ready
+        if ready is None or not ready[0] or (
+                self._counted_ahead is not None and self._counted_ahead[0] is ready[0]):
+            return
+        self._counted_ahead = (ready[0], asyncio.create_task(self.velocity.batch(ready[3])))
+
     async def _finish(self, entries: list[Entry], outcomes: dict[str, Outcome],
                       order: list[Outcome], now: float) -> None:
+        """The second stage. Two may run at once (``overlap_depth``): the stores overlap,
+        each on its own connection, but each batch publishes (and judges escalation)
+        only after the batch before it did, so decisions keep stream order."""
+        prev, mine = self._published, asyncio.get_running_loop().create_future()
+        self._published = mine
+        try:
+            await self._store_and_publish(entries, outcomes, order, now, prev)
+        finally:
+            mine.set_result(None)
+
+    async def _store_and_publish(self, entries: list[Entry], outcomes: dict[str, Outcome],
+                                 order: list[Outcome], now: float,
+                                 prev: asyncio.Future[None] | None) -> None:
         stored = await self.store.save(list(outcomes.values()),
                                        datetime.fromtimestamp(now, UTC))
         keys: list[str] = []
@@ -338,6 +382,8 @@ class RiskWorker:
             esc_call, pairs = self.escalation.batch_command(esc_items)
             if esc_call is not None:
                 calls.append(esc_call)
+        if prev is not None:
+            await prev
         results = await self._lane.scripts(calls) if calls else []
         done = results[0] if keys else []
         counted = Tally()
@@ -373,4 +419,15 @@ class RiskWorker:
         try:
             await self.consumer.run(stop)
         finally:
+            ahead, self._counted_ahead = self._counted_ahead, None
+            if ahead is not None:
+                await _forget(ahead[1])
             await self.store.close()
+
+
+async def _forget(task: asyncio.Task[Any]) -> None:
+    """Wait for a velocity call nobody will read: the counting it did stays (its events
+    are counted once, whenever they are decided), and its failure is not an error here
+    (their batch sends its own call)."""
+    with contextlib.suppress(Exception):
+        await task
