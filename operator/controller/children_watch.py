@@ -34,7 +34,7 @@ def child_seen(rt: Runtime, type_: str | None, raw: dict[str, Any]) -> None:
     site = (raw["metadata"].get("labels") or {}).get(SITE_LABEL)
     if site and type_ is not None:
         log.debug("wake %s: %s %s/%s", site, type_, raw["kind"], raw["metadata"]["name"])
-        rt.triggers.poke(site)
+        rt.triggers.poke(site, "child")
 
 
 def watchers(rt: Runtime) -> list[Watcher]:

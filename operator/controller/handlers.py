@@ -157,11 +157,11 @@ async def subsite_event(name: str, meta: kopf.Meta, memo: kopf.Memo,
                 site.annotations_seen != reconcile.acted_on_annotations(meta) or \
                 (event or {}).get("type") == "DELETED":
             log.debug("wake %s: generation %s", name, meta.get("generation"))
-            rt.triggers.poke(name)
+            rt.triggers.poke(name, "subsite")
             # A SubSite that changed its domain or went away may free a domain others
             # wait for.
             for waiting in list(rt.domain_waiting - {name}):
-                rt.triggers.poke(waiting)
+                rt.triggers.poke(waiting, "domain")
 
 
 def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str, kind: str,
@@ -170,7 +170,7 @@ def _poke_all(memo: kopf.Memo, index: kopf.Index[str, str], key: str, kind: str,
     if rt is not None and agreement_changed(rt, kind, key, inputs,
                                             event.get("type") == "DELETED"):
         for site in index.get(key, []):
-            rt.triggers.poke(site)
+            rt.triggers.poke(site, kind.lower())
 
 
 @kopf.on.event(GROUP, VERSION, LICENSE.plural)
@@ -258,6 +258,8 @@ async def reconcile_loop(name: str, body: kopf.Body, licenses: kopf.Index[str, A
             # Deletion (or shutdown) ends the loop between reconciles, without a cancel.
             await asyncio.wait({woken, stop}, timeout=max(delay, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
+            if not woken.done() and not stop.done():
+                metrics.WAKES.labels(cause="timer").inc()
             woken.cancel()
             await asyncio.sleep(DEBOUNCE)  # coalesce a burst of child events
     finally:

@@ -16,6 +16,10 @@ RECONCILE_ERRORS = Counter(
     "kameng_reconcile_errors_total", "Reconciles that failed, by reason.", ["reason"],
 )
 RECONCILES = Counter("kameng_reconciles_total", "Reconciles run.")
+# Why site loops woke: a poke by the kind of object that changed (child, subsite, license,
+# rolepolicy, domain), or the loop's own timer (resync, a retry, a time-driven change). A
+# reconcile count that grows without a cause a person can name is the question it answers.
+WAKES = Counter("kameng_wakes_total", "Site loop wake-ups, by cause.", ["cause"])
 BACKEND_CHECKS = Counter(
     "kameng_backend_checks_total",
     "Checks of a site's PostgreSQL role/database and Redis user (each a few statements).",

@@ -16,7 +16,7 @@ from kameng.provision import servers as pg_servers
 from kameng.provision.redis_acl import RedisAcl, RedisTarget
 from kameng.provision.servers import Databases
 
-from . import hqkeys
+from . import hqkeys, metrics
 from .config import OperatorConfig
 from .hqkeys import HqKeys
 from .metrics import publish_phases
@@ -66,9 +66,10 @@ class Triggers:
         if self._flags.get(site) is flag:
             del self._flags[site]
 
-    def poke(self, site: str) -> None:
+    def poke(self, site: str, cause: str) -> None:
         flag = self._flags.get(site)
         if flag is not None:
+            metrics.WAKES.labels(cause=cause).inc()
             flag.set()
 
 

@@ -35,20 +35,33 @@ async def enqueue(conn: AsyncConnection, event: OrderEvent) -> None:
 
 async def publish_committed(state: AppState, *events: OrderEvent) -> None:
     """Publish ``events``, whose outbox rows the caller has just committed, and mark those
-    rows published: one Redis pipeline and one UPDATE, instead of a locking scan of the
-    whole outbox per order step. If this fails or races :func:`flush_outbox`, the loop
-    publishes them (again): a duplicate is harmless (``event_id``), a loss impossible
-    (a row is marked only after Redis took its event)."""
+    rows published: one targeted lock, one Redis pipeline and one UPDATE, instead of a
+    locking scan of the whole outbox per order step.
+
+    The rows stay locked while Redis takes them, as :func:`flush_outbox` does: each of the
+    two skips what the other holds and re-checks ``published_at``, so a row committed a
+    moment ago is sent once, not by both (before: the periodic flush found it committed and
+    unmarked and sent it again). If this fails, the loop publishes the rows later: a loss is
+    impossible (a row is marked only after Redis took its event) and a duplicate after a
+    crash is harmless (``event_id``)."""
     try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(orders_stream(state.site), event.to_fields())
-            await pipe.execute()
-        async with state.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE event_outbox SET published_at = now()"
-                " WHERE event_id = ANY(%s) AND published_at IS NULL",
+        async with state.pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(
+                "SELECT event_id FROM event_outbox WHERE event_id = ANY(%s)"
+                " AND published_at IS NULL FOR UPDATE SKIP LOCKED",
                 ([e.event_id for e in events],),
+            )).fetchall()
+            mine = {r["event_id"] for r in rows}
+            if not mine:
+                return
+            async with state.redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    if event.event_id in mine:
+                        pipe.xadd(orders_stream(state.site), event.to_fields())
+                await pipe.execute()
+            await conn.execute(
+                "UPDATE event_outbox SET published_at = now() WHERE event_id = ANY(%s)",
+                (list(mine),),
             )
     except Exception as exc:  # the outbox loop retries; the rows are still pending
         log.warning("event publish failed", extra={"error": type(exc).__name__})

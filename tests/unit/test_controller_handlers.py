@@ -132,3 +132,27 @@ async def test_status_only_subsite_events_do_not_wake(fake_runtime: SimpleNamesp
                            "annotations": {"kameng.io/rotate-credentials": "r1"}},
         subsites_by_rolepolicy={}, memo=memo)
     assert flag.is_set()
+
+
+async def test_wakes_are_counted_by_the_cause_a_person_can_name(
+        fake_runtime: SimpleNamespace, memo: kopf.Memo) -> None:
+    """``kameng_wakes_total{cause}`` says why sites reconcile; a poke for a site without a
+    loop wakes nothing and counts nothing."""
+    from kameng.controller import metrics
+
+    def count(cause: str) -> float:
+        return metrics.WAKES.labels(cause=cause)._value.get()
+
+    fake_runtime.triggers.register("a")
+    before = {c: count(c) for c in ("license", "rolepolicy", "child")}
+    await handlers.license_event(
+        name="lic-a", event={"type": "ADDED"}, subsites_by_license={"lic-a": ["a", "gone"]},
+        memo=memo, body={"metadata": {"name": "lic-a", "generation": 1}, "spec": {}})
+    await handlers.rolepolicy_event(
+        name="rp", event={"type": "ADDED"}, subsites_by_rolepolicy={"rp": ["a"]}, memo=memo,
+        body={"metadata": {"name": "rp", "generation": 1}, "spec": {}})
+    children_watch.child_seen(fake_runtime, "MODIFIED", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "c", "namespace": "n", "labels": {"kameng.io/subsite": "a"}}})
+    assert {c: count(c) - n for c, n in before.items()} == {
+        "license": 1, "rolepolicy": 1, "child": 1}

@@ -311,7 +311,12 @@ class RiskWorker:
         if ready is None or not ready[0] or (
                 self._counted_ahead is not None and self._counted_ahead[0] is ready[0]):
             return
-        self._counted_ahead = (ready[0], asyncio.create_task(self.velocity.batch(ready[3])))
+        task = asyncio.create_task(self.velocity.batch(ready[3]))
+        # A call replaced before anyone awaited it (its batch was claimed away or retried
+        # one by one) is nobody's error: its failure is read here, not reported by asyncio
+        # as "never retrieved" (the batch sends its own call).
+        task.add_done_callback(_retrieved)
+        self._counted_ahead = (ready[0], task)
 
     async def _finish(self, entries: list[Entry], outcomes: dict[str, Outcome],
                       order: list[Outcome], now: float) -> None:
@@ -423,6 +428,11 @@ class RiskWorker:
             if ahead is not None:
                 await _forget(ahead[1])
             await self.store.close()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _forget(task: asyncio.Task[Any]) -> None:
