@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--refresh-seconds", type=float,
                    default=float(os.environ.get("KAMENG_RISK_REFRESH_SECONDS", "10")),
                    help="how often policies and licenses are re-read")
-    r.add_argument("--batch", type=int, default=int(os.environ.get("KAMENG_RISK_BATCH", "200")))
+    r.add_argument("--batch", type=int, default=int(os.environ.get("KAMENG_RISK_BATCH", "400")))
     r.add_argument("--claim-idle-ms", type=int,
                    default=int(os.environ.get("KAMENG_RISK_CLAIM_IDLE_MS", "15000")),
                    help="pending entries idle this long are taken over from a dead replica")

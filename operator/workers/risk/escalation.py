@@ -42,34 +42,46 @@ FRAUD_RATE = Gauge("kameng_risk_site_fraud_rate", "Fraud rate over the escalatio
                    ["site"])
 
 # A batch's counting in ONE script call (one call per event cost the worker a tenth of its
-# time in redis-py alone).
-# KEYS: per (site, policy) counter pair: orders zset, fraud zset. ARGV: number of pairs P,
-# then per pair its window_ms, then per event: pair index (1-based), now_ms, member,
-# is_order, is_fraud. Each pair is trimmed at the time of its last event, then counted.
-# Returns per pair: orders, fraud.
+# time in redis-py alone), re-arming in the same call every site whose rate fell below
+# ``liftAt`` (a DEL a batch after it cost the worker's publishing chain a third of its time).
+# KEYS: per (site, policy) pair: orders zset, fraud zset, the site's disarm key. ARGV:
+# number of pairs P, then per pair its window_ms and liftAt, then per event: pair index
+# (1-based), now_ms, member, is_order, is_fraud. Each pair is trimmed at the time of its
+# last event, then counted. Returns per pair: orders, fraud.
 _BATCH = """
 local p = tonumber(ARGV[1])
 local now = {}
-local a = 2 + p
+local a = 2 + 2 * p
 while a <= #ARGV do
   local i = tonumber(ARGV[a])
   local t = tonumber(ARGV[a + 1])
-  if ARGV[a + 3] == '1' then redis.call('ZADD', KEYS[2 * i - 1], t, ARGV[a + 2]) end
-  if ARGV[a + 4] == '1' then redis.call('ZADD', KEYS[2 * i], t, ARGV[a + 2]) end
+  if ARGV[a + 3] == '1' then redis.call('ZADD', KEYS[3 * i - 2], t, ARGV[a + 2]) end
+  if ARGV[a + 4] == '1' then redis.call('ZADD', KEYS[3 * i - 1], t, ARGV[a + 2]) end
   now[i] = t
   a = a + 5
 end
 local out = {}
 for i = 1, p do
-  local window = tonumber(ARGV[1 + i])
-  for j = 2 * i - 1, 2 * i do
+  local window = tonumber(ARGV[2 * i])
+  local n = {}
+  for j = 3 * i - 2, 3 * i - 1 do
     redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', '(' .. string.format('%d', now[i] - window))
     redis.call('PEXPIRE', KEYS[j], window * 2)
-    out[#out + 1] = redis.call('ZCARD', KEYS[j])
+    n[#n + 1] = redis.call('ZCARD', KEYS[j])
+    out[#out + 1] = n[#n]
   end
+  -- The rate exactly as judge() computes it (IEEE doubles on both sides).
+  local rate = 0
+  if n[1] > 0 then rate = n[2] / n[1] end
+  if rate < tonumber(ARGV[2 * i + 1]) then redis.call('DEL', KEYS[3 * i]) end
 end
 return out
 """
+
+
+def disarm_key(site: str) -> str:
+    """One per site, whichever policy raised: one hold, one Event."""
+    return f"{PREFIX}{site}:disarmed"
 
 
 def _human(seconds: int) -> str:
@@ -107,13 +119,16 @@ class Escalation:
             if i is None:
                 i = pairs[(policy, site)] = str(len(pairs) + 1)
                 base = f"{PREFIX}{site}:{policy}"
-                keys += [f"{base}:orders", f"{base}:fraud"]
+                keys += [f"{base}:orders", f"{base}:fraud", disarm_key(site)]
                 defs.append((policy, site, esc))
             ev_args += (i, str(ts_ms), event_id, "1" if kinds[0] else "0",
                         "1" if kinds[1] else "0")
         if not defs:
             return None, []
-        args = [str(len(defs)), *[str(d[2].window_s * 1000) for d in defs], *ev_args]
+        # repr: the shortest text that reads back as the same double in Lua.
+        args = [str(len(defs)), *[x for d in defs for x in (str(d[2].window_s * 1000),
+                                                           repr(float(d[2].lift_at)))],
+                *ev_args]
         return (self._batch, self._batch.command(keys, args)), defs
 
     async def judge(self, policy: str, site: str, counts: Any, esc: EscalationDef,
@@ -123,18 +138,15 @@ class Escalation:
         orders, fraud = int(counts[0]), int(counts[1])
         rate = fraud / orders if orders else 0.0
         FRAUD_RATE.labels(site).set(rate)
-        # One disarm key per site, whichever policy raised: one hold, one Event.
-        disarm = f"{PREFIX}{site}:disarmed"
         if rate < esc.lift_at:
-            await self.redis.delete(disarm)  # re-armed
-            return ""
+            return ""  # re-armed by the counting script itself
         if orders < esc.min_orders or rate < esc.raise_at:
             return ""
         if licence is None or self.kube is None:
             return ""
         if any(h.kind == "risk" for h in holds_of(licence.get("annotations"))):
             return ""
-        if not await self.redis.set(disarm, "1", nx=True):
+        if not await self.redis.set(disarm_key(site), "1", nx=True):
             return ""
         await self.raise_hold(site, licence, rate, fraud, orders, esc)
         return "raised"
