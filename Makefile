@@ -1,5 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit mutation soak lint crds tools up down status test-down venv manifests
+.PHONY: demo test unit mutation soak lint crds tools up down status test-down venv manifests image image-lock
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
@@ -15,6 +15,12 @@ mutation:        ## mutation testing of the money, license, permission and statu
 
 soak:            ## the whole suite 3 times in a row with a CPU burner beside it (flake hunt)
 	hack/soak --runs 3 --load 1
+
+image:           ## the OCI image of every component, without a Docker engine (build/image/*.oci.tar, *.docker.tar)
+	hack/image
+
+image-lock:      ## re-resolve image/requirements.lock (after a dependency change)
+	hack/image-lock
 
 lint: venv
 	.venv/bin/ruff check .
