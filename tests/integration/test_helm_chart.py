@@ -117,3 +117,46 @@ def test_kustomize_base_is_the_rendered_chart(helm, kubectl):
     built = kubectl("kustomize", str(ROOT / "manifests" / "operator")).stdout
     assert "kind: ClusterRole" in built
     assert "name: kameng-system" in built
+
+
+def test_defaults_are_highly_available(helm):
+    """Out of the box: two operators in one peering (one acts, the other takes over within
+    the peering lifetime), two replicas of each worker, each component's replicas on
+    different nodes when the cluster has them, and a drain that takes one at a time."""
+    docs = [d for d in yaml.safe_load_all(helm("template", "k", str(CHART), "--namespace",
+                                               "ns").stdout) if d]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pdbs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for component in ("operator", "risk", "settlement"):
+        dep = deployments[f"kameng-{component}"]
+        assert dep["spec"]["replicas"] >= 2, component
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        term = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        pdb = pdbs[f"kameng-{component}"]["spec"]
+        assert pdb["maxUnavailable"] == 1
+        assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    args = deployments["kameng-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--peering=kameng" in args
+    assert f"--peering-lifetime={values['operator']['peeringLifetime']}" in args
+    # One operator: replaced, never doubled, and no budget that would block every drain.
+    single = [d for d in yaml.safe_load_all(helm(
+        "template", "k", str(CHART), "--namespace", "ns", "--set", "replicas=1").stdout) if d]
+    op = next(d for d in single if d["metadata"]["name"] == "kameng-operator"
+              and d["kind"] == "Deployment")
+    assert op["spec"]["strategy"] == {"type": "Recreate"}
+    assert "kameng-operator" not in {d["metadata"]["name"] for d in single
+                                     if d["kind"] == "PodDisruptionBudget"}
+    # A user's own affinity replaces the default.
+    custom = helm("template", "k", str(CHART), "--namespace", "ns", "--set",
+                  "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                  ".nodeSelectorTerms[0].matchExpressions[0].key=pool", "--set",
+                  "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                  ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists").stdout
+    op = next(d for d in yaml.safe_load_all(custom) if d and d["kind"] == "Deployment"
+              and d["metadata"]["name"] == "kameng-operator")
+    assert set(op["spec"]["template"]["spec"]["affinity"]) == {"nodeAffinity"}
