@@ -23,7 +23,16 @@ from kameng.licensing.lifecycle import terminated_of
 from kameng.notify import config as notify_config
 from kameng.provision.servers import ServerConfigError, describe
 
-from . import agreements, children_watch, deletion, domains, exclusive, metrics, reconcile
+from . import (
+    agreements,
+    children_watch,
+    deletion,
+    domains,
+    exclusive,
+    metrics,
+    reconcile,
+    redis_watch,
+)
 from .config import OperatorConfig
 from .runtime import Runtime, agreement_changed, create_runtime
 
@@ -53,7 +62,7 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     memo.agreements = agreements.Agreements(
         kube, notify_config.build(cfg.notify, kube, cfg.namespace))
     memo.tasks = [asyncio.create_task(memo.agreements.run_clock()),
-                  *children_watch.start(memo.runtime)]
+                  *children_watch.start(memo.runtime), redis_watch.start(memo.runtime)]
     lease = memo.get("lease")
     if lease is not None:  # standalone: keep telling others that this one is active
         memo.tasks.append(asyncio.create_task(lease.keep()))

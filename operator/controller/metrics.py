@@ -24,6 +24,10 @@ BACKEND_CHECKS = Counter(
     "kameng_backend_checks_total",
     "Checks of a site's PostgreSQL role/database and Redis user (each a few statements).",
 )
+REDIS_RESTARTS = Counter(
+    "kameng_redis_restarts_total",
+    "Redis restarts seen (new run_id); each sets every site's ACL user again.",
+)
 SUBSITES = Gauge("kameng_subsites", "Managed SubSites by phase.", ["phase"])
 CHILDREN_APPLIED = Counter(
     "kameng_children_applied_total", "Child objects applied because they differed.", ["kind"],

@@ -65,6 +65,10 @@ class RedisAcl:
         # Rules applied by this process: after a restart every user is set once more
         # (rules may have changed with the operator version), then only on change.
         self._applied: dict[str, str] = {}
+        # What :meth:`restore` sets again after Redis lost its users: per site, the user,
+        # its rules and the SubSite uid it was created for (in memory only: the rules
+        # carry a password digest, never the password).
+        self._users: dict[str, tuple[str, list[str], str]] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -92,7 +96,35 @@ class RedisAcl:
             raise RedisUnavailable(f"Redis refused the ACL user ({type(exc).__name__})") \
                 from None
         self._applied[site] = fingerprint
+        self._users[site] = (user, rules, claim.uid)
         return True
+
+    async def server_id(self) -> str:
+        """Redis's ``run_id``: new at every start of the server."""
+        try:
+            return str((await self._client.info("server"))["run_id"])
+        except (RedisError, KeyError) as exc:
+            raise RedisUnavailable(f"Redis did not answer INFO ({type(exc).__name__})") \
+                from None
+
+    async def restore(self) -> int:
+        """Set every user this process applied again, with its owner record, in ONE
+        round trip: Redis restarted without an ACL file (users are configuration, not
+        data: neither RDB nor AOF keeps them), and every shop's connection is refused
+        until its user exists. Returns how many were set."""
+        users = list(self._users.values())
+        if not users:
+            return 0
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, rules, uid in users:
+                    pipe.hset(REDIS_OWNERS_KEY, user, uid)
+                    pipe.execute_command("ACL", "SETUSER", user, *rules)
+                await pipe.execute()
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis refused restoring ACL users "
+                                   f"({type(exc).__name__})") from None
+        return len(users)
 
     async def remove(self, site: str, claim: Claim) -> str | None:
         """Delete the site's user if it is this SubSite's; else say why it was left."""
@@ -104,6 +136,7 @@ class RedisAcl:
             if current is not None and owner_uid != claim.uid and not (
                     owner_uid is None and claim.adopt_unmarked):
                 self._applied.pop(site, None)
+                self._users.pop(site, None)
                 return f"Redis ACL user {user} was not created for this SubSite; left in place"
             await self._client.acl_deluser(user)
             if owner_uid == claim.uid:
@@ -112,4 +145,5 @@ class RedisAcl:
             raise RedisUnavailable(f"Redis refused deleting the ACL user "
                                    f"({type(exc).__name__})") from None
         self._applied.pop(site, None)
+        self._users.pop(site, None)
         return None
