@@ -19,6 +19,9 @@ Standard library only, so it runs before the project's virtualenv exists.
     hack/devenv s3 stop|start
                          stop or start again the S3 server alone (its data is kept):
                          how tests show that a failed export keeps the site's data
+    hack/devenv restart-apiserver --down SECONDS
+                         SIGKILL the API server, wait, start it again (same port, certs
+                         and etcd): the chaos tests' API server outage
 
 The environment lives in $KAMENG_DEVENV_DIR (default /tmp/kameng-devenv: the demo's and a
 person's). Tests use their own, $KAMENG_TEST_DEVENV_DIR (default /tmp/kameng-devenv-test),
@@ -311,6 +314,20 @@ def start_apiserver(state: dict, bin_dir: Path) -> None:
     ], state)
     wait_for("kube-apiserver /readyz", lambda: api_get(state, "/readyz")[0] == 200, 90, state,
              "kube-apiserver")
+
+
+def restart_apiserver(down: float) -> None:
+    """The chaos tests' API server outage: SIGKILL (no graceful shutdown, every watch
+    cut), ``down`` seconds away, then the same server again (same port, certificates and
+    etcd, so every client reconnects to what it knew)."""
+    state = load_state()
+    if not state or not healthy(state):
+        die("not running; start it with: eval \"$(hack/devenv up)\"")
+    _kill_group(state["pids"].get("kube-apiserver"),
+                state.get("markers", {}).get("kube-apiserver", ""), signal.SIGKILL)
+    time.sleep(down)
+    start_apiserver(state, Path(state["bin_dir"]))
+    log("kube-apiserver restarted")
 
 
 def start_controller_manager(state: dict, bin_dir: Path) -> None:
@@ -698,7 +715,8 @@ def status() -> int:
 
 def main() -> int:
     cmd = sys.argv[1] if len(sys.argv) > 1 else "help"
-    if cmd not in ("up", "down", "status", "env", "run", "stop", "test-dir", "s3"):
+    if cmd not in ("up", "down", "status", "env", "run", "stop", "test-dir", "s3",
+                   "restart-apiserver"):
         print(__doc__, file=sys.stderr)
         return 2
     if cmd == "test-dir":
@@ -731,6 +749,11 @@ def main() -> int:
                 stop_extras(state, name)
         elif cmd == "s3":
             s3_command(sys.argv[2] if len(sys.argv) > 2 else "")
+        elif cmd == "restart-apiserver":
+            args = sys.argv[2:]
+            if args[:1] != ["--down"] or len(args) != 2:
+                die("usage: hack/devenv restart-apiserver --down SECONDS")
+            restart_apiserver(float(args[1]))
         elif cmd == "env":
             state = load_state()
             if not state or not healthy(state):

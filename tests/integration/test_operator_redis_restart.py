@@ -8,8 +8,6 @@ A Redis of this test's own (the dev environment's is shared by every test)."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,48 +19,12 @@ import redis
 import yaml
 
 from kameng.provision.names import redis_user
-from tests.support.net import free_port
 from tests.support.operator import OperatorProcess, batch_objects
+from tests.support.servers import PrivateRedis
 
 from .test_operator_lifecycle import get, secret_value, wait_for
 
 RESTORED_WITHIN_S = 10.0
-
-
-class PrivateRedis:
-    """redis-server on a free loopback port, no persistence, a password for the admin."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.password = uuid.uuid4().hex
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--requirepass", self.password, "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _answers(client), 20, "redis-server answers")
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture
