@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -45,6 +46,11 @@ from . import metrics
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = "kameng:dead:"
+# A handler failing with one of these says a backing service is away (PostgreSQL's
+# OperationalError covers a refused or broken connection and a pool that timed out), not
+# that the entry is bad: never a reason to dead-letter it.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError, OSError, psycopg.OperationalError)
 _READ_CHUNK = 256  # streams per XREADGROUP call: keeps one command's size bounded
 
 
@@ -335,6 +341,16 @@ class StreamConsumer:
                 if inspect.isawaitable(second):
                     await second
             except Exception as exc:
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    # The database (or Redis) is away, not this entry at fault: it and the
+                    # rest stay pending, claimed again after claim_idle_ms, and an outage
+                    # never counts toward dead-lettering (before: a PostgreSQL restart of a
+                    # few seconds sent good events to the dead letters, out of the ledger).
+                    metrics.FAILED.labels(self.cfg.group).inc()
+                    log.warning("a backing service is unavailable; entries left pending",
+                                extra={"group": self.cfg.group, "left": len(entries) - acked,
+                                       "error": type(exc).__name__})
+                    return acked
                 reason = f"{type(exc).__name__}: {str(exc)[:300]}"
                 if e.deliveries >= self.cfg.max_deliveries:
                     await self.dead_letter(e, reason)

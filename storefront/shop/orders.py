@@ -20,6 +20,7 @@ Money rules, each in one place:
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 import secrets
@@ -49,8 +50,10 @@ log = logging.getLogger("kameng.storefront.orders")
 HOLD_ACTIONS = ("freeze", "block")
 RISK_BLOCKED = "risk_blocked"  # refund reason of an order risk (or a reviewer) blocked
 # How long a claim on an order lasts: longer than the slowest HQ call (30 s timeout), so
-# a live worker never loses it mid-call; a crashed worker's claim runs out after this.
-CLAIM_SECONDS = 120
+# a live worker never loses it mid-call; a crashed worker's claim runs out after this. (A
+# claim that runs out early costs a second HQ call at most, never a second key: HQ binds
+# one key per order and only the claim's token may mark the order delivered.)
+CLAIM_SECONDS = 45
 RETRY_CAP_SECONDS = 600.0
 # HQ refusals worth retrying: HQ away or overloaded, credentials or license being renewed,
 # resumed or rotated. Any other refusal (out of stock, out of the license's scope, unknown
@@ -432,7 +435,19 @@ async def deliver(state: AppState, order_id: str) -> str:
 
 
 async def process_claimed(state: AppState, order: dict[str, Any]) -> str:
-    """Drive a claimed paid order one step: refund it if a refund is due, else deliver."""
+    """Drive a claimed paid order one step: refund it if a refund is due, else deliver.
+    An unexpected failure (the database gone mid-step, say) gives the claim back for a
+    retry shortly, where it can: else the order waited for the claim to run out."""
+    try:
+        return await _process_claimed(state, order)
+    except Exception:
+        with contextlib.suppress(Exception):  # the database may still be away
+            await _release(state, order, next_attempt_at=datetime.now(UTC) + timedelta(
+                seconds=state.settings.delivery_retry_seconds))
+        raise
+
+
+async def _process_claimed(state: AppState, order: dict[str, Any]) -> str:
     if order["refund_reason"]:
         return await _refund_claimed(state, order, order["refund_reason"])
     if order["risk_action"] in HOLD_ACTIONS:

@@ -181,7 +181,16 @@ def test_servers_crash_and_workers_die_during_traffic_losing_and_doubling_nothin
             def delivered() -> set[str]:
                 return {r[0] for r in _rows(st.shop_dsn, "SELECT id FROM orders WHERE"
                                             " status = 'delivered'")}
-            wait_for(lambda: paid_at_hq() <= delivered(), timeout=budget(90))
+            try:
+                wait_for(lambda: paid_at_hq() <= delivered(), timeout=budget(90))
+            except AssertionError:
+                missing = sorted(paid_at_hq() - delivered())
+                shop_side = _rows(st.shop_dsn, "SELECT id, status, created_at FROM orders"
+                                  " WHERE id = ANY(%s)", missing)
+                hq_side = _rows(st.hq_dsn, "SELECT order_id, status, kind, paid_at,"
+                                " notified_at FROM payments WHERE order_id = ANY(%s)", missing)
+                raise AssertionError(f"paid, never delivered: shop {shop_side}; "
+                                     f"HQ {hq_side}") from None
             keys = _rows(st.hq_dsn, "SELECT order_ref, count(*) FROM card_keys WHERE site = %s"
                          " AND status = 'sold' GROUP BY 1", st.site)
             assert {ref for ref, _ in keys} == paid_at_hq()

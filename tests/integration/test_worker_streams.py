@@ -163,3 +163,47 @@ async def test_trim_keeps_what_any_group_still_needs(r):
     left = [eid for eid, _ in await client.xrange(prefix + "a")]
     assert left == ids[3:]
     assert first_four[0][1][3][0] == left[0], "the pending entry survived the trim"
+
+
+async def test_an_outage_of_the_database_never_dead_letters_good_entries(r):
+    """Entries failing because PostgreSQL is away (a restart, a failover) stay pending
+    however often they are delivered meanwhile, and are posted once it is back; a bad
+    entry among them still goes to the dead letters."""
+    import psycopg
+
+    client, prefix = r
+    await _fill(client, prefix, ["a"], 3)
+    await client.xadd(prefix + "a", {"event_id": "poison", "n": "x"})
+    down = True
+    handled: list[str] = []
+    dead: list[str] = []
+
+    async def handler(batch: list[Entry]) -> None:
+        if down:
+            raise psycopg.OperationalError("connection refused")
+        if any(e.fields["n"] == "x" for e in batch):
+            raise ValueError("cannot post this")
+        handled.extend(e.fields["event_id"] for e in batch)
+
+    async def hook(entry: Entry, reason: str) -> None:
+        dead.append(entry.fields["event_id"])
+
+    c = StreamConsumer(client, _cfg(prefix, "settle", "one", max_deliveries=2,
+                                    claim_idle_ms=50), handler, on_dead_letter=hook)
+    for _ in range(12):  # delivered far more than max_deliveries times while "down"
+        await c.step()
+        await asyncio.sleep(0.06)
+    pending = await client.xpending_range(prefix + "a", "settle", "-", "+", 10)
+    assert len(pending) == 4
+    assert min(p["times_delivered"] for p in pending) > 2
+    assert dead == []
+    down = False
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(handled) < 3 or not dead:
+        assert asyncio.get_running_loop().time() < deadline, (handled, dead)
+        await c.step()
+        await asyncio.sleep(0.06)
+    assert sorted(handled) == ["a-0", "a-1", "a-2"]
+    assert dead == ["poison"]
+    assert (await client.xpending(prefix + "a", "settle"))["pending"] == 0
+    await client.delete(dead_letter_stream("settle"))
