@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,6 +103,12 @@ def test_both_archives_hold_the_image_with_its_config(image: dict[str, Any]) -> 
         assert cfg["Cmd"] == ["operator", "--standalone"]
         assert cfg["Labels"]["org.opencontainers.image.version"] == version
     assert oci["Env"] == docker["Env"]
+    # The docker-archive carries the chart's image name: `kind load image-archive` gives
+    # the cluster what the chart pulls.
+    chart = yaml.safe_load((ROOT / "charts" / "kameng" / "values.yaml").read_text())["image"]
+    with tarfile.open(ROOT / image["docker_archive"]) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == [f"{chart['repository']}:{version}"]
     raw = subprocess.run(["skopeo", "inspect", "--raw",
                           f"oci-archive:{ROOT / image['archive']}:{version}"],
                          check=True, capture_output=True, timeout=120).stdout
