@@ -10,7 +10,7 @@ import os
 import signal
 
 from kameng.contracts.events import ORDERS_PREFIX
-from kameng.workers.streams import ConsumerConfig
+from kameng.workers.streams import RISK_GROUP, ConsumerConfig, add_trim_after, groups_of
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a pending entry idle this long is taken over from its replica")
     p.add_argument("--stream-prefix", default=ORDERS_PREFIX,
                    help="streams read: <prefix><site> (tests and benchmarks isolate by it)")
+    add_trim_after(p, RISK_GROUP)
     p.add_argument("--payout-limit-fen", type=int, default=5_000_000_00,
                    help="sandbox payout provider: refuse transfers above this")
 
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def _main(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
     from prometheus_client import start_http_server
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, OperationalError
 
     from kameng.kube.client import Kube
     from kameng.ledger.repo import migrate
@@ -47,9 +48,22 @@ async def _main(args: argparse.Namespace) -> int:
 
     if not args.dsn or not args.redis:
         raise SystemExit("kameng settlement: --dsn and --redis are required")
-    async with await AsyncConnection.connect(args.dsn) as conn:
-        await migrate(conn)
-        await SandboxPayoutProvider.setup(conn)
+    # HQ's database away at start (a restart, a failover): wait for it here, rather than
+    # exit and leave Kubernetes' crash-loop back-off (up to 5 minutes) to decide when the
+    # ledger moves again.
+    delay = 1.0
+    while True:
+        try:
+            async with await AsyncConnection.connect(args.dsn, connect_timeout=10) as conn:
+                await migrate(conn)
+                await SandboxPayoutProvider.setup(conn)
+            break
+        except OperationalError as exc:
+            logging.getLogger("kameng.settlement").warning(
+                "HQ's database unavailable at start; retrying in %.0f s", delay,
+                extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
     if args.metrics_port:
         start_http_server(args.metrics_port)
     kube = Kube.from_environment(args.kubeconfig)
@@ -59,7 +73,7 @@ async def _main(args: argparse.Namespace) -> int:
         SandboxPayoutProvider(lambda: AsyncConnection.connect(args.dsn), args.payout_limit_fen),
         ConsumerConfig(group=GROUP, batch=args.batch, claim_idle_ms=args.claim_idle_ms,
                        prefix=args.stream_prefix, prefetch=True,
-                       required_groups=(GROUP,)),
+                       required_groups=(GROUP, *groups_of(args.trim_after))),
         interval=args.interval)
     # Profiled (py-spy, bench/settlement_bench.py --profile): a sixth of the worker's CPU
     # went to the cyclic garbage collector, which a batch's thousands of short-lived

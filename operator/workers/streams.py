@@ -22,6 +22,7 @@ within ``discover_seconds`` without any configuration.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -51,6 +52,10 @@ DEAD_LETTER_PREFIX = "kameng:dead:"
 # that the entry is bad: never a reason to dead-letter it.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, OSError, psycopg.OperationalError)
+# The consumer groups of the order streams: each worker's own, and the one each must
+# leave entries to before trimming them.
+RISK_GROUP = "risk"
+SETTLEMENT_GROUP = "settlement"
 _READ_CHUNK = 256  # streams per XREADGROUP call: keeps one command's size bounded
 
 
@@ -225,9 +230,12 @@ class StreamConsumer:
                     self.cfg.group, self.cfg.consumer, dict.fromkeys(chunk, ">"),
                     count=self.cfg.batch, block=(block or None) if i == 0 else None)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP: a stream was deleted and re-created. UNBLOCKED: a stream this
+                # read was blocked on was deleted (a site's streams go with the site).
+                # Either way the list of streams is stale: find them again next round
+                # (before: UNBLOCKED ended the worker process).
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
-                # A stream was deleted and re-created: join it again next round.
                 self.streams.clear()
                 return out
             for stream, entries in resp or []:
@@ -538,3 +546,18 @@ class StreamConsumer:
             await self._stop_discovery()
             await self._drop_prefetch()
             await self.settle()
+
+
+def add_trim_after(p: argparse.ArgumentParser, other: str) -> None:
+    """``--trim-after``: the groups that must have read an entry before this worker trims
+    it, beside its own. Without the other worker's group, an entry written before that
+    group existed (a new site's first orders, the other worker not deployed yet or down
+    since) was trimmed unread: a sale never in the ledger."""
+    p.add_argument("--trim-after", metavar="GROUPS", default=other,
+                   help="comma-separated consumer groups that must have read an entry "
+                   "before it is trimmed (default: %(default)s; '' when that worker is "
+                   "not deployed)")
+
+
+def groups_of(text: str) -> tuple[str, ...]:
+    return tuple(g for g in (x.strip() for x in text.split(",")) if g)

@@ -147,6 +147,10 @@ def test_servers_crash_and_workers_die_during_traffic_losing_and_doubling_nothin
             procs = {name: start() for name, start in workers.items()}
             traffic = Traffic(st, "c1").start()
             wait_for(lambda: len(traffic.done) >= 5, timeout=60)
+            # Both workers at work (their groups on the site's stream) before any crash.
+            probe = redis.Redis.from_url(rd.url, decode_responses=True)
+            wait_for(lambda: {g["name"] for g in probe.xinfo_groups(orders_stream(st.site))}
+                     == {"settlement", "risk"}, timeout=60)
 
             # PostgreSQL crashes (every database of HQ and the shop), down 3 s.
             pg.crash()
@@ -242,7 +246,7 @@ def test_operator_rides_out_an_api_server_restart(
     """The API server SIGKILLed under a running operator (every watch cut, requests
     refused) and back 3 s later: the operator stays up and reconciles an edit made after
     the restart, within 30 s of the API server answering again."""
-    from tests.support.operator import OperatorProcess, batch_objects
+    from tests.support.operator import OperatorProcess, batch_objects, remove_batch_site
 
     rp, lic, ss = batch_objects("it-chaosapi", 1)
     name = ss["metadata"]["name"]
@@ -270,8 +274,5 @@ def test_operator_rides_out_an_api_server_restart(
         assert op.running(), op.log_tail(40)
         assert op.alive()
     finally:
-        kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
-                "--timeout=120s", timeout=150)
-        kubectl("delete", "license", name, "--ignore-not-found")
-        kubectl("delete", "rolepolicy", rp["metadata"]["name"], "--ignore-not-found")
+        remove_batch_site(kubectl, name, rp["metadata"]["name"])
         op.stop()

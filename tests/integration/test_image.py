@@ -33,6 +33,7 @@ from tests.support.ledger import event, license_obj, record_payment, setup_ledge
 from tests.support.operator import OperatorProcess, batch_objects
 from tests.support.risk import decision_row, hq_database
 from tests.support.storefront import temp_database
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "image"
@@ -234,12 +235,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _until(pred: Any, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s: {log.read_text()[-2000:]}")
+    try:
+        wait_for(pred, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log: {log.read_text()[-2000:]}") from None
 
 
 def test_risk_worker_from_the_image_decides_an_order(

@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from kameng.provision.names import redis_user
-from tests.support.operator import OperatorProcess, batch_objects
+from tests.support.operator import OperatorProcess, batch_objects, remove_batch_site
 from tests.support.servers import PrivateRedis
 
 from .test_operator_lifecycle import get, secret_value, wait_for
@@ -72,8 +72,5 @@ def test_acl_users_are_back_within_10s_of_a_redis_restart(
         assert restarts is not None
         assert float(restarts.group(1)) == 1.0
     finally:
-        kubectl("delete", "subsite", site, "--ignore-not-found", "--wait=true",
-                "--timeout=120s", timeout=150)
-        kubectl("delete", "license", site, "--ignore-not-found")
-        kubectl("delete", "rolepolicy", rp["metadata"]["name"], "--ignore-not-found")
+        remove_batch_site(kubectl, site, rp["metadata"]["name"])
         op.stop()

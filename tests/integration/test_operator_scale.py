@@ -257,8 +257,11 @@ def test_a_license_time_step_writes_its_status_and_wakes_no_site(
     writes = operator.writes_by_kind()
     wakes = {k: n - wakes0.get(k, 0.0) for k, n in _wakes(operator).items()
              if n != wakes0.get(k, 0.0)}
-    assert "license" not in wakes, wakes
-    assert _metric(operator, "kameng_reconciles_total") == reconciles0, \
-        f"wake-ups in the window, by cause: {wakes}"
+    # The claim, by cause: nothing the License (or any resource) did woke a site. Child
+    # events may still arrive (kwok's pods of the renewal's rollout, the PDBs' status
+    # following them: CI saw 12 in the window) and each may reconcile, writing nothing.
+    assert not {"license", "rolepolicy", "subsite", "domain"} & set(wakes), wakes
+    assert _metric(operator, "kameng_reconciles_total") - reconciles0 <= \
+        wakes.get("child", 0.0) + wakes.get("timer", 0.0), wakes
     assert {k: writes.get(k, 0.0) - v for k, v in writes0.items()
             if writes.get(k, 0.0) != v} == {"License": len(names)}

@@ -207,3 +207,19 @@ async def test_an_outage_of_the_database_never_dead_letters_good_entries(r):
     assert dead == ["poison"]
     assert (await client.xpending(prefix + "a", "settle"))["pending"] == 0
     await client.delete(dead_letter_stream("settle"))
+
+
+async def test_a_stream_deleted_under_a_blocked_read_is_forgotten_not_fatal(r):
+    """A site's streams go with the site: a worker blocked reading one must carry on
+    (before: Redis's UNBLOCKED error ended the worker process)."""
+    client, prefix = r
+    await _fill(client, prefix, ["a", "b"], 1)
+    c = StreamConsumer(client, _cfg(prefix, "g", "one", block_ms=5000), lambda b: asyncio.sleep(0))
+    await c.discover()
+    assert await c.read(block_ms=0)  # the two entries: now nothing new, a read blocks
+    blocked = asyncio.create_task(c.read())
+    await asyncio.sleep(0.3)
+    await client.delete(prefix + "a")
+    assert await asyncio.wait_for(blocked, 5) == []
+    assert c.streams == set()  # found again at the next discovery
+    assert await c.discover() == {prefix + "b"}

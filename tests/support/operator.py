@@ -348,3 +348,12 @@ def subsite_spec(name: str, prefix: str) -> dict[str, Any]:
             "members": [{"name": "admin", "email": "a@bench.example", "role": "site-admin",
                          "kubernetesUser": f"{name}-admin"}],
             "storefront": {"replicas": 1}, "database": {"reclaimPolicy": "Delete"}}
+
+
+def remove_batch_site(kubectl: Any, name: str, rolepolicy: str) -> None:
+    """Delete a site made by :func:`batch_objects` (waiting for its finalizer: the
+    operator that reclaims it must still run), its License and its RolePolicy."""
+    kubectl("delete", "subsite", name, "--ignore-not-found", "--wait=true",
+            "--timeout=120s", timeout=150)
+    kubectl("delete", "license", name, "--ignore-not-found")
+    kubectl("delete", "rolepolicy", rolepolicy, "--ignore-not-found")

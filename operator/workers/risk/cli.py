@@ -23,6 +23,7 @@ from typing import Any
 
 from kameng.contracts.events import ORDERS_PREFIX
 
+from ..streams import SETTLEMENT_GROUP, add_trim_after, groups_of
 from .policy import parse_duration
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       ORDERS_PREFIX),
                    help="stream prefix to consume (default: %(default)s; tests and "
                    "benchmarks use their own)")
+    add_trim_after(r, SETTLEMENT_GROUP)
     r.add_argument("-v", "--verbose", action="store_true")
     v = sub.add_parser("review", help="a reviewer allows or blocks an order (recorded "
                        "with who and when; a blocked paid order is refunded by the shop)")
@@ -139,6 +141,7 @@ async def _run(args: argparse.Namespace) -> int:
                         ConsumerConfig(group=GROUP, batch=args.batch, prefix=args.prefix,
                                        claim_idle_ms=args.claim_idle_ms, prefetch=True,
                                        overlap=True, overlap_depth=2,
+                                       required_groups=(GROUP, *groups_of(args.trim_after)),
                                        background_discovery=True),
                         escalation=Escalation(redis, kube))
     stop = asyncio.Event()

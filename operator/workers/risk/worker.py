@@ -38,7 +38,7 @@ from prometheus_client import Counter, Histogram
 from kameng.contracts.events import Decision, OrderEvent, decisions_stream
 from kameng.licensing.lifecycle import state_at
 
-from ..streams import ConsumerConfig, Entry, StreamConsumer
+from ..streams import RISK_GROUP, ConsumerConfig, Entry, StreamConsumer
 from .escalation import Escalation
 from .policy import CompiledPolicy, EscalationDef, Hit, Verdict, evaluate
 from .resp import Lane, Script
@@ -48,7 +48,7 @@ from .velocity import Call, Velocity
 
 log = logging.getLogger(__name__)
 
-GROUP = "risk"
+GROUP = RISK_GROUP
 # Once-only marker of a decided event (value: its action). The outcome itself is stored
 # in HQ's PostgreSQL (``store``); Redis keeps only what the hot path needs: this marker
 # makes publishing a decision once-only, and it must outlive any redelivery (claims

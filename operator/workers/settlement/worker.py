@@ -26,14 +26,20 @@ from kameng.ledger import rules as ledger_rules
 from kameng.ledger.payouts import settle_withdrawals
 from kameng.licensing.term import Term, format_time
 from kameng.payouts import PayoutProvider
-from kameng.workers.streams import ConsumerConfig, Entry, StreamConsumer, dead_letter_stream
+from kameng.workers.streams import (
+    SETTLEMENT_GROUP,
+    ConsumerConfig,
+    Entry,
+    StreamConsumer,
+    dead_letter_stream,
+)
 
 from . import metrics
 from .licenses import LicenseBook
 
 log = logging.getLogger(__name__)
 
-GROUP = "settlement"
+GROUP = SETTLEMENT_GROUP
 
 
 class Settlement:
