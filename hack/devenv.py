@@ -131,12 +131,39 @@ def _kill_group(pid: int | None, marker: str, sig: int) -> None:
             os.killpg(pid, sig)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _listener_ports() -> range:
+    """Ports for the environment's and the tests' listeners: the 12,000 just below the
+    kernel's ephemeral range. Every outgoing connection takes its local port from that
+    range, so a port picked there (as binding port 0 does) can be taken by some client
+    between the pick and the server's bind: "address already in use", seen in CI."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
 def free_port() -> int:
-    # Ports come from the kernel's ephemeral allocator on loopback, so they never
-    # collide with a system PostgreSQL/Redis on their well-known ports.
-    with socket.socket() as s:
+    """A loopback port free now, outside the ephemeral range (well above PostgreSQL's and
+    Redis's well-known ports), never the same twice in one process."""
+    ports, pick = _listener_ports(), secrets.SystemRandom()
+    for _ in range(500):
+        port = pick.randrange(ports.start, ports.stop)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: the kernel's choice, as before
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def spawn(name: str, argv: list[str], state: dict, *, user: str | None = None,
