@@ -1,5 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; the rest are chores.
-.PHONY: demo test unit mutation soak lint crds tools up down status test-down venv manifests image image-lock
+.PHONY: demo test unit mutation soak lint crds tools up down status test-down venv manifests image image-lock kind-up
 
 demo:            ## everything on the embedded default: cluster, PostgreSQL, Redis, operator, sample sub-site
 	hack/demo
@@ -18,6 +18,9 @@ soak:            ## the whole suite 3 times in a row with a CPU burner beside it
 
 image:           ## the OCI image of every component, without a Docker engine (build/image/*.oci.tar, *.docker.tar)
 	hack/image
+
+kind-up:         ## Docker users: a kind cluster with the image, the chart, HQ, PostgreSQL, Redis and the samples (not run by CI)
+	hack/kind-up
 
 image-lock:      ## re-resolve image/requirements.lock (after a dependency change)
 	hack/image-lock

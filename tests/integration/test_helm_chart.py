@@ -160,3 +160,62 @@ def test_defaults_are_highly_available(helm):
     op = next(d for d in yaml.safe_load_all(custom) if d and d["kind"] == "Deployment"
               and d["metadata"]["name"] == "kameng-operator")
     assert set(op["spec"]["template"]["spec"]["affinity"]) == {"nodeAffinity"}
+
+
+def test_hq_component_follows_the_pod_contract(helm, kubectl):
+    """HQ from the chart (hq.enabled) reads what the storefront reads: its secrets by the
+    contract's env names and mount paths, the registry the operator writes, never the
+    license-signing key; the API server accepts it; the sites reach it at the default
+    operator.hqUrl; the HQ ServiceMonitor's default selector finds its Service."""
+    from kameng.contracts import pod
+    from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET
+
+    rendered = helm("template", "kameng", str(CHART), "--namespace", "default",
+                    "--set", "hq.enabled=true", "--set", "hq.ingress.host=hq.example.com",
+                    "--set", "metrics.hq.enabled=true",
+                    "--set", "metrics.serviceMonitor.enabled=true").stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    hq = {(d["kind"], d["metadata"]["name"]): d for d in docs
+          if d["metadata"]["name"] == "kameng-hq"}
+    assert {"Deployment", "Service", "Ingress", "PodDisruptionBudget"} <= {k for k, _ in hq}
+    spec = hq["Deployment", "kameng-hq"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    for key in (pod.DB_DSN, pod.REDIS_URL, pod.SESSION_SECRET, pod.DATA_KEYS,
+                pod.ADMIN_PASSWORD):
+        assert "hq" in key.modes
+        assert "secretKeyRef" in env[key.env]["valueFrom"], key.env  # never inlined
+    assert env["KAMENG_SANDBOX_PAYMENTS"]["value"] == "disabled"
+    assert "--mode=hq" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    keys = volumes["hq-keys"]["secret"]
+    assert keys["secretName"] == pod.HQ_KEYS_SECRET
+    assert mounts["hq-keys"] == pod.mount_path(pod.HQ_KEYS_SECRET)
+    assert {i["key"] for i in keys["items"]} == {pod.HQ_PUBLIC_KEY.key,
+                                                  pod.HQ_MASTER_SECRET.key}
+    assert pod.HQ_SIGNING_KEY.key not in {i["key"] for i in keys["items"]}
+    assert volumes["site-credentials"]["secret"]["secretName"] == REGISTRY_SECRET
+    assert mounts["site-credentials"] == pod.mount_path(REGISTRY_MOUNT)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["serviceAccountName"] == yaml.safe_load(
+        (CHART / "values.yaml").read_text())["hqServiceAccount"]
+    service = hq["Service", "kameng-hq"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["hqUrl"] == "http://kameng-hq.kameng-system.svc"
+    assert {"port": 80, "targetPort": "http"}.items() <= service["spec"]["ports"][0].items()
+    assert service["spec"]["selector"].items() <= \
+        hq["Deployment", "kameng-hq"]["spec"]["template"]["metadata"]["labels"].items()
+    monitor = hq["ServiceMonitor", "kameng-hq"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    # The API server accepts every HQ object (ServiceMonitor: no CRD in this cluster).
+    accepted = [d for d in docs if d["metadata"]["name"] == "kameng-hq"
+                and d["kind"] != "ServiceMonitor"]
+    res = kubectl("apply", "--dry-run=server", "-f", "-",
+                  input="\n---\n".join(yaml.safe_dump(d) for d in accepted))
+    assert res.stdout.count("(server dry run)") == len(accepted)
+    # Off by default: no HQ unless asked.
+    default = helm("template", "kameng", str(CHART), "--namespace", "kameng-system").stdout
+    assert not [d for d in yaml.safe_load_all(default) if d and d["kind"] == "Deployment"
+                and d["metadata"]["name"] == "kameng-hq"]
