@@ -52,7 +52,7 @@ from kameng.provision.ownership import Claim
 from kameng.provision.postgres import DatabaseUnavailable
 from kameng.provision.redis_acl import RedisUnavailable
 
-from . import keyvault, sitecreds, status
+from . import keyvault, status
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ async def reclaim(rt: Runtime, body: dict[str, Any], retry: int) -> None:
         pass
     try:
         # Then: the site's HQ API token dies with the SubSite, whatever reclaim does.
-        await sitecreds.revoke(rt.kube, rt.config.namespace, name)
+        await rt.registry.revoke(name)
     except KubeError as exc:
         raise kopf.TemporaryError(f"revoking the site's HQ credential failed: {exc}",
                                   delay=min(MAX_DELAY, 2.0 ** retry)) from None
@@ -261,7 +261,7 @@ async def _finish(rt: Runtime, name: str, uid: str) -> None:
     # Again at the end: a reconcile that was in flight when the deletion began may have
     # published the entry after the first revocation.
     try:
-        await sitecreds.revoke(rt.kube, rt.config.namespace, name)
+        await rt.registry.revoke(name)
     except KubeError as exc:
         log.warning("SubSite %s: revoking the HQ credential failed (%s)", name, exc)
     # Garbage collection would remove our namespace too; deleting it now is faster and

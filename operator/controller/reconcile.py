@@ -304,7 +304,7 @@ async def _publish_credential(rt: Runtime, entry: SiteCredential) -> None:
     state = rt.site(entry.site)
     if state.credential == entry:
         return  # nothing changed: no write
-    await sitecreds.publish(rt.kube, rt.config.namespace, entry)
+    await rt.registry.publish(entry)
     if state.credential is None or state.credential.sha256 != entry.sha256:
         log.info("SubSite %s: HQ API credential published", entry.site)
     elif state.credential.state != entry.state:

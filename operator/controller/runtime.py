@@ -20,6 +20,7 @@ from . import hqkeys, metrics
 from .config import OperatorConfig
 from .hqkeys import HqKeys
 from .metrics import publish_phases
+from .sitecreds import Registry
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Runtime:
     keys: HqKeys
     platform: Platform
     semaphore: asyncio.Semaphore
+    registry: Registry  # the site-credential registry's writer (group commit)
     cache: ChildCache = field(default_factory=ChildCache)
     triggers: Triggers = field(default_factory=Triggers)
     sites: dict[str, SiteState] = field(default_factory=dict)
@@ -137,7 +139,7 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
         config=cfg, kube=kube, postgres=Databases(servers),
         redis=redis_acl.RedisAcl(cfg.redis_url),
         redis_target=redis_target, keys=keys, platform=platform,
-        semaphore=asyncio.Semaphore(cfg.workers),
+        semaphore=asyncio.Semaphore(cfg.workers), registry=Registry(kube, cfg.namespace),
     )
 
 

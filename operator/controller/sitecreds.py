@@ -16,6 +16,7 @@ publishing, suspending, rotating or revoking one site never touches another's en
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from datetime import datetime
@@ -90,29 +91,78 @@ async def load(kube: Kube, namespace: str, site: str) -> SiteCredential | None:
     return entry_of(await kube.get(_path(namespace), kind="Secret"), site)
 
 
-async def publish(kube: Kube, namespace: str, entry: SiteCredential) -> None:
-    """Write one site's entry (creating the registry Secret on first use)."""
-    value = base64.b64encode(entry.to_json().encode()).decode()
-    try:
-        await kube.merge_patch(_path(namespace), {"data": {entry.site: value}}, kind="Secret")
-        return
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
-    body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": REGISTRY_SECRET, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/managed-by": "kameng",
-                                    "app.kubernetes.io/part-of": "kameng"}},
-            "data": {entry.site: value}}
-    if await kube.create(path_for("v1", "Secret", namespace=namespace), body) is None:
-        # Another writer created it meanwhile: add this site's key to theirs.
-        await kube.merge_patch(_path(namespace), {"data": {entry.site: value}}, kind="Secret")
+class Registry:
+    """The writer of the registry Secret: a group commit. While one merge patch is in
+    flight, entries queue; the next patch carries all of them (the latest value of each
+    site), and each caller returns when the patch carrying its entry succeeded (or raises
+    what it raised).
 
+    Why: the registry is one Secret with an entry per site, and every patch makes the API
+    server store it whole and send it whole to each watcher. A patch per site made a batch
+    of N sites move O(N²) bytes: ~250 MB into etcd and again to every watch at 1,000
+    sites. Batching costs a caller at most one patch's wait."""
 
-async def revoke(kube: Kube, namespace: str, site: str) -> None:
-    """Remove the site's entry: HQ refuses its token from the moment HQ sees the file go."""
-    try:
-        await kube.merge_patch(_path(namespace), {"data": {site: None}}, kind="Secret")
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        # site -> (base64 entry, or None to remove it; the callers waiting for it)
+        self._queued: dict[str, tuple[str | None, list[asyncio.Future[None]]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self.patches = 0  # merge patches sent (tests, and the batching it shows)
+
+    async def publish(self, entry: SiteCredential) -> None:
+        """Write one site's entry (creating the registry Secret on first use)."""
+        await self._write(entry.site, base64.b64encode(entry.to_json().encode()).decode())
+
+    async def revoke(self, site: str) -> None:
+        """Remove the site's entry: HQ refuses its token from the moment HQ sees the file
+        go."""
+        await self._write(site, None)
+
+    async def _write(self, site: str, value: str | None) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _, waiting = self._queued.get(site, (None, []))
+        self._queued[site] = (value, [*waiting, done])
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, {}
+            waiting = [done for _, futures in batch.values() for done in futures]
+            try:
+                await self._patch({site: value for site, (value, _) in batch.items()})
+            except Exception as exc:  # handed to every caller of this batch
+                for done in waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for done in waiting:
+                    if not done.done():
+                        done.set_result(None)
+            finally:  # the writer cancelled (shutdown): so are its callers
+                for done in waiting:
+                    done.cancel()
+
+    async def _patch(self, data: dict[str, str | None]) -> None:
+        path = _path(self._namespace)
+        self.patches += 1
+        try:
+            await self._kube.merge_patch(path, {"data": data}, kind="Secret")
+            return
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+        present = {site: value for site, value in data.items() if value is not None}
+        if not present:
+            return  # only removals, and no registry: nothing to remove
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": REGISTRY_SECRET, "namespace": self._namespace,
+                             "labels": {"app.kubernetes.io/managed-by": "kameng",
+                                        "app.kubernetes.io/part-of": "kameng"}},
+                "data": present}
+        if await self._kube.create(path_for("v1", "Secret", namespace=self._namespace),
+                                   body) is None:
+            # Another writer created it meanwhile: add these entries to theirs.
+            await self._kube.merge_patch(path, {"data": data}, kind="Secret")
