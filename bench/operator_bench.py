@@ -63,6 +63,52 @@ def devenv() -> dict[str, str]:
     return env
 
 
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def cpu_seconds(devenv_dir: str, operator_pid: int | None) -> dict[str, float]:
+    """CPU time (user + system) so far of this dev environment's control-plane processes
+    (their command lines name its directory) and of the operator: where a batch's time
+    goes, since the machine is shared and the wall clock alone cannot say."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = Path(argv[0].decode(errors="replace")).name
+        if int(proc.name) == operator_pid:
+            name = "operator"
+        elif name not in CONTROL_PLANE or devenv_dir.encode() not in b" ".join(argv):
+            continue
+        out[name] = out.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 1) for k in sorted(after)}
+
+
+async def raw_available(kube: Kube, prefix: str, n: int, within: float) -> bool:
+    """Whether all n Deployments of the raw loop became Available: the raw loop stops
+    at its last POST, the operator's clock at its last site Ready, which also waits for
+    kube-controller-manager, the scheduler and kwok to roll out every Deployment."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        deps = [d for d in await kube.list(path_for("apps/v1", "Deployment"))
+                if d["metadata"].get("namespace", "").startswith(f"kameng-{prefix}-")]
+        if len(deps) >= n and all(
+                (d.get("status") or {}).get("availableReplicas", 0) >= d["spec"]["replicas"]
+                for d in deps):
+            return True
+        await asyncio.sleep(2.0)
+    return False
+
+
 def write_breakdown(kubectl: list[str]) -> dict[str, float]:
     """Write requests to the managed kinds by verb/resource/subresource, all clients."""
     text = subprocess.run([*kubectl, "get", "--raw", "/metrics"], check=True,
@@ -205,6 +251,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await asyncio.sleep(2)
         op_w0, (api_w0, kopf_w0) = op.api_writes(), apiserver_writes(kubectl)
+        devenv_dir = env["KAMENG_DEVENV_DIR"]
+        op_pid = op.proc.pid if op.proc else None
+        cpu0 = cpu_seconds(devenv_dir, op_pid)
         started = time.monotonic()
         await create_all(kube, batch_objects(prefix, args.count))
         fig["create_seconds"] = round(time.monotonic() - started, 2)
@@ -219,6 +268,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.5 if args.count <= 200 else 2.0)
             ready = await count_ready(kube, prefix)
         fig["seconds_until_all_ready"] = round(time.monotonic() - started, 2)
+        fig["cpu_seconds_during_batch"] = cpu_delta(cpu0, cpu_seconds(devenv_dir, op_pid))
         api_w1, kopf_w1 = apiserver_writes(kubectl)
         fig["operator_writes_until_ready"] = int(op.api_writes() - op_w0 + kopf_w1 - kopf_w0)
         fig["of_which_kopf_bookkeeping"] = int(kopf_w1 - kopf_w0)
@@ -305,9 +355,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         partial(fig)
 
         raw_prefix = f"x{args.count}r{run_id}"
+        cpu0 = cpu_seconds(devenv_dir, op_pid)
+        raw_started = time.monotonic()
         raw_n, raw_s = await raw_loop(kube, raw_prefix, args.count)
         fig["raw_loop_objects"] = raw_n
         fig["raw_loop_seconds"] = round(raw_s, 2)
+        fig["cpu_seconds_during_raw_loop"] = cpu_delta(cpu0, cpu_seconds(devenv_dir, op_pid))
+        if await raw_available(kube, raw_prefix, args.count, args.timeout):
+            fig["raw_loop_until_deployments_available_s"] = round(
+                time.monotonic() - raw_started, 2)
+            fig["ready_time_ratio_to_raw_loop_until_available"] = round(
+                fig["seconds_until_all_ready"]
+                / fig["raw_loop_until_deployments_available_s"], 2)
         fig["writes_ratio_operator_to_raw"] = round(
             fig["operator_writes_until_ready"] / raw_n, 2)
         fig["ready_time_ratio_to_raw_loop"] = round(
@@ -336,7 +395,10 @@ def table(fig: dict[str, Any]) -> str:
     rows = [
         (f"{n} SubSites → all Ready",
          f"{fig['seconds_until_all_ready']} s; raw POST loop {fig['raw_loop_seconds']} s "
-         f"({fig['ready_time_ratio_to_raw_loop']}×)", "≤ 1.3× the raw loop"),
+         f"({fig['ready_time_ratio_to_raw_loop']}×); the raw loop until its Deployments "
+         f"are Available {fig.get('raw_loop_until_deployments_available_s')} s "
+         f"({fig.get('ready_time_ratio_to_raw_loop_until_available')}×)",
+         "≤ 1.3× the raw loop"),
         ("operator API writes per SubSite until Ready",
          f"{fig['operator_writes_per_subsite']} ({fig['raw_loop_objects'] // n} objects)",
          "≤ 18"),
