@@ -123,3 +123,56 @@ def test_registry_rereads_a_changed_file_and_refuses_bad_ones(tmp_path):
     (tmp_path / "s1").unlink()
     assert reg.get("s1") is None
     assert reg.get("../etc") is None
+
+
+class _SeqTable:
+    """site_license_seq as HQ's statements see it (the real table: test_hq_license_seq.py);
+    records which statements ran, since the point is that the usual call writes nothing."""
+
+    def __init__(self, rows: dict[str, int]) -> None:
+        self.rows, self.statements = rows, []
+
+    def connection(self):
+        import contextlib
+
+        table = self
+
+        class _Cursor:
+            def __init__(self, row):
+                self.row = row
+
+            async def fetchone(self):
+                return self.row
+
+        class _Conn:
+            async def execute(self, query, params):
+                if query.startswith("SELECT seq FROM site_license_seq"):
+                    table.statements.append("read")
+                    site = params[0]
+                    return _Cursor({"seq": table.rows[site]} if site in table.rows else None)
+                table.statements.append("upsert")
+                site, seq = params["site"], params["seq"]
+                table.rows[site] = max(seq, table.rows.get(site, seq))
+                return _Cursor({"seq": table.rows[site]})
+
+        @contextlib.asynccontextmanager
+        async def conn():
+            yield _Conn()
+
+        return conn()
+
+
+@pytest.mark.parametrize(("stored", "seq", "expect", "statements"), [
+    ({"s1": 3}, 3, 3, ["read"]),             # the usual call: a read, no row lock
+    ({"s1": 3}, 2, 3, ["read"]),             # an older token sees the higher one
+    ({"s1": 3}, 4, 4, ["read", "upsert"]),   # a renewal is recorded
+    ({}, 1, 1, ["read", "upsert"]),          # the site's first call
+    ({"s2": 9}, 1, 1, ["read", "upsert"]),   # per site
+])
+async def test_license_sequence_is_written_only_when_it_grows(stored, seq, expect, statements):
+    from kameng_storefront.hq.site_auth import highest_license_seq
+
+    table = _SeqTable(dict(stored))
+    assert await highest_license_seq(table, "s1", seq) == expect  # type: ignore[arg-type]
+    assert table.statements == statements
+    assert table.rows["s1"] == max(stored.get("s1", seq), seq)
