@@ -235,6 +235,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16,
                     help="wrk connections (= customers of the order path)")
     ap.add_argument("--workers", type=int, default=1, help="sub-site worker processes")
+    ap.add_argument("--hq-workers", type=int, default=1, help="HQ worker processes")
     ap.add_argument("--keys", type=int, default=4000, help="card keys to stock")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="sample the servers with py-spy during each run (raw stacks in DIR)")
@@ -250,7 +251,7 @@ def main() -> int:
     secs, conns = args.seconds, args.connections
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         st = start_process_stack(stack, admin_dsn, redis_url, Path(tmp), workers=args.workers,
-                                 password=PASSWORD)
+                                 password=PASSWORD, hq_workers=args.hq_workers)
         hq = staff_client(st.hq_url, "admin@hq.local", PASSWORD,
                           replace_bootstrap_with=f"{PASSWORD}-own-choice")
         hq_add_product(hq, "bench-10", "game", "10.00", "9.00")
@@ -275,7 +276,8 @@ def main() -> int:
     page_ratio = page.requests_per_s / healthz.requests_per_s
     order_ratio = orders.orders_per_s / tps
     p99 = half.latency_ms.get("99", float("nan"))
-    print(f"machine: {cpus} CPUs; HQ one process, sub-site {args.workers} worker(s); "
+    print(f"machine: {cpus} CPUs; HQ {args.hq_workers} worker(s), sub-site {args.workers} "
+          "worker(s); "
           f"wrk -t/-c as below, {secs:.0f}s per run")
     for run in (healthz, page, orders.checkout, orders.pay, half):
         print("  " + run.line())

@@ -618,11 +618,12 @@ class ProcessStack:
 
 def start_process_stack(
     stack: ExitStack, admin_dsn: str, redis_url: str, tmp: Path, *, workers: int = 1,
-    site: str = "bench", password: str = DEFAULT_PASSWORD,
+    site: str = "bench", password: str = DEFAULT_PASSWORD, hq_workers: int = 1,
 ) -> ProcessStack:
     """HQ and a sub-site as ``kameng storefront`` processes (as in a pod: configuration
-    from mounted files), the sub-site with ``workers`` worker processes; stopped when
-    ``stack`` closes. HQ's admin's bootstrap password is ``password``."""
+    from mounted files), the sub-site with ``workers`` worker processes and HQ with
+    ``hq_workers``; stopped when ``stack`` closes. HQ's admin's bootstrap password is
+    ``password``."""
     key, master = generate_signing_key(), os.urandom(16).hex()
     hq_port, shop_port = free_port(), free_port()
     hq_url, shop_url = f"http://127.0.0.1:{hq_port}", f"http://127.0.0.1:{shop_port}"
@@ -690,7 +691,7 @@ def start_process_stack(
                 str(port),
                 "--ops-port",
                 str(ops_ports[mode]),
-                *(["--workers", str(workers)] if mode == "subsite" and workers > 1 else []),
+                "--workers", str(workers if mode == "subsite" else hq_workers),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
