@@ -80,7 +80,7 @@ async def _start_subsite(state: AppState) -> list[Loop]:
         state.http, state.settings.hq_url, state.site, state.settings.hq_api_token,
         license_token=lambda: state.guard().token,
     )
-    state.payments = SandboxProvider(state.hq)
+    state.payments = SandboxProvider(state.hq, state.settings.pay_base)
     await flush_outbox(state)
 
     async def decisions(st: AppState) -> None:

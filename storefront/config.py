@@ -114,6 +114,9 @@ class Settings:
     data_keys: str
     public_url: str
     hq_url: str = ""
+    # HQ's public URL: where a customer's browser reaches HQ's pay pages (the site's pay
+    # links); see ``pay_base``.
+    hq_public_url: str = ""
     license_token: str | None = None
     license_token_file: str | None = None
     hq_api_token: str = ""
@@ -164,6 +167,12 @@ class Settings:
     # HQ: the renewal page (patches Licenses; see hq/renewals.py). Off unless enabled.
     renewals_enabled: bool = False
 
+    @property
+    def pay_base(self) -> str:
+        """Where the site's pay links point: HQ's public URL, else HQ's own (a dev
+        environment, where both are loopback)."""
+        return self.hq_public_url or self.hq_url
+
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(mode={self.mode!r}, site={self.site.site!r}, url={self.public_url!r})"
 
@@ -202,6 +211,7 @@ def load_settings(mode: Mode | None = None, env: Mapping[str, str] | None = None
         data_keys=read_secret(pod.DATA_KEYS.env, env) or "",
         public_url=env.get(pod.PUBLIC_URL_ENV, "http://127.0.0.1:8080").rstrip("/"),
         hq_url=(env.get("KAMENG_HQ_URL") or site.hq_url).rstrip("/"),
+        hq_public_url=(env.get("KAMENG_HQ_PUBLIC_URL") or site.hq_public_url).rstrip("/"),
         # Inline token only; a file-mounted token is read (and re-read) by the LicenseGuard.
         license_token=(env.get(pod.LICENSE_TOKEN.env) or None) if sub else None,
         license_token_file=secret_path(pod.LICENSE_TOKEN.env, env) if sub else None,

@@ -1,5 +1,6 @@
 -- Pay phase on HQ's sandbox channel: each wrk thread (one connection) pays its share of
--- the pay URLs the checkout phase wrote: GET the pay page (session + CSRF), POST it.
+-- the pay URLs the checkout phase wrote: GET the site's pay link (HQ opens the payment;
+-- session + CSRF), POST the pay page's form.
 -- HQ notifies the shop, which fulfils through HQ; the bench counts delivered orders.
 -- args: <pay-urls file> <number of wrk threads>
 local counter = 0
@@ -20,7 +21,7 @@ function init(args)
   for i, p in ipairs(all) do
     if (i - 1) % count == id then table.insert(mine, p) end
   end
-  next_i, csrf, cookie, step = 1, nil, nil, "get"
+  next_i, csrf, action, cookie, step = 1, nil, nil, nil, "get"
 end
 
 local function cookie_of(headers, current)
@@ -41,7 +42,7 @@ function request()
     return wrk.format("GET", path, h)
   end
   h["Content-Type"] = "application/x-www-form-urlencoded"
-  return wrk.format("POST", path, h, "csrf=" .. csrf)
+  return wrk.format("POST", action, h, "csrf=" .. csrf)
 end
 
 function response(status, headers, body)
@@ -49,6 +50,7 @@ function response(status, headers, body)
   cookie = cookie_of(headers, cookie)
   if step == "get" then
     csrf = string.match(body, 'name="csrf" value="([^"]+)"')
+    action = string.match(body, '<form method="post" action="([^"]+)"')
     step = "post"
   else
     step = "get"

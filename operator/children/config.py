@@ -31,6 +31,7 @@ def site_config(ctx: SiteContext) -> SiteConfig:
         "roles": roles,
         "mode": ctx.mode,
         "hqUrl": ctx.platform.hq_url,
+        "hqPublicUrl": ctx.platform.hq_public_url,
         "hqPublicKey": ctx.platform.hq_public_key,
         "payments": {"methods": list(spec.payments.methods)},
         "members": [m.model_dump(by_alias=True, exclude_none=True) for m in spec.members],

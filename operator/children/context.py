@@ -27,6 +27,7 @@ class Platform:
 
     storefront_image: str = "ghcr.io/kameng/kameng:0.1.0"
     hq_url: str = "http://kameng-hq.kameng-system.svc"
+    hq_public_url: str = ""  # where customers reach HQ's pay pages ("" = hq_url)
     hq_public_key: str = ""
     hq_namespace: str = "kameng-system"
     ingress_class: str | None = None

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="periodic resync of every SubSite (jittered ±20%%)")
     p.add_argument("--storefront-image", default=None, help="default storefront image")
     p.add_argument("--hq-url", default=None, help="HQ base URL written into site configs")
+    p.add_argument("--hq-public-url", default=None,
+                   help="HQ's URL as customers' browsers reach it (pay pages); default --hq-url")
     p.add_argument("--ingress-class", default=None, help="ingressClassName of Ingresses")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.resync_seconds = args.resync_seconds
     cfg.storefront_image = args.storefront_image or cfg.storefront_image
     cfg.hq_url = args.hq_url or cfg.hq_url
+    cfg.hq_public_url = args.hq_public_url or cfg.hq_public_url
     cfg.ingress_class = args.ingress_class or cfg.ingress_class
     cfg.kubeconfig = os.environ.get("KUBECONFIG") or None
     cfg.peering = None if args.standalone else args.peering

@@ -14,16 +14,24 @@ never spells a path or header itself.
   timestamp is signed, so a captured notification cannot be re-dated; the receiver refuses
   stale ones (:data:`TOLERANCE_SECONDS`) and records ``notification_id`` so a replay inside
   the window changes nothing.
+* A customer pays an order (or a top-up) on HQ's pay page through a **pay link** the site
+  signs itself (:func:`sign_payment_link`, key
+  :func:`kameng.contracts.hq_auth.payment_link_key`): the :class:`PaymentLink` — the
+  payment request, the site, an expiry — travels in the URL (:data:`PAY_LINK_PATH`), and
+  HQ opens the payment when the link is first followed. Checkout needs no call to HQ, so an
+  order costs the site one HQ round trip (fulfilment) besides HQ's notification. A wallet
+  payment is still a call (:data:`PAYMENTS_PATH`): HQ answers it from the site's escrow.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -40,6 +48,8 @@ __all__ = [
     "NOTIFY_PATH",
     "PAYMENTS_PATH",
     "PAYMENT_KINDS",
+    "PAY_LINK_PATH",
+    "PAY_LINK_SECONDS",
     "PAY_PAGE_PATH",
     "REFUND_PATH",
     "SIGNATURE_HEADER",
@@ -51,18 +61,23 @@ __all__ = [
     "CatalogProduct",
     "FulfilRequest",
     "Fulfilment",
+    "LinkError",
     "NotificationError",
     "PaymentCreated",
     "PaymentKind",
+    "PaymentLink",
     "PaymentNotification",
     "PaymentRequest",
     "bearer_token",
     "notification_headers",
+    "pay_link_path",
     "pay_page_path",
     "refund_path",
     "sign_notification",
+    "sign_payment_link",
     "site_headers",
     "verify_notification",
+    "verify_payment_link",
 ]
 
 # --- paths (HQ serves the first five, the sub-site the last) ------------------------------
@@ -75,6 +90,9 @@ REFUND_PATH = "/api/v1/payments/{pid}/refund"
 SETTLEMENT_PATH = "/api/v1/settlement"
 STATEMENT_CSV_PATH = "/api/v1/settlement/statements/{period}.csv"
 PAY_PAGE_PATH = "/pay/{pid}"
+PAY_LINK_PATH = "/pay/link/{token}"
+# How long a pay link opens a payment: a day, like a card platform's unpaid-order window.
+PAY_LINK_SECONDS = 24 * 3600
 NOTIFY_PATH = "/api/payments/notify"
 
 # --- headers ------------------------------------------------------------------------------
@@ -100,6 +118,10 @@ def refund_path(payment_id: str) -> str:
 
 def pay_page_path(payment_id: str) -> str:
     return PAY_PAGE_PATH.format(pid=payment_id)
+
+
+def pay_link_path(token: str) -> str:
+    return PAY_LINK_PATH.format(token=token)
 
 
 def site_headers(site: str, api_token: str, license_token: str | None = None) -> dict[str, str]:
@@ -187,6 +209,21 @@ class PaymentRequest(_Body):
     notify_url: str
     return_url: str
     kind: PaymentKind = "order"  # absent from older sites' requests: an order payment
+
+
+class PaymentLink(PaymentRequest):
+    """What a pay link carries: the site's payment request, whose it is, until when."""
+
+    site: str
+    expires: int  # unix seconds
+
+    @field_validator("kind")
+    @classmethod
+    def _paid_by_a_customer(cls, kind: str) -> str:
+        # A wallet payment spends escrow HQ must check first: never opened by a link.
+        if kind == "wallet":
+            raise ValueError("a wallet payment is not opened by a link")
+        return kind
 
 
 class PaymentCreated(_Body):
@@ -286,6 +323,60 @@ def verify_notification(
         return PaymentNotification.model_validate(data)
     except ValueError as exc:  # JSON and validation errors alike
         raise NotificationError("malformed body") from exc
+
+
+# --- pay links -----------------------------------------------------------------------------
+
+
+class LinkError(ValueError):
+    """A pay link HQ must not open: ``reason`` is ``malformed``, ``unknown_site``,
+    ``bad_signature`` or ``expired`` (never echoes the link)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _link_mac(key: str, payload: str) -> str:
+    return _b64(hmac.new(key.encode(), b"v1." + payload.encode(), hashlib.sha256).digest())
+
+
+def sign_payment_link(key: str, link: PaymentLink) -> str:
+    """The URL-safe token of ``link``: ``<base64url JSON>.<base64url HMAC-SHA256>``."""
+    payload = _b64(json.dumps(link.model_dump(mode="json"), separators=(",", ":")).encode())
+    return f"{payload}.{_link_mac(key, payload)}"
+
+
+def verify_payment_link(token: str, key_of: Callable[[str], str | None],
+                        now: float | None = None) -> PaymentLink:
+    """The link ``token`` carries, if the key ``key_of(site)`` signed it and it has not
+    expired. The site named inside picks the key; nothing else is believed before the
+    signature is checked."""
+    payload, _, mac = token.partition(".")
+    try:
+        site = json.loads(_unb64(payload)).get("site")
+    except (ValueError, AttributeError) as exc:
+        raise LinkError("malformed") from exc
+    key = key_of(site) if isinstance(site, str) else None
+    if key is None:
+        raise LinkError("unknown_site")
+    if not hmac.compare_digest(_link_mac(key, payload), mac):
+        raise LinkError("bad_signature")
+    try:
+        link = PaymentLink.model_validate_json(_unb64(payload))
+    except ValueError as exc:
+        raise LinkError("malformed") from exc
+    if link.expires < (time.time() if now is None else now):
+        raise LinkError("expired")
+    return link
 
 
 # --- approvals (RolePolicy.spec.approvals) --------------------------------------------------

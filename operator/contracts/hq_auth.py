@@ -15,6 +15,10 @@
 * Payment notifications from HQ to the site are signed with :func:`notification_key` of the
   token's digest: HQ can compute it from the registry, the site from its token, and
   whoever reads the registry still cannot call HQ as the site.
+* Pay links (a customer's way from the site to HQ's pay page, no site → HQ call) are
+  signed with :func:`payment_link_key`, derived the same way under another label: whoever
+  reads the registry could open payments for the site's orders (which only customers'
+  money completes, and the site checks the amount of) but not spend the site's token.
 
 Revocation: the operator marks a suspended site ``suspended`` and deletes a deleted site's
 entry; rotation (``kubectl kameng rotate-credentials``) mints a new token for one site and
@@ -40,6 +44,7 @@ __all__ = [
     "SiteCredential",
     "new_site_api_token",
     "notification_key",
+    "payment_link_key",
     "token_digest",
     "valid_site_name",
 ]
@@ -78,6 +83,12 @@ def notification_key(digest: str) -> str:
     return hmac.new(digest.encode(), b"kameng-site-notify:v1", hashlib.sha256).hexdigest()
 
 
+def payment_link_key(digest: str) -> str:
+    """The key a site signs its pay links with (:mod:`kameng.contracts.hq_api`); HQ derives
+    it from the registry. Rotating the token retires the links signed before."""
+    return hmac.new(digest.encode(), b"kameng-site-paylink:v1", hashlib.sha256).hexdigest()
+
+
 class SiteCredential(BaseModel):
     """One site's entry in the registry."""
 
@@ -102,6 +113,9 @@ class SiteCredential(BaseModel):
 
     def notification_key(self) -> str:
         return notification_key(self.sha256)
+
+    def payment_link_key(self) -> str:
+        return payment_link_key(self.sha256)
 
     def to_json(self) -> str:
         # exclude_none: an entry without a published scope keeps its bytes.

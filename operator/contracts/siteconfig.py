@@ -124,6 +124,7 @@ class SiteConfig(_Model):
     roles: dict[str, list[Permission]] = Field(default_factory=dict)
     mode: SiteMode = "normal"
     hq_url: str = ""
+    hq_public_url: str = ""  # HQ's pay pages, as customers reach them ("" = hq_url)
     hq_public_key: str = ""
     payments: Payments = Field(default_factory=Payments)
     members: list[Member] = Field(default_factory=list)

@@ -21,6 +21,7 @@ class OperatorConfig:
     hq_keys_secret: str = HQ_KEYS_SECRET
     storefront_image: str = "ghcr.io/kameng/kameng:0.1.0"
     hq_url: str = "http://kameng-hq.kameng-system.svc"
+    hq_public_url: str = ""  # HQ's pay pages for customers ("" = hq_url)
     ingress_class: str | None = None
     ingress_namespace: str = "ingress-nginx"
     monitoring_namespace: str | None = None  # Prometheus, allowed to the shops' ops port
@@ -60,6 +61,7 @@ class OperatorConfig:
             namespace=e.get("KAMENG_NAMESPACE", "kameng-system"),
             storefront_image=e.get("KAMENG_STOREFRONT_IMAGE", cls.storefront_image),
             hq_url=e.get("KAMENG_HQ_URL", cls.hq_url),
+            hq_public_url=e.get("KAMENG_HQ_PUBLIC_URL", cls.hq_public_url),
             ingress_class=e.get("KAMENG_INGRESS_CLASS") or None,
             ingress_namespace=e.get("KAMENG_INGRESS_NAMESPACE", "ingress-nginx"),
             monitoring_namespace=e.get("KAMENG_MONITORING_NAMESPACE") or None,

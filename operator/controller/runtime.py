@@ -127,6 +127,7 @@ async def create_runtime(cfg: OperatorConfig) -> Runtime:
     redis_target = redis_acl.target_of(cfg.redis_url)
     platform = Platform(
         storefront_image=cfg.storefront_image, hq_url=cfg.hq_url,
+        hq_public_url=cfg.hq_public_url,
         hq_public_key=keys.public_key_b64, hq_namespace=cfg.namespace,
         ingress_class=cfg.ingress_class, ingress_namespace=cfg.ingress_namespace,
         monitoring_namespace=cfg.monitoring_namespace,

@@ -1,4 +1,4 @@
-"""HQ's pages: the public catalogue, the sandbox pay page, and the catalogue admin."""
+"""HQ's pages: the public catalogue, the sandbox pay pages, and the catalogue admin."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from kameng.contracts.hq_api import PAY_PAGE_PATH
+from kameng.contracts.hq_api import (
+    PAY_LINK_PATH,
+    PAY_PAGE_PATH,
+    LinkError,
+    PaymentLink,
+    verify_payment_link,
+)
+from kameng.contracts.hq_auth import SiteCredential
 from kameng.contracts.money import MoneyError
 
 from ..state import state_of
@@ -23,7 +30,14 @@ from .kpis import routes as kpi_routes
 from .notifications import notify_payment
 from .onboarding import admin_routes as onboarding_admin_routes
 from .onboarding import public_routes as onboarding_public_routes
-from .payments import confirm_payment, get_payment
+from .payments import (
+    AmountMismatch,
+    BadSiteUrl,
+    confirm_payment,
+    find_payment,
+    get_payment,
+    open_payment,
+)
 from .plans import routes as plan_routes
 from .renewals import routes as renewal_routes
 from .review import routes as review_routes
@@ -52,21 +66,88 @@ async def pay_page(request: Request) -> Response:
     payment = await get_payment(state_of(request).pool, request.path_params["pid"])
     if payment is None:
         return error_page(request, 404, "not_found")
-    return render(request, "hq/pay.html", payment=payment)
+    return render(request, "hq/pay.html", payment=payment, action=request.url.path)
 
 
 async def pay_confirm(request: Request) -> Response:
     if refused := _sandbox_refused(request):
         return refused
+    return await _confirm(request, request.path_params["pid"])
+
+
+async def _confirm(request: Request, payment_id: str) -> Response:
     form = await request.form()
     if not csrf_ok(request, form):
         return error_page(request, 400, "bad_request")
     state = state_of(request)
-    payment = await confirm_payment(state.pool, request.path_params["pid"])
+    payment = await confirm_payment(state.pool, payment_id)
     if payment is None:
         return error_page(request, 404, "not_found")
     task = BackgroundTask(notify_payment, state, payment) if payment["status"] == "paid" else None
     return RedirectResponse(payment["return_url"], status_code=303, background=task)
+
+
+async def _followed_link(request: Request) -> tuple[PaymentLink, SiteCredential] | Response:
+    """The link of the request's path and the registry entry its signature was checked
+    with, or the page refusing it."""
+    state = state_of(request)
+    entries: dict[str, SiteCredential] = {}
+
+    def key_of(site: str) -> str | None:
+        entry = state.credentials.get(site) if state.credentials is not None else None
+        if entry is None:
+            return None
+        entries[site] = entry
+        return entry.payment_link_key()
+
+    try:
+        link = verify_payment_link(request.path_params["token"], key_of)
+    except LinkError as exc:
+        log.warning("pay link refused", extra={"reason": exc.reason})
+        if exc.reason == "expired":
+            return error_page(request, 410, "pay_link_expired")
+        return error_page(request, 404, "not_found")
+    return link, entries[link.site]
+
+
+async def pay_link(request: Request) -> Response:
+    """A site's signed pay link: the payment is opened when it is first followed (a second
+    visit finds the same payment), then paid on this same page."""
+    if refused := _sandbox_refused(request):
+        return refused
+    followed = await _followed_link(request)
+    if isinstance(followed, Response):
+        return followed
+    link, entry = followed
+    pool = state_of(request).pool
+    if entry.state != "active":
+        # A suspended site opens no new payment; one its customer opened before still
+        # shows, as its pay page does.
+        payment = await find_payment(pool, link.site, link.order_id)
+        if payment is None:
+            log.warning("pay link of a suspended site", extra={"site": link.site})
+            return error_page(request, 403, "pay_site_suspended")
+    else:
+        try:
+            payment = await open_payment(pool, link.site, link, entry.urls)
+        except (BadSiteUrl, AmountMismatch) as exc:
+            log.warning("pay link refused",
+                        extra={"site": link.site, "reason": type(exc).__name__})
+            return error_page(request, 400, "bad_request")
+    return render(request, "hq/pay.html", payment=payment, action=request.url.path)
+
+
+async def pay_link_confirm(request: Request) -> Response:
+    if refused := _sandbox_refused(request):
+        return refused
+    followed = await _followed_link(request)
+    if isinstance(followed, Response):
+        return followed
+    link, _ = followed
+    payment = await find_payment(state_of(request).pool, link.site, link.order_id)
+    if payment is None:  # paid before it was opened: only a forged form does that
+        return error_page(request, 404, "not_found")
+    return await _confirm(request, payment["id"])
 
 
 @requires()
@@ -118,6 +199,8 @@ def routes() -> list[Route | Mount]:
     return [
         Route("/", home),
         Route(PAY_PAGE_PATH, pay_page),
+        Route(PAY_LINK_PATH, pay_link),
+        Route(PAY_LINK_PATH, pay_link_confirm, methods=["POST"]),
         Route(PAY_PAGE_PATH, pay_confirm, methods=["POST"]),
         *onboarding_public_routes(),
         Route("/admin", admin_home),

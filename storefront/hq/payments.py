@@ -141,6 +141,15 @@ async def refund_payment(pool: AsyncConnectionPool, site: str, payment_id: str) 
     return True
 
 
+async def find_payment(pool: AsyncConnectionPool, site: str, order_id: str
+                       ) -> Payment | None:
+    """``site``'s payment of ``order_id``, if one was opened."""
+    async with pool.connection() as conn:
+        return await (await conn.execute(
+            "SELECT * FROM payments WHERE site = %s AND order_id = %s", (site, order_id),
+        )).fetchone()
+
+
 async def get_payment(pool: AsyncConnectionPool, payment_id: str) -> Payment | None:
     async with pool.connection() as conn:
         return await (

@@ -62,9 +62,13 @@ class HqClient:
         self._license = license_token
 
     @property
+    def site(self) -> str:
+        return self._site
+
+    @property
     def api_token(self) -> str:
-        """HQ signs this site's payment notifications with a key derived from it
-        (:func:`kameng.contracts.hq_auth.notification_key`)."""
+        """HQ signs this site's payment notifications, and the site its pay links, with
+        keys derived from it (:mod:`kameng.contracts.hq_auth`)."""
         return self._token
 
     def _headers(self, licensed: bool) -> dict[str, str]:

@@ -176,6 +176,7 @@ async def create_order(
     oid = new_order_id()
     code = (coupon or "").strip().upper() or None
     ip_hash, paid_via = hash_pii(ip, pepper), "wallet" if wallet_customer else "channel"
+    session = None
     async with state.pool.connection() as conn, conn.transaction():
         if code and not has_feature(state, "marketing"):
             raise OrderRefused("bad_request")  # coupons are a plan feature (tiered rights)
@@ -197,6 +198,16 @@ async def create_order(
                 raise OrderRefused("bad_request")
             discount = coupon_discount(product.price, product.cost, row["percent_off"])
         amount = product.price - discount
+        if wallet_customer is None:
+            # Opened before the row is written, so the order and its pay URL land together;
+            # HQ's sandbox signs a pay link here, without a call (see SandboxProvider).
+            base = state.settings.public_url
+            try:
+                session = await state.payments.create_payment(
+                    oid, amount, "CNY", base + NOTIFY_PATH, f"{base}/order/{oid}")
+            except PaymentError as exc:
+                log.warning("payment creation failed", extra={"order": oid, "error": str(exc)})
+                raise OrderRefused("unavailable_body") from exc
         # The event carries only what this insert writes, so it is built before it and
         # leaves in the same round trip.
         created = _event(state, {"id": oid, "contact_hash": contact_hash, "ip_hash": ip_hash,
@@ -208,8 +219,8 @@ async def create_order(
             order_cur = await conn.execute(
                 "INSERT INTO orders (id, product_id, category, unit_cost_fen, price_fen,"
                 " discount_fen, amount_fen, coupon_code, contact_enc, contact_hash, ip_hash,"
-                " paid_via, customer_id, region)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+                " paid_via, customer_id, region, payment_id, pay_url)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
                 (
                     oid,
                     product.id,
@@ -225,6 +236,8 @@ async def create_order(
                     paid_via,
                     wallet_customer.id if wallet_customer else None,
                     region,
+                    session.payment_id if session else None,
+                    session.pay_url if session else None,
                 ),
             )
             await enqueue(conn, created)
@@ -233,22 +246,6 @@ async def create_order(
     await publish_committed(state, created)
     if wallet_customer is not None:
         await pay_from_wallet(state, oid, wallet_customer)
-        return order
-    base = state.settings.public_url
-    try:
-        session = await state.payments.create_payment(
-            oid, amount, "CNY", base + NOTIFY_PATH, f"{base}/order/{oid}"
-        )
-    except PaymentError as exc:
-        log.warning("payment creation failed", extra={"order": oid, "error": str(exc)})
-        raise OrderRefused("unavailable_body") from exc
-    async with state.pool.connection() as conn:
-        order = await (
-            await conn.execute(
-                "UPDATE orders SET payment_id = %s, pay_url = %s WHERE id = %s RETURNING *",
-                (session.payment_id, session.pay_url, oid),
-            )
-        ).fetchone()
     return order
 
 

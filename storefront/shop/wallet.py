@@ -242,11 +242,6 @@ async def open_topup(state: AppState, customer: Customer, amount_text: str, ip: 
     if "sandbox" not in state.settings.site.payments.methods:
         raise WalletRefused("unavailable_body")
     tid = new_topup_id()
-    async with state.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO topups (id, customer_id, amount_fen, ip_hash) VALUES (%s, %s, %s, %s)",
-            (tid, customer.id, amount, hash_pii(ip, state.settings.pii_pepper)),
-        )
     base = state.settings.public_url
     try:
         session = await state.payments.create_payment(
@@ -255,9 +250,15 @@ async def open_topup(state: AppState, customer: Customer, amount_text: str, ip: 
     except PaymentError as exc:
         log.warning("top-up payment creation failed", extra={"topup": tid, "error": str(exc)})
         raise WalletRefused("unavailable_body") from exc
+    # Written with its pay URL: a customer who pays finds the top-up (a notification for
+    # an id not written yet is refused, and HQ sends it again).
     async with state.pool.connection() as conn:
-        await conn.execute("UPDATE topups SET payment_id = %s, pay_url = %s WHERE id = %s",
-                           (session.payment_id, session.pay_url, tid))
+        await conn.execute(
+            "INSERT INTO topups (id, customer_id, amount_fen, ip_hash, payment_id, pay_url)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (tid, customer.id, amount, hash_pii(ip, state.settings.pii_pepper),
+             session.payment_id, session.pay_url),
+        )
     return session.pay_url
 
 

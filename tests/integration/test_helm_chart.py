@@ -3,6 +3,7 @@ server accepts, and installs an operator that becomes Available."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -167,6 +168,7 @@ def test_hq_component_follows_the_pod_contract(helm, kubectl):
     contract's env names and mount paths, the registry the operator writes, never the
     license-signing key; the API server accepts it; the sites reach it at the default
     operator.hqUrl; the HQ ServiceMonitor's default selector finds its Service."""
+    from kameng.cli.operator_cmd import add_arguments
     from kameng.contracts import pod
     from kameng.contracts.hq_auth import REGISTRY_MOUNT, REGISTRY_SECRET
 
@@ -187,6 +189,15 @@ def test_hq_component_follows_the_pod_contract(helm, kubectl):
         assert "secretKeyRef" in env[key.env]["valueFrom"], key.env  # never inlined
     assert env["KAMENG_SANDBOX_PAYMENTS"]["value"] == "disabled"
     assert "--mode=hq" in container["args"]
+    # The shops' pay links point where HQ says it is served: one value for both.
+    operator = next(d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["name"] == "kameng-operator")
+    public = env["KAMENG_PUBLIC_URL"]["value"]
+    assert f"--hq-public-url={public}" in operator["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([f"--hq-public-url={public}"]).hq_public_url == public
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     keys = volumes["hq-keys"]["secret"]

@@ -1,15 +1,29 @@
 """HQ trusts no site, on real PostgreSQL and Redis: a leaked site token cannot drain the
-inventory, payment URLs must lie on the site's own registered URL, and a site's API token
-counts only while the site-credential registry says so."""
+inventory, payment URLs must lie on the site's own registered URL, a site's API token
+counts only while the site-credential registry says so, and a pay link opens a payment
+only as its site signed it."""
 
 from __future__ import annotations
+
+import base64
+import json
+import time
 
 import httpx
 import psycopg
 import pytest
 
-from kameng.contracts.hq_api import FULFIL_PATH, NOTIFY_PATH, PAYMENTS_PATH, refund_path
-from kameng.contracts.hq_auth import new_site_api_token
+from kameng.contracts.hq_api import (
+    FULFIL_PATH,
+    NOTIFY_PATH,
+    PAY_LINK_SECONDS,
+    PAYMENTS_PATH,
+    PaymentLink,
+    PaymentRequest,
+    refund_path,
+    sign_payment_link,
+)
+from kameng.contracts.hq_auth import new_site_api_token, payment_link_key, token_digest
 from kameng_storefront.state import state_of
 from tests.support.net import HTTP_TIMEOUT
 from tests.support.storefront import (
@@ -169,3 +183,109 @@ def test_site_credential_registry_is_the_only_way_in(stack):
     finally:
         stack.publish_credential()
     assert httpx.get(catalog, headers=stack.api_headers()).status_code == 200
+
+
+# --- pay links: the site signs, HQ opens the payment when the customer follows it ---------
+
+
+def _link(stack, order_id: str, amount: int = 3000, now: float | None = None, **urls: str
+          ) -> str:
+    req = PaymentRequest(order_id=order_id, amount=amount,
+                         notify_url=urls.get("notify", stack.shop_url + NOTIFY_PATH),
+                         return_url=urls.get("ret", f"{stack.shop_url}/order/{order_id}"))
+    return state_of(stack.shop_app).payments.pay_link(req, now=now)
+
+
+def _payments_of(stack, order_id: str) -> list[tuple[str, str, int]]:
+    with psycopg.connect(stack.hq_dsn) as conn:
+        return conn.execute("SELECT id, status, amount_fen FROM payments WHERE order_id = %s",
+                            (order_id,)).fetchall()
+
+
+def test_checkout_calls_hq_not_at_all_and_the_link_opens_one_payment(stack):
+    with httpx.Client(base_url=stack.shop_url, timeout=HTTP_TIMEOUT) as shop:
+        token = csrf_from(shop.get("/p/wow-30").text)
+        r = shop.post("/checkout", data={"csrf": token, "product": "wow-30",
+                                         "contact": "link@example.com"})
+    assert r.status_code == 303, r.text[:300]
+    link = r.headers["location"]
+    assert link.startswith(stack.hq_url + "/pay/link/")
+    with psycopg.connect(stack.shop_dsn) as conn:
+        oid, payment_id, amount = conn.execute(
+            "SELECT id, payment_id, amount_fen FROM orders WHERE pay_url = %s", (link,)
+        ).fetchone()
+    assert payment_id is None
+    assert _payments_of(stack, oid) == []  # checkout made no call to HQ
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
+        first = payer.get(link)
+        assert first.status_code == 200, first.text[:300]
+        opened = _payments_of(stack, oid)
+        assert [(s, a) for _, s, a in opened] == [("created", amount)]
+        assert payer.get(link).status_code == 200
+        assert _payments_of(stack, oid) == opened  # a second visit: the same payment
+        r = payer.post(link, data={"csrf": csrf_from(first.text)})
+    assert r.status_code == 303
+    assert r.headers["location"] == f"{stack.shop_url}/order/{oid}"
+    assert [s for _, s, _ in _payments_of(stack, oid)] == ["paid"]
+    with psycopg.connect(stack.shop_dsn) as conn:
+        for _ in range(100):
+            row = conn.execute("SELECT status, payment_id FROM orders WHERE id = %s",
+                               (oid,)).fetchone()
+            if row[0] == "delivered":
+                break
+            time.sleep(0.05)
+    assert row == ("delivered", opened[0][0])  # the payment HQ named when it notified
+
+
+def test_a_tampered_forged_or_expired_link_opens_nothing(stack):
+    link = _link(stack, "LNK-1", 3000)
+    head, _, token = link.rpartition("/")
+    payload, _, mac = token.partition(".")
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
+        # Another amount, under the site's signature: the signature no longer matches.
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        cheaper = base64.urlsafe_b64encode(json.dumps({**data, "amount": 1}).encode())
+        r = payer.get(f"{head}/{cheaper.decode().rstrip('=')}.{mac}")
+        assert r.status_code == 404
+        # Signed with another key (a guess, or a rotated-away token's).
+        forged = sign_payment_link(payment_link_key(token_digest("guess")),
+                                   PaymentLink.model_validate(data))
+        assert payer.get(f"{head}/{forged}").status_code == 404
+        # Followed after it expired.
+        old = _link(stack, "LNK-2", now=time.time() - PAY_LINK_SECONDS - 5)
+        r = payer.get(old)
+        assert (r.status_code, "LNK-2" in r.text) == (410, False)
+        # A pay form posted for a link nobody opened.
+        assert payer.post(link, data={"csrf": "x"}).status_code in (400, 404)
+    assert _payments_of(stack, "LNK-1") == []
+    assert _payments_of(stack, "LNK-2") == []
+
+
+def test_a_link_pays_only_to_the_sites_registered_url(stack):
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
+        for urls in ({"notify": "http://169.254.169.254/latest/meta-data/"},
+                     {"ret": "https://evil.example/phish"}):
+            assert payer.get(_link(stack, "LNK-URL", **urls)).status_code == 400
+    assert _payments_of(stack, "LNK-URL") == []
+
+
+def test_a_suspended_or_rotated_site_opens_no_new_payment(stack):
+    opened = _link(stack, "LNK-S1")
+    with httpx.Client(timeout=HTTP_TIMEOUT) as payer:
+        assert payer.get(opened).status_code == 200
+        stack.publish_credential(state="suspended")
+        try:
+            r = payer.get(_link(stack, "LNK-S2"))
+            assert r.status_code == 403
+            assert payer.get(opened).status_code == 200  # opened before: still shown
+        finally:
+            stack.publish_credential()
+        new = new_site_api_token()
+        stack.publish_credential(token=new)
+        try:
+            assert payer.get(_link(stack, "LNK-S3")).status_code == 404  # the old key
+        finally:
+            stack.publish_credential()
+    assert _payments_of(stack, "LNK-S2") == []
+    assert _payments_of(stack, "LNK-S3") == []
+    assert len(_payments_of(stack, "LNK-S1")) == 1

@@ -272,12 +272,18 @@ def test_sandbox_pay_page_needs_an_explicit_enable(pg_admin_dsn, redis_url, tmp_
     with run_stack(pg_admin_dsn, redis_url, tmp_path,
                    hq_overrides={"sandbox_payments": False}) as st:
         _stock(st, "sbx-10", keys=1)
-        # HQ opens no payment that nobody could pay: the shop says it cannot take money.
+        # HQ opens no payment that nobody could pay: the pay link the shop signed (checkout
+        # asks HQ nothing) meets the disabled channel's page, and no payment is opened.
         shop = httpx.Client(timeout=HTTP_TIMEOUT, base_url=st.shop_url)
         token = csrf_from(shop.get("/p/sbx-10").text)
         r = shop.post("/checkout", data={"csrf": token, "product": "sbx-10",
                                          "contact": "x@example.com"})
-        assert r.status_code == 502
+        assert r.status_code == 303
+        page = httpx.get(r.headers["location"], timeout=HTTP_TIMEOUT)
+        assert page.status_code == 503
+        assert "sandbox" in page.text.lower() or "沙箱" in page.text
+        with psycopg.connect(st.hq_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == 0
         # A payment opened earlier (while it was enabled) cannot be confirmed either.
         with psycopg.connect(st.hq_dsn) as conn:
             conn.execute("INSERT INTO payments (id, site, order_id, amount_fen, notify_url,"
@@ -322,7 +328,8 @@ def test_hq_notification_sweep_is_fair(pg_admin_dsn, redis_url, tmp_path):
                     " now() - interval '1 hour')",
                     (f"PDEAD{i:03d}", st.site, f"KDEAD{i:03d}",
                      "http://127.0.0.1:9/api/payments/notify", "http://127.0.0.1:9/"))
-        oid, _ = asyncio.run(_checkout(st, "ntf-10", "late@example.com"))
+        oid, pay_url = asyncio.run(_checkout(st, "ntf-10", "late@example.com"))
+        assert httpx.get(pay_url, timeout=HTTP_TIMEOUT).status_code == 200  # opened
         # Paid, but HQ never sent the notification (it restarted right then, say).
         with psycopg.connect(st.hq_dsn) as conn:
             conn.execute("UPDATE payments SET status = 'paid', paid_at = now() - interval"

@@ -305,7 +305,7 @@ def run_stack(
         shop_settings = Settings(
             mode="subsite", site=cfg, database_url=shop_dsn, redis_url=redis_url,
             session_secret=shop_session, data_keys=DataCipher.generate_spec("s1"),
-            public_url=shop_url, hq_url=shop_hq_url or hq_url,
+            public_url=shop_url, hq_url=shop_hq_url or hq_url, hq_public_url=hq_url,
             license_token_file=str(token_file), hq_api_token=api_token,
             catalog_sync_seconds=1.0, license_recheck_seconds=0.2, pool_size=pool_size,
             **(shop_overrides or {}),

@@ -26,7 +26,8 @@ RP = RolePolicySpec.model_validate({"roles": [
 def ctx(**kw: object) -> SiteContext:
     base: dict = {"name": "demo", "uid": "u", "spec": SubSiteSpec.model_validate(SPEC),
                   "license": LIC, "role_policy": RP, "mode": "normal",
-                  "platform": Platform(hq_url="http://hq", hq_public_key="PUB")}
+                  "platform": Platform(hq_url="http://hq", hq_public_url="https://hq.example",
+                                       hq_public_key="PUB")}
     base.update(kw)
     return SiteContext(**base)
 
@@ -42,6 +43,7 @@ def test_site_config_carries_the_contract_fields() -> None:
     assert cfg.branding.title == "星辰"
     assert cfg.branding.primary_color == "#1f6feb"
     assert (cfg.mode, cfg.hq_url, cfg.hq_public_key) == ("normal", "http://hq", "PUB")
+    assert cfg.hq_public_url == "https://hq.example"  # where the pay links point
     assert [m.name for m in cfg.members] == ["li"]
 
 

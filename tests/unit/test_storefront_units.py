@@ -131,6 +131,14 @@ def test_settings_from_files_and_errors(tmp_path):
     s = load_settings("subsite", env)
     assert s.database_url == "postgresql://x"
     assert s.hq_url == "http://hq"
+    assert s.pay_base == "http://hq"  # no public URL: HQ's own (a dev environment)
+    cfg.write_text(SiteConfig(site="demo", hq_url="http://hq/",
+                              hq_public_url="https://hq.example/").to_json())
+    assert load_settings("subsite", env).pay_base == "https://hq.example"
+    assert load_settings("subsite", {**env, "KAMENG_HQ_PUBLIC_URL": "https://x/"}
+                         ).pay_base == "https://x"
+    cfg.write_text(SiteConfig(site="demo", hq_url="http://hq/").to_json())
+    s = load_settings("subsite", env)
     assert s.license_token is None  # file tokens are read (and re-read) by the guard
     assert s.license_token_file == str(root / "license/token")
     assert "postgresql" not in repr(s)
