@@ -89,7 +89,9 @@ async def _confirm(request: Request, payment_id: str) -> Response:
 
 async def _followed_link(request: Request) -> tuple[PaymentLink, SiteCredential] | Response:
     """The link of the request's path and the registry entry its signature was checked
-    with, or the page refusing it."""
+    with, or the page refusing it (the sandbox channel disabled, a bad link)."""
+    if refused := _sandbox_refused(request):
+        return refused
     state = state_of(request)
     entries: dict[str, SiteCredential] = {}
 
@@ -113,8 +115,6 @@ async def _followed_link(request: Request) -> tuple[PaymentLink, SiteCredential]
 async def pay_link(request: Request) -> Response:
     """A site's signed pay link: the payment is opened when it is first followed (a second
     visit finds the same payment), then paid on this same page."""
-    if refused := _sandbox_refused(request):
-        return refused
     followed = await _followed_link(request)
     if isinstance(followed, Response):
         return followed
@@ -138,8 +138,6 @@ async def pay_link(request: Request) -> Response:
 
 
 async def pay_link_confirm(request: Request) -> Response:
-    if refused := _sandbox_refused(request):
-        return refused
     followed = await _followed_link(request)
     if isinstance(followed, Response):
         return followed
